@@ -1,0 +1,37 @@
+# Protocol Models - the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+PY := .venv/bin/python
+OFFCHAIN_PYTEST := $(PY) -m pytest -p no:pytest-brownie
+
+.PHONY: setup test test-contracts test-offchain demo lint bench constraints clean
+
+setup:
+	@tools/setup.sh
+
+test: setup
+	@tools/run_tests.sh
+
+test-contracts: setup
+	brownie test
+
+test-offchain: setup
+	$(OFFCHAIN_PYTEST) tests/offchain
+
+demo: setup
+	pm demo
+
+lint: setup
+	ruff check offchain tests scripts bench tools
+	ruff format --check offchain tests scripts bench tools
+
+bench: setup
+	@echo "No benchmark has landed yet; bench/ will fill with the contract, swarm and storage issues."
+
+constraints:
+	$(PY) -m pip download --no-deps -q -d .pm/brownie-wheel "$$(grep -o 'eth-brownie==[0-9.]*' pyproject.toml)"
+	unzip -p .pm/brownie-wheel/eth_brownie-*.whl '*/METADATA' | sed -n 's/^Requires-Dist: //p' > .pm/pins.txt
+	{ head -3 constraints.txt; cat .pm/pins.txt; } > constraints.txt
+
+clean:
+	rm -rf build reports .pytest_cache .hypothesis .pm

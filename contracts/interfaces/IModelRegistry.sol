@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title IModelRegistry
+/// @notice The registry of protocol models: what each model is (its spec on IPFS), how many
+/// pipeline stages it has, which ERC-20 of ownership shares belongs to it, and the latest
+/// finalized checkpoint of every stage.
+interface IModelRegistry {
+    /// @notice Lifecycle of a model. Only Active models accept new members and claims.
+    enum ModelStatus {
+        Active,
+        Paused,
+        Retired
+    }
+
+    /// @notice Everything the registry knows about one model.
+    /// @param creator Address that called createModel; the only one that may change the status.
+    /// @param shares The model's ModelShares token (an EIP-1167 clone).
+    /// @param numStages Number of pipeline stages the model is split into.
+    /// @param status Current lifecycle status.
+    /// @param specCID IPFS CID of the JSON model spec.
+    /// @param revenueAsset ERC-20 the model is paid in, or address(0) for ETH.
+    /// @param operator Receives the operator fee of every inference payment.
+    /// @param sharesPerWorkUnit Shares minted per verified unit of work.
+    struct Model {
+        address creator;
+        address shares;
+        uint8 numStages;
+        ModelStatus status;
+        string specCID;
+        address revenueAsset;
+        address operator;
+        uint256 sharesPerWorkUnit;
+    }
+
+    /// @notice Latest finalized checkpoint of one stage.
+    struct Checkpoint {
+        string cid;
+        bytes32 digest;
+        uint64 round;
+    }
+
+    /// @notice The model id does not exist.
+    error UnknownModel(uint256 modelId);
+    /// @notice numStages must be between 1 and the registry maximum.
+    error InvalidStageCount(uint8 numStages);
+    /// @notice The stage index is not below the model's numStages.
+    error StageOutOfRange(uint256 modelId, uint8 stage);
+    /// @notice sharesPerWorkUnit must be positive.
+    error ZeroSharesPerWorkUnit();
+    /// @notice The spec CID must not be empty.
+    error EmptySpecCID();
+    /// @notice Only the model's creator may do this.
+    error NotModelCreator(uint256 modelId, address account);
+    /// @notice Only the WorkLedger may do this.
+    error NotWorkLedger(address account);
+
+    /// @notice A model was registered and its share token deployed.
+    event ModelCreated(
+        uint256 indexed modelId, address indexed creator, address shares, uint8 numStages, string specCID
+    );
+    /// @notice A model's status changed.
+    event ModelStatusChanged(uint256 indexed modelId, ModelStatus status);
+    /// @notice A stage's finalized checkpoint advanced.
+    event CheckpointAccepted(uint256 indexed modelId, uint8 indexed stage, uint64 round, string cid);
+
+    /// @notice Register a model and deploy its ModelShares as an EIP-1167 clone.
+    /// @param specCID IPFS CID of the model spec.
+    /// @param numStages Number of pipeline stages.
+    /// @param sharesPerWorkUnit Shares minted per verified unit of work.
+    /// @param revenueAsset ERC-20 the model is paid in, or address(0) for ETH.
+    /// @param operator Receiver of the operator fee.
+    /// @return modelId The new model's id (ids start at 1).
+    function createModel(
+        string calldata specCID,
+        uint8 numStages,
+        uint256 sharesPerWorkUnit,
+        address revenueAsset,
+        address operator
+    ) external returns (uint256 modelId);
+
+    /// @notice Everything known about a model; reverts UnknownModel for an unknown id.
+    function getModel(uint256 modelId) external view returns (Model memory);
+
+    /// @notice Number of models created so far (the highest model id).
+    function modelCount() external view returns (uint256);
+
+    /// @notice Latest finalized checkpoint of a stage; empty cid and round 0 before the first.
+    function checkpointOf(uint256 modelId, uint8 stage)
+        external
+        view
+        returns (string memory cid, bytes32 digest, uint64 round);
+
+    /// @notice Change a model's status. Only the creator.
+    function setStatus(uint256 modelId, ModelStatus status) external;
+
+    /// @notice Advance a stage's finalized checkpoint. Only the WorkLedger; ignored unless newer.
+    function recordCheckpoint(uint256 modelId, uint8 stage, uint64 round, string calldata cid, bytes32 digest)
+        external;
+}

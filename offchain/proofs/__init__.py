@@ -1,0 +1,1 @@
+"""Step traces, Merkle roots, message signatures and replay (the swarm and worker issues)."""

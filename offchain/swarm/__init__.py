@@ -1,0 +1,1 @@
+"""Hivemind DHT + P2P stage servers, driver, routing and wire codecs (the swarm issue)."""

@@ -1,0 +1,31 @@
+"""`pm` lists every planned command and refuses, loudly, to fake the ones not built yet."""
+
+import subprocess
+import sys
+
+PM = [sys.executable, "-m", "offchain.cli"]
+
+
+def run_pm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*PM, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_role():
+    result = run_pm("--help")
+    assert result.returncode == 0
+    roles = ["model", "worker", "driver", "verifier", "gateway", "store", "infer", "claim", "balance", "demo"]
+    for command in roles:
+        assert command in result.stdout
+
+
+def test_unimplemented_command_says_so_and_exits_nonzero():
+    result = run_pm("worker", "run")
+    assert result.returncode == 2
+    assert "not implemented yet" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_does_not_pretend_to_work():
+    result = run_pm("demo")
+    assert result.returncode != 0
+    assert "Nothing has been run" in result.stderr
