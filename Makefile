@@ -26,7 +26,9 @@ lint: setup
 	ruff format --check offchain tests scripts bench tools
 
 bench: setup
-	@echo "No benchmark has landed yet; bench/ will fill with the contract, swarm and storage issues."
+	@benches=$$(ls bench/*.py 2>/dev/null); \
+	if [ -z "$$benches" ]; then echo "make bench: no benchmark has landed yet"; exit 0; fi; \
+	for bench in $$benches; do echo "== $$bench"; $(PY) $$bench || exit 1; done
 
 constraints:
 	$(PY) -m pip download --no-deps -q -d .pm/brownie-wheel "$$(grep -o 'eth-brownie==[0-9.]*' pyproject.toml)"

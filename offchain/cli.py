@@ -6,12 +6,13 @@ never mistake a placeholder for a result.
 
 from __future__ import annotations
 
-from typing import NoReturn
-
 import typer
 from rich.console import Console
 
 from offchain import __version__
+from offchain.errors import UserError, not_landed
+from offchain.storage.commands import store_app
+from offchain.swarm.commands import driver_app, worker_app
 
 stderr = Console(stderr=True)
 
@@ -23,11 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 model_app = typer.Typer(help="Create and inspect protocol models.", no_args_is_help=True)
-worker_app = typer.Typer(help="Compute provider: train one pipeline stage.", no_args_is_help=True)
-driver_app = typer.Typer(help="Stream micro-batches through the stages.", no_args_is_help=True)
 verifier_app = typer.Typer(help="Validator: replay claims, challenge and vote.", no_args_is_help=True)
 gateway_app = typer.Typer(help="Sell inference through the stage workers.", no_args_is_help=True)
-store_app = typer.Typer(help="Content-addressed storage (embedded store or Kubo).", no_args_is_help=True)
 for sub_app, name in [
     (model_app, "model"),
     (worker_app, "worker"),
@@ -37,17 +35,6 @@ for sub_app, name in [
     (store_app, "store"),
 ]:
     app.add_typer(sub_app, name=name)
-
-
-class NotLanded(Exception):
-    """A planned command whose implementation is tracked by an open issue."""
-
-    def __init__(self, command: str, issue: str) -> None:
-        super().__init__(f"pm {command}: not implemented yet (lands with the {issue} issue)")
-
-
-def not_landed(command: str, issue: str) -> NoReturn:
-    raise NotLanded(command, issue)
 
 
 @app.command()
@@ -62,18 +49,6 @@ def model_create() -> None:
     not_landed("model create", "Worker")
 
 
-@worker_app.command("run")
-def worker_run() -> None:
-    """Serve one stage, train, store checkpoints and submit claims."""
-    not_landed("worker run", "swarm training")
-
-
-@driver_app.command("run")
-def driver_run() -> None:
-    """Stream micro-batches through every stage and back."""
-    not_landed("driver run", "swarm training")
-
-
 @verifier_app.command("run")
 def verifier_run() -> None:
     """Watch claims, replay them and challenge the false ones."""
@@ -84,18 +59,6 @@ def verifier_run() -> None:
 def gateway_run() -> None:
     """HTTP inference gateway that checks payments on-chain."""
     not_landed("gateway run", "inference")
-
-
-@store_app.command("put")
-def store_put() -> None:
-    """Store a file and print its CID."""
-    not_landed("store put", "IPFS storage")
-
-
-@store_app.command("get")
-def store_get() -> None:
-    """Fetch a CID (verified) into a file."""
-    not_landed("store get", "IPFS storage")
 
 
 @app.command()
@@ -139,9 +102,9 @@ def main() -> None:
     """Console-script entry point: user mistakes become one red line and a non-zero exit."""
     try:
         app()
-    except NotLanded as error:
+    except UserError as error:
         stderr.print(f"[red]{error}[/red]")
-        raise SystemExit(2) from None
+        raise SystemExit(error.exit_code) from None
 
 
 if __name__ == "__main__":
