@@ -37,6 +37,10 @@ class KuboError(StorageError):
     """The Kubo daemon refused a request or could not be reached."""
 
 
+class KuboCommandError(KuboError):
+    """Kubo ran the command and reported an error (HTTP 500 with a JSON `Message`)."""
+
+
 class KuboUnreachable(KuboError):
     """No connection to the Kubo RPC (daemon down, wrong port, timeout)."""
 
