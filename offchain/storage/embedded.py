@@ -52,6 +52,9 @@ class EmbeddedStore:
         self.profile = profile
         for sub in ("blocks", "pins", "tmp", "quarantine"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        if not (self.folder / "blocks" / "ff").exists():  # all 256 shards up front: no mkdir per put
+            for shard in range(256):
+                (self.folder / "blocks" / f"{shard:02x}").mkdir(exist_ok=True)
 
     def __repr__(self) -> str:
         return f"EmbeddedStore({str(self.folder)!r})"
@@ -185,23 +188,27 @@ class BlockWriter:
 
     def __init__(self, store: EmbeddedStore) -> None:
         self.store = store
-        self.pending: dict[Path, Path] = {}  # temp file -> final path
+        self.pending: dict[Path, Path] = {}  # final path -> temp file
+        self.tag = uuid.uuid4().hex
 
     def __call__(self, cid: bytes, block: bytes) -> None:
         final = self.store._block_path(cid)
-        if final.exists() or final in self.pending.values():
+        if final in self.pending or final.exists():
             return
-        temp = self.store.folder / "tmp" / f"{final.name}.{uuid.uuid4().hex}"
-        with open(temp, "xb") as handle:
-            handle.write(block)
-        self.pending[temp] = final
+        temp = self.store.folder / "tmp" / f"{final.name}.{self.tag}"
+        self.pending[final] = temp
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            if os.write(fd, block) != len(block):
+                raise StorageError(f"short write to {temp} (disk full?)")
+        finally:
+            os.close(fd)
 
     def commit(self) -> None:
         shards = set()
-        for temp, final in self.pending.items():
+        for final, temp in self.pending.items():
             if self.store.fsync:
                 fsync_path(temp)
-            final.parent.mkdir(exist_ok=True)
             os.replace(temp, final)
             shards.add(final.parent)
         if self.store.fsync:
@@ -210,5 +217,5 @@ class BlockWriter:
         self.pending.clear()
 
     def discard(self) -> None:
-        for temp in self.pending:
+        for temp in self.pending.values():
             temp.unlink(missing_ok=True)

@@ -1,0 +1,146 @@
+"""Storage throughput: embedded put/get, with and without encryption, against raw sha256.
+
+For 1, 16 and 64 MiB of random bytes, measured side by side in one run (best of several reps):
+  sha256      hashlib.sha256 over the bytes: the ceiling, since every put and get hashes them
+  cid         the kubo CID alone (chunking, dag-pb encoding, sha256 per block), nothing written
+  put         EmbeddedStore.put into a fresh folder, fsync off (page cache): the CPU cost of a put
+  put-durable the same with fsync on (the default): bounded by the disk
+  get         EmbeddedStore.get, every block read and verified
+  enc-put     encrypt_checkpoint then put (fsync off);  dec-get  get then decrypt_checkpoint
+Targets: put >= 50% of sha256 throughput; encryption adds <= 30% to put and to get time.
+Writes bench/results/storage.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.hazmat.backends.openssl import backend as openssl
+
+from offchain.storage.crypto import StageKey, decrypt_checkpoint, encrypt_checkpoint
+from offchain.storage.embedded import EmbeddedStore
+from offchain.storage.unixfs import file_cid
+
+MiB = 1 << 20
+SIZES_MIB = [1, 16, 64]
+RESULTS = Path(__file__).parent / "results" / "storage.json"
+
+
+def best_seconds(run: Callable[[], object], reps: int, setup: Callable[[], None] = lambda: None) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        setup()
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure(size_mib: int, scratch: Path) -> dict[str, float]:
+    data = os.urandom(size_mib * MiB)
+    key = StageKey.generate(model_id=1, stage=0)
+    reps = 5 if size_mib <= 16 else 3
+    stores = {
+        "put": EmbeddedStore(scratch / "put", fsync=False),
+        "durable": EmbeddedStore(scratch / "durable"),
+        "enc": EmbeddedStore(scratch / "enc", fsync=False),
+    }
+
+    def empty(name: str) -> Callable[[], None]:
+        """Each timed put must write every block: drop the previous rep's blocks first (not timed)."""
+
+        def drop_all() -> None:
+            for cid in stores[name].pins():
+                stores[name].unpin(cid)
+            stores[name].gc()
+
+        return drop_all
+
+    seconds = {
+        "sha256": best_seconds(lambda: hashlib.sha256(data).digest(), reps),
+        "cid": best_seconds(lambda: file_cid(data), reps),
+        "put": best_seconds(lambda: stores["put"].put(data), reps, empty("put")),
+        "put-durable": best_seconds(lambda: stores["durable"].put(data), reps, empty("durable")),
+        "enc-put": best_seconds(lambda: stores["enc"].put(encrypt_checkpoint(key, data)), reps, empty("enc")),
+    }
+    store, encrypted = stores["put"], stores["enc"]
+    cid = store.put(data)
+    enc_cid = encrypted.put(encrypt_checkpoint(key, data))
+    assert store.get(cid) == data and decrypt_checkpoint(key, encrypted.get(enc_cid)) == data
+    seconds["get"] = best_seconds(lambda: store.get(cid), reps)
+    seconds["dec-get"] = best_seconds(lambda: decrypt_checkpoint(key, encrypted.get(enc_cid)), reps)
+    row: dict[str, float] = {"size_mib": size_mib}
+    row.update({f"{name}_MBps": round(size_mib * MiB / 1e6 / s, 1) for name, s in seconds.items()})
+    row["put_vs_sha256"] = round(seconds["sha256"] / seconds["put"], 3)
+    row["put_durable_vs_sha256"] = round(seconds["sha256"] / seconds["put-durable"], 3)
+    row["encryption_adds_to_put"] = round(seconds["enc-put"] / seconds["put"] - 1, 3)
+    row["encryption_adds_to_get"] = round(seconds["dec-get"] / seconds["get"] - 1, 3)
+    return row
+
+
+def main() -> None:
+    load_before = round(os.getloadavg()[0], 2)
+    scratch = Path(tempfile.mkdtemp(prefix="pm-bench-storage-", dir=os.environ.get("PM_BENCH_DIR")))
+    try:
+        rows = [measure(size, scratch / str(size)) for size in SIZES_MIB]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    targets = {"put_vs_sha256_min": 0.5, "encryption_adds_max": 0.3}
+    report = {
+        "benchmark": "storage",
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "openssl": openssl.openssl_version_text(),
+            "load_average_1min_before": load_before,
+            "load_average_1min_after": round(os.getloadavg()[0], 2),
+        },
+        "targets": targets,
+        "met": {
+            "put_vs_sha256": all(r["put_vs_sha256"] >= targets["put_vs_sha256_min"] for r in rows),
+            "encryption_adds_to_put": all(
+                r["encryption_adds_to_put"] <= targets["encryption_adds_max"] for r in rows
+            ),
+            "encryption_adds_to_get": all(
+                r["encryption_adds_to_get"] <= targets["encryption_adds_max"] for r in rows
+            ),
+        },
+        "rows": rows,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(rows))
+    print(f"targets met: {report['met']}  -> {RESULTS}")
+
+
+def table(rows: list[dict[str, float]]) -> str:
+    columns = ["sha256", "cid", "put", "put-durable", "get", "enc-put", "dec-get"]
+    lines = [
+        "| MiB | "
+        + " | ".join(f"{c} MB/s" for c in columns)
+        + " | put/sha256 | enc adds to put | dec adds to get |",
+        "|---:" * (len(columns) + 4) + "|",
+    ]
+    for r in rows:
+        cells = [f"{r[f'{c}_MBps']:.0f}" for c in columns]
+        ratios = [
+            f"{r['put_vs_sha256']:.2f}",
+            f"{r['encryption_adds_to_put']:+.0%}",
+            f"{r['encryption_adds_to_get']:+.0%}",
+        ]
+        lines.append(f"| {r['size_mib']} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
