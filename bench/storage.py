@@ -6,7 +6,8 @@ For 1, 16 and 64 MiB of random bytes, measured side by side in one run (best of 
   put         EmbeddedStore.put into a fresh folder, fsync off (page cache): the CPU cost of a put
   put-durable the same with fsync on (the default): bounded by the disk
   get         EmbeddedStore.get, every block read and verified
-  enc-put     encrypt_checkpoint then put (fsync off);  dec-get  get then decrypt_checkpoint
+  enc-put     put(encrypt_checkpoint_stream(...)) (fsync off): AES-GCM streamed into the chunker
+  dec-get     decrypt_checkpoint_stream(key, get_pieces(cid)): blocks verified and decrypted as read
 Targets: put >= 50% of sha256 throughput; encryption adds <= 30% to put and to get time.
 Writes bench/results/storage.json and prints a table.
 """
@@ -26,7 +27,12 @@ from pathlib import Path
 
 from cryptography.hazmat.backends.openssl import backend as openssl
 
-from offchain.storage.crypto import StageKey, decrypt_checkpoint, encrypt_checkpoint
+from offchain.storage.crypto import (
+    StageKey,
+    decrypt_checkpoint,
+    decrypt_checkpoint_stream,
+    encrypt_checkpoint_stream,
+)
 from offchain.storage.embedded import EmbeddedStore
 from offchain.storage.unixfs import file_cid
 
@@ -70,14 +76,18 @@ def measure(size_mib: int, scratch: Path) -> dict[str, float]:
         "cid": best_seconds(lambda: file_cid(data), reps),
         "put": best_seconds(lambda: stores["put"].put(data), reps, empty("put")),
         "put-durable": best_seconds(lambda: stores["durable"].put(data), reps, empty("durable")),
-        "enc-put": best_seconds(lambda: stores["enc"].put(encrypt_checkpoint(key, data)), reps, empty("enc")),
+        "enc-put": best_seconds(
+            lambda: stores["enc"].put(encrypt_checkpoint_stream(key, data)), reps, empty("enc")
+        ),
     }
     store, encrypted = stores["put"], stores["enc"]
     cid = store.put(data)
-    enc_cid = encrypted.put(encrypt_checkpoint(key, data))
+    enc_cid = encrypted.put(encrypt_checkpoint_stream(key, data))
     assert store.get(cid) == data and decrypt_checkpoint(key, encrypted.get(enc_cid)) == data
     seconds["get"] = best_seconds(lambda: store.get(cid), reps)
-    seconds["dec-get"] = best_seconds(lambda: decrypt_checkpoint(key, encrypted.get(enc_cid)), reps)
+    seconds["dec-get"] = best_seconds(
+        lambda: decrypt_checkpoint_stream(key, encrypted.get_pieces(enc_cid)), reps
+    )
     row: dict[str, float] = {"size_mib": size_mib}
     row.update({f"{name}_MBps": round(size_mib * MiB / 1e6 / s, 1) for name, s in seconds.items()})
     row["put_vs_sha256"] = round(seconds["sha256"] / seconds["put"], 3)

@@ -30,22 +30,29 @@ derive k; each box uses a fresh ephemeral key, so the derived nonce is never reu
 
 API: `StageKey.generate(model_id, stage)`, `encrypt_checkpoint(key, plaintext)`,
 `decrypt_checkpoint(key, blob)`, `generate_encryption_keypair()`, `public_key_of(private)`,
-`seal_key(recipient_public, key)`, `open_sealed_key(recipient_private, sealed)`.
+`seal_key(recipient_public, key)`, `open_sealed_key(recipient_private, sealed)`; and the
+streaming pair for large checkpoints, same bytes on disk:
+`store.put(encrypt_checkpoint_stream(key, plaintext))` and
+`decrypt_checkpoint_stream(key, store.get_pieces(cid))`, which never allocate a ciphertext-sized
+buffer (on these machines touching fresh memory costs about as much as hashing it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from offchain.storage.errors import DecryptionError
+from offchain.storage.unixfs import Bytes
 
 CHECKPOINT_MAGIC = b"PMCK"
 SEALED_MAGIC = b"PMSB"
@@ -87,21 +94,12 @@ class StageKey:
         return f"StageKey(model_id={self.model_id}, stage={self.stage}, key_id={self.key_id.hex()})"
 
 
-def encrypt_checkpoint(key: StageKey, plaintext: bytes | memoryview) -> bytearray:
-    """Encrypt a checkpoint under its stage key: header (magic, version, key id, nonce) then AES-GCM."""
-    header = CHECKPOINT_MAGIC + bytes([VERSION]) + key.key_id + os.urandom(_NONCE_LEN)
-    blob = bytearray(HEADER_LEN + len(plaintext) + _TAG_LEN)
-    blob[:HEADER_LEN] = header
-    AESGCM(key.secret).encrypt_into(header[-_NONCE_LEN:], plaintext, header, memoryview(blob)[HEADER_LEN:])
-    return blob
+def _new_header(key: StageKey) -> bytes:
+    return CHECKPOINT_MAGIC + bytes([VERSION]) + key.key_id + os.urandom(_NONCE_LEN)
 
 
-def decrypt_checkpoint(key: StageKey, blob: bytes | bytearray | memoryview) -> bytes:
-    """The plaintext of `blob`; DecryptionError if it is not ours, truncated, altered or under another key."""
-    view = memoryview(blob)
-    if len(view) < HEADER_LEN + _TAG_LEN:
-        raise DecryptionError(f"checkpoint ciphertext truncated: {len(view)} bytes, less than header and tag")
-    header = bytes(view[:HEADER_LEN])
+def _check_header(key: StageKey, header: bytes) -> bytes:
+    """Validate a checkpoint header for `key`; return its nonce."""
     if header[:4] != CHECKPOINT_MAGIC:
         raise DecryptionError(
             "not a checkpoint ciphertext (bad magic): was it encrypted with encrypt_checkpoint?"
@@ -116,12 +114,119 @@ def decrypt_checkpoint(key: StageKey, blob: bytes | bytearray | memoryview) -> b
             f"wrong key: the checkpoint was encrypted under key id {key_id.hex()}, "
             f"the key given (model {key.model_id} stage {key.stage}) has key id {key.key_id.hex()}"
         )
+    return header[-_NONCE_LEN:]
+
+
+def _truncated(size: int) -> DecryptionError:
+    return DecryptionError(f"checkpoint ciphertext truncated: {size} bytes, less than header and tag")
+
+
+def _altered() -> DecryptionError:
+    return DecryptionError("checkpoint ciphertext failed authentication: it was altered or truncated")
+
+
+def encrypt_checkpoint(key: StageKey, plaintext: Bytes) -> bytearray:
+    """Encrypt a checkpoint under its stage key: header (magic, version, key id, nonce) then AES-GCM."""
+    header = _new_header(key)
+    blob = bytearray(HEADER_LEN + len(plaintext) + _TAG_LEN)
+    blob[:HEADER_LEN] = header
+    AESGCM(key.secret).encrypt_into(header[-_NONCE_LEN:], plaintext, header, memoryview(blob)[HEADER_LEN:])
+    return blob
+
+
+def encrypt_checkpoint_stream(
+    key: StageKey, plaintext: Bytes, piece_size: int = 262144
+) -> Iterator[memoryview]:
+    """The bytes `encrypt_checkpoint` would return, as `piece_size` pieces (the last may be shorter).
+
+    AES-GCM runs as a stream into one reused buffer, so no ciphertext-sized buffer is ever
+    allocated; with the store's chunk size as `piece_size`, `store.put` takes each piece as a
+    chunk without copying. A piece is valid only until the next is requested.
+    """
+    header = _new_header(key)
+    encryptor = Cipher(algorithms.AES(key.secret), modes.GCM(header[-_NONCE_LEN:])).encryptor()
+    encryptor.authenticate_additional_data(header)
+    buffer = bytearray(piece_size + 15)  # update_into wants len(data) + block size - 1 of room
+    view = memoryview(buffer)
+    fill = 0
+    source = memoryview(plaintext).cast("B")
+
+    def copy_in(data: bytes) -> Iterator[memoryview]:
+        nonlocal fill
+        while data:
+            take = min(piece_size - fill, len(data))
+            buffer[fill : fill + take] = data[:take]
+            fill, data = fill + take, data[take:]
+            if fill == piece_size:
+                yield view[:piece_size]
+                fill = 0
+
+    yield from copy_in(header)
+    pos = 0
+    while pos < len(source):
+        take = min(piece_size - fill, len(source) - pos)
+        encryptor.update_into(source[pos : pos + take], view[fill:])
+        fill, pos = fill + take, pos + take
+        if fill == piece_size:
+            yield view[:piece_size]
+            fill = 0
+    encryptor.finalize()
+    yield from copy_in(encryptor.tag)
+    if fill:
+        yield view[:fill]
+
+
+def decrypt_checkpoint(key: StageKey, blob: Bytes) -> bytes:
+    """The plaintext of `blob`; DecryptionError if it is not ours, truncated, altered or under another key."""
+    view = memoryview(blob)
+    if len(view) < HEADER_LEN + _TAG_LEN:
+        raise _truncated(len(view))
+    header = bytes(view[:HEADER_LEN])
+    nonce = _check_header(key, header)
     try:
-        return AESGCM(key.secret).decrypt(header[-_NONCE_LEN:], view[HEADER_LEN:], header)
+        return AESGCM(key.secret).decrypt(nonce, view[HEADER_LEN:], header)
     except InvalidTag:
-        raise DecryptionError(
-            "checkpoint ciphertext failed authentication: it was altered or truncated"
-        ) from None
+        raise _altered() from None
+
+
+def decrypt_checkpoint_stream(key: StageKey, pieces: Iterable[Bytes]) -> bytes:
+    """`decrypt_checkpoint` over pieces (e.g. `store.get_pieces(cid)`), never holding the ciphertext whole.
+
+    The plaintext is returned only after the tag has been checked: nothing unauthenticated leaks.
+    """
+    head = bytearray()
+    held = b""  # the last 16 bytes seen: the tag, once the stream ends
+    decryptor = None
+    out: list[bytes] = []
+    total = 0
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        total += len(view)
+        if decryptor is None:
+            need = HEADER_LEN - len(head)
+            head += view[:need]
+            view = view[need:]
+            if len(head) < HEADER_LEN:
+                continue
+            header = bytes(head)
+            decryptor = Cipher(algorithms.AES(key.secret), modes.GCM(_check_header(key, header))).decryptor()
+            decryptor.authenticate_additional_data(header)
+        if len(view) >= _TAG_LEN:
+            if held:
+                out.append(decryptor.update(held))
+            out.append(decryptor.update(view[:-_TAG_LEN]))
+            held = bytes(view[-_TAG_LEN:])
+        else:
+            combined = held + bytes(view)
+            out.append(decryptor.update(combined[:-_TAG_LEN]))
+            held = combined[-_TAG_LEN:]
+    if decryptor is None or total < HEADER_LEN + _TAG_LEN:
+        raise _truncated(total)
+    try:
+        decryptor.finalize_with_tag(held)
+    except InvalidTag:
+        raise _altered() from None
+    return b"".join(out)
 
 
 def generate_encryption_keypair() -> tuple[bytes, bytes]:

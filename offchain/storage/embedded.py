@@ -32,7 +32,15 @@ from offchain.storage.car import read_car, write_car
 from offchain.storage.cids import cid_text, digest_of, parse_cid, verify_block
 from offchain.storage.durable import fsync_path
 from offchain.storage.errors import BlockCorrupted, BlockNotFound, StorageError
-from offchain.storage.unixfs import KUBO_DEFAULT, Profile, build_file, chunk_bytes, dag_blocks, file_pieces
+from offchain.storage.unixfs import (
+    KUBO_DEFAULT,
+    Blob,
+    Profile,
+    build_file,
+    chunk_bytes,
+    dag_blocks,
+    file_pieces,
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,8 @@ class EmbeddedStore:
 
     # -- the Store protocol -------------------------------------------------------------------
 
-    def put(self, data: bytes | memoryview, *, pin: bool = True) -> str:
-        """Store `data` as a UnixFS file (kubo's CID for it) and pin it; return the CID."""
+    def put(self, data: Blob, *, pin: bool = True) -> str:
+        """Store `data` (bytes, or pieces streamed in order) as a UnixFS file and pin it; return its CID."""
         with self._lock(fcntl.LOCK_SH), self._writer() as write:
             root = build_file(chunk_bytes(data, self.profile.chunk_size), write, self.profile)
         cid = cid_text(root)
@@ -72,7 +80,11 @@ class EmbeddedStore:
 
     def get(self, cid: str) -> bytes:
         """The file at `cid`, every block verified against its CID on the way."""
-        return b"".join(file_pieces(parse_cid(cid), self._read_block))
+        return b"".join(self.get_pieces(cid))
+
+    def get_pieces(self, cid: str) -> Iterator[memoryview]:
+        """The file at `cid` as consecutive pieces, each from a block verified before it is yielded."""
+        return file_pieces(parse_cid(cid), self._read_block)
 
     def has(self, cid: str) -> bool:
         """Whether the root block of `cid` is here (like `ipfs block stat --offline`)."""

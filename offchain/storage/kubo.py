@@ -38,7 +38,7 @@ from offchain.storage.car import read_car, write_car
 from offchain.storage.cids import cid_text, parse_cid, verify_block
 from offchain.storage.errors import KuboCommandError, KuboError, KuboUnreachable, StorageError
 from offchain.storage.spool import Spool
-from offchain.storage.unixfs import KUBO_DEFAULT, Profile, file_cid, file_pieces
+from offchain.storage.unixfs import KUBO_DEFAULT, Blob, Bytes, Profile, as_bytes, file_cid, file_pieces
 
 _RETRY_STATUS = {502, 503, 504}
 
@@ -76,8 +76,9 @@ class KuboStore:
 
     # -- the Store protocol -------------------------------------------------------------------
 
-    def put(self, data: bytes | memoryview, *, pin: bool = True) -> str:
+    def put(self, data: Blob, *, pin: bool = True) -> str:
         """Add `data` with kubo's default DAG settings; spool it if the daemon is unreachable."""
+        data = as_bytes(data)
         cid = file_cid(data, self.profile)
         try:
             self.drain()
@@ -103,6 +104,10 @@ class KuboStore:
         if file_cid(data, self.profile) == cid:
             return data
         return b"".join(file_pieces(root, self._block_get))
+
+    def get_pieces(self, cid: str) -> Iterator[memoryview]:
+        """The verified file as one piece (the RPC has no cheaper way to stream a verified file)."""
+        yield memoryview(self.get(cid))
 
     def has(self, cid: str) -> bool:
         """Whether the daemon holds the root block of `cid` (`block/stat --offline`) or it is spooled."""
@@ -181,7 +186,7 @@ class KuboStore:
             except KuboUnreachable:
                 pass
 
-    def _add(self, data: bytes | memoryview, pin: bool, expected: str) -> None:
+    def _add(self, data: Bytes, pin: bool, expected: str) -> None:
         params = {
             "chunker": f"size-{self.profile.chunk_size}",
             "cid-version": "0",

@@ -8,20 +8,29 @@ Two backends, same CIDs for the same bytes (kubo's `ipfs add` defaults):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
+
+from offchain.storage.unixfs import Blob
 
 
 @runtime_checkable
 class Store(Protocol):
     """Content-addressed file storage: what workers, verifiers and the CLI call."""
 
-    def put(self, data: bytes | memoryview, *, pin: bool = True) -> str:
-        """Store bytes as a UnixFS file; return its CID (what `ipfs add` prints for them)."""
+    def put(self, data: Blob, *, pin: bool = True) -> str:
+        """Store bytes, or pieces streamed in order (e.g. `encrypt_checkpoint_stream(...)`), as a
+        UnixFS file; return its CID (what `ipfs add` prints for the same bytes)."""
         ...
 
     def get(self, cid: str) -> bytes:
         """The bytes of the file at `cid`, verified against the CID block by block."""
+        ...
+
+    def get_pieces(self, cid: str) -> Iterator[memoryview]:
+        """The same bytes as consecutive pieces, each verified before it is yielded (for
+        `decrypt_checkpoint_stream`, which then never holds the ciphertext whole)."""
         ...
 
     def has(self, cid: str) -> bool:

@@ -75,13 +75,47 @@ def parent_block(children: list[Link]) -> bytes:
     return b"".join(parts)
 
 
-def chunk_bytes(data: bytes | memoryview, chunk_size: int) -> Iterator[memoryview]:
-    """Fixed-size chunks of `data` without copying; empty data is one empty chunk, as in kubo."""
-    view = memoryview(data)
-    if not len(view):
-        yield view
-    for start in range(0, len(view), chunk_size):
-        yield view[start : start + chunk_size]
+Bytes = bytes | bytearray | memoryview
+Blob = Bytes | Iterable[Bytes]  # one buffer, or pieces consumed once, in order (e.g. a ciphertext stream)
+
+
+def as_bytes(data: Blob) -> Bytes:
+    """A blob as one buffer (pieces are copied: a streaming producer may reuse its buffer)."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return data
+    return b"".join(bytes(piece) for piece in data)
+
+
+def chunk_bytes(data: Blob, chunk_size: int) -> Iterator[memoryview]:
+    """Fixed-size chunks of `data`; empty data is one empty chunk, as in kubo.
+
+    Aligned full chunks are views into the input (no copy); the rest are assembled in one
+    reused buffer, so each chunk is valid only until the next is requested (build_file copies
+    each at once).
+    """
+    pieces = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+    buffer = bytearray(chunk_size)
+    fill = 0
+    emitted = False
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        pos = 0
+        while pos < len(view):
+            if fill == 0 and len(view) - pos >= chunk_size:
+                yield view[pos : pos + chunk_size]
+                pos += chunk_size
+                emitted = True
+                continue
+            take = min(chunk_size - fill, len(view) - pos)
+            buffer[fill : fill + take] = view[pos : pos + take]
+            fill += take
+            pos += take
+            if fill == chunk_size:
+                yield memoryview(buffer)
+                fill = 0
+                emitted = True
+    if fill or not emitted:
+        yield memoryview(buffer)[:fill]
 
 
 def build_file(
@@ -109,7 +143,7 @@ def build_file(
     return level[0].cid
 
 
-def file_cid(data: bytes | memoryview, profile: Profile = KUBO_DEFAULT) -> str:
+def file_cid(data: Blob, profile: Profile = KUBO_DEFAULT) -> str:
     """The CID `ipfs add` prints for `data` (nothing is stored)."""
     root = build_file(chunk_bytes(data, profile.chunk_size), lambda _cid, _block: None, profile)
     return cid_text(root)

@@ -62,6 +62,16 @@ def test_deep_trees_match_js_importer_with_small_chunks(tmp_path):
     assert js_cids(tmp_path, blobs, profile) == [python_cid_and_blocks(b, profile) for b in blobs]
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_chunking_pieces_equals_chunking_the_joined_bytes(seed):
+    rng = random.Random(seed)
+    pieces = [rng.randbytes(rng.choice([0, 1, 7, 16, 33, 100])) for _ in range(rng.randrange(0, 40))]
+    joined = b"".join(pieces)
+    expected = [bytes(chunk) for chunk in chunk_bytes(joined, 16)]
+    assert [bytes(chunk) for chunk in chunk_bytes(iter(pieces), 16)] == expected
+    assert file_cid(iter(pieces), Profile(16, 4)) == file_cid(joined, Profile(16, 4))
+
+
 @pytest.mark.parametrize("text", ["", "hello", "Qm123", "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXE"])
 def test_parse_cid_rejects_garbage(text):
     with pytest.raises(InvalidCID):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from offchain.storage.crypto import StageKey, decrypt_checkpoint_stream, encrypt_checkpoint_stream
 from offchain.storage.embedded import EmbeddedStore
 from offchain.storage.errors import BlockCorrupted, KuboCommandError, KuboError, KuboUnreachable
 from offchain.storage.kubo import KuboStore
@@ -61,6 +62,14 @@ def test_put_get_pins_round_trip_with_kubo_add_settings(client, kubo):
         query.items() >= KUBO_ADD_DEFAULTS.items() and query["pin"] == "true" for query in adds
     )
     assert {method for method, _, _ in kubo.requests} == {"POST"}
+
+
+def test_streamed_encrypted_checkpoint_through_kubo(client):
+    key = StageKey.generate(3, 0)
+    plaintext = blob(600_000, seed=9)
+    cid = client.put(encrypt_checkpoint_stream(key, plaintext))
+    assert cid == file_cid(client.get(cid))
+    assert decrypt_checkpoint_stream(key, client.get_pieces(cid)) == plaintext
 
 
 def test_kubo_error_messages_are_passed_on(client):
