@@ -53,14 +53,12 @@ def read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise ValueError("varint longer than 64 bits")
 
 
-def cid_v0(block: bytes | memoryview) -> bytes:
-    """The CIDv0 (dag-pb, sha2-256) of a block, in binary form."""
-    return _MH_PREFIX + hashlib.sha256(block).digest()
-
-
-def cid_v1(codec: int, block: bytes | memoryview) -> bytes:
-    """The CIDv1 of a block under `codec` (dag-pb or raw), in binary form."""
-    return b"\x01" + encode_varint(codec) + cid_v0(block)
+def cid_v0(*parts: bytes | bytearray | memoryview) -> bytes:
+    """The CIDv0 (dag-pb, sha2-256) of the block made of `parts`, in binary form."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return _MH_PREFIX + digest.digest()
 
 
 def split_cid(buf: bytes | memoryview, pos: int = 0) -> int:

@@ -23,7 +23,7 @@ import fcntl
 import hashlib
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -35,6 +35,7 @@ from offchain.storage.errors import BlockCorrupted, BlockNotFound, StorageError
 from offchain.storage.unixfs import (
     KUBO_DEFAULT,
     Blob,
+    Bytes,
     Profile,
     build_file,
     chunk_bytes,
@@ -119,7 +120,7 @@ class EmbeddedStore:
             with self._writer() as write:
                 for cid, block in sections:
                     verify_block(cid, block, "in the CAR file")
-                    write(cid, block)
+                    write(cid, (block,))
             for root in roots:
                 self._pin_complete(root)
         return [cid_text(root) for root in roots]
@@ -203,7 +204,7 @@ class BlockWriter:
         self.pending: dict[Path, Path] = {}  # final path -> temp file
         self.tag = uuid.uuid4().hex
 
-    def __call__(self, cid: bytes, block: bytes) -> None:
+    def __call__(self, cid: bytes, parts: Sequence[Bytes]) -> None:
         final = self.store._block_path(cid)
         if final in self.pending or final.exists():
             return
@@ -211,7 +212,7 @@ class BlockWriter:
         self.pending[final] = temp
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            if os.write(fd, block) != len(block):
+            if os.writev(fd, parts) != sum(len(part) for part in parts):
                 raise StorageError(f"short write to {temp} (disk full?)")
         finally:
             os.close(fd)

@@ -15,7 +15,7 @@ stored DAG back into the file's bytes, asking the caller for (verified) blocks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from offchain.storage.cids import DAG_PB, RAW, cid_text, cid_v0, codec_of, encode_varint, read_varint
@@ -48,24 +48,26 @@ class Link:
     file_size: int  # file bytes under it (UnixFS `blocksizes` entry of the parent)
 
 
-BlockSink = Callable[[bytes, bytes], None]
+Bytes = bytes | bytearray | memoryview
+BlockSink = Callable[[bytes, Sequence[Bytes]], None]  # (CID, the block as parts to concatenate)
 
 
-def _field_bytes(tag: bytes, payload: bytes | memoryview) -> list[bytes | memoryview]:
+def _field_bytes(tag: bytes, payload: Bytes) -> list[Bytes]:
     return [tag, encode_varint(len(payload)), payload]
 
 
-def leaf_block(chunk: bytes | memoryview) -> bytes:
-    """A dag-pb node whose Data is a UnixFS File holding `chunk` (kubo leaves with raw-leaves=false)."""
+def leaf_block(chunk: Bytes) -> tuple[bytes, Bytes, bytes]:
+    """A dag-pb node whose Data is a UnixFS File holding `chunk` (kubo leaves with raw-leaves=false),
+    as (head, chunk, tail): hashed and written in parts, so the chunk is never copied."""
     size = encode_varint(len(chunk))
-    unixfs = [b"\x08\x02", *(_field_bytes(b"\x12", chunk) if len(chunk) else []), b"\x18", size]
-    unixfs_len = sum(len(part) for part in unixfs)
-    return b"".join([b"\x0a", encode_varint(unixfs_len), *unixfs])
+    data_field = b"\x12" + size if len(chunk) else b""
+    unixfs_len = 2 + len(data_field) + len(chunk) + 1 + len(size)
+    return b"\x0a" + encode_varint(unixfs_len) + b"\x08\x02" + data_field, chunk, b"\x18" + size
 
 
 def parent_block(children: list[Link]) -> bytes:
     """A dag-pb node linking `children` in order, with their file sizes in UnixFS blocksizes."""
-    parts: list[bytes | memoryview] = []
+    parts: list[Bytes] = []
     for child in children:
         link = b"".join([*_field_bytes(b"\x0a", child.cid), b"\x12\x00\x18", encode_varint(child.tsize)])
         parts += _field_bytes(b"\x12", link)
@@ -75,7 +77,6 @@ def parent_block(children: list[Link]) -> bytes:
     return b"".join(parts)
 
 
-Bytes = bytes | bytearray | memoryview
 Blob = Bytes | Iterable[Bytes]  # one buffer, or pieces consumed once, in order (e.g. a ciphertext stream)
 
 
@@ -118,16 +119,14 @@ def chunk_bytes(data: Blob, chunk_size: int) -> Iterator[memoryview]:
         yield memoryview(buffer)[:fill]
 
 
-def build_file(
-    chunks: Iterable[bytes | memoryview], sink: BlockSink, profile: Profile = KUBO_DEFAULT
-) -> bytes:
+def build_file(chunks: Iterable[Bytes], sink: BlockSink, profile: Profile = KUBO_DEFAULT) -> bytes:
     """Turn chunks into a balanced UnixFS DAG; `sink(cid, block)` gets every block; return the root CID."""
     level: list[Link] = []
     for chunk in chunks:
-        block = leaf_block(chunk)
-        cid = cid_v0(block)
-        sink(cid, block)
-        level.append(Link(cid, len(block), len(chunk)))
+        parts = leaf_block(chunk)
+        cid = cid_v0(*parts)
+        sink(cid, parts)
+        level.append(Link(cid, sum(len(part) for part in parts), len(chunk)))
     if not level:
         raise ValueError("build_file needs at least one chunk (an empty file is one empty chunk)")
     while len(level) > 1:
@@ -136,7 +135,7 @@ def build_file(
             group = level[start : start + profile.max_links]
             block = parent_block(group)
             cid = cid_v0(block)
-            sink(cid, block)
+            sink(cid, (block,))
             tsize = len(block) + sum(child.tsize for child in group)
             parents.append(Link(cid, tsize, sum(child.file_size for child in group)))
         level = parents
