@@ -1,6 +1,6 @@
 """Storage throughput: embedded put/get, with and without encryption, against raw sha256.
 
-For 1, 16 and 64 MiB of random bytes, measured side by side in one run (best of several reps):
+For 1, 16 and 64 MiB of random bytes, measured side by side in one run (best of 4-7 interleaved reps):
   sha256      hashlib.sha256 over the bytes: the ceiling, since every put and get hashes them
   cid         the kubo CID alone (chunking, dag-pb encoding, sha256 per block), nothing written
   put         EmbeddedStore.put into a fresh folder, fsync off (page cache): the CPU cost of a put
@@ -41,53 +41,46 @@ SIZES_MIB = [1, 16, 64]
 RESULTS = Path(__file__).parent / "results" / "storage.json"
 
 
-def best_seconds(run: Callable[[], object], reps: int, setup: Callable[[], None] = lambda: None) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        setup()
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def measure(size_mib: int, scratch: Path) -> dict[str, float]:
+    """Best-of-N seconds per operation, the reps interleaved so that load from other processes
+    hits every operation alike and the ratios stay side by side."""
     data = os.urandom(size_mib * MiB)
     key = StageKey.generate(model_id=1, stage=0)
-    reps = 5 if size_mib <= 16 else 3
-    stores = {
-        "put": EmbeddedStore(scratch / "put", fsync=False),
-        "durable": EmbeddedStore(scratch / "durable"),
-        "enc": EmbeddedStore(scratch / "enc", fsync=False),
-    }
+    reps = 7 if size_mib <= 16 else 4
+    plain = EmbeddedStore(scratch / "plain", fsync=False)
+    durable = EmbeddedStore(scratch / "durable")
+    encrypted = EmbeddedStore(scratch / "encrypted", fsync=False)
+    cid = EmbeddedStore(scratch / "get").put(data)
+    enc_cid = EmbeddedStore(scratch / "get").put(encrypt_checkpoint_stream(key, data))
+    reader = EmbeddedStore(scratch / "get")
+    assert reader.get(cid) == data and decrypt_checkpoint(key, reader.get(enc_cid)) == data
 
-    def empty(name: str) -> Callable[[], None]:
-        """Each timed put must write every block: drop the previous rep's blocks first (not timed)."""
+    def emptied(store: EmbeddedStore) -> EmbeddedStore:
+        """A timed put must write every block: drop the previous rep's blocks first (not timed)."""
+        for pinned in store.pins():
+            store.unpin(pinned)
+        store.gc()
+        return store
 
-        def drop_all() -> None:
-            for cid in stores[name].pins():
-                stores[name].unpin(cid)
-            stores[name].gc()
-
-        return drop_all
-
-    seconds = {
-        "sha256": best_seconds(lambda: hashlib.sha256(data).digest(), reps),
-        "cid": best_seconds(lambda: file_cid(data), reps),
-        "put": best_seconds(lambda: stores["put"].put(data), reps, empty("put")),
-        "put-durable": best_seconds(lambda: stores["durable"].put(data), reps, empty("durable")),
-        "enc-put": best_seconds(
-            lambda: stores["enc"].put(encrypt_checkpoint_stream(key, data)), reps, empty("enc")
+    operations: dict[str, tuple[Callable[[], object], Callable[[object], object]]] = {
+        "sha256": (lambda: None, lambda _: hashlib.sha256(data).digest()),
+        "cid": (lambda: None, lambda _: file_cid(data)),
+        "put": (lambda: emptied(plain), lambda store: store.put(data)),
+        "put-durable": (lambda: emptied(durable), lambda store: store.put(data)),
+        "enc-put": (
+            lambda: emptied(encrypted),
+            lambda store: store.put(encrypt_checkpoint_stream(key, data)),
         ),
+        "get": (lambda: None, lambda _: reader.get(cid)),
+        "dec-get": (lambda: None, lambda _: decrypt_checkpoint_stream(key, reader.get_pieces(enc_cid))),
     }
-    store, encrypted = stores["put"], stores["enc"]
-    cid = store.put(data)
-    enc_cid = encrypted.put(encrypt_checkpoint_stream(key, data))
-    assert store.get(cid) == data and decrypt_checkpoint(key, encrypted.get(enc_cid)) == data
-    seconds["get"] = best_seconds(lambda: store.get(cid), reps)
-    seconds["dec-get"] = best_seconds(
-        lambda: decrypt_checkpoint_stream(key, encrypted.get_pieces(enc_cid)), reps
-    )
+    seconds = dict.fromkeys(operations, float("inf"))
+    for _ in range(reps):
+        for name, (setup, run) in operations.items():
+            prepared = setup()
+            start = time.perf_counter()
+            run(prepared)
+            seconds[name] = min(seconds[name], time.perf_counter() - start)
     row: dict[str, float] = {"size_mib": size_mib}
     row.update({f"{name}_MBps": round(size_mib * MiB / 1e6 / s, 1) for name, s in seconds.items()})
     row["put_vs_sha256"] = round(seconds["sha256"] / seconds["put"], 3)

@@ -1,6 +1,6 @@
 """Against a real Kubo daemon, when one is given: PM_KUBO_API=http://127.0.0.1:5001 pytest this file.
 
-Start one with `ipfs init --profile=test && ipfs daemon --offline` (any kubo >= 0.9). The
+Start one with `ipfs init && ipfs daemon --offline` (any kubo >= 0.9; RPC on port 5001). The
 daemon's own CIDs are checked against ours for every size, and CAR files are moved both ways.
 """
 
