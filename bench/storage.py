@@ -9,6 +9,8 @@ For 1, 16 and 64 MiB of random bytes, measured side by side in one run (best of 
   enc-put     put(encrypt_checkpoint_stream(...)) (fsync off): AES-GCM streamed into the chunker
   dec-get     decrypt_checkpoint_stream(key, get_pieces(cid)): blocks verified and decrypted as read
 Targets: put >= 50% of sha256 throughput; encryption adds <= 30% to put and to get time.
+Ratios are given from wall time and, in brackets, from this process's CPU time (robust to other
+processes competing for the cores; durable put waits on the disk, so it is judged on wall only).
 Writes bench/results/storage.json and prints a table.
 """
 
@@ -75,18 +77,25 @@ def measure(size_mib: int, scratch: Path) -> dict[str, float]:
         "dec-get": (lambda: None, lambda _: decrypt_checkpoint_stream(key, reader.get_pieces(enc_cid))),
     }
     seconds = dict.fromkeys(operations, float("inf"))
+    cpu = dict.fromkeys(operations, float("inf"))
     for _ in range(reps):
         for name, (setup, run) in operations.items():
             prepared = setup()
-            start = time.perf_counter()
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
             run(prepared)
-            seconds[name] = min(seconds[name], time.perf_counter() - start)
+            cpu[name] = min(cpu[name], time.process_time() - cpu_start)
+            seconds[name] = min(seconds[name], time.perf_counter() - wall_start)
     row: dict[str, float] = {"size_mib": size_mib}
     row.update({f"{name}_MBps": round(size_mib * MiB / 1e6 / s, 1) for name, s in seconds.items()})
     row["put_vs_sha256"] = round(seconds["sha256"] / seconds["put"], 3)
     row["put_durable_vs_sha256"] = round(seconds["sha256"] / seconds["put-durable"], 3)
     row["encryption_adds_to_put"] = round(seconds["enc-put"] / seconds["put"] - 1, 3)
     row["encryption_adds_to_get"] = round(seconds["dec-get"] / seconds["get"] - 1, 3)
+    # The same ratios from CPU time (user + system of this process): on a shared machine they
+    # are not inflated by time spent waiting for a core. Durable put waits on the disk: wall only.
+    row["cpu_put_vs_sha256"] = round(cpu["sha256"] / cpu["put"], 3)
+    row["cpu_encryption_adds_to_put"] = round(cpu["enc-put"] / cpu["put"] - 1, 3)
+    row["cpu_encryption_adds_to_get"] = round(cpu["dec-get"] / cpu["get"] - 1, 3)
     return row
 
 
@@ -110,13 +119,13 @@ def main() -> None:
         },
         "targets": targets,
         "met": {
-            "put_vs_sha256": all(r["put_vs_sha256"] >= targets["put_vs_sha256_min"] for r in rows),
-            "encryption_adds_to_put": all(
-                r["encryption_adds_to_put"] <= targets["encryption_adds_max"] for r in rows
-            ),
-            "encryption_adds_to_get": all(
-                r["encryption_adds_to_get"] <= targets["encryption_adds_max"] for r in rows
-            ),
+            f"{clock}{name}": all(ok(r[f"{clock}{name}"]) for r in rows)
+            for clock in ("", "cpu_")
+            for name, ok in [
+                ("put_vs_sha256", lambda v: v >= targets["put_vs_sha256_min"]),
+                ("encryption_adds_to_put", lambda v: v <= targets["encryption_adds_max"]),
+                ("encryption_adds_to_get", lambda v: v <= targets["encryption_adds_max"]),
+            ]
         },
         "rows": rows,
     }
@@ -131,15 +140,15 @@ def table(rows: list[dict[str, float]]) -> str:
     lines = [
         "| MiB | "
         + " | ".join(f"{c} MB/s" for c in columns)
-        + " | put/sha256 | enc adds to put | dec adds to get |",
+        + " | put/sha256 (cpu) | enc adds to put (cpu) | dec adds to get (cpu) |",
         "|---:" * (len(columns) + 4) + "|",
     ]
     for r in rows:
         cells = [f"{r[f'{c}_MBps']:.0f}" for c in columns]
         ratios = [
-            f"{r['put_vs_sha256']:.2f}",
-            f"{r['encryption_adds_to_put']:+.0%}",
-            f"{r['encryption_adds_to_get']:+.0%}",
+            f"{r['put_vs_sha256']:.2f} ({r['cpu_put_vs_sha256']:.2f})",
+            f"{r['encryption_adds_to_put']:+.0%} ({r['cpu_encryption_adds_to_put']:+.0%})",
+            f"{r['encryption_adds_to_get']:+.0%} ({r['cpu_encryption_adds_to_get']:+.0%})",
         ]
         lines.append(f"| {r['size_mib']} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines)

@@ -62,6 +62,8 @@ def test_put_get_pins_round_trip_with_kubo_add_settings(client, kubo):
         query.items() >= KUBO_ADD_DEFAULTS.items() and query["pin"] == "true" for query in adds
     )
     assert {method for method, _, _ in kubo.requests} == {"POST"}
+    stats = [query for _, command, query in kubo.requests if command == "block/stat"]
+    assert stats and all(query["offline"] == "true" for query in stats)  # `has` never searches the network
 
 
 def test_streamed_encrypted_checkpoint_through_kubo(client):
