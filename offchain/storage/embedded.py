@@ -72,12 +72,12 @@ class EmbeddedStore:
 
     def put(self, data: Blob, *, pin: bool = True) -> str:
         """Store `data` (bytes, or pieces streamed in order) as a UnixFS file and pin it; return its CID."""
-        with self._lock(fcntl.LOCK_SH), self._writer() as write:
-            root = build_file(chunk_bytes(data, self.profile.chunk_size), write, self.profile)
-        cid = cid_text(root)
-        if pin:
-            self._pin_file(cid).touch()
-        return cid
+        with self._lock(fcntl.LOCK_SH):  # held until pinned: a concurrent gc cannot take the new blocks
+            with self._writer() as write:
+                root = build_file(chunk_bytes(data, self.profile.chunk_size), write, self.profile)
+            if pin:
+                self._write_pin(root)
+        return cid_text(root)
 
     def get(self, cid: str) -> bytes:
         """The file at `cid`, every block verified against its CID on the way."""
@@ -128,7 +128,10 @@ class EmbeddedStore:
     # -- maintenance ----------------------------------------------------------------------------
 
     def gc(self) -> GCResult:
-        """Delete every block no pin reaches, and the temp files of interrupted puts."""
+        """Delete every block no pin reaches, and the temp files of interrupted puts.
+
+        A pinned DAG with a missing or corrupted block stops it before anything is deleted.
+        """
         with self._lock(fcntl.LOCK_EX):
             live = {digest_of(cid).hex() for pin in self.pins() for cid, _ in self._walk(parse_cid(pin))}
             removed = freed = 0
@@ -154,7 +157,12 @@ class EmbeddedStore:
         """Pin `root` after reading (and so verifying) every block under it."""
         for _ in self._walk(root):
             pass
+        self._write_pin(root)
+
+    def _write_pin(self, root: bytes) -> None:
         self._pin_file(cid_text(root)).touch()
+        if self.fsync:
+            fsync_path(self.folder / "pins")
 
     def _block_path(self, cid: bytes) -> Path:
         digest = digest_of(cid).hex()
@@ -175,7 +183,8 @@ class EmbeddedStore:
         try:
             verify_block(cid, block, str(path))
         except BlockCorrupted:
-            os.replace(path, self.folder / "quarantine" / path.name)
+            with contextlib.suppress(FileNotFoundError):  # another reader may have moved it first
+                os.replace(path, self.folder / "quarantine" / path.name)
             raise
         return block
 
