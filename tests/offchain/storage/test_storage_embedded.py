@@ -185,3 +185,28 @@ def test_killed_mid_put_leaves_a_consistent_store(tmp_path):
     store.gc()
     assert not any((folder / "tmp").iterdir())
     assert store.put(b"after the crash") == file_cid(b"after the crash")
+
+
+GC_FOREVER = """
+import sys
+from offchain.storage.embedded import EmbeddedStore
+store = EmbeddedStore(sys.argv[1])
+while True:
+    store.gc()
+"""
+
+
+def test_concurrent_gc_never_takes_blocks_of_a_put_in_progress(tmp_path):
+    folder = tmp_path / "store"
+    store = EmbeddedStore(folder, fsync=False)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    collector = subprocess.Popen([sys.executable, "-c", GC_FOREVER, str(folder)], env=env, cwd=REPO)
+    try:
+        time.sleep(0.5)  # the collector is running
+        blobs = [blob(600_000, seed=100 + index) for index in range(15)]
+        cids = [store.put(data) for data in blobs]
+        assert collector.poll() is None
+    finally:
+        collector.kill()
+        collector.wait()
+    assert [store.get(cid) for cid in cids] == blobs
