@@ -6,7 +6,8 @@ grouped into parents of at most 174 links, level by level (the balanced layout),
 remains; a file of one chunk is that single leaf; CIDv0 (sha2-256, dag-pb). The protobuf
 encodings are small enough to write by hand (dag-pb spec: Links (field 2) before Data
 (field 1); PBLink = Hash 1, Name 2, Tsize 3; UnixFS Data = Type 1, Data 2, filesize 3,
-blocksizes 4), which keeps the hot path to one copy of each chunk plus its sha2-256.
+blocksizes 4), and a leaf is kept as (head, chunk, tail) parts so each chunk is hashed and
+written where it lies, never copied.
 
 `build_file` streams chunks into blocks and hands each finished block to a callback, so a store
 can write it at once and nothing but the link list stays in memory; `file_pieces` walks a
