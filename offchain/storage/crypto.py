@@ -33,8 +33,8 @@ API: `StageKey.generate(model_id, stage)`, `encrypt_checkpoint(key, plaintext)`,
 `seal_key(recipient_public, key)`, `open_sealed_key(recipient_private, sealed)`; and the
 streaming pair for large checkpoints, same bytes on disk:
 `store.put(encrypt_checkpoint_stream(key, plaintext))` and
-`decrypt_checkpoint_stream(key, store.get_pieces(cid))`, which never allocate a ciphertext-sized
-buffer (on these machines touching fresh memory costs about as much as hashing it).
+`decrypt_checkpoint_stream(key, store.get_pieces(cid))`, which never copy the ciphertext into a
+buffer of its own (on these machines touching fresh memory costs about as much as hashing it).
 """
 
 from __future__ import annotations
@@ -189,44 +189,41 @@ def decrypt_checkpoint(key: StageKey, blob: Bytes) -> bytes:
         raise _altered() from None
 
 
-def decrypt_checkpoint_stream(key: StageKey, pieces: Iterable[Bytes]) -> bytes:
-    """`decrypt_checkpoint` over pieces (e.g. `store.get_pieces(cid)`), never holding the ciphertext whole.
+def _clip(views: list[memoryview], start: int, end: int) -> Iterator[memoryview]:
+    """The parts of consecutive `views` that fall in the byte range [start, end) of their concatenation."""
+    offset = 0
+    for view in views:
+        low, high = max(start - offset, 0), min(end - offset, len(view))
+        if low < high:
+            yield view[low:high]
+        offset += len(view)
+
+
+def decrypt_checkpoint_stream(key: StageKey, pieces: Iterable[Bytes]) -> bytearray:
+    """`decrypt_checkpoint` over pieces (e.g. `store.get_pieces(cid)`), decrypted straight from them
+    into one plaintext buffer: the ciphertext is never joined into a buffer of its own.
 
     The plaintext is returned only after the tag has been checked: nothing unauthenticated leaks.
     """
-    head = bytearray()
-    held = b""  # the last 16 bytes seen: the tag, once the stream ends
-    decryptor = None
-    out: list[bytes] = []
-    total = 0
-    for piece in pieces:
-        view = memoryview(piece).cast("B")
-        total += len(view)
-        if decryptor is None:
-            need = HEADER_LEN - len(head)
-            head += view[:need]
-            view = view[need:]
-            if len(head) < HEADER_LEN:
-                continue
-            header = bytes(head)
-            decryptor = Cipher(algorithms.AES(key.secret), modes.GCM(_check_header(key, header))).decryptor()
-            decryptor.authenticate_additional_data(header)
-        if len(view) >= _TAG_LEN:
-            if held:
-                out.append(decryptor.update(held))
-            out.append(decryptor.update(view[:-_TAG_LEN]))
-            held = bytes(view[-_TAG_LEN:])
-        else:
-            combined = held + bytes(view)
-            out.append(decryptor.update(combined[:-_TAG_LEN]))
-            held = combined[-_TAG_LEN:]
-    if decryptor is None or total < HEADER_LEN + _TAG_LEN:
+    views = [memoryview(piece).cast("B") for piece in pieces]
+    total = sum(len(view) for view in views)
+    if total < HEADER_LEN + _TAG_LEN:
         raise _truncated(total)
+    header = b"".join(_clip(views, 0, HEADER_LEN))
+    tag = b"".join(_clip(views, total - _TAG_LEN, total))
+    decryptor = Cipher(algorithms.AES(key.secret), modes.GCM(_check_header(key, header))).decryptor()
+    decryptor.authenticate_additional_data(header)
+    plaintext = bytearray(total - HEADER_LEN - _TAG_LEN + 15)  # update_into wants block size - 1 spare
+    written = 0
+    with memoryview(plaintext) as target:
+        for part in _clip(views, HEADER_LEN, total - _TAG_LEN):
+            written += decryptor.update_into(part, target[written:])
     try:
-        decryptor.finalize_with_tag(held)
+        decryptor.finalize_with_tag(tag)
     except InvalidTag:
         raise _altered() from None
-    return b"".join(out)
+    del plaintext[written:]
+    return plaintext
 
 
 def generate_encryption_keypair() -> tuple[bytes, bytes]:

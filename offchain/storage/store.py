@@ -30,7 +30,7 @@ class Store(Protocol):
 
     def get_pieces(self, cid: str) -> Iterator[memoryview]:
         """The same bytes as consecutive pieces, each verified before it is yielded (for
-        `decrypt_checkpoint_stream`, which then never holds the ciphertext whole)."""
+        `decrypt_checkpoint_stream`, which decrypts from them without joining them first)."""
         ...
 
     def has(self, cid: str) -> bool:
