@@ -18,6 +18,7 @@ Writes bench/results/storage.json and prints a table.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.backends.openssl import backend as openssl
 
@@ -50,32 +52,25 @@ def measure(size_mib: int, scratch: Path) -> dict[str, float]:
     data = os.urandom(size_mib * MiB)
     key = StageKey.generate(model_id=1, stage=0)
     reps = 7 if size_mib <= 16 else 4
-    plain = EmbeddedStore(scratch / "plain", fsync=False)
-    durable = EmbeddedStore(scratch / "durable")
-    encrypted = EmbeddedStore(scratch / "encrypted", fsync=False)
     cid = EmbeddedStore(scratch / "get").put(data)
     enc_cid = EmbeddedStore(scratch / "get").put(encrypt_checkpoint_stream(key, data))
     reader = EmbeddedStore(scratch / "get")
-    raw_file = scratch / "raw"
     assert reader.get(cid) == data and decrypt_checkpoint(key, reader.get(enc_cid)) == data
+    raw_files = (scratch / f"raw{index}" for index in itertools.count())
+    folders = (scratch / f"store{index}" for index in itertools.count())
 
-    def emptied(store: EmbeddedStore) -> EmbeddedStore:
-        """A timed put must write every block: drop the previous rep's blocks first (not timed)."""
-        for pinned in store.pins():
-            store.unpin(pinned)
-        store.gc()
-        return store
+    def fresh(fsync: bool) -> Callable[[], EmbeddedStore]:
+        """A new store per timed put, so it writes every block. Nothing is deleted until the end:
+        on these machines a put right after a gc deleted its blocks takes ~1.5x the CPU time."""
+        return lambda: EmbeddedStore(next(folders), fsync=fsync)
 
-    operations: dict[str, tuple[Callable[[], object], Callable[[object], object]]] = {
+    operations: dict[str, tuple[Callable[[], object], Callable[[Any], object]]] = {
         "sha256": (lambda: None, lambda _: hashlib.sha256(data).digest()),
         "cid": (lambda: None, lambda _: file_cid(data)),
-        "write": (lambda: raw_file.unlink(missing_ok=True), lambda _: raw_file.write_bytes(data)),
-        "put": (lambda: emptied(plain), lambda store: store.put(data)),
-        "put-durable": (lambda: emptied(durable), lambda store: store.put(data)),
-        "enc-put": (
-            lambda: emptied(encrypted),
-            lambda store: store.put(encrypt_checkpoint_stream(key, data)),
-        ),
+        "write": (lambda: next(raw_files), lambda path: path.write_bytes(data)),
+        "put": (fresh(fsync=False), lambda store: store.put(data)),
+        "put-durable": (fresh(fsync=True), lambda store: store.put(data)),
+        "enc-put": (fresh(fsync=False), lambda store: store.put(encrypt_checkpoint_stream(key, data))),
         "get": (lambda: None, lambda _: reader.get(cid)),
         "dec-get": (lambda: None, lambda _: decrypt_checkpoint_stream(key, reader.get_pieces(enc_cid))),
     }
