@@ -3,9 +3,11 @@
 For 1, 16 and 64 MiB of random bytes, measured side by side in one run (best of 4-7 interleaved reps):
   sha256      hashlib.sha256 over the bytes: the ceiling, since every put and get hashes them
   cid         the kubo CID alone (chunking, dag-pb encoding, sha256 per block), nothing written
-  write       the same bytes written to one file in the same folder (page cache, no fsync)
-  put         EmbeddedStore.put into a fresh folder, fsync off (page cache): the CPU cost of a put
-  put-durable the same with fsync on (the default): bounded by the disk
+  write       the same bytes written to one file in the same folder (no fsync)
+  put         EmbeddedStore.put into a fresh store, fsync off: the CPU cost of a put
+  put-durable the same with fsync on (the default) on the disk (PM_BENCH_DIR, default .): bounded by it
+All but put-durable keep their stores in /dev/shm (tmpfs) where there is one: on a shared VM the
+disk's write-back otherwise throttles whichever run happens to follow another's writes.
   get         EmbeddedStore.get, every block read and verified
   enc-put     put(encrypt_checkpoint_stream(...)) (fsync off): AES-GCM streamed into the chunker
   dec-get     decrypt_checkpoint_stream(key, get_pieces(cid)): blocks verified and decrypted as read
@@ -46,7 +48,7 @@ SIZES_MIB = [1, 16, 64]
 RESULTS = Path(__file__).parent / "results" / "storage.json"
 
 
-def measure(size_mib: int, scratch: Path) -> dict[str, float]:
+def measure(size_mib: int, scratch: Path, disk: Path) -> dict[str, float]:
     """Best-of-N seconds per operation, the reps interleaved so that load from other processes
     hits every operation alike and the ratios stay side by side."""
     data = os.urandom(size_mib * MiB)
@@ -57,20 +59,23 @@ def measure(size_mib: int, scratch: Path) -> dict[str, float]:
     reader = EmbeddedStore(scratch / "get")
     assert reader.get(cid) == data and decrypt_checkpoint(key, reader.get(enc_cid)) == data
     raw_files = (scratch / f"raw{index}" for index in itertools.count())
-    folders = (scratch / f"store{index}" for index in itertools.count())
+    folders = itertools.count()
 
-    def fresh(fsync: bool) -> Callable[[], EmbeddedStore]:
-        """A new store per timed put, so it writes every block. Nothing is deleted until the end:
-        on these machines a put right after a gc deleted its blocks takes ~1.5x the CPU time."""
-        return lambda: EmbeddedStore(next(folders), fsync=fsync)
+    def fresh(where: Path, fsync: bool) -> Callable[[], EmbeddedStore]:
+        """A new store per timed put, so it writes every block (a gc before each put would be
+        unfair: here a put right after mass deletes takes ~1.5x the CPU time)."""
+        return lambda: EmbeddedStore(where / f"store{next(folders)}", fsync=fsync)
 
     operations: dict[str, tuple[Callable[[], object], Callable[[Any], object]]] = {
         "sha256": (lambda: None, lambda _: hashlib.sha256(data).digest()),
         "cid": (lambda: None, lambda _: file_cid(data)),
         "write": (lambda: next(raw_files), lambda path: path.write_bytes(data)),
-        "put": (fresh(fsync=False), lambda store: store.put(data)),
-        "put-durable": (fresh(fsync=True), lambda store: store.put(data)),
-        "enc-put": (fresh(fsync=False), lambda store: store.put(encrypt_checkpoint_stream(key, data))),
+        "put": (fresh(scratch, fsync=False), lambda store: store.put(data)),
+        "put-durable": (fresh(disk, fsync=True), lambda store: store.put(data)),
+        "enc-put": (
+            fresh(scratch, fsync=False),
+            lambda store: store.put(encrypt_checkpoint_stream(key, data)),
+        ),
         "get": (lambda: None, lambda _: reader.get(cid)),
         "dec-get": (lambda: None, lambda _: decrypt_checkpoint_stream(key, reader.get_pieces(enc_cid))),
     }
@@ -101,11 +106,14 @@ def measure(size_mib: int, scratch: Path) -> dict[str, float]:
 
 def main() -> None:
     load_before = round(os.getloadavg()[0], 2)
-    scratch = Path(tempfile.mkdtemp(prefix="pm-bench-storage-", dir=os.environ.get("PM_BENCH_DIR")))
+    memory = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    scratch = Path(tempfile.mkdtemp(prefix="pm-bench-storage-", dir=memory))
+    disk = Path(tempfile.mkdtemp(prefix="pm-bench-storage-", dir=os.environ.get("PM_BENCH_DIR", ".")))
     try:
-        rows = [measure(size, scratch / str(size)) for size in SIZES_MIB]
+        rows = [measure(size, scratch / str(size), disk / str(size)) for size in SIZES_MIB]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(disk, ignore_errors=True)
     targets = {"put_vs_sha256_min": 0.5, "encryption_adds_max": 0.3}
     report = {
         "benchmark": "storage",
@@ -114,6 +122,7 @@ def main() -> None:
             "cores": os.cpu_count(),
             "python": sys.version.split()[0],
             "openssl": openssl.openssl_version_text(),
+            "store_folder": f"{scratch.parent} (put-durable: {disk.parent})",
             "load_average_1min_before": load_before,
             "load_average_1min_after": round(os.getloadavg()[0], 2),
         },

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 
-def fsync_path(path: Path) -> None:
+def fsync_path(path: str | Path) -> None:
     """Flush a file's (or directory's) data and metadata to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:

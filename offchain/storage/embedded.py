@@ -57,6 +57,7 @@ class EmbeddedStore:
 
     def __init__(self, folder: Path | str, *, fsync: bool = True, profile: Profile = KUBO_DEFAULT) -> None:
         self.folder = Path(folder)
+        self._blocks, self._tmp = str(self.folder / "blocks"), str(self.folder / "tmp")  # str: hot path
         self.fsync = fsync
         self.profile = profile
         for sub in ("blocks", "pins", "tmp", "quarantine"):
@@ -89,7 +90,7 @@ class EmbeddedStore:
 
     def has(self, cid: str) -> bool:
         """Whether the root block of `cid` is here (like `ipfs block stat --offline`)."""
-        return self._block_path(parse_cid(cid)).exists()
+        return os.path.exists(self._block_file(parse_cid(cid)))
 
     def pin(self, cid: str) -> None:
         """Pin `cid` recursively; every block under it must be here and intact."""
@@ -164,9 +165,9 @@ class EmbeddedStore:
         if self.fsync:
             fsync_path(self.folder / "pins")
 
-    def _block_path(self, cid: bytes) -> Path:
+    def _block_file(self, cid: bytes) -> str:
         digest = digest_of(cid).hex()
-        return self.folder / "blocks" / digest[:2] / digest
+        return f"{self._blocks}/{digest[:2]}/{digest}"
 
     def _pin_file(self, cid: str) -> Path:
         return self.folder / "pins" / cid
@@ -175,16 +176,17 @@ class EmbeddedStore:
         return (path for shard in (self.folder / "blocks").iterdir() for path in shard.iterdir())
 
     def _read_block(self, cid: bytes) -> bytes:
-        path = self._block_path(cid)
+        path = self._block_file(cid)
         try:
-            block = path.read_bytes()
+            with open(path, "rb") as handle:
+                block = handle.read()
         except FileNotFoundError:
             raise BlockNotFound(cid_text(cid)) from None
         try:
-            verify_block(cid, block, str(path))
+            verify_block(cid, block, path)
         except BlockCorrupted:
             with contextlib.suppress(FileNotFoundError):  # another reader may have moved it first
-                os.replace(path, self.folder / "quarantine" / path.name)
+                os.replace(path, self.folder / "quarantine" / os.path.basename(path))
             raise
         return block
 
@@ -210,14 +212,14 @@ class BlockWriter:
 
     def __init__(self, store: EmbeddedStore) -> None:
         self.store = store
-        self.pending: dict[Path, Path] = {}  # final path -> temp file
+        self.pending: dict[str, str] = {}  # final path -> temp file
         self.tag = uuid.uuid4().hex
 
     def __call__(self, cid: bytes, parts: Sequence[Bytes]) -> None:
-        final = self.store._block_path(cid)
-        if final in self.pending or final.exists():
+        final = self.store._block_file(cid)
+        if final in self.pending or os.path.exists(final):
             return
-        temp = self.store.folder / "tmp" / f"{final.name}.{self.tag}"
+        temp = f"{self.store._tmp}/{os.path.basename(final)}.{self.tag}"
         self.pending[final] = temp
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -232,7 +234,7 @@ class BlockWriter:
             if self.store.fsync:
                 fsync_path(temp)
             os.replace(temp, final)
-            shards.add(final.parent)
+            shards.add(os.path.dirname(final))
         if self.store.fsync:
             for directory in shards:
                 fsync_path(directory)
@@ -240,4 +242,5 @@ class BlockWriter:
 
     def discard(self) -> None:
         for temp in self.pending.values():
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)

@@ -54,7 +54,7 @@ def test_put_get_64_mib(store):
 
 def leaf_block_paths(store: EmbeddedStore, cid: str) -> list[tuple[str, Path]]:
     root = decode_node(store._read_block(parse_cid(cid)))
-    return [(cid_text(link), store._block_path(link)) for link in root.links]
+    return [(cid_text(link), Path(store._block_file(link))) for link in root.links]
 
 
 def test_flipped_byte_is_detected_named_and_repaired_by_a_new_put(store):
