@@ -1,6 +1,6 @@
 """Storage throughput: embedded put/get, with and without encryption, against raw sha256.
 
-For 1, 16 and 64 MiB of random bytes, measured side by side in one run (best of 4-7 interleaved reps):
+For 1, 16 and 64 MiB of random bytes, measured side by side in one run (best of 6-15 interleaved reps):
   sha256      hashlib.sha256 over the bytes: the ceiling, since every put and get hashes them
   cid         the kubo CID alone (chunking, dag-pb encoding, sha256 per block), nothing written
   write       the same bytes written to one file in the same folder (no fsync)
@@ -53,7 +53,7 @@ def measure(size_mib: int, scratch: Path, disk: Path) -> dict[str, float]:
     hits every operation alike and the ratios stay side by side."""
     data = os.urandom(size_mib * MiB)
     key = StageKey.generate(model_id=1, stage=0)
-    reps = 7 if size_mib <= 16 else 4
+    reps = {1: 15, 16: 9}.get(size_mib, 6)
     cid = EmbeddedStore(scratch / "get").put(data)
     enc_cid = EmbeddedStore(scratch / "get").put(encrypt_checkpoint_stream(key, data))
     reader = EmbeddedStore(scratch / "get")
