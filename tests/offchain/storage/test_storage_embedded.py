@@ -191,6 +191,8 @@ GC_FOREVER = """
 import sys
 from offchain.storage.embedded import EmbeddedStore
 store = EmbeddedStore(sys.argv[1])
+store.gc()
+print("collecting", flush=True)
 while True:
     store.gc()
 """
@@ -200,9 +202,11 @@ def test_concurrent_gc_never_takes_blocks_of_a_put_in_progress(tmp_path):
     folder = tmp_path / "store"
     store = EmbeddedStore(folder, fsync=False)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    collector = subprocess.Popen([sys.executable, "-c", GC_FOREVER, str(folder)], env=env, cwd=REPO)
+    collector = subprocess.Popen(
+        [sys.executable, "-c", GC_FOREVER, str(folder)], env=env, cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
-        time.sleep(0.5)  # the collector is running
+        assert collector.stdout.readline() == "collecting\n"
         blobs = [blob(600_000, seed=100 + index) for index in range(15)]
         cids = [store.put(data) for data in blobs]
         assert collector.poll() is None
