@@ -75,6 +75,7 @@ class TcpProxy:
     def stop(self) -> None:
         with self._lock:
             if self._listener is not None:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in its thread
                 self._listener.close()
                 self._listener = None
             for connection in self._connections:
