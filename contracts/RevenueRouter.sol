@@ -57,17 +57,26 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
     }
 
     /// @inheritdoc IRevenueRouter
+    /// @dev A payment with ETH attached is an ETH payment: the router does not read the model's
+    /// asset (saving a call) and ModelShares.depositRevenue refuses ETH for an ERC-20 model.
     function payForInference(uint256 modelId, bytes32 requestId, uint256 amount) external payable nonReentrant {
         if (amount == 0) revert ZeroPayment();
         if (_payments[requestId].amount != 0) revert RequestAlreadyPaid(requestId);
         (address shares, IModelRegistry.ModelStatus status) = registry.sharesOf(modelId);
         if (status != IModelRegistry.ModelStatus.Active) revert ModelNotActive(modelId);
-        address asset = IModelShares(shares).revenueAsset();
-        _collect(asset, amount);
+        address token;
+        if (msg.value != 0) {
+            if (msg.value != amount) revert PaymentValueMismatch(amount, msg.value);
+        } else {
+            token = IModelShares(shares).revenueAsset();
+            if (token == address(0)) revert PaymentValueMismatch(amount, 0);
+            _pullExactly(token, amount);
+        }
 
-        uint256 toProtocol = amount * protocolFeeBps / BPS;
-        uint256 toOperator = amount * operatorFeeBps / BPS;
-        // Both fees are at most MAX_TOTAL_FEE_BPS / BPS of amount together, so this cannot underflow.
+        (uint16 protocolBps, uint16 operatorBps) = (protocolFeeBps, operatorFeeBps);
+        uint256 toProtocol = amount * protocolBps / BPS;
+        uint256 toOperator = amount * operatorBps / BPS;
+        // The fees sum to at most MAX_TOTAL_FEE_BPS / BPS of amount, so this cannot underflow.
         uint256 toHolders = amount - toProtocol - toOperator;
         _payments[requestId] = Payment({modelId: modelId.toUint64(), amount: amount.toUint192()});
         if (toProtocol != 0 || toOperator != 0) {
@@ -77,10 +86,10 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
         }
         emit InferencePaid(modelId, requestId, msg.sender, amount, toHolders, toOperator, toProtocol);
 
-        if (asset == address(0)) {
+        if (token == address(0)) {
             IModelShares(shares).depositRevenue{value: toHolders}(toHolders);
         } else {
-            IERC20(asset).forceApprove(shares, toHolders);
+            IERC20(token).forceApprove(shares, toHolders);
             IModelShares(shares).depositRevenue(toHolders);
         }
     }
@@ -130,17 +139,12 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
         _setTreasury(treasury_);
     }
 
-    /// @dev Takes the payment in: ETH must come as exactly msg.value; tokens are pulled and must
-    /// arrive in full, which refuses fee-on-transfer tokens (and rebasing ones that move mid-call).
-    function _collect(address asset, uint256 amount) private {
-        if (asset == address(0)) {
-            if (msg.value != amount) revert PaymentValueMismatch(amount, msg.value);
-            return;
-        }
-        if (msg.value != 0) revert PaymentValueMismatch(0, msg.value);
-        uint256 balanceBefore = IERC20(asset).balanceOf(address(this));
-        IERC20(asset).safeTransferFrom(msg.sender, address(this), amount);
-        uint256 received = IERC20(asset).balanceOf(address(this)) - balanceBefore;
+    /// @dev Pulls `amount` tokens from the payer and insists they all arrived, which refuses
+    /// fee-on-transfer tokens (and rebasing ones that move during the call).
+    function _pullExactly(address token, uint256 amount) private {
+        uint256 balanceBefore = IERC20(token).balanceOf(address(this));
+        IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+        uint256 received = IERC20(token).balanceOf(address(this)) - balanceBefore;
         if (received != amount) revert PaymentNotReceived(amount, received);
     }
 

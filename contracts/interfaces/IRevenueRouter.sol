@@ -13,7 +13,7 @@ interface IRevenueRouter {
     error ZeroPayment();
     /// @notice The model is not Active.
     error ModelNotActive(uint256 modelId);
-    /// @notice ETH sent does not match the amount (ETH models), or ETH sent to an ERC-20 model.
+    /// @notice ETH sent does not match the amount, or no ETH was sent to an ETH model.
     error PaymentValueMismatch(uint256 expected, uint256 received);
     /// @notice The router received a different amount of tokens (fee-on-transfer or rebasing token).
     error PaymentNotReceived(uint256 expected, uint256 received);
@@ -44,7 +44,8 @@ interface IRevenueRouter {
     /// @notice Pay for one inference request of a model, in ETH or the model's ERC-20.
     /// @param modelId The model to pay.
     /// @param requestId Unique id of the request; it can be paid once.
-    /// @param amount Amount in the model's revenue asset (equal to msg.value for ETH models).
+    /// @param amount Amount in the model's revenue asset (equal to msg.value for ETH models; ETH
+    /// sent to an ERC-20 model is refused by ModelShares with RevenueValueMismatch).
     function payForInference(uint256 modelId, bytes32 requestId, uint256 amount) external payable;
 
     /// @notice Whether a request id was paid.

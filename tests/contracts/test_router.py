@@ -43,7 +43,9 @@ def test_bad_payments_revert(router, registry, eth_model, token_model, creator, 
         router.payForInference(eth_model, request_id("zero"), 0, {"from": payer})
     with reverts_with("PaymentValueMismatch", 100, 99):
         router.payForInference(eth_model, request_id("short"), 100, {"from": payer, "value": 99})
-    with reverts_with("PaymentValueMismatch", 0, 100):
+    with reverts_with("PaymentValueMismatch", 100, 0):
+        router.payForInference(eth_model, request_id("no-eth"), 100, {"from": payer})
+    with reverts_with("RevenueValueMismatch", 0, 85):  # 100 minus the 15% of fees the router keeps
         router.payForInference(token_model, request_id("eth-to-token"), 100, {"from": payer, "value": 100})
     missing = registry.modelCount() + 1
     with reverts_with("UnknownModel", missing):
