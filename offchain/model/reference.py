@@ -3,10 +3,11 @@ swarm would exchange, in the same order. The swarm's correctness test compares a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from offchain.model.data import batch_for, encode_tokens
-from offchain.model.records import MessageHeader, Trace
+from offchain.model.records import MessageHeader, Trace, message_payload
 from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
 
@@ -23,10 +24,24 @@ class ReferenceResult:
     boundary_bytes: int = 0
 
 
-def run_step(trainers: list[StageTrainer], round: int, step: int, model_id: int = 0) -> tuple[float, int]:
+Signer = Callable[[MessageHeader, bytes], tuple[bytes, str]]
+"""sign(header, message_payload bytes) -> (signature, sender address), for the message's sender."""
+
+
+def _signed(sign: Signer | None, header: MessageHeader, *parts: bytes) -> dict:
+    if sign is None:
+        return {}
+    signature, sender = sign(header, message_payload(*parts))
+    return {"signature": signature, "sender": sender}
+
+
+def run_step(
+    trainers: list[StageTrainer], round: int, step: int, model_id: int = 0, sign: Signer | None = None
+) -> tuple[float, int]:
     """One optimizer step through every stage: per micro-batch, forward left to right, loss, backward
     right to left; then apply_step on every stage. Returns (mean loss, bytes that crossed stage
-    boundaries: activations + gradients, token ids not counted)."""
+    boundaries: activations + gradients, token ids not counted). With `sign`, every message is
+    signed as its sender would and filed in the receiver's trace."""
     spec = trainers[0].spec
     last = len(trainers) - 1
     losses = []
@@ -37,14 +52,17 @@ def run_step(trainers: list[StageTrainer], round: int, step: int, model_id: int 
         activation = b""
         for stage in range(last):
             header = MessageHeader(model_id, stage, round, step, mb, "forward")
-            activation = trainers[stage].forward(header, activation, token_bytes)
+            signed = _signed(sign, header, activation, token_bytes)
+            activation = trainers[stage].forward(header, activation, token_bytes, **signed)
             crossed += len(activation)
         header = MessageHeader(model_id, last, round, step, mb, "forward")
-        grad, loss = trainers[last].forward_backward(header, activation, token_bytes, target_bytes)
+        signed = _signed(sign, header, activation, token_bytes, target_bytes)
+        grad, loss = trainers[last].forward_backward(header, activation, token_bytes, target_bytes, **signed)
         losses.append(loss)
         for stage in range(last - 1, -1, -1):
             crossed += len(grad)
-            grad = trainers[stage].backward(MessageHeader(model_id, stage, round, step, mb, "backward"), grad)
+            header = MessageHeader(model_id, stage, round, step, mb, "backward")
+            grad = trainers[stage].backward(header, grad, **_signed(sign, header, grad))
     for trainer in trainers:
         trainer.apply_step(round, step)
     return sum(losses) / len(losses), crossed
@@ -57,6 +75,7 @@ def train_single_process(
     first_round: int = 0,
     states: list[bytes] | None = None,
     model_id: int = 0,
+    sign: Signer | None = None,
 ) -> ReferenceResult:
     """Train `rounds` rounds of `spec` from the seeded init (or from `states`, one per stage)."""
     trainers = [
@@ -66,7 +85,7 @@ def train_single_process(
     result = ReferenceResult()
     for round in range(first_round, first_round + rounds):
         for step in range(spec.round_steps):
-            loss, crossed = run_step(trainers, round, step, model_id)
+            loss, crossed = run_step(trainers, round, step, model_id, sign)
             result.losses.append(loss)
             result.boundary_bytes += crossed
     result.states = [trainer.state_bytes() for trainer in trainers]

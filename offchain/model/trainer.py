@@ -111,6 +111,8 @@ class StageTrainer:
 
     def _begin(self, header: MessageHeader, direction: str) -> None:
         """Refuse a message for another model/stage/direction or not for the current step."""
+        if torch.get_num_threads() != self.spec.threads:
+            torch.set_num_threads(self.spec.threads)  # results differ bitwise across thread counts
         if header.model_id != self.model_id:
             raise ValueError(f"message for model {header.model_id}, this worker trains model {self.model_id}")
         if header.stage != self.stage:
