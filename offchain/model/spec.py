@@ -24,12 +24,14 @@ class _Strict(BaseModel):
 class CodecSpec(_Strict):
     """Wire codec on every stage boundary (both directions).
 
-    `block_size` is the int8 quantisation block (one absmax scale per block of the last dim);
-    `k` is the subspace rank (coordinates per token crossing a boundary)."""
+    `block_size` is the int8 quantisation block (one absmax scale per block of values);
+    `k` is the subspace rank (coordinates per token crossing a boundary) and `coordinates` how
+    those coordinates are sent ("fp32" default, "fp16", or "int8" blockwise with `block_size`)."""
 
     name: CodecName = "dense"
     block_size: int | None = Field(default=None, gt=0)
     k: int | None = Field(default=None, gt=0)
+    coordinates: Literal["fp32", "fp16", "int8"] | None = None
 
     @model_validator(mode="after")
     def _params_match_codec(self) -> CodecSpec:
@@ -37,8 +39,11 @@ class CodecSpec(_Strict):
             raise ValueError("codec 'subspace' needs k (coordinates per token)")
         if self.name != "subspace" and self.k is not None:
             raise ValueError(f"codec '{self.name}' takes no k (only 'subspace' does)")
-        if self.name != "int8" and self.block_size is not None:
-            raise ValueError(f"codec '{self.name}' takes no block_size (only 'int8' does)")
+        if self.name != "subspace" and self.coordinates is not None:
+            raise ValueError(f"codec '{self.name}' takes no coordinates (only 'subspace' does)")
+        quantised = self.name == "int8" or self.coordinates == "int8"
+        if not quantised and self.block_size is not None:
+            raise ValueError(f"codec '{self.name}' takes no block_size (only int8 quantisation does)")
         return self
 
 

@@ -33,6 +33,9 @@ def deterministic_mode(spec: ModelSpec) -> None:
     """Fixed seed, deterministic kernels, the spec's thread count (recorded in every trace)."""
     torch.manual_seed(spec.seed)
     torch.use_deterministic_algorithms(True)
+    # On by default with the flag above: NaN-fills every torch.empty, a debugging aid costing ~15% of a
+    # step here. Every kernel we run writes its whole output, so determinism does not depend on it.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.set_num_threads(spec.threads)
 
 
@@ -210,6 +213,17 @@ class StageTrainer:
         )
         self._remember(header, [activation, tokens], signature, sender)
         return payload
+
+    def forward_only(self, activation: bytes, tokens: bytes) -> bytes:
+        """Inference/evaluation: no gradients, nothing recorded. Returns the encoded activation for
+        the next stage, or on the last stage the logits as float32 little-endian [B, T, vocab]."""
+        token_ids = self._tokens(tokens)
+        with torch.no_grad():
+            hidden, _ = self._input(activation, token_ids)
+            output = self.module(hidden)
+            if self.is_last:
+                return output.numpy().astype("<f4").tobytes()
+            return self.codec.encode(self._boundary(output, token_ids))
 
     def forward_backward(
         self,

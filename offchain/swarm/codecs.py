@@ -131,7 +131,8 @@ def subspace_basis(d_model: int, k: int, seed: int) -> torch.Tensor:
 
 
 class SubspaceCodec(Codec):
-    """Carries the k coordinates c = x U of x in span(U), as float32; decodes to c U^T.
+    """Carries the k coordinates c = x U of x in span(U), encoded by an inner codec on [..., k]
+    (float32 by default, or fp16 / int8 blockwise); decodes to c U^T.
 
     Encode-then-decode is the orthogonal projection U U^T, so a tensor already in the subspace
     comes back exactly (up to float rounding). The stage trainer applies it to the residual stream
@@ -140,22 +141,23 @@ class SubspaceCodec(Codec):
 
     name = "subspace"
 
-    def __init__(self, d_model: int, k: int, seed: int) -> None:
+    def __init__(self, d_model: int, k: int, seed: int, coordinates: Codec) -> None:
         super().__init__(d_model)
         self.k = k
         self.basis = subspace_basis(d_model, k, seed)
+        self.coordinates = coordinates
+
+    def _coordinate_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*shape[:-1], self.k)
 
     def payload_bytes(self, shape: tuple[int, ...]) -> int:
-        return math.prod(shape[:-1]) * self.k * 4
+        return self.coordinates.payload_bytes(self._coordinate_shape(shape))
 
     def encode(self, tensor: torch.Tensor) -> bytes:
-        coordinates = tensor.detach().float() @ self.basis
-        return coordinates.contiguous().numpy().astype("<f4").tobytes()
+        return self.coordinates.encode(tensor.detach().float() @ self.basis)
 
     def _decode(self, data: bytes, shape: tuple[int, ...]) -> torch.Tensor:
-        array = np.frombuffer(data, dtype="<f4").astype(np.float32)
-        coordinates = torch.from_numpy(array).reshape(*shape[:-1], self.k)
-        return coordinates @ self.basis.T
+        return self.coordinates.decode(data, self._coordinate_shape(shape)) @ self.basis.T
 
 
 def get_codec(codec: CodecSpec, d_model: int, seed: int = 0) -> Codec:
@@ -166,4 +168,6 @@ def get_codec(codec: CodecSpec, d_model: int, seed: int = 0) -> Codec:
         return Fp16Codec(d_model)
     if codec.name == "int8":
         return Int8Codec(d_model, codec.block_size or DEFAULT_INT8_BLOCK)
-    return SubspaceCodec(d_model, codec.k, seed)
+    inner = {"fp32": "dense", "fp16": "fp16", "int8": "int8"}[codec.coordinates or "fp32"]
+    coordinates = get_codec(CodecSpec(name=inner, block_size=codec.block_size), codec.k)
+    return SubspaceCodec(d_model, codec.k, seed, coordinates)

@@ -88,3 +88,21 @@ def test_wrong_size_payload_is_refused(name):
         codec.decode(data[:-1], SHAPE)
     with pytest.raises(CodecError, match="d_model"):
         codec.decode(data, (4, 16, D + 1))
+
+
+@pytest.mark.parametrize(("coordinates", "per_token"), [("fp16", 2 * 32), ("int8", 32 + 4 * 32 / 64)])
+def test_subspace_with_compressed_coordinates(coordinates, per_token):
+    k = 32
+    spec = CodecSpec(name="subspace", k=k, coordinates=coordinates)
+    codec = get_codec(spec, D, seed=7)
+    assert codec.bytes_per_token == per_token
+    basis = subspace_basis(D, k, 7)
+    inside = torch.randn(*SHAPE[:-1], k, generator=torch.Generator().manual_seed(2)) @ basis.T
+    decoded = codec.decode(codec.encode(inside), SHAPE)
+    # the basis is orthonormal: the error in d dims is the coordinates' error, bounded by the
+    # inner codec (fp16: 2^-11 relative; int8: absmax/254 per coordinate)
+    coordinate_error = (decoded - inside) @ basis
+    bound = (
+        2**-11 * (inside @ basis).abs().max() if coordinates == "fp16" else (inside @ basis).abs().max() / 254
+    )
+    assert coordinate_error.abs().max() <= bound * 1.01 + 1e-6

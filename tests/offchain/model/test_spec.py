@@ -31,6 +31,8 @@ def test_digest_changes_with_any_field(tiny, tiny_data):
         ({"codec": {"name": "subspace"}}, "codec 'subspace' needs k"),
         ({"codec": {"name": "subspace", "k": 97}}, "codec k=97 exceeds d_model=96"),
         ({"codec": {"name": "dense", "block_size": 64}}, "takes no block_size"),
+        ({"codec": {"name": "subspace", "k": 8, "block_size": 64}}, "takes no block_size"),
+        ({"codec": {"name": "int8", "coordinates": "fp16"}}, "takes no coordinates"),
         ({"codec": {"name": "zip"}}, "codec.name"),
         ({"dataset": {"name": "x", "sha256": "abc"}}, "dataset.sha256"),
         ({"d_model": -1}, "d_model: Input should be greater than 0"),

@@ -83,6 +83,7 @@ def test_state_round_trip_and_resume(tiny):
         ({"name": "fp16"}, 2 * 96),
         ({"name": "int8", "block_size": 32}, 96 + 12),
         ({"name": "subspace", "k": 8}, 32),
+        ({"name": "subspace", "k": 32, "coordinates": "int8", "block_size": 32}, 36),
     ],
 )
 def test_every_codec_trains_through_the_pipeline(tiny_data, codec, per_token):
