@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -83,3 +84,28 @@ def load_state_bytes(module: nn.Module, optimizer: torch.optim.Optimizer, data: 
         raise ValueError(f"state has {len(data) - offset} trailing bytes")
     if step == 0:
         optimizer.state.clear()
+
+
+def _split(data: bytes) -> tuple[bytes, np.ndarray]:
+    if not data.startswith(MAGIC):
+        raise ValueError("not a protocol-models stage state")
+    start = len(MAGIC) + 8
+    (length,) = struct.unpack(">Q", data[len(MAGIC) : start])
+    return data[: start + length], np.frombuffer(data, dtype="<f4", offset=start + length)
+
+
+def average_state_bytes(states: Sequence[bytes]) -> bytes:
+    """Element-wise mean of same-stage replicas' states (weights and Adam moments): summed in list
+    order, then divided, in float32. Every replica averaging the same list in the same order gets
+    the same bytes. The layouts and optimizer step counters must agree."""
+    if not states:
+        raise ValueError("nothing to average")
+    header, total = _split(states[0])
+    total = total.astype(np.float32)
+    for other in states[1:]:
+        other_header, values = _split(other)
+        if other_header != header:
+            raise ValueError("replica states differ in layout or optimizer step; cannot average")
+        total += values
+    total /= np.float32(len(states))
+    return header + total.astype("<f4").tobytes()

@@ -6,6 +6,7 @@ the swarm, the single-process reference and a verifier's replay run the very sam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -279,29 +280,31 @@ class StageTrainer:
 
     # -- optimizer step ----------------------------------------------------------------------
 
-    def apply_step(self, round: int, step: int) -> StepRecord:
-        """The optimizer step, once every micro-batch of (round, step) has its gradients.
+    def apply_step(self, round: int, step: int, micro_batches: Sequence[int] | None = None) -> StepRecord:
+        """The optimizer step, once the micro-batches of (round, step) have their gradients.
 
-        Gradients are summed in micro-batch index order and divided by their count, so the update
-        does not depend on arrival order; then clipped (per stage) and AdamW-stepped."""
+        `micro_batches`: the indices this worker trained when replicas of its stage split a step
+        (None = all of them). Their gradients are summed in index order and divided by their count,
+        so the update does not depend on arrival order; other pending entries (a micro-batch
+        retried on another replica) are dropped. Then clip (per stage) and AdamW."""
         trace = self.trace
         if trace is None or trace.round != round or len(trace.records) != step:
             where = "no round yet" if trace is None else f"round {trace.round} step {len(trace.records)}"
             raise ValueError(f"apply_step({round}, {step}) but this stage is at {where}")
-        missing = [
-            mb
-            for mb in range(self.spec.micro_batches)
-            if mb not in self._pending or self._pending[mb].grads is None
-        ]
+        indices = list(range(self.spec.micro_batches)) if micro_batches is None else sorted(micro_batches)
+        valid = range(self.spec.micro_batches)
+        if not indices or len(set(indices)) != len(indices) or not all(mb in valid for mb in indices):
+            raise ValueError(f"micro_batches {indices} must be distinct indices in 0..{valid.stop - 1}")
+        missing = [mb for mb in indices if mb not in self._pending or self._pending[mb].grads is None]
         if missing:
             raise ValueError(f"step {step}: no gradients yet for micro-batches {missing}")
         before = self.state_digest()
-        ordered = [self._pending[mb] for mb in range(self.spec.micro_batches)]
+        ordered = [self._pending[mb] for mb in indices]
         for index, param in enumerate(self.params):
             total = ordered[0].grads[index].clone()
             for entry in ordered[1:]:
                 total.add_(entry.grads[index])
-            param.grad = total.div_(self.spec.micro_batches)
+            param.grad = total.div_(len(ordered))
         if self.spec.optimizer.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.spec.optimizer.grad_clip, foreach=False)
         self.optimizer.step()
@@ -312,13 +315,18 @@ class StageTrainer:
             step,
             before,
             self.state_digest(),
-            tuple(MicroBatchRecord(mb, e.inputs, e.outputs, e.loss) for mb, e in enumerate(ordered)),
+            tuple(
+                MicroBatchRecord(mb, e.inputs, e.outputs, e.loss)
+                for mb, e in zip(indices, ordered, strict=True)
+            ),
         )
         trace.records.append(record)
-        trace.messages.extend(self._messages[key] for key in sorted(self._messages))
-        for parts in self._payloads.values():
-            for part in parts:
-                if part:
-                    trace.add_payload(part)
+        kept = sorted(key for key in self._messages if key[0] in indices)
+        trace.messages.extend(self._messages[key] for key in kept)
+        for key, parts in self._payloads.items():
+            if key[0] in indices:
+                for part in parts:
+                    if part:
+                        trace.add_payload(part)
         self._reset_step()
         return record

@@ -115,7 +115,14 @@ class _Replayer:
         _check("record round/step", f"{trace.round}/{index}", f"{record.round}/{record.step}")
         _check("state before the step", record.state_before, trainer.state_digest())
         indices = [mb.index for mb in record.micro_batches]
-        _check("micro-batch indices", str(list(range(self.spec.micro_batches))), str(indices))
+        if (
+            not indices
+            or indices != sorted(set(indices))
+            or not 0 <= indices[0] <= indices[-1] < self.spec.micro_batches
+        ):
+            raise _Divergence(
+                "micro-batch indices are not distinct, ascending and in range", None, str(indices)
+            )
         for mb in record.micro_batches:
             header = MessageHeader(trace.model_id, trace.stage, trace.round, index, mb.index, "forward")
             activation = b"" if trainer.is_first else self.payload(mb, "activation")
@@ -145,7 +152,7 @@ class _Replayer:
                 sent = trainer.backward(header, grad)
                 if sent is not None:
                     _check(f"grad sent by micro-batch {mb.index}", mb.outputs.get("grad"), sha256_hex(sent))
-        applied = trainer.apply_step(trace.round, index)
+        applied = trainer.apply_step(trace.round, index, indices)
         _check("state after the step", record.state_after, applied.state_after)
 
 
