@@ -5,7 +5,7 @@ Every run trains the 3-stage small spec from the same seed on the same batches t
 StageTrainer code the swarm runs (reference.run_step), changing only `codec`. Bytes are what the
 trainers actually returned for the boundaries. The subspace codec also needs the token ids at
 each boundary: counted here (1 byte per token, forward), not for the other codecs.
-`subspace-full` (k = d_model, a lossless basis) isolates what freezing the embedding costs."""
+`subspace-full` (k = d_model, a lossless basis) isolates what the frozen second embedding costs."""
 
 from __future__ import annotations
 

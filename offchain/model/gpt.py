@@ -72,6 +72,7 @@ class GPT(nn.Module):
         self.layers = nn.ModuleDict({str(i): Block(spec.d_model, spec.n_heads) for i in range(spec.n_layers)})
         self.norm: nn.LayerNorm | None = nn.LayerNorm(spec.d_model)
         self.head: nn.Linear | None = nn.Linear(spec.d_model, spec.vocab_size, bias=False)
+        self.frozen: FrozenEmbedding | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x) if self.tok_emb is not None else x
@@ -84,7 +85,8 @@ class GPT(nn.Module):
         return h
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.tok_emb(tokens) + self.pos_emb(torch.arange(tokens.shape[1]))
+        h = self.tok_emb(tokens) + self.pos_emb(torch.arange(tokens.shape[1]))
+        return h + self.frozen(tokens) if self.frozen is not None else h
 
 
 def _generator(seed: int, name: str) -> torch.Generator:
@@ -121,19 +123,23 @@ def build_model(spec: ModelSpec, stage: int | None = None) -> GPT:
     model.to_empty(device="cpu")
     for name, param in model.named_parameters():
         init_parameter(param, name, spec)
+    if spec.codec.name == "subspace" and model.tok_emb is not None:
+        model.frozen = FrozenEmbedding(spec)
     return model
 
 
 class FrozenEmbedding(nn.Module):
-    """The token + position embedding of the subspace codec: frozen at its seeded init, so every
-    stage recomputes it from the token ids and a boundary only carries the rest of the residual."""
+    """A second token + position embedding, used with the subspace codec: fixed at its seeded init
+    (plain tensors, not parameters: never trained, not in the state), added to the trainable one
+    on stage 0. Every stage recomputes it from the token ids, so it reaches every stage at full
+    rank while a boundary only carries the rest of the residual stream, in the subspace."""
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
         self.tok = torch.empty(spec.vocab_size, spec.d_model)
         self.pos = torch.empty(spec.context, spec.d_model)
-        init_parameter(self.tok, "tok_emb.weight", spec)
-        init_parameter(self.pos, "pos_emb.weight", spec)
+        init_parameter(self.tok, "frozen.tok_emb.weight", spec)
+        init_parameter(self.pos, "frozen.pos_emb.weight", spec)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.tok[tokens] + self.pos[: tokens.shape[1]]

@@ -70,9 +70,6 @@ class StageTrainer:
         self.module = build_model(spec, stage_index)
         self.codec = get_codec(spec.codec, spec.d_model, spec.seed)
         self.frozen_embedding = FrozenEmbedding(spec) if spec.codec.name == "subspace" else None
-        if self.frozen_embedding is not None and self.is_first:
-            self.module.tok_emb.weight.requires_grad_(False)
-            self.module.pos_emb.weight.requires_grad_(False)
         named = dict(self.module.named_parameters())
         self.params = [named[name] for name in sorted(named) if named[name].requires_grad]
         decay = [p for p in self.params if p.dim() >= 2]

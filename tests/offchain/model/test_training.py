@@ -4,9 +4,11 @@ import torch
 import torch.nn.functional as F
 
 from offchain.model.data import batch_for
-from offchain.model.gpt import build_model
+from offchain.model.gpt import FrozenEmbedding, build_model
 from offchain.model.reference import train_single_process
+from offchain.model.spec import parse_spec
 from offchain.model.trainer import StageTrainer, deterministic_mode
+from offchain.swarm.codecs import subspace_basis
 
 
 def test_reference_training_lowers_loss(tiny):
@@ -30,7 +32,21 @@ def test_stage_modules_own_only_their_layers(tiny):
             assert torch.equal(param, whole[name]), name
 
 
-def _train_unsplit(spec, steps):
+def _projected_forward(spec, model, tokens):
+    """The whole model with the subspace codec's boundary map written out: after each stage but
+    the last, h -> E_f + U U^T (h - E_f), E_f the frozen embedding."""
+    basis = subspace_basis(spec.d_model, spec.codec.k, spec.seed)
+    frozen = FrozenEmbedding(spec)(tokens)
+    h = model.embed(tokens)
+    ends = {end for _, end in spec.stages[:-1]}
+    for index, layer in model.layers.items():
+        h = layer(h)
+        if int(index) + 1 in ends:
+            h = frozen + ((h - frozen) @ basis) @ basis.T
+    return model.head(model.norm(h))
+
+
+def _train_unsplit(spec, steps, forward=None):
     """Plain torch loop on the whole model, with the pipeline's optimizer semantics: mean of the
     micro-batch gradients, clip and AdamW per stage's parameter set."""
     deterministic_mode(spec)
@@ -57,7 +73,7 @@ def _train_unsplit(spec, steps):
         total = 0.0
         for mb in range(spec.micro_batches):
             tokens, targets = batch_for(spec, round_, in_round, mb)
-            logits = model(tokens)
+            logits = forward(spec, model, tokens) if forward else model(tokens)
             loss = F.cross_entropy(logits.reshape(-1, spec.vocab_size), targets.reshape(-1))
             loss.backward()
             total += loss.item()
@@ -82,3 +98,18 @@ def test_three_stages_equal_unsplit_model_bitwise(tiny):
         assert trainer.state_digest() == result.state_digests[stage]
         for name, param in trainer.module.named_parameters():
             assert torch.equal(param, whole[name]), name
+
+
+def test_subspace_pipeline_is_the_projected_model(tiny_data):
+    """What crosses a subspace boundary (k coordinates + token ids) loses nothing the projected
+    model needs: forward and backward match the whole model with the projection written out."""
+    spec = parse_spec({**tiny_data, "codec": {"name": "subspace", "k": 16}})
+    model, losses = _train_unsplit(spec, spec.round_steps, _projected_forward)
+    result = train_single_process(spec, 1)
+    assert result.losses == losses
+    whole = dict(model.named_parameters())
+    for stage in range(spec.num_stages):
+        trainer = StageTrainer(spec, stage, state=result.states[stage])
+        for name, param in trainer.module.named_parameters():
+            assert torch.equal(param, whole[name]), name
+    assert whole["tok_emb.weight"].requires_grad
