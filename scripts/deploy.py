@@ -15,9 +15,10 @@ from pathlib import Path
 
 from brownie import ModelRegistry, ModelShares, RevenueRouter, accounts, chain, config, network
 from brownie._config import CONFIG
+from brownie.network import contract as brownie_contract
 
 ROOT = Path(__file__).resolve().parent.parent
-DEPLOYMENTS = ROOT / "deployments"
+DEPLOYMENTS = Path(os.environ.get("PM_DEPLOYMENTS") or ROOT / "deployments")
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,13 @@ def deployer_account():
 
 
 def record(contract) -> dict:
-    """Address, deployment block and transaction, and the artifact holding the ABI."""
+    """Address, deployment block and transaction, and the artifact holding the ABI.
+
+    deployments/<chainId>.json is the one record of a deployment: brownie's own copy under
+    build/deployments/ is dropped, because brownie reloads it on every connection to that chain id
+    and refuses to connect once the chain no longer has the contracts (a restarted anvil)."""
     tx = contract.tx
+    contract._delete_deployment()
     return {
         "address": contract.address,
         "block": tx.block_number,
@@ -90,8 +96,16 @@ def write(document: dict) -> Path:
     return path
 
 
+def skip_brownie_deployment_cache() -> None:
+    """brownie 1.22.2's compiled `_add_deployment` raises a TypeError (in a background thread) when it
+    caches a live-network deployment in its sqlite db; like build/deployments/ (see `record`), that
+    cache is not needed, so it is skipped, which keeps live deployments free of a spurious traceback."""
+    brownie_contract._add_deployment = lambda *args, **kwargs: None
+
+
 def main():
+    skip_brownie_deployment_cache()
     deployer = deployer_account()
     params = Parameters.for_network(deployer.address, CONFIG.network_type == "development")
     path = write(deploy(deployer, params))
-    print(f"deployments written to {path.relative_to(ROOT)}")
+    print(f"deployments written to {path}")

@@ -17,10 +17,7 @@ from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
 from offchain.errors import UserError
-
-REPO = Path(__file__).resolve().parents[2]
-BUILD_DIR = REPO / "build"
-DEPLOYMENTS_DIR = REPO / "deployments"
+from offchain.paths import BUILD_DIR, DEPLOYMENTS_DIR
 
 
 @dataclass(frozen=True)

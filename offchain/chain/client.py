@@ -79,7 +79,9 @@ class ChainClient:
 
     def _connect(self) -> int:
         try:
-            return with_retries(lambda: self.w3.eth.chain_id, what="eth_chainId", deadline_s=5.0)
+            # Quiet retries: a wrong URL should read as one error line, not a page of warnings.
+            chain_id = lambda: self.w3.eth.chain_id  # noqa: E731
+            return with_retries(chain_id, what="eth_chainId", deadline_s=5.0, log_level=logging.DEBUG)
         except (requests.ConnectionError, requests.Timeout):
             raise UserError(f"cannot reach the RPC URL {self.rpc_url}") from None
         except (requests.HTTPError, ValueError, Web3RPCError) as error:

@@ -31,6 +31,7 @@ def with_retries(
     deadline_s: float = 60.0,
     first_delay_s: float = 0.25,
     max_delay_s: float = 5.0,
+    log_level: int = logging.WARNING,
 ) -> T:
     """Run `call`, retrying transient failures with exponential backoff until `deadline_s` passes."""
     give_up_at = time.monotonic() + deadline_s
@@ -41,6 +42,6 @@ def with_retries(
         except Exception as error:
             if not is_transient(error) or time.monotonic() + delay > give_up_at:
                 raise
-            log.warning("rpc %s failed (%s); retrying in %.2fs", what, type(error).__name__, delay)
+            log.log(log_level, "rpc %s failed (%s); retrying in %.2fs", what, type(error).__name__, delay)
             time.sleep(delay)
             delay = min(delay * 2, max_delay_s)

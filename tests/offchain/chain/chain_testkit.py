@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import requests
 from eth_account import Account
@@ -104,3 +109,55 @@ class TcpProxy:
         finally:
             source.close()
             sink.close()
+
+
+def start_anvil(*extra_args: str) -> tuple[subprocess.Popen, str]:
+    """A real anvil on a free loopback port; the caller terminates it."""
+    port = free_port()
+    anvil = shutil.which("anvil") or str(REPO / ".venv" / "bin" / "anvil")
+    process = subprocess.Popen(
+        [anvil, "--port", str(port), "--silent", *extra_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_rpc(url)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process, url
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def brownie(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    command = [shutil.which("brownie") or str(REPO / ".venv" / "bin" / "brownie"), *args]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"brownie {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def deploy_protocol(rpc_url: str, deployments_dir: Path, deployer: LocalAccount) -> dict:
+    """Deploy with scripts/deploy.py on brownie's live-network path (a key, not unlocked accounts),
+    exactly as on a public testnet; returns deployments/<chainId>.json."""
+    chain_id = requests.post(rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=5)
+    chain_id = int(chain_id.json()["result"], 16)
+    network = f"pm-test-{urlparse(rpc_url).port}"
+    brownie("networks", "add", "Ethereum", network, f"host={rpc_url}", f"chainid={chain_id}")
+    try:
+        env = {**os.environ, "PRIVATE_KEY": deployer.key.hex(), "PM_DEPLOYMENTS": str(deployments_dir)}
+        brownie("run", "scripts/deploy.py", "--network", network, env=env)
+    finally:
+        brownie("networks", "delete", network)
+    return json.loads((deployments_dir / f"{chain_id}.json").read_text())

@@ -1,44 +1,31 @@
-"""Fixtures: a real anvil per test, the compiled contracts, a funded client and a token."""
+"""Fixtures: real anvil processes, the compiled contracts, a deployed protocol, a funded client."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chain_testkit import REPO, anvil_account, deploy, free_port, wait_for_rpc
+from chain_testkit import anvil_account, brownie, deploy, deploy_protocol, start_anvil, stop
 
-from offchain.chain.artifacts import BUILD_DIR
 from offchain.chain.client import ChainClient
+from offchain.paths import BUILD_DIR
 
 
 @pytest.fixture(scope="session")
 def compiled() -> Path:
-    """brownie's build artifacts (compiled once if missing)."""
-    if not (BUILD_DIR / "contracts" / "MockERC20.json").is_file():
-        subprocess.run(
-            [shutil.which("brownie") or "brownie", "compile"], cwd=REPO, check=True, capture_output=True
-        )
+    """brownie's build artifacts, brought up to date once per session."""
+    brownie("compile")
     return BUILD_DIR
 
 
 @pytest.fixture
 def anvil() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [shutil.which("anvil") or str(REPO / ".venv" / "bin" / "anvil"), "--port", str(port), "--silent"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_anvil()
     try:
-        wait_for_rpc(url)
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)
 
 
 @pytest.fixture
@@ -51,3 +38,27 @@ def token(client):
     contract = deploy(client, "MockERC20", "Revenue", "REV")
     client.transact(contract.functions.mint(client.address, 10**24))
     return contract
+
+
+@pytest.fixture(scope="module")
+def deployed(compiled, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """One anvil per test module with the protocol deployed by scripts/deploy.py: (rpc_url, deployments dir)."""
+    process, url = start_anvil()
+    deployments = tmp_path_factory.mktemp("deployments")
+    try:
+        deploy_protocol(url, deployments, anvil_account(0))
+        yield url, deployments
+    finally:
+        stop(process)
+
+
+@pytest.fixture
+def chain(deployed) -> Iterator[tuple[str, Path]]:
+    """The deployed chain, reverted to its freshly deployed state after each test."""
+    url, deployments = deployed
+    probe = ChainClient(url)
+    snapshot = probe.w3.provider.make_request("evm_snapshot", [])["result"]
+    try:
+        yield url, deployments
+    finally:
+        probe.w3.provider.make_request("evm_revert", [snapshot])
