@@ -6,15 +6,19 @@ never mistake a placeholder for a result.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.console import Console
 
-from offchain import __version__
+from offchain import __version__, options
 from offchain.errors import UserError, not_landed
 from offchain.storage.commands import store_app
 from offchain.swarm.commands import driver_app, worker_app
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)  # an error stays one line, however narrow the terminal
 
 app = typer.Typer(
     name="pm",
@@ -44,9 +48,62 @@ def version() -> None:
 
 
 @model_app.command("create")
-def model_create() -> None:
-    """Pin a model spec and register the model on-chain."""
-    not_landed("model create", "Worker")
+def model_create(
+    spec: Annotated[Path, typer.Option("--spec", help="Model spec JSON file (see specs/).")],
+    shares_per_work_unit: Annotated[
+        int, typer.Option("--shares-per-work-unit", help="Shares minted per verified work unit (wei units).")
+    ] = 10**18,
+    revenue_asset: Annotated[
+        str, typer.Option("--revenue-asset", help="'eth' or the ERC-20 address inference is paid in.")
+    ] = "eth",
+    operator: Annotated[
+        str | None, typer.Option("--operator", help="Receiver of the operator fee (default: you).")
+    ] = None,
+    rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
+    key_file: options.KeyFile = None,
+    deployments: options.Deployments = options.DEPLOYMENTS_DIR,
+    store: options.StoreDir = options.DEFAULT_STORE,
+    ipfs_api: options.IpfsApi = None,
+    as_json: options.JsonOut = False,
+) -> None:
+    """Pin a model spec and register the model on-chain (its share token is created with it)."""
+    from offchain.chain.protocol import open_protocol
+    from offchain.models import create_model
+    from offchain.storage.store import open_store
+
+    protocol = open_protocol(rpc_url, key_file, deployments, signer=True)
+    created = create_model(
+        protocol,
+        open_store(ipfs_api, store),
+        spec,
+        shares_per_work_unit=shares_per_work_unit,
+        revenue_asset=revenue_asset,
+        operator=operator,
+    )
+    if as_json:
+        typer.echo(json.dumps(created.to_json()))
+        return
+    model = created.model
+    typer.echo(
+        f"model {model.model_id} created: {model.num_stages} stages, spec {model.spec_cid}\n"
+        f"  shares token {model.shares}, revenue in {'ETH' if model.pays_in_eth else model.revenue_asset}\n"
+        f"  tx {created.tx_hash} (block {created.block})"
+    )
+
+
+@model_app.command("show")
+def model_show(
+    model_id: options.ModelId,
+    rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
+    deployments: options.Deployments = options.DEPLOYMENTS_DIR,
+    as_json: options.JsonOut = False,
+) -> None:
+    """Show what the registry holds for a model."""
+    from offchain.chain.protocol import open_protocol
+
+    model = open_protocol(rpc_url, None, deployments, signer=False).model(model_id)
+    record = model.to_json()
+    typer.echo(json.dumps(record) if as_json else "\n".join(f"{k:>22}: {v}" for k, v in record.items()))
 
 
 @verifier_app.command("run")
@@ -103,7 +160,7 @@ def main() -> None:
     try:
         app()
     except UserError as error:
-        stderr.print(f"[red]{error}[/red]")
+        stderr.print(str(error), style="red", markup=False, highlight=False)
         raise SystemExit(error.exit_code) from None
 
 

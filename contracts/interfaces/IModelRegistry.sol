@@ -46,8 +46,16 @@ interface IModelRegistry {
     error InvalidStageCount(uint8 numStages);
     /// @notice The stage index is not below the model's numStages.
     error StageOutOfRange(uint256 modelId, uint8 stage);
-    /// @notice sharesPerWorkUnit must be positive.
-    error ZeroSharesPerWorkUnit();
+    /// @notice sharesPerWorkUnit must be positive and fit in 96 bits.
+    error InvalidSharesPerWorkUnit(uint256 sharesPerWorkUnit);
+    /// @notice The revenue asset must be address(0) (ETH) or a contract.
+    error InvalidRevenueAsset(address revenueAsset);
+    /// @notice A zero address where one is required.
+    error ZeroAddress();
+    /// @notice The share implementation and WorkLedger were already wired.
+    error AlreadyWired();
+    /// @notice createModel needs the share implementation and WorkLedger wired first.
+    error NotWired();
     /// @notice The spec CID must not be empty.
     error EmptySpecCID();
     /// @notice Only the model's creator may do this.
@@ -59,6 +67,8 @@ interface IModelRegistry {
     event ModelCreated(
         uint256 indexed modelId, address indexed creator, address shares, uint8 numStages, string specCID
     );
+    /// @notice The share implementation and the WorkLedger were set (once).
+    event Wired(address sharesImplementation, address workLedger);
     /// @notice A model's status changed.
     event ModelStatusChanged(uint256 indexed modelId, ModelStatus status);
     /// @notice A stage's finalized checkpoint advanced.
@@ -79,8 +89,21 @@ interface IModelRegistry {
         address operator
     ) external returns (uint256 modelId);
 
+    /// @notice Set the ModelShares implementation cloned per model and the WorkLedger. Only the
+    /// owner, once: shares clones trust the router and ledger baked into the implementation.
+    function wire(address sharesImplementation, address workLedger) external;
+
+    /// @notice The ModelShares implementation every model's token is a clone of.
+    function sharesImplementation() external view returns (address);
+
+    /// @notice The WorkLedger, the only writer of checkpoints.
+    function workLedger() external view returns (address);
+
     /// @notice Everything known about a model; reverts UnknownModel for an unknown id.
     function getModel(uint256 modelId) external view returns (Model memory);
+
+    /// @notice The model's share token and status in one storage read, for the router and the ledger.
+    function sharesOf(uint256 modelId) external view returns (address shares, ModelStatus status);
 
     /// @notice Number of models created so far (the highest model id).
     function modelCount() external view returns (uint256);
@@ -95,6 +118,8 @@ interface IModelRegistry {
     function setStatus(uint256 modelId, ModelStatus status) external;
 
     /// @notice Advance a stage's finalized checkpoint. Only the WorkLedger; ignored unless newer.
+    /// @return accepted Whether the checkpoint advanced.
     function recordCheckpoint(uint256 modelId, uint8 stage, uint64 round, string calldata cid, bytes32 digest)
-        external;
+        external
+        returns (bool accepted);
 }

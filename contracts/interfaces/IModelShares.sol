@@ -8,6 +8,8 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 /// work; inference revenue deposited by the RevenueRouter accrues to holders pro rata and is
 /// pulled with claim(). Accounting is magnified revenue per share (2^128) with the division
 /// remainder carried, and per-holder corrections kept on every mint, burn and transfer.
+/// @dev Revenue that arrives while the supply is zero is held and distributed to the holders of
+/// the first mint (see heldRevenue), so no payment is ever stranded.
 interface IModelShares is IERC20 {
     /// @notice Only the WorkLedger may mint.
     error NotMinter(address account);
@@ -15,15 +17,19 @@ interface IModelShares is IERC20 {
     error NotRevenueRouter(address account);
     /// @notice The ETH sent does not match the amount (ETH models), or ETH was sent to an ERC-20 model.
     error RevenueValueMismatch(uint256 expected, uint256 received);
-    /// @notice The token balance grew by less than the deposited amount.
+    /// @notice The token balance grew by a different amount than the deposited amount.
     error RevenueNotReceived(uint256 expected, uint256 received);
     /// @notice Paying out a claim failed.
     error RevenueTransferFailed(address holder, uint256 amount);
-    /// @notice The clone was already initialized.
-    error AlreadyInitialized();
+    /// @notice Minting would push the supply above the cap that keeps the carried remainder in 128 bits.
+    error SupplyCapExceeded(uint256 supply, uint256 cap);
+    /// @notice A zero address where one is required.
+    error ZeroAddress();
 
-    /// @notice Revenue was credited to holders.
+    /// @notice Revenue was credited: to the holders of `totalSupply`, or held when it is zero.
     event RevenueDeposited(uint256 amount, uint256 totalSupply);
+    /// @notice Revenue held while the supply was zero was distributed to the first holders.
+    event HeldRevenueReleased(uint256 amount, uint256 totalSupply);
     /// @notice A holder pulled its revenue.
     event RevenueClaimed(address indexed holder, uint256 amount);
 
@@ -31,22 +37,26 @@ interface IModelShares is IERC20 {
     function mint(address to, uint256 amount) external;
 
     /// @notice Credit inference revenue to the current holders. Only the RevenueRouter.
-    /// @dev For ETH models msg.value must equal amount; for ERC-20 models the router transfers
-    /// the tokens first and the credited amount is the tracked balance delta.
+    /// @dev ETH models: msg.value must equal amount. ERC-20 models: the contract pulls `amount`
+    /// from the router and credits only if its balance grew by exactly that much, so tokens or
+    /// ETH pushed to it any other way are never credited to anyone.
     function depositRevenue(uint256 amount) external payable;
 
     /// @notice Revenue the holder can claim now.
     function claimable(address holder) external view returns (uint256);
 
-    /// @notice Pay the caller its claimable revenue in the revenue asset.
+    /// @notice Pay the caller its claimable revenue in the revenue asset (0 pays nothing).
     /// @return amount The amount paid.
     function claim() external returns (uint256 amount);
 
-    /// @notice Total revenue ever credited to holders.
+    /// @notice Total revenue ever credited (including revenue still held for the first holders).
     function totalRevenue() external view returns (uint256);
 
     /// @notice Total revenue ever paid out by claim().
     function totalClaimed() external view returns (uint256);
+
+    /// @notice Revenue that arrived while the supply was zero, waiting for the first mint.
+    function heldRevenue() external view returns (uint256);
 
     /// @notice The ERC-20 revenue is paid in, or address(0) for ETH.
     function revenueAsset() external view returns (address);

@@ -19,7 +19,7 @@ def test_help_lists_every_role():
 
 
 def test_unimplemented_command_says_so_and_exits_nonzero():
-    result = run_pm("worker", "run")
+    result = run_pm("verifier", "run")
     assert result.returncode == 2
     assert "not implemented yet" in result.stderr
     assert "Traceback" not in result.stderr

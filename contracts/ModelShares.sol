@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+import {ERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/ERC20Permit.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {Clones} from "@openzeppelin/contracts/proxy/Clones.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {Strings} from "@openzeppelin/contracts/utils/Strings.sol";
+import {IModelShares} from "./interfaces/IModelShares.sol";
+
+/// @title ModelShares
+/// @notice The ownership token of one model, deployed by the ModelRegistry as an EIP-1167 clone
+/// with immutable args (revenue asset, model id) appended to its code, so a clone needs no
+/// initializer and no storage write to know what it is.
+/// @dev Revenue accounting: every deposit raises `_magnifiedRevenuePerShare` by
+/// amount * 2^128 / supply and carries the division remainder into the next deposit, so the
+/// magnified total handed out equals the magnified total deposited. A holder's entitlement is
+/// perShare * balance + correction; mints, burns and transfers adjust corrections so that moving
+/// shares moves no past revenue, and a claim subtracts what it paid from the correction (the
+/// sub-wei fraction stays with the holder). Permit: the EIP-712 domain name and version are the
+/// implementation's immutables, the verifying contract is the clone itself (OZ's EIP712 rebuilds
+/// the separator whenever address(this) differs from the implementation), so every clone has
+/// its own domain; `eip712Domain()` (ERC-5267) tells wallets what to sign.
+contract ModelShares is IModelShares, ERC20Permit, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+    using SafeCast for uint256;
+    using SafeCast for int256;
+
+    /// @notice EIP-712 domain name shared by every model's token.
+    string public constant EIP712_NAME = "Protocol Model Shares";
+    /// @notice Supply cap: keeps the carried remainder (always below the supply) in 128 bits.
+    uint256 public constant MAX_SUPPLY = type(uint128).max;
+    uint256 private constant MAGNITUDE = 2 ** 128;
+
+    /// @notice The RevenueRouter, the only depositor.
+    address public immutable router;
+    /// @notice The WorkLedger, the only minter.
+    address public immutable minter;
+
+    uint256 private _magnifiedRevenuePerShare;
+    uint128 private _totalRevenue;
+    /// @dev Magnified revenue not yet divisible among the holders; always < totalSupply().
+    uint128 private _magnifiedRemainder;
+    uint256 private _totalClaimed;
+    uint256 private _heldRevenue;
+    mapping(address holder => int256) private _magnifiedCorrections;
+
+    constructor(address router_, address minter_) ERC20("", "") ERC20Permit(EIP712_NAME) {
+        if (router_ == address(0) || minter_ == address(0)) revert ZeroAddress();
+        router = router_;
+        minter = minter_;
+    }
+
+    /// @notice "Protocol Model <id> Shares".
+    function name() public view override returns (string memory) {
+        return string.concat("Protocol Model ", Strings.toString(modelId()), " Shares");
+    }
+
+    /// @notice "PM<id>".
+    function symbol() public view override returns (string memory) {
+        return string.concat("PM", Strings.toString(modelId()));
+    }
+
+    /// @inheritdoc IModelShares
+    function revenueAsset() public view returns (address asset) {
+        (asset,) = _cloneArgs();
+    }
+
+    /// @inheritdoc IModelShares
+    function modelId() public view returns (uint256 id) {
+        (, id) = _cloneArgs();
+    }
+
+    /// @inheritdoc IModelShares
+    function mint(address to, uint256 amount) external {
+        if (msg.sender != minter) revert NotMinter(msg.sender);
+        _mint(to, amount);
+    }
+
+    /// @inheritdoc IModelShares
+    function depositRevenue(uint256 amount) external payable nonReentrant {
+        if (msg.sender != router) revert NotRevenueRouter(msg.sender);
+        address asset = revenueAsset();
+        if (asset == address(0)) {
+            if (msg.value != amount) revert RevenueValueMismatch(amount, msg.value);
+        } else {
+            if (msg.value != 0) revert RevenueValueMismatch(0, msg.value);
+            uint256 balanceBefore = IERC20(asset).balanceOf(address(this));
+            IERC20(asset).safeTransferFrom(msg.sender, address(this), amount);
+            uint256 received = IERC20(asset).balanceOf(address(this)) - balanceBefore;
+            if (received != amount) revert RevenueNotReceived(amount, received);
+        }
+        _totalRevenue += amount.toUint128();
+        uint256 supply = totalSupply();
+        if (supply == 0) {
+            _heldRevenue += amount;
+        } else {
+            _distribute(amount, supply);
+        }
+        emit RevenueDeposited(amount, supply);
+    }
+
+    /// @inheritdoc IModelShares
+    function claimable(address holder) public view returns (uint256) {
+        return _magnifiedEntitlement(holder) / MAGNITUDE;
+    }
+
+    /// @inheritdoc IModelShares
+    function claim() external nonReentrant returns (uint256 amount) {
+        amount = claimable(msg.sender);
+        if (amount == 0) return 0;
+        _magnifiedCorrections[msg.sender] -= (amount * MAGNITUDE).toInt256();
+        _totalClaimed += amount;
+        emit RevenueClaimed(msg.sender, amount);
+        address asset = revenueAsset();
+        if (asset == address(0)) {
+            (bool ok,) = msg.sender.call{value: amount}("");
+            if (!ok) revert RevenueTransferFailed(msg.sender, amount);
+        } else {
+            IERC20(asset).safeTransfer(msg.sender, amount);
+        }
+    }
+
+    /// @inheritdoc IModelShares
+    function totalRevenue() external view returns (uint256) {
+        return _totalRevenue;
+    }
+
+    /// @inheritdoc IModelShares
+    function totalClaimed() external view returns (uint256) {
+        return _totalClaimed;
+    }
+
+    /// @inheritdoc IModelShares
+    function heldRevenue() external view returns (uint256) {
+        return _heldRevenue;
+    }
+
+    /// @dev Keeps every holder's entitlement fixed across balance changes, releases revenue held
+    /// at zero supply to the first mint, and enforces the supply cap.
+    function _update(address from, address to, uint256 value) internal override {
+        super._update(from, to, value);
+        uint256 perShare = _magnifiedRevenuePerShare;
+        if (perShare != 0 && value != 0) {
+            int256 correction = (perShare * value).toInt256();
+            if (from != address(0)) _magnifiedCorrections[from] += correction;
+            if (to != address(0)) _magnifiedCorrections[to] -= correction;
+        }
+        if (from == address(0)) {
+            uint256 supply = totalSupply();
+            if (supply > MAX_SUPPLY) revert SupplyCapExceeded(supply, MAX_SUPPLY);
+            uint256 held = _heldRevenue;
+            if (held != 0 && supply != 0) {
+                _heldRevenue = 0;
+                _distribute(held, supply);
+                emit HeldRevenueReleased(held, supply);
+            }
+        }
+    }
+
+    function _distribute(uint256 amount, uint256 supply) private {
+        uint256 magnified = amount * MAGNITUDE + _magnifiedRemainder;
+        _magnifiedRevenuePerShare += magnified / supply;
+        // The remainder is below supply, which the cap keeps within 128 bits.
+        _magnifiedRemainder = uint128(magnified % supply);
+    }
+
+    function _magnifiedEntitlement(address holder) private view returns (uint256) {
+        int256 accrued = (_magnifiedRevenuePerShare * balanceOf(holder)).toInt256();
+        return (accrued + _magnifiedCorrections[holder]).toUint256();
+    }
+
+    function _cloneArgs() private view returns (address asset, uint256 id) {
+        return abi.decode(Clones.fetchCloneArgs(address(this)), (address, uint256));
+    }
+}

@@ -1,0 +1,91 @@
+"""The shipped text corpus, byte-level tokens, and batches that any party can recompute.
+
+Every batch is a pure function of (spec seed, round, step, micro-batch), so the driver, every
+stage worker and a verifier replaying a round see the same token ids without exchanging data."""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from offchain.errors import UserError
+from offchain.model.spec import DatasetSpec, ModelSpec
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+VALIDATION_FRACTION = 0.1
+
+
+@cache
+def _load_corpus(name: str, sha256: str) -> bytes:
+    path = DATA_DIR / f"{name}.txt.xz"
+    if not path.is_file():
+        raise UserError(f"dataset {name!r} not found (expected {path})")
+    text = lzma.decompress(path.read_bytes())
+    actual = hashlib.sha256(text).hexdigest()
+    if actual != sha256:
+        raise UserError(f"dataset {name!r} has sha256 {actual}, the spec expects {sha256}")
+    return text
+
+
+def corpus_tokens(dataset: DatasetSpec) -> torch.Tensor:
+    """The whole corpus as byte tokens (int64), after checking its digest against the spec."""
+    return torch.frombuffer(bytearray(_load_corpus(dataset.name, dataset.sha256)), dtype=torch.uint8).long()
+
+
+def split(spec: ModelSpec, part: str) -> torch.Tensor:
+    """'train' = the first 90% of the corpus, 'val' = the held-out last 10%."""
+    tokens = corpus_tokens(spec.dataset)
+    cut = int(len(tokens) * (1 - VALIDATION_FRACTION))
+    return tokens[:cut] if part == "train" else tokens[cut:]
+
+
+def _generator(*key: int) -> torch.Generator:
+    seed = int.from_bytes(hashlib.sha256(":".join(map(str, key)).encode()).digest()[:8], "big") >> 1
+    return torch.Generator().manual_seed(seed)
+
+
+def _windows(
+    data: torch.Tensor, spec: ModelSpec, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    starts = torch.randint(0, len(data) - spec.context - 1, (spec.micro_batch_size,), generator=generator)
+    index = starts[:, None] + torch.arange(spec.context + 1)[None, :]
+    window = data[index]
+    return window[:, :-1].contiguous(), window[:, 1:].contiguous()
+
+
+def batch_for(spec: ModelSpec, round: int, step: int, micro_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, targets), LongTensors [micro_batch_size, context], from the training split."""
+    return _windows(split(spec, "train"), spec, _generator(spec.seed, round, step, micro_batch))
+
+
+def validation_batches(spec: ModelSpec, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A fixed list of held-out batches (same for every codec and every run of a spec seed)."""
+    data = split(spec, "val")
+    return [_windows(data, spec, _generator(spec.seed, -1, index)) for index in range(count)]
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype("u1") if vocab_size <= 256 else np.dtype("<i4")
+
+
+def encode_tokens(tokens: torch.Tensor, spec: ModelSpec) -> bytes:
+    """Token ids on the wire: one byte each for a byte-level vocabulary, else int32 little-endian."""
+    return tokens.numpy().astype(token_dtype(spec.vocab_size)).tobytes()
+
+
+def decode_tokens(data: bytes, spec: ModelSpec) -> torch.Tensor:
+    """Inverse of encode_tokens for one micro-batch; refuses a payload of the wrong size or range."""
+    dtype = token_dtype(spec.vocab_size)
+    shape = (spec.micro_batch_size, spec.context)
+    expected = shape[0] * shape[1] * dtype.itemsize
+    if len(data) != expected:
+        raise ValueError(f"token payload has {len(data)} bytes, expected {expected} for shape {shape}")
+    tokens = torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.int64)).reshape(shape)
+    if tokens.min() < 0 or tokens.max() >= spec.vocab_size:
+        raise ValueError(f"token ids outside the vocabulary 0..{spec.vocab_size - 1}")
+    return tokens

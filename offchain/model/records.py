@@ -1,0 +1,201 @@
+"""What a stage worker records while it trains: message headers, signed messages, one record per
+optimizer step, and the round's trace with a canonical serialisation.
+
+Pure data (no torch, no eth): the trainer writes these, the proofs package signs, hashes and
+replays them, the storage layer pins the bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Direction = Literal["forward", "backward"]
+_DIRECTIONS: tuple[Direction, ...] = ("forward", "backward")
+_HEADER = struct.Struct(">6sQHQIIB")
+_HEADER_MAGIC = b"PMMSG1"
+_TRACE_MAGIC = b"PMTRACE1"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class MessageHeader:
+    """Identifies one message between stages. `stage` is the stage that RECEIVES the message:
+    a forward message to stage s carries stage s-1's activation, a backward one stage s+1's grad."""
+
+    model_id: int
+    stage: int
+    round: int
+    step: int
+    micro_batch: int
+    direction: Direction
+
+    def encode(self) -> bytes:
+        """Fixed-width big-endian bytes: what a signature covers (with the payload digest)."""
+        return _HEADER.pack(
+            _HEADER_MAGIC,
+            self.model_id,
+            self.stage,
+            self.round,
+            self.step,
+            self.micro_batch,
+            _DIRECTIONS.index(self.direction),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> MessageHeader:
+        if len(data) != _HEADER.size:
+            raise ValueError(f"message header has {len(data)} bytes, expected {_HEADER.size}")
+        magic, model_id, stage, round_, step, micro_batch, direction = _HEADER.unpack(data)
+        if magic != _HEADER_MAGIC or direction >= len(_DIRECTIONS):
+            raise ValueError("not a protocol-models message header")
+        return cls(model_id, stage, round_, step, micro_batch, _DIRECTIONS[direction])
+
+
+def message_payload(*parts: bytes) -> bytes:
+    """The bytes a message signature covers (by digest): its parts, each length-prefixed.
+
+    forward to a middle stage: (activation, tokens); to the last stage: (activation, tokens,
+    targets); stage 0 gets activation = b"". backward: (grad,)."""
+    return b"".join(struct.pack(">Q", len(part)) + part for part in parts)
+
+
+@dataclass(frozen=True)
+class SignedMessage:
+    """A message as received: header, digest of message_payload(...), claimed sender, signature."""
+
+    header: MessageHeader
+    payload_digest: str
+    sender: str
+    signature: bytes
+
+    def to_json(self) -> dict:
+        return {
+            "header": asdict(self.header),
+            "payload_digest": self.payload_digest,
+            "sender": self.sender,
+            "signature": self.signature.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> SignedMessage:
+        return cls(
+            MessageHeader(**data["header"]),
+            data["payload_digest"],
+            data["sender"],
+            bytes.fromhex(data["signature"]),
+        )
+
+
+@dataclass(frozen=True)
+class MicroBatchRecord:
+    """Digests of one micro-batch's inputs (activation, tokens, targets, grad: whichever the
+    stage receives) and outputs (activation sent right, grad sent left), and its loss (last stage)."""
+
+    index: int
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    loss: float | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One optimizer step. state_before/after are digests of the canonical state bytes
+    (weights + optimizer state), so an altered weight or moment shows at the step it appeared."""
+
+    round: int
+    step: int
+    state_before: str
+    state_after: str
+    micro_batches: tuple[MicroBatchRecord, ...]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> StepRecord:
+        micro = tuple(MicroBatchRecord(**mb) for mb in data["micro_batches"])
+        return cls(data["round"], data["step"], data["state_before"], data["state_after"], micro)
+
+    def canonical_bytes(self) -> bytes:
+        return canonical_json(self.to_json())
+
+
+def canonical_json(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+@dataclass
+class Trace:
+    """A stage's round: who/what/where, the step records, the signed input messages and the
+    input payloads (by digest), so a verifier can recompute the round from the parent state."""
+
+    model_id: int
+    stage: int
+    round: int
+    spec_digest: str
+    threads: int
+    parent_digest: str
+    records: list[StepRecord] = field(default_factory=list)
+    messages: list[SignedMessage] = field(default_factory=list)
+    payloads: dict[str, bytes] = field(default_factory=dict)
+
+    def add_payload(self, data: bytes) -> str:
+        digest = sha256_hex(data)
+        self.payloads[digest] = data
+        return digest
+
+    def to_bytes(self) -> bytes:
+        """MAGIC, u64 length of a canonical JSON document, then the payloads sorted by digest
+        (their sizes are in the JSON). Equal traces give equal bytes."""
+        digests = sorted(self.payloads)
+        document = canonical_json(
+            {
+                "model_id": self.model_id,
+                "stage": self.stage,
+                "round": self.round,
+                "spec_digest": self.spec_digest,
+                "threads": self.threads,
+                "parent_digest": self.parent_digest,
+                "records": [record.to_json() for record in self.records],
+                "messages": [message.to_json() for message in self.messages],
+                "payloads": [[digest, len(self.payloads[digest])] for digest in digests],
+            }
+        )
+        blobs = b"".join(self.payloads[digest] for digest in digests)
+        return _TRACE_MAGIC + struct.pack(">Q", len(document)) + document + blobs
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Trace:
+        """Parse and check: every payload must hash to the digest it is filed under."""
+        if not data.startswith(_TRACE_MAGIC):
+            raise ValueError("not a protocol-models trace")
+        start = len(_TRACE_MAGIC) + 8
+        (length,) = struct.unpack(">Q", data[len(_TRACE_MAGIC) : start])
+        document = json.loads(data[start : start + length])
+        offset = start + length
+        payloads = {}
+        for digest, size in document["payloads"]:
+            blob = data[offset : offset + size]
+            if len(blob) != size or sha256_hex(blob) != digest:
+                raise ValueError(f"trace payload {digest[:16]}... is truncated or does not match its digest")
+            payloads[digest] = blob
+            offset += size
+        if offset != len(data):
+            raise ValueError(f"trace has {len(data) - offset} trailing bytes")
+        return cls(
+            document["model_id"],
+            document["stage"],
+            document["round"],
+            document["spec_digest"],
+            document["threads"],
+            document["parent_digest"],
+            [StepRecord.from_json(record) for record in document["records"]],
+            [SignedMessage.from_json(message) for message in document["messages"]],
+            payloads,
+        )

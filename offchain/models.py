@@ -1,0 +1,87 @@
+"""Registering a model: pin its spec, create it on-chain; and reading a model's spec back by CID.
+
+The spec is pinned in its canonical JSON form (sorted keys, every default spelled out), so the
+CID on-chain names exactly one model definition whatever the formatting of the file it came from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from web3 import Web3
+
+from offchain.chain.protocol import ETH, ModelInfo, Protocol
+from offchain.errors import UserError
+from offchain.model.spec import ModelSpec, load_spec, parse_spec
+from offchain.storage.store import Store
+
+MAX_SHARES_PER_WORK_UNIT = 2**96 - 1
+
+
+@dataclass(frozen=True)
+class CreatedModel:
+    model: ModelInfo
+    spec: ModelSpec
+    tx_hash: str
+    block: int
+
+    def to_json(self) -> dict[str, Any]:
+        extra = {"spec_digest": self.spec.digest(), "tx": self.tx_hash, "block": self.block}
+        return {**self.model.to_json(), **extra}
+
+
+def checked_address(value: str, what: str) -> str:
+    """A checksummed address, or a UserError saying which option was malformed."""
+    if value.lower() == "eth":
+        return ETH
+    try:
+        return Web3.to_checksum_address(value)
+    except ValueError:
+        raise UserError(f"{what}: {value!r} is not an address (0x + 40 hex digits)") from None
+
+
+def pin_spec(store: Store, spec: ModelSpec) -> str:
+    return store.put(spec.canonical_json())
+
+
+def fetch_spec(store: Store, cid: str) -> ModelSpec:
+    """The model spec stored at `cid`; anything that is not a valid spec is a UserError naming the CID."""
+    raw = store.get(cid)
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"spec CID {cid} does not decode as a JSON model spec") from None
+    if not isinstance(data, dict):
+        raise UserError(f"spec CID {cid} does not decode as a JSON model spec")
+    return parse_spec(data, f"at {cid}")
+
+
+def create_model(
+    protocol: Protocol,
+    store: Store,
+    spec_path: Path,
+    *,
+    shares_per_work_unit: int,
+    revenue_asset: str,
+    operator: str | None,
+) -> CreatedModel:
+    """Validate and pin the spec, then call createModel; the spec is pinned before any transaction."""
+    spec = load_spec(spec_path)
+    if not 1 <= shares_per_work_unit <= MAX_SHARES_PER_WORK_UNIT:
+        raise UserError(f"--shares-per-work-unit must be between 1 and 2^96-1, not {shares_per_work_unit}")
+    client = protocol.client
+    spec_cid = pin_spec(store, spec)
+    function = protocol.registry.functions.createModel(
+        spec_cid,
+        spec.num_stages,
+        shares_per_work_unit,
+        checked_address(revenue_asset, "--revenue-asset"),
+        checked_address(operator or client.address, "--operator"),
+    )
+    receipt = client.transact(function, action="createModel")
+    (created,) = protocol.registry.events.ModelCreated().process_receipt(receipt)
+    model = protocol.model(created["args"]["modelId"])
+    return CreatedModel(model, spec, receipt["transactionHash"].hex(), receipt["blockNumber"])

@@ -1,0 +1,192 @@
+"""Replay a stage's round from its parent state and trace, and name the first step that differs.
+
+A verifier trusts nothing in the trace but the signatures: for every step it checks that the
+recorded inputs are the spec's batches and the messages their senders signed, recomputes the
+stage's outputs and optimizer step with the same code the worker ran (StageTrainer, in the
+spec's deterministic mode and thread count), and compares every digest the worker recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from offchain.model.data import batch_for, encode_tokens
+from offchain.model.records import (
+    MessageHeader,
+    MicroBatchRecord,
+    SignedMessage,
+    StepRecord,
+    Trace,
+    message_payload,
+    sha256_hex,
+)
+from offchain.model.spec import ModelSpec
+from offchain.model.trainer import StageTrainer
+from offchain.proofs.signing import recover_signer_from_digest
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """first_divergent_step is None when every step matched; otherwise `reason` says what differed
+    and expected (the trace's claim) / actual (the recomputation) are the two values."""
+
+    steps_checked: int
+    first_divergent_step: int | None = None
+    reason: str | None = None
+    expected: str | None = None
+    actual: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_divergent_step is None
+
+
+class _Divergence(Exception):
+    def __init__(self, reason: str, expected: str | None = None, actual: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.expected, self.actual = reason, expected, actual
+
+
+def _check(what: str, expected: str | None, actual: str | None) -> None:
+    if expected != actual:
+        raise _Divergence(what, expected, actual)
+
+
+class _Replayer:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        trainer: StageTrainer,
+        trace: Trace,
+        signers: Collection[str] | None,
+        require_signatures: bool,
+    ) -> None:
+        self.spec, self.trainer, self.trace = spec, trainer, trace
+        self.signers = {address.lower() for address in signers} if signers is not None else None
+        self.require_signatures = require_signatures
+        self.messages = {(m.header.step, m.header.micro_batch, m.header.direction): m for m in trace.messages}
+
+    def payload(self, mb: MicroBatchRecord, name: str) -> bytes:
+        digest = mb.inputs.get(name)
+        if digest is None or digest not in self.trace.payloads:
+            raise _Divergence(f"input {name} of micro-batch {mb.index} missing from the trace", digest, None)
+        return self.trace.payloads[digest]
+
+    def verify_message(self, header: MessageHeader, parts: list[bytes]) -> None:
+        where = f"{header.direction} message of micro-batch {header.micro_batch}"
+        message: SignedMessage | None = self.messages.get((header.step, header.micro_batch, header.direction))
+        if message is None:
+            if self.require_signatures:
+                raise _Divergence(f"{where} is not signed")
+            return
+        _check(f"{where}: header differs from the signed one", str(header), str(message.header))
+        _check(
+            f"{where}: payload differs from the signed one",
+            message.payload_digest,
+            sha256_hex(message_payload(*parts)),
+        )
+        try:
+            signer = recover_signer_from_digest(header, message.payload_digest, message.signature)
+        except ValueError as error:
+            raise _Divergence(f"{where}: malformed signature ({error})") from None
+        _check(f"{where}: signature is not the sender's", message.sender.lower(), signer.lower())
+        if self.signers is not None and signer.lower() not in self.signers:
+            raise _Divergence(f"{where}: signer {signer} is not an allowed sender", None, signer)
+
+    def check_batch(
+        self, record: StepRecord, mb: MicroBatchRecord, tokens: bytes, targets: bytes | None
+    ) -> None:
+        """The worker must have trained on the spec's batch for (round, step, micro-batch)."""
+        want_tokens, want_targets = batch_for(self.spec, record.round, record.step, mb.index)
+        _check(
+            f"tokens of micro-batch {mb.index} are not the spec's batch",
+            sha256_hex(encode_tokens(want_tokens, self.spec)),
+            sha256_hex(tokens),
+        )
+        if targets is not None:
+            _check(
+                f"targets of micro-batch {mb.index} are not the spec's batch",
+                sha256_hex(encode_tokens(want_targets, self.spec)),
+                sha256_hex(targets),
+            )
+
+    def step(self, index: int, record: StepRecord) -> None:
+        trainer, trace = self.trainer, self.trace
+        _check("record round/step", f"{trace.round}/{index}", f"{record.round}/{record.step}")
+        _check("state before the step", record.state_before, trainer.state_digest())
+        indices = [mb.index for mb in record.micro_batches]
+        if (
+            not indices
+            or indices != sorted(set(indices))
+            or not 0 <= indices[0] <= indices[-1] < self.spec.micro_batches
+        ):
+            raise _Divergence(
+                "micro-batch indices are not distinct, ascending and in range", None, str(indices)
+            )
+        for mb in record.micro_batches:
+            header = MessageHeader(trace.model_id, trace.stage, trace.round, index, mb.index, "forward")
+            activation = b"" if trainer.is_first else self.payload(mb, "activation")
+            tokens = self.payload(mb, "tokens")
+            if trainer.is_last:
+                targets = self.payload(mb, "targets")
+                self.check_batch(record, mb, tokens, targets)
+                self.verify_message(header, [activation, tokens, targets])
+                grad, loss = trainer.forward_backward(header, activation, tokens, targets)
+                _check(f"loss of micro-batch {mb.index}", repr(mb.loss), repr(loss))
+                if not trainer.is_first:
+                    _check(f"grad sent by micro-batch {mb.index}", mb.outputs.get("grad"), sha256_hex(grad))
+            else:
+                self.check_batch(record, mb, tokens, None)
+                self.verify_message(header, [activation, tokens])
+                output = trainer.forward(header, activation, tokens)
+                _check(
+                    f"activation sent by micro-batch {mb.index}",
+                    mb.outputs.get("activation"),
+                    sha256_hex(output),
+                )
+        if not trainer.is_last:
+            for mb in record.micro_batches:
+                header = MessageHeader(trace.model_id, trace.stage, trace.round, index, mb.index, "backward")
+                grad = self.payload(mb, "grad")
+                self.verify_message(header, [grad])
+                sent = trainer.backward(header, grad)
+                if sent is not None:
+                    _check(f"grad sent by micro-batch {mb.index}", mb.outputs.get("grad"), sha256_hex(sent))
+        applied = trainer.apply_step(trace.round, index, indices)
+        _check("state after the step", record.state_after, applied.state_after)
+
+
+def replay_round(
+    spec: ModelSpec,
+    stage: int,
+    parent_state: bytes,
+    trace: Trace,
+    *,
+    signers: Collection[str] | None = None,
+    require_signatures: bool = True,
+) -> ReplayReport:
+    """Recompute `trace`'s round from `parent_state`. `signers`: addresses allowed to have sent
+    this stage's input messages (the driver and the neighbour stages' members), None = any valid
+    signature. Raises ValueError when the trace is for another stage, spec or thread count (the
+    finding: results differ bitwise between thread counts, so replay only runs the recorded one)."""
+    if trace.stage != stage:
+        raise ValueError(f"trace is for stage {trace.stage}, not stage {stage}")
+    if trace.spec_digest != spec.digest():
+        raise ValueError("trace was recorded under another model spec")
+    if trace.threads != spec.threads:
+        raise ValueError(
+            f"trace was recorded with {trace.threads} torch threads, the spec requires {spec.threads}: "
+            "results differ bitwise between thread counts, so replay runs only the spec's"
+        )
+    if sha256_hex(parent_state) != trace.parent_digest:
+        return ReplayReport(0, 0, "parent state", trace.parent_digest, sha256_hex(parent_state))
+    trainer = StageTrainer(spec, stage, state=parent_state, model_id=trace.model_id)
+    replayer = _Replayer(spec, trainer, trace, signers, require_signatures)
+    for index, record in enumerate(trace.records):
+        try:
+            replayer.step(index, record)
+        except _Divergence as divergence:
+            return ReplayReport(index, index, divergence.reason, divergence.expected, divergence.actual)
+        except ValueError as error:
+            return ReplayReport(index, index, f"recorded input refused: {error}")
+    return ReplayReport(len(trace.records))

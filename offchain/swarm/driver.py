@@ -1,0 +1,426 @@
+"""The driver: streams micro-batches through the stage servers it finds in the DHT.
+
+Routing is client-side, as in SWARM/Petals: the driver calls stage 0, relays the signed
+activation to stage 1, ..., gets loss and gradient from the last stage and relays gradients back
+in reverse. It holds data, never weights. Per step it launches every micro-batch at once; each
+server computes one request at a time, so stage s works on micro-batch m+1 while stage s+1
+works on m (a GPipe-style fill), and the step ends with `apply_step` on every replica used.
+
+Faults. A replica that errors or times out is banned (until it re-announces with a new session
+or the ban expires) and each micro-batch of the current step that went through it is re-run,
+keeping every other stage on the replica it used before (a re-run replaces that replica's
+gradients for the micro-batch; another replica would count them twice). A stage with no usable
+replica pauses training with one log line; once a worker appears, the round restarts from its
+start state on every stage (`abort_round`), so no step is ever applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hivemind.dht.node import DHTNode
+
+from offchain.model.data import batch_for, encode_tokens
+from offchain.model.records import MessageHeader
+from offchain.model.spec import ModelSpec
+from offchain.swarm.client import PeerUnreachable, RemoteError, call
+from offchain.swarm.discovery import lookup, stage_key
+from offchain.swarm.identity import Identity
+from offchain.swarm.shaping import LinkTable, Shaping
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    spec: ModelSpec
+    identity: Identity
+    model_id: int = 0
+    call_timeout: float = 60.0
+    info_timeout: float = 5.0
+    ban_seconds: float = 30.0
+    poll_seconds: float = 1.0
+    shaping: Shaping = field(default_factory=Shaping)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A live stage server as its `info` RPC described it."""
+
+    peer_id: str
+    session: str
+    address: str
+    round: int
+    digest: str
+
+    @property
+    def ban_key(self) -> tuple[str, str]:
+        return (self.peer_id, self.session)
+
+    @property
+    def short(self) -> str:
+        return self.peer_id[-8:]
+
+
+@dataclass
+class RoundResult:
+    round: int
+    losses: list[float]
+    digests: list[str]
+    seconds: float
+    replicas: list[int]
+
+
+class WorkerFailed(RuntimeError):
+    """A call to `replica` failed; `unreachable` if the worker itself did not answer."""
+
+    def __init__(self, replica: Replica, reason: str, *, unreachable: bool) -> None:
+        super().__init__(reason)
+        self.replica = replica
+        self.unreachable = unreachable
+
+
+class StageLost(RuntimeError):
+    """Every replica of a stage failed during a round: the round must be redone from its start."""
+
+    def __init__(self, stage: int) -> None:
+        super().__init__(f"stage {stage} has no live worker")
+        self.stage = stage
+
+
+@dataclass
+class Stats:
+    """Counters for the summary and the benchmarks."""
+
+    boundary_bytes: list[int]
+    micro_batches: int = 0
+    retried_micro_batches: int = 0
+    bans: int = 0
+    aborted_rounds: int = 0
+    pauses: int = 0
+
+
+class Driver:
+    def __init__(self, config: DriverConfig, node: DHTNode) -> None:
+        self.config, self.node, self.spec = config, node, config.spec
+        self.spec_digest = config.spec.digest()
+        self.num_stages = config.spec.num_stages
+        self.links = LinkTable(config.shaping) if config.shaping.active else None
+        self.banned: dict[tuple[str, str], float] = {}
+        self.stats = Stats(boundary_bytes=[0] * max(self.num_stages - 1, 0))
+
+    # ---- RPC plumbing -------------------------------------------------------------------------
+
+    def _request(self, **fields: object) -> dict:
+        return {"model": self.spec_digest, "model_id": self.config.model_id, **fields}
+
+    async def _call(
+        self, replica: Replica, method: str, timeout: float | None = None, **fields: object
+    ) -> dict:
+        try:
+            return await call(
+                self.node.p2p,
+                replica.peer_id,
+                method,
+                self._request(**fields),
+                timeout=timeout or self.config.call_timeout,
+                links=self.links,
+            )
+        except PeerUnreachable as error:
+            raise WorkerFailed(replica, str(error), unreachable=True) from None
+        except RemoteError as error:
+            raise WorkerFailed(replica, str(error), unreachable=False) from None
+
+    def _ban(self, replica: Replica, reason: str) -> None:
+        if self._is_banned(replica):
+            return
+        self.banned[replica.ban_key] = time.monotonic() + self.config.ban_seconds
+        self.stats.bans += 1
+        logger.warning("banned worker %s for %.0fs: %s", replica.short, self.config.ban_seconds, reason)
+
+    def _is_banned(self, replica: Replica) -> bool:
+        until = self.banned.get(replica.ban_key)
+        return until is not None and until > time.monotonic()
+
+    # ---- discovery ----------------------------------------------------------------------------
+
+    async def discover(self, stage: int) -> list[Replica]:
+        """Live, unbanned replicas of `stage`, from the DHT, confirmed by their `info` RPC."""
+        records = await lookup(self.node, stage_key(self.spec_digest, self.config.model_id, stage))
+
+        async def info(peer_id: str) -> Replica | None:
+            probe = Replica(peer_id, "", "", -1, "")
+            try:
+                reply = await self._call(probe, "info", timeout=self.config.info_timeout)
+            except WorkerFailed:
+                return None
+            if reply["stage"] != stage:
+                return None
+            replica = Replica(peer_id, reply["session"], reply["address"], reply["round"], reply["digest"])
+            return None if self._is_banned(replica) else replica
+
+        found = await asyncio.gather(*(info(record.peer_id) for record in records))
+        return [replica for replica in found if replica is not None]
+
+    async def discover_all(self) -> list[list[Replica]]:
+        return list(await asyncio.gather(*(self.discover(stage) for stage in range(self.num_stages))))
+
+    async def current_round(self) -> int:
+        """The round the swarm is at: the most advanced committed round any stage reports."""
+        replicas = await self._wait_for_every_stage()
+        return max(replica.round for stage in replicas for replica in stage)
+
+    async def _wait_for_every_stage(self) -> list[list[Replica]]:
+        """Discovery until every stage has a live worker; logs the pause once and the resume."""
+        paused_on: set[int] = set()
+        while True:
+            replicas = await self.discover_all()
+            missing = {stage for stage, found in enumerate(replicas) if not found}
+            if not missing:
+                if paused_on:
+                    logger.info("every stage has a live worker again: training resumes")
+                return replicas
+            if missing != paused_on:
+                self.stats.pauses += 1 if not paused_on else 0
+                logger.warning(
+                    "training paused: no live worker for stage(s) %s of model %d; waiting for a worker",
+                    ", ".join(map(str, sorted(missing))),
+                    self.config.model_id,
+                )
+                paused_on = missing
+            await asyncio.sleep(self.config.poll_seconds)
+
+    # ---- rounds -------------------------------------------------------------------------------
+
+    async def prepare_round(self, round_: int) -> list[list[Replica]]:
+        """Every stage's replicas for `round_`: laggards synced from a replica at `round_`, then begun."""
+        while True:
+            replicas = await self._wait_for_every_stage()
+            members: list[list[Replica]] = []
+            for stage, found in enumerate(replicas):
+                members.append(await self._align_stage(stage, found, round_))
+            if any(not stage_members for stage_members in members):
+                await asyncio.sleep(self.config.poll_seconds)
+                continue
+            begun = await self._on_each(members, "begin_round", round=round_)
+            if all(begun):
+                return begun
+            await asyncio.sleep(self.config.poll_seconds)
+
+    async def _align_stage(self, stage: int, found: list[Replica], round_: int) -> list[Replica]:
+        at_round = [replica for replica in found if replica.round == round_]
+        if not at_round:
+            logger.warning(
+                "stage %d: no worker holds the state of round %d (workers at rounds %s); waiting",
+                stage,
+                round_,
+                sorted({replica.round for replica in found}),
+            )
+            return []
+        canonical = Counter(replica.digest for replica in at_round).most_common(1)[0][0]
+        source = next(replica for replica in at_round if replica.digest == canonical)
+        aligned = []
+        for replica in found:
+            if replica.round == round_ and replica.digest == canonical:
+                aligned.append(replica)
+                continue
+            try:
+                reply = await self._call(replica, "sync", peer=source.peer_id)
+            except WorkerFailed as failure:
+                self._ban(replica, f"sync failed: {failure}")
+                continue
+            logger.info(
+                "stage %d: worker %s synced round %d state from %s",
+                stage,
+                replica.short,
+                round_,
+                source.short,
+            )
+            aligned.append(
+                Replica(replica.peer_id, replica.session, replica.address, reply["round"], reply["digest"])
+            )
+        # Every replica in a round trains at least one micro-batch per step; any extra ones sit it out.
+        return aligned[: self.spec.micro_batches]
+
+    async def _on_each(
+        self, members: list[list[Replica]], method: str, **fields: object
+    ) -> list[list[Replica]]:
+        """Call `method` on every member; returns per stage the members that succeeded (others banned)."""
+
+        async def one(replica: Replica) -> Replica | None:
+            try:
+                await self._call(replica, method, **fields)
+            except WorkerFailed as failure:
+                self._ban(replica, str(failure))
+                return None
+            return replica
+
+        results = await asyncio.gather(*(asyncio.gather(*(one(r) for r in stage)) for stage in members))
+        return [[replica for replica in stage if replica is not None] for stage in results]
+
+    async def run_round(
+        self, round_: int, on_step: Callable[[int, int, float], None] | None = None
+    ) -> RoundResult:
+        """Train round `round_` to its commit; a lost stage aborts it and it starts over."""
+        while True:
+            members = await self.prepare_round(round_)
+            started = time.monotonic()
+            try:
+                losses = []
+                for step in range(self.spec.round_steps):
+                    loss = await self.run_step(round_, step, members)
+                    losses.append(loss)
+                    if on_step is not None:
+                        on_step(round_, step, loss)
+                digests = await self.finish_round(round_, members)
+            except StageLost as lost:
+                self.stats.aborted_rounds += 1
+                logger.warning(
+                    "stage %d lost its last worker during round %d: every stage goes back to the round's "
+                    "start state and the round is redone once a worker is back (no step counts twice)",
+                    lost.stage,
+                    round_,
+                )
+                await self._on_each(members, "abort_round", round=round_)
+                continue
+            return RoundResult(round_, losses, digests, time.monotonic() - started, [len(m) for m in members])
+
+    async def run_step(self, round_: int, step: int, members: list[list[Replica]]) -> float:
+        """All micro-batches of one step through the pipeline, then apply_step on every replica used."""
+        routes: dict[int, list[Replica]] = {}
+        losses: dict[int, float] = {}
+        pending = set(range(self.spec.micro_batches))
+        while pending:
+            for mb in sorted(pending):
+                routes[mb] = self._route(members, routes.get(mb), routes)
+            results = await asyncio.gather(
+                *(self._micro_batch(round_, step, mb, routes[mb]) for mb in sorted(pending)),
+                return_exceptions=True,
+            )
+            for mb, result in zip(sorted(pending), results, strict=True):
+                if isinstance(result, WorkerFailed):
+                    self._ban(result.replica, str(result))
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    losses[mb] = result
+            redo = {mb for mb, route in routes.items() if any(self._is_banned(replica) for replica in route)}
+            pending = redo | (set(range(self.spec.micro_batches)) - set(losses))
+            if pending:
+                self.stats.retried_micro_batches += len(pending)
+                for mb in pending:
+                    losses.pop(mb, None)
+                logger.info("round %d step %d: re-running micro-batch(es) %s", round_, step, sorted(pending))
+        await self._apply_step(round_, step, routes)
+        self.stats.micro_batches += self.spec.micro_batches
+        return sum(losses[mb] for mb in sorted(losses)) / len(losses)
+
+    async def _apply_step(self, round_: int, step: int, routes: dict[int, list[Replica]]) -> None:
+        """apply_step on every replica used, naming the micro-batches it trained when it did not train all."""
+
+        async def one(replica: Replica, trained: list[int]) -> bool:
+            subset = None if len(trained) == self.spec.micro_batches else trained
+            try:
+                await self._call(replica, "apply_step", round=round_, step=step, micro_batches=subset)
+            except WorkerFailed as failure:
+                self._ban(replica, str(failure))
+                return False
+            return True
+
+        for stage in range(self.num_stages):
+            trained: dict[Replica, list[int]] = {}
+            for mb in sorted(routes):
+                trained.setdefault(routes[mb][stage], []).append(mb)
+            if not any(await asyncio.gather(*(one(replica, mbs) for replica, mbs in trained.items()))):
+                raise StageLost(stage)
+
+    def _route(
+        self, members: list[list[Replica]], previous: list[Replica] | None, routes: dict[int, list[Replica]]
+    ) -> list[Replica]:
+        """Keep each stage's previous replica while it is usable; else the least-loaded usable one."""
+        route = []
+        for stage, replicas in enumerate(members):
+            usable = [replica for replica in replicas if not self._is_banned(replica)]
+            if not usable:
+                raise StageLost(stage)
+            if previous is not None and previous[stage] in usable:
+                route.append(previous[stage])
+                continue
+            load = Counter(r[stage].peer_id for r in routes.values())
+            route.append(min(usable, key=lambda replica: (load[replica.peer_id], replica.peer_id)))
+        return route
+
+    async def _micro_batch(self, round_: int, step: int, mb: int, route: list[Replica]) -> float:
+        """Forward through every stage, loss and backward at the last, gradients back to stage 0."""
+        spec, last = self.spec, self.num_stages - 1
+        tokens, targets = batch_for(spec, round_, step, mb)
+        token_bytes, target_bytes = encode_tokens(tokens, spec), encode_tokens(targets, spec)
+        parts = [b"", token_bytes, target_bytes] if last == 0 else [b"", token_bytes]
+        header = MessageHeader(self.config.model_id, 0, round_, step, mb, "forward")
+        message = self.config.identity.sign(header, parts)
+        where = {"round": round_, "step": step, "micro_batch": mb}
+        for stage in range(last):
+            reply = await self._call(route[stage], "forward", message=message, targets=target_bytes, **where)
+            message = self._checked(reply, route[stage])
+            self.stats.boundary_bytes[stage] += len(message["parts"][0])
+        reply = await self._call(route[last], "forward_backward", message=message, **where)
+        loss = float(reply["loss"])
+        for stage in range(last - 1, -1, -1):
+            message = self._checked(reply, route[stage + 1])
+            self.stats.boundary_bytes[stage] += len(message["parts"][0])
+            reply = await self._call(route[stage], "backward", message=message, **where)
+        return loss
+
+    @staticmethod
+    def _checked(reply: dict, replica: Replica) -> dict:
+        message = reply.get("message")
+        if message is None or message.get("sender", "").lower() != replica.address.lower():
+            raise WorkerFailed(
+                replica, "reply is not a message signed by the worker's announced address", unreachable=False
+            )
+        return message
+
+    async def finish_round(self, round_: int, members: list[list[Replica]]) -> list[str]:
+        """Snapshot every replica, average same-stage replicas, commit; returns each stage's digest.
+
+        No stage commits before every stage has its end-of-round snapshot; a stage lost after
+        that makes `abort_round` take the stages that did commit back to the round's start."""
+        members = [[r for r in stage if not self._is_banned(r)] for stage in members]
+        ended = await self._on_each(members, "end_round", round=round_)
+        for stage, replicas in enumerate(ended):
+            if not replicas:
+                raise StageLost(stage)
+        return list(
+            await asyncio.gather(
+                *(self._finish_stage(round_, s, replicas) for s, replicas in enumerate(ended))
+            )
+        )
+
+    async def _finish_stage(self, round_: int, stage: int, replicas: list[Replica]) -> str:
+        while True:
+            peers = [replica.peer_id for replica in replicas]
+            results = await asyncio.gather(
+                *(self._call(r, "finish_round", round=round_, replicas=peers) for r in replicas),
+                return_exceptions=True,
+            )
+            failed = [res for res in results if isinstance(res, BaseException)]
+            if not failed:
+                break
+            if any(not isinstance(res, WorkerFailed) for res in failed):
+                raise next(res for res in failed if not isinstance(res, WorkerFailed))
+            # A dead replica makes its live peers' averaging fail too: ban only the dead ones if any.
+            unreachable = [res for res in failed if res.unreachable]
+            for res in unreachable or failed:
+                self._ban(res.replica, f"round-end averaging: {res}")
+            replicas = [r for r in replicas if not self._is_banned(r)]
+            if not replicas:
+                raise StageLost(stage)
+        digests = {result["digest"] for result in results}
+        if len(digests) != 1:
+            raise RuntimeError(f"stage {stage} replicas committed different digests: {sorted(digests)}")
+        return digests.pop()

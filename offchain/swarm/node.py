@@ -1,0 +1,57 @@
+"""A swarm process's presence on the network: one hivemind DHT node with its own libp2p daemon.
+
+The DHT runs inside the process's event loop (`DHTNode`), not in hivemind's forked `DHT`
+process: one fewer process to clean up, and a `kill -9` of the worker also takes its p2pd down
+(the daemon exits when its client's control socket closes), so a crash leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hivemind.dht.node import DHTNode
+
+from offchain.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Where to listen, what to announce, whom to bootstrap from (all libp2p multiaddrs)."""
+
+    initial_peers: Sequence[str] = ()
+    host_maddrs: Sequence[str] = LOOPBACK
+    announce_maddrs: Sequence[str] = ()
+
+
+async def start_node(network: NetworkConfig, *, client_mode: bool = False) -> DHTNode:
+    """Join (or found, without initial peers) the DHT; one clear error if it cannot."""
+    try:
+        return await DHTNode.create(
+            initial_peers=list(network.initial_peers) or None,
+            host_maddrs=list(network.host_maddrs),
+            announce_maddrs=list(network.announce_maddrs) or None,
+            client_mode=client_mode,
+        )
+    except Exception as error:  # noqa: BLE001 - hivemind raises bare Exceptions for bad maddrs/peers
+        raise UserError(f"cannot join the swarm: {type(error).__name__}: {error}") from None
+
+
+async def visible_maddrs(node: DHTNode) -> list[str]:
+    return [str(maddr) for maddr in await node.get_visible_maddrs()]
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An Event set by SIGTERM or SIGINT: the process finishes its current call and shuts down."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop

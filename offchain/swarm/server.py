@@ -1,0 +1,422 @@
+"""The stage server: one worker process serves one pipeline stage's StageTrainer over hivemind P2P.
+
+Why our own servicer and not hivemind's `moe.Server`: its backends run the optimizer inside every
+backward call, while a round here needs forward/backward per (step, micro-batch), one optimizer
+step after all micro-batches of a step (summed in index order), round begin/abort/commit, state
+transfer and replica averaging. `StageServer` is a `hivemind.p2p.ServicerBase`: each `rpc_*`
+method becomes a P2P stream handler named `StageServer.rpc_*` on the worker's libp2p daemon.
+
+Compute runs on one dedicated thread (the trainer is not thread-safe, and the event loop must
+keep answering `info` and state requests while a micro-batch computes).
+
+Round life cycle, driven by the driver:
+  begin_round(r) -> forward / forward_backward / backward / apply_step ... -> end_round(r)
+  (snapshot of the pre-average state) -> finish_round(r, replicas) (average with the other
+  replicas' snapshots, commit r+1, persist, re-announce); abort_round(r) restores the round-start
+  state (a stage lost its only worker: the round is redone, never counted twice); sync(peer)
+  copies a peer's committed state (a restarted or lagging replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, AsyncIterator  # noqa: UP035 - ServicerBase reads typing.AsyncIterator hints
+
+import msgpack
+from google.protobuf.wrappers_pb2 import BytesValue
+from hivemind.p2p import P2P, P2PContext, ServicerBase
+
+from offchain.model.records import MessageHeader
+from offchain.model.spec import ModelSpec
+from offchain.model.state import average_state_bytes
+from offchain.model.trainer import StageTrainer
+from offchain.swarm.client import call
+from offchain.swarm.identity import Identity, Received, verify
+from offchain.swarm.wire import WireError, framed_chunks, join_chunks, pack, unpack
+
+logger = logging.getLogger(__name__)
+
+STATE_TIMEOUT = 120.0
+REPLY_LINGER = 60.0
+
+
+class Refused(ValueError):
+    """A request this server will not execute; the reason goes back to the caller as one line."""
+
+
+@dataclass(frozen=True)
+class RoundState:
+    """A stage's committed state: the state at the start of round `round` (rounds done so far)."""
+
+    round: int
+    state: bytes
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.state).hexdigest()
+
+
+class StateFile:
+    """The last committed round state on disk, so a restarted worker resumes from it."""
+
+    def __init__(self, directory: Path, spec: ModelSpec, model_id: int, stage: int) -> None:
+        self.path = directory / f"model{model_id}-{spec.digest()[:16]}-stage{stage}.state"
+
+    def load(self) -> RoundState | None:
+        if not self.path.is_file():
+            return None
+        doc = msgpack.unpackb(self.path.read_bytes(), raw=False)
+        return RoundState(doc["round"], doc["state"])
+
+    def save(self, state: RoundState) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(msgpack.packb({"round": state.round, "state": state.state}, use_bin_type=True))
+        os.replace(tmp, self.path)
+
+
+class StageServer(ServicerBase):
+    """Serves one stage of one model; every message it emits is signed by `identity`."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        stage: int,
+        identity: Identity,
+        *,
+        model_id: int,
+        session: str,
+        state_file: StateFile | None,
+        on_commit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.spec, self.stage, self.identity = spec, stage, identity
+        self.model_id, self.session = model_id, session
+        self.spec_digest = spec.digest()
+        self.state_file = state_file
+        self.on_commit = on_commit
+        self.p2p: P2P | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage{stage}")
+        self.trainer: StageTrainer | None = None
+        self.committed: RoundState | None = None
+        self.previous: RoundState | None = None
+        self.pending: RoundState | None = None
+        self.in_round: int | None = None
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    async def start(self, p2p: P2P, initial: RoundState | None) -> None:
+        """Build the trainer (from `initial` or the spec's seed) and register the P2P handlers."""
+        self.p2p = p2p
+        state = initial.state if initial is not None else None
+        self.trainer = await self._compute(
+            partial(StageTrainer, self.spec, self.stage, state=state, model_id=self.model_id)
+        )
+        start_round = initial.round if initial is not None else 0
+        self.committed = RoundState(start_round, await self._compute(self.trainer.state_bytes))
+        await self.add_p2p_handlers(p2p)
+
+    async def stop(self) -> None:
+        if self.p2p is not None and self.p2p.is_alive:
+            await self.remove_p2p_handlers(self.p2p)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _compute(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _commit(self, state: RoundState) -> None:
+        self.previous, self.committed, self.in_round = self.committed, state, None
+        if self.state_file is not None:
+            await asyncio.to_thread(self.state_file.save, state)
+        if self.on_commit is not None:
+            await self.on_commit()
+
+    # ---- request plumbing -------------------------------------------------------------------
+
+    async def _serve(
+        self, requests: AsyncIterator[BytesValue], handler: Callable[[dict], Awaitable[dict]]
+    ) -> AsyncIterator[BytesValue]:
+        try:
+            request = unpack(await join_chunks(requests))
+            self._check_model(request)
+            reply = await handler(request)
+        except (Refused, WireError, ValueError, KeyError, TypeError) as error:
+            logger.warning("stage %d refused %s: %s", self.stage, handler.__name__.lstrip("_"), error)
+            reply = {"error": f"{type(error).__name__}: {error}"}
+        for chunk in framed_chunks(pack(reply)):
+            yield chunk
+        # Let the caller close the stream (see offchain.swarm.wire); this wait is cancelled then.
+        await asyncio.sleep(REPLY_LINGER)
+
+    def _check_model(self, request: dict) -> None:
+        if request.get("model") != self.spec_digest or request.get("model_id") != self.model_id:
+            raise Refused(
+                f"this server trains model {self.model_id} spec {self.spec_digest[:16]}, the request is for "
+                f"model {request.get('model_id')} spec {str(request.get('model'))[:16]}"
+            )
+
+    def _check_round(self, round_: int) -> None:
+        if self.in_round != round_:
+            raise Refused(f"stage {self.stage} is not in round {round_} (in round: {self.in_round})")
+
+    def _received(self, request: dict, direction: str) -> Received:
+        """The request's pipeline message, signature checked, addressed to this stage and op."""
+        self._check_round(request["round"])
+        received = verify(request["message"])
+        header = received.header
+        if header.stage != self.stage or header.direction != direction or header.round != request["round"]:
+            raise Refused(f"message {header} is not a {direction} message to stage {self.stage}")
+        return received
+
+    def _outgoing(self, received: Received, stage: int, direction: str) -> MessageHeader:
+        return replace(received.header, stage=stage, direction=direction)
+
+    # ---- stage RPCs -------------------------------------------------------------------------
+
+    async def _info(self, request: dict) -> dict:
+        return {
+            "stage": self.stage,
+            "session": self.session,
+            "address": self.identity.address,
+            "round": self.committed.round,
+            "digest": self.committed.digest,
+            "in_round": self.in_round,
+        }
+
+    async def _forward(self, request: dict) -> dict:
+        """Middle stages and stage 0: returns the signed forward message for stage s+1."""
+        received = self._received(request, "forward")
+        if len(received.parts) != 2:
+            raise Refused(f"a forward message to stage {self.stage} has (activation, tokens)")
+        activation, tokens = received.parts
+        signed = received.signed
+        run = partial(
+            self.trainer.forward,
+            received.header,
+            activation,
+            tokens,
+            signature=signed.signature,
+            sender=signed.sender,
+        )
+        out = await self._compute(run)
+        parts = [out, tokens]
+        if self.stage + 1 == self.spec.num_stages - 1:
+            parts.append(bytes(request["targets"]))
+        return {"message": self.identity.sign(self._outgoing(received, self.stage + 1, "forward"), parts)}
+
+    async def _forward_backward(self, request: dict) -> dict:
+        """Last stage: loss and backward; returns the loss and the signed grad message for stage s-1."""
+        received = self._received(request, "forward")
+        if len(received.parts) != 3:
+            raise Refused(
+                f"a forward message to the last stage {self.stage} has (activation, tokens, targets)"
+            )
+        signed = received.signed
+        run = partial(
+            self.trainer.forward_backward,
+            received.header,
+            *received.parts,
+            signature=signed.signature,
+            sender=signed.sender,
+        )
+        grad, loss = await self._compute(run)
+        if self.trainer.is_first:
+            return {"message": None, "loss": loss}
+        return {
+            "message": self.identity.sign(self._outgoing(received, self.stage - 1, "backward"), [grad]),
+            "loss": loss,
+        }
+
+    async def _backward(self, request: dict) -> dict:
+        """Non-last stages: returns the signed grad message for stage s-1 (None on stage 0)."""
+        received = self._received(request, "backward")
+        if len(received.parts) != 1:
+            raise Refused(f"a backward message to stage {self.stage} has (grad,)")
+        signed = received.signed
+        run = partial(
+            self.trainer.backward,
+            received.header,
+            received.parts[0],
+            signature=signed.signature,
+            sender=signed.sender,
+        )
+        grad = await self._compute(run)
+        if grad is None:
+            return {"message": None}
+        return {"message": self.identity.sign(self._outgoing(received, self.stage - 1, "backward"), [grad])}
+
+    async def _apply_step(self, request: dict) -> dict:
+        self._check_round(request["round"])
+        micro_batches = request.get("micro_batches")
+        await self._compute(
+            partial(self.trainer.apply_step, request["round"], request["step"], micro_batches)
+        )
+        return {"step": request["step"]}
+
+    async def _begin_round(self, request: dict) -> dict:
+        round_ = request["round"]
+        if self.committed.round != round_:
+            raise Refused(
+                f"stage {self.stage} has committed {self.committed.round} rounds, cannot begin {round_}"
+            )
+        await self._restore()
+        self.in_round = round_
+        return {"digest": self.committed.digest}
+
+    async def _abort_round(self, request: dict) -> dict:
+        """Back to the start of round r, undoing the commit of r if it already happened."""
+        if self.committed.round == request["round"] + 1 and self.previous is not None:
+            await self._commit(self.previous)
+            self.previous = None
+        await self._restore()
+        logger.info("stage %d: round %d aborted, back to its start state", self.stage, self.committed.round)
+        return {"digest": self.committed.digest}
+
+    async def _restore(self) -> None:
+        await self._compute(partial(self.trainer.load_state, self.committed.state))
+        self.trainer.trace = None
+        self.in_round, self.pending = None, None
+
+    async def _end_round(self, request: dict) -> dict:
+        self._check_round(request["round"])
+        self.pending = RoundState(request["round"] + 1, await self._compute(self.trainer.state_bytes))
+        return {"digest": self.pending.digest}
+
+    async def _finish_round(self, request: dict) -> dict:
+        """Average with the other replicas' end-of-round snapshots, then commit round r+1.
+
+        Idempotent: a retry (a replica died while the others averaged) returns the committed digest."""
+        if self.in_round is None and self.committed.round == request["round"] + 1:
+            return {"round": self.committed.round, "digest": self.committed.digest}
+        self._check_round(request["round"])
+        if self.pending is None or self.pending.round != request["round"] + 1:
+            raise Refused("finish_round before end_round")
+        states = []
+        for peer in sorted(request["replicas"]):
+            if peer == self.p2p.peer_id.to_base58():
+                states.append(self.pending.state)
+            else:
+                reply = await call(
+                    self.p2p, peer, "state", self._peer_request("pending"), timeout=STATE_TIMEOUT
+                )
+                states.append(self._checked_state(reply, self.pending.round).state)
+        merged = states[0] if len(states) == 1 else await self._compute(partial(self._average, states))
+        await self._commit(RoundState(self.pending.round, merged))
+        logger.info(
+            "stage %d: committed round %d, digest %s (%d replicas)",
+            self.stage,
+            self.committed.round,
+            self.committed.digest[:16],
+            len(states),
+        )
+        return {"round": self.committed.round, "digest": self.committed.digest}
+
+    def _average(self, states: list[bytes]) -> bytes:
+        merged = average_state_bytes(states)
+        self.trainer.load_state(merged)
+        return merged
+
+    async def _sync(self, request: dict) -> dict:
+        """Copy a peer's committed state (a restarted worker catching up with its replica)."""
+        reply = await call(
+            self.p2p, request["peer"], "state", self._peer_request("committed"), timeout=STATE_TIMEOUT
+        )
+        state = self._checked_state(reply, reply["round"])
+        await self._compute(partial(self.trainer.load_state, state.state))
+        await self._commit(state)
+        logger.info(
+            "stage %d: synced round %d state %s from %s",
+            self.stage,
+            state.round,
+            state.digest[:16],
+            request["peer"][-8:],
+        )
+        return {"round": state.round, "digest": state.digest}
+
+    async def _state(self, request: dict) -> dict:
+        state = self.pending if request["kind"] == "pending" else self.committed
+        if state is None:
+            raise Refused(f"stage {self.stage} has no {request['kind']} state")
+        return {"stage": self.stage, "round": state.round, "digest": state.digest, "state": state.state}
+
+    def _peer_request(self, kind: str) -> dict:
+        return {"model": self.spec_digest, "model_id": self.model_id, "kind": kind}
+
+    def _checked_state(self, reply: dict, round_: int) -> RoundState:
+        state = RoundState(reply["round"], reply["state"])
+        if reply["stage"] != self.stage or state.round != round_ or state.digest != reply["digest"]:
+            raise Refused(
+                f"peer sent state of stage {reply['stage']} round {state.round}, wanted round {round_}"
+            )
+        return state
+
+    # ---- P2P handlers (ServicerBase turns each rpc_* into `StageServer.rpc_*`) -------------------
+
+    async def rpc_info(self, requests: AsyncIterator[BytesValue], _: P2PContext) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._info):
+            yield chunk
+
+    async def rpc_forward(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._forward):
+            yield chunk
+
+    async def rpc_forward_backward(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._forward_backward):
+            yield chunk
+
+    async def rpc_backward(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._backward):
+            yield chunk
+
+    async def rpc_apply_step(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._apply_step):
+            yield chunk
+
+    async def rpc_begin_round(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._begin_round):
+            yield chunk
+
+    async def rpc_abort_round(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._abort_round):
+            yield chunk
+
+    async def rpc_end_round(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._end_round):
+            yield chunk
+
+    async def rpc_finish_round(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._finish_round):
+            yield chunk
+
+    async def rpc_sync(self, requests: AsyncIterator[BytesValue], _: P2PContext) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._sync):
+            yield chunk
+
+    async def rpc_state(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._state):
+            yield chunk

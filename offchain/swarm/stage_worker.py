@@ -1,0 +1,109 @@
+"""`pm worker run`: join the swarm, load or fetch this stage's state, serve it until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from hivemind.dht.node import DHTNode
+
+from offchain.model.spec import ModelSpec
+from offchain.swarm.client import PeerUnreachable, RemoteError, call
+from offchain.swarm.discovery import Announcement, announce, announce_forever, lookup, stage_key
+from offchain.swarm.identity import Identity
+from offchain.swarm.node import NetworkConfig, start_node, stop_on_signals, visible_maddrs
+from offchain.swarm.server import STATE_TIMEOUT, RoundState, StageServer, StateFile
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    spec: ModelSpec
+    stage: int
+    identity: Identity
+    network: NetworkConfig
+    model_id: int = 0
+    state_dir: Path | None = None
+
+
+async def fetch_peer_state(node: DHTNode, config: WorkerConfig, key: str) -> RoundState | None:
+    """The most advanced committed state among this stage's live replicas, if any is ahead of 0."""
+    request = {"model": config.spec.digest(), "model_id": config.model_id, "kind": "committed"}
+    for record in sorted(await lookup(node, key), key=lambda r: -r.round):
+        if record.round == 0:
+            break
+        try:
+            reply = await call(node.p2p, record.peer_id, "state", request, timeout=STATE_TIMEOUT)
+        except (PeerUnreachable, RemoteError) as error:
+            logger.warning("could not fetch state from %s: %s", record.peer_id[-8:], error)
+            continue
+        state = RoundState(reply["round"], reply["state"])
+        if state.digest == reply["digest"]:
+            logger.info(
+                "synced round %d state %s from replica %s",
+                state.round,
+                state.digest[:16],
+                record.peer_id[-8:],
+            )
+            return state
+    return None
+
+
+async def serve_stage(config: WorkerConfig) -> None:
+    """Run one stage server until SIGTERM/SIGINT; always leaves the DHT and stops its daemon."""
+    stop = stop_on_signals()
+    spec, stage = config.spec, config.stage
+    key = stage_key(spec.digest(), config.model_id, stage)
+    state_file = StateFile(config.state_dir, spec, config.model_id, stage) if config.state_dir else None
+    node = await start_node(config.network)
+    server: StageServer | None = None
+    announcer: asyncio.Task | None = None
+    try:
+        initial = state_file.load() if state_file is not None else None
+        if initial is not None:
+            logger.info("resuming stage %d from its round %d state on disk", stage, initial.round)
+        else:
+            initial = await fetch_peer_state(node, config, key)
+        peer_id = node.peer_id.to_base58()
+
+        def current() -> Announcement:
+            return Announcement(peer_id, session, config.identity.address, server.committed.round)
+
+        async def on_commit() -> None:
+            await announce(node, key, current())
+
+        session = secrets.token_hex(4)
+        server = StageServer(
+            spec,
+            stage,
+            config.identity,
+            model_id=config.model_id,
+            session=session,
+            state_file=state_file,
+            on_commit=on_commit,
+        )
+        await server.start(node.p2p, initial)
+        announcer = asyncio.create_task(announce_forever(node, key, current, stop))
+        logger.info(
+            "serving stage %d of model %d (spec %s) at round %d as %s address %s; maddrs %s",
+            stage,
+            config.model_id,
+            spec.digest()[:16],
+            server.committed.round,
+            peer_id,
+            config.identity.address,
+            " ".join(await visible_maddrs(node)),
+        )
+        await stop.wait()
+        logger.info("stage %d: shutting down", stage)
+    finally:
+        stop.set()
+        if announcer is not None:
+            await announcer
+        if server is not None:
+            await server.stop()
+        await node.shutdown()

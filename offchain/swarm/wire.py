@@ -1,0 +1,83 @@
+"""What travels between the driver and the stage servers, and how it is framed on hivemind P2P.
+
+Every RPC is a msgpack document cut into `BytesValue` chunks and sent over a hivemind P2P
+*stream* handler in both directions. Streams, not unary calls: on loopback a 1 MiB unary call
+takes ~31 ms through the daemons' persistent connection, a stream echo of the same bytes ~19 ms,
+and unary calls are capped at 2 MiB while a stage's state is larger.
+
+Replies are length-prefixed and the *caller* closes the stream once it has the whole reply: when
+the server closed first, the libp2p daemon dropped the tail of the reply about once in 300 calls
+on loopback (measured: 6 lost replies in 2000 sequential calls; 0 in 3000 with this framing).
+
+A pipeline message (forward to stage s: activation + token ids [+ targets], signed by stage s-1 or,
+for stage 0, by the driver; backward to stage s: gradient, signed by stage s+1) travels as
+{"header", "parts", "sender", "signature"}; the signature covers the header and the digest of
+`offchain.model.records.message_payload(*parts)`, so the receiver can keep it in its step trace
+and any verifier can later prove who sent which bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import msgpack
+from google.protobuf.wrappers_pb2 import BytesValue
+
+CHUNK_BYTES = 1 << 20
+_LENGTH_BYTES = 8
+
+
+class WireError(ValueError):
+    """A message that does not parse or does not match what the receiver expects."""
+
+
+def pack(obj: dict[str, Any]) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as error:
+        raise WireError(f"undecodable message: {error}") from None
+    if not isinstance(obj, dict):
+        raise WireError("a message must be a map")
+    return obj
+
+
+def to_chunks(data: bytes) -> Iterable[BytesValue]:
+    view = memoryview(data)
+    if not data:
+        yield BytesValue(value=b"")
+    for offset in range(0, len(data), CHUNK_BYTES):
+        yield BytesValue(value=bytes(view[offset : offset + CHUNK_BYTES]))
+
+
+async def stream_chunks(data: bytes) -> AsyncIterator[BytesValue]:
+    for chunk in to_chunks(data):
+        yield chunk
+
+
+async def join_chunks(stream: AsyncIterator[BytesValue]) -> bytes:
+    return b"".join([chunk.value async for chunk in stream])
+
+
+def framed_chunks(data: bytes) -> Iterable[BytesValue]:
+    return to_chunks(len(data).to_bytes(_LENGTH_BYTES, "big") + data)
+
+
+async def read_framed(stream: AsyncIterator[BytesValue]) -> bytes | None:
+    """One length-prefixed reply; closes the stream once it is complete. None if it ended early."""
+    buffer = bytearray()
+    need = None
+    try:
+        async for chunk in stream:
+            buffer += chunk.value
+            if need is None and len(buffer) >= _LENGTH_BYTES:
+                need = int.from_bytes(buffer[:_LENGTH_BYTES], "big")
+            if need is not None and len(buffer) >= _LENGTH_BYTES + need:
+                return bytes(buffer[_LENGTH_BYTES:])
+        return None
+    finally:
+        await stream.aclose()

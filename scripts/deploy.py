@@ -1,0 +1,111 @@
+"""Deploy the protocol contracts to the active brownie network and write deployments/<chainId>.json.
+
+    brownie run scripts/deploy.py --network pm-contracts      # any local anvil network
+    brownie run scripts/deploy.py --network sepolia           # PRIVATE_KEY from .env
+
+On development networks the first unlocked account deploys; on live networks the key in
+brownie-config.yaml's `wallets.from_key` (PRIVATE_KEY) does, and the treasury defaults to the
+deployer unless PM_TREASURY is set. The JSON file is what every off-chain component reads.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from brownie import ModelRegistry, ModelShares, RevenueRouter, accounts, chain, config, network
+from brownie._config import CONFIG
+from brownie.network import contract as brownie_contract
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOYMENTS = Path(os.environ.get("PM_DEPLOYMENTS") or ROOT / "deployments")
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Deployment parameters; `for_network` picks the demo or the public-testnet defaults."""
+
+    treasury: str
+    protocol_fee_bps: int
+    operator_fee_bps: int
+
+    @classmethod
+    def for_network(cls, deployer: str, development: bool) -> "Parameters":
+        treasury = os.environ.get("PM_TREASURY") or deployer
+        if development:
+            return cls(treasury=treasury, protocol_fee_bps=500, operator_fee_bps=1000)
+        return cls(treasury=treasury, protocol_fee_bps=300, operator_fee_bps=1000)
+
+
+def deployer_account():
+    """The first local account on development networks, the configured key on live ones."""
+    if CONFIG.network_type == "development":
+        return accounts[0]
+    key = config["wallets"]["from_key"]
+    if not key or key.startswith("$"):
+        raise SystemExit("deploy: set PRIVATE_KEY in .env (brownie's wallets.from_key) for a live network")
+    return accounts.add(key)
+
+
+def record(contract) -> dict:
+    """Address, deployment block and transaction, and the artifact holding the ABI.
+
+    deployments/<chainId>.json is the one record of a deployment: brownie's own copy under
+    build/deployments/ is dropped, because brownie reloads it on every connection to that chain id
+    and refuses to connect once the chain no longer has the contracts (a restarted anvil)."""
+    tx = contract.tx
+    contract._delete_deployment()
+    return {
+        "address": contract.address,
+        "block": tx.block_number,
+        "transaction": tx.txid,
+        "abi": f"build/contracts/{contract._name}.json",
+    }
+
+
+def deploy(deployer, params: Parameters) -> dict:
+    """Deploy and wire the contracts; returns the deployment document."""
+    sender = {"from": deployer}
+    registry = ModelRegistry.deploy(deployer, sender)
+    router = RevenueRouter.deploy(
+        deployer, registry, params.treasury, params.protocol_fee_bps, params.operator_fee_bps, sender
+    )
+    # Until the WorkLedger lands, the deployer is wired as the only minter.
+    minter = deployer
+    shares = ModelShares.deploy(router, minter, sender)
+    registry.wire(shares, minter, sender)
+    return {
+        "chainId": chain.id,
+        "network": network.show_active(),
+        "deployer": deployer.address,
+        "solcVersion": ModelRegistry._build["compiler"]["version"],
+        "evmVersion": ModelRegistry._build["compiler"]["evm_version"],
+        "contracts": {
+            "ModelRegistry": record(registry),
+            "RevenueRouter": record(router),
+            "ModelSharesImplementation": record(shares),
+        },
+        "parameters": asdict(params),
+    }
+
+
+def write(document: dict) -> Path:
+    DEPLOYMENTS.mkdir(exist_ok=True)
+    path = DEPLOYMENTS / f"{document['chainId']}.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
+
+
+def skip_brownie_deployment_cache() -> None:
+    """brownie 1.22.2's compiled `_add_deployment` raises a TypeError (in a background thread) when it
+    caches a live-network deployment in its sqlite db; like build/deployments/ (see `record`), that
+    cache is not needed, so it is skipped, which keeps live deployments free of a spurious traceback."""
+    brownie_contract._add_deployment = lambda *args, **kwargs: None
+
+
+def main():
+    skip_brownie_deployment_cache()
+    deployer = deployer_account()
+    params = Parameters.for_network(deployer.address, CONFIG.network_type == "development")
+    path = write(deploy(deployer, params))
+    print(f"deployments written to {path}")

@@ -1,0 +1,163 @@
+"""Helpers for tests that need a real anvil and the compiled contracts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from offchain.chain.artifacts import load_artifact
+from offchain.chain.client import ChainClient
+
+REPO = Path(__file__).resolve().parents[3]
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+def anvil_account(index: int) -> LocalAccount:
+    """One of the accounts anvil funds by default (derived from its public test mnemonic)."""
+    Account.enable_unaudited_hdwallet_features()
+    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_rpc(url: str, timeout_s: float = 20.0) -> None:
+    give_up_at = time.monotonic() + timeout_s
+    while time.monotonic() < give_up_at:
+        try:
+            requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError(f"anvil did not answer at {url}")
+
+
+def deploy(client: ChainClient, name: str, *args):
+    """Deploy a compiled contract from the client's account (tests only; real deployments use brownie)."""
+    artifact = load_artifact(name)
+    factory = client.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    receipt = client.transact(factory.constructor(*args), action=f"deploy {name}")
+    return client.w3.eth.contract(address=receipt["contractAddress"], abi=artifact.abi)
+
+
+class TcpProxy:
+    """A loopback TCP proxy that can be taken down and brought back on the same port,
+    to show the daemons ride out an RPC endpoint that drops."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._listener is not None:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in its thread
+                self._listener.close()
+                self._listener = None
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._connections += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            source.close()
+            sink.close()
+
+
+def start_anvil(*extra_args: str) -> tuple[subprocess.Popen, str]:
+    """A real anvil on a free loopback port; the caller terminates it."""
+    port = free_port()
+    anvil = shutil.which("anvil") or str(REPO / ".venv" / "bin" / "anvil")
+    process = subprocess.Popen(
+        [anvil, "--port", str(port), "--silent", *extra_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_rpc(url)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process, url
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def brownie(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    command = [shutil.which("brownie") or str(REPO / ".venv" / "bin" / "brownie"), *args]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"brownie {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def deploy_protocol(rpc_url: str, deployments_dir: Path, deployer: LocalAccount) -> dict:
+    """Deploy with scripts/deploy.py on brownie's live-network path (a key, not unlocked accounts),
+    exactly as on a public testnet; returns deployments/<chainId>.json."""
+    chain_id = requests.post(rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=5)
+    chain_id = int(chain_id.json()["result"], 16)
+    network = f"pm-test-{urlparse(rpc_url).port}"
+    brownie("networks", "add", "Ethereum", network, f"host={rpc_url}", f"chainid={chain_id}")
+    try:
+        env = {**os.environ, "PRIVATE_KEY": deployer.key.hex(), "PM_DEPLOYMENTS": str(deployments_dir)}
+        brownie("run", "scripts/deploy.py", "--network", network, env=env)
+    finally:
+        brownie("networks", "delete", network)
+    return json.loads((deployments_dir / f"{chain_id}.json").read_text())

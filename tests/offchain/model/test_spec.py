@@ -1,0 +1,66 @@
+"""A spec is refused with one line naming the field when it is malformed."""
+
+import json
+
+import pytest
+
+from offchain.errors import UserError
+from offchain.model.spec import load_spec, parse_spec
+
+
+def test_shipped_specs_load(tiny):
+    assert tiny.num_stages == 3
+    assert tiny.digest() == parse_spec(tiny.model_dump(mode="json")).digest()
+
+
+def test_digest_changes_with_any_field(tiny, tiny_data):
+    tiny_data["seed"] += 1
+    assert parse_spec(tiny_data).digest() != tiny.digest()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"learning_rate": 1}, "learning_rate: unknown field"),
+        ({"optimizer": {"lr": 0.1, "momentum": 0.9}}, "optimizer.momentum: unknown field"),
+        ({"stages": [[0, 2], [1, 3]]}, "stage 1 range [1, 3) overlaps layers below 2"),
+        ({"stages": [[0, 1], [2, 3]]}, "layers 1..1 belong to no stage (gap before stage 1)"),
+        ({"stages": [[0, 1], [1, 2]]}, "stages cover layers 0..1 but n_layers=3"),
+        ({"stages": [[0, 3], [3, 3]]}, "stage 1 range [3, 3) is empty or reversed"),
+        ({"n_heads": 5}, "n_heads=5 does not divide d_model=96"),
+        ({"codec": {"name": "subspace"}}, "codec 'subspace' needs k"),
+        ({"codec": {"name": "subspace", "k": 97}}, "codec k=97 exceeds d_model=96"),
+        ({"codec": {"name": "dense", "block_size": 64}}, "takes no block_size"),
+        ({"codec": {"name": "subspace", "k": 8, "block_size": 64}}, "takes no block_size"),
+        ({"codec": {"name": "int8", "coordinates": "fp16"}}, "takes no coordinates"),
+        ({"codec": {"name": "zip"}}, "codec.name"),
+        ({"dataset": {"name": "x", "sha256": "abc"}}, "dataset.sha256"),
+        ({"d_model": -1}, "d_model: Input should be greater than 0"),
+    ],
+)
+def test_bad_spec_is_one_clear_error(tiny_data, change, message):
+    tiny_data.update(change)
+    with pytest.raises(UserError) as error:
+        parse_spec(tiny_data, "bad.json")
+    text = str(error.value)
+    assert text.startswith("invalid model spec bad.json: ")
+    assert message in text
+    assert "\n" not in text
+
+
+def test_load_spec_file_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_spec(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_spec(broken)
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps([1, 2]))
+    with pytest.raises(UserError, match="must be a JSON object"):
+        load_spec(listed)
+
+
+def test_stage_index_out_of_range(tiny):
+    with pytest.raises(UserError, match=r"stage 3 out of range: the spec has stages 0\.\.2"):
+        tiny.check_stage(3)

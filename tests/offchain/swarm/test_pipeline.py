@@ -1,0 +1,95 @@
+"""A 3-stage pipeline of real `pm worker run` processes on loopback, driven by `pm driver run`,
+trains bitwise like the single-process reference; bad requests are refused and serving goes on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from eth_account import Account
+
+from offchain.model.data import batch_for, encode_tokens
+from offchain.model.records import MessageHeader
+from offchain.model.reference import train_single_process
+from offchain.model.spec import load_spec
+from offchain.swarm.client import RemoteError, call
+from offchain.swarm.identity import Identity
+from offchain.swarm.node import NetworkConfig, start_node
+from tests.offchain.swarm.conftest import Swarm, write_spec
+
+pytestmark = pytest.mark.slow
+
+ROUNDS = 2
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    swarm = Swarm(tmp, write_spec(tmp))
+    try:
+        first = swarm.worker("stage0", 0)
+        bootstrap = swarm.maddr(first)
+        workers = [first] + [swarm.worker(f"stage{s}", s, [bootstrap]) for s in (1, 2)]
+        addresses = [swarm.maddr(worker) for worker in workers]
+        yield swarm, bootstrap, addresses
+    finally:
+        swarm.close()
+
+
+def _peer_id(maddr: str) -> str:
+    return maddr.rsplit("/p2p/", 1)[1]
+
+
+async def _bad_requests(spec_path, bootstrap: str, stage1: str) -> list[str]:
+    spec = load_spec(spec_path)
+    node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
+    me = Identity.from_key(Account.create().key)
+    base = {"model": spec.digest(), "model_id": 0}
+    refusals = []
+
+    async def refused(method: str, request: dict) -> None:
+        with pytest.raises(RemoteError) as caught:
+            await call(node.p2p, stage1, method, request, timeout=30)
+        refusals.append(str(caught.value))
+
+    try:
+        await refused("info", {**base, "model": "ab" * 32})
+        await refused("info", {**base, "model_id": 7})
+        await call(node.p2p, stage1, "begin_round", {**base, "round": 0}, timeout=30)
+        tokens = encode_tokens(batch_for(spec, 0, 0, 0)[0], spec)
+        header = MessageHeader(0, 1, 0, 0, 0, "forward")
+        where = {"round": 0, "step": 0, "micro_batch": 0, "targets": b""}
+        wrong_shape = me.sign(header, [b"\0" * 12, tokens])
+        await refused("forward", {**base, **where, "message": wrong_shape})
+        forged = {**me.sign(header, [b"\0" * 12, tokens]), "sender": Account.create().address}
+        await refused("forward", {**base, **where, "message": forged})
+        other_stage = me.sign(MessageHeader(0, 2, 0, 0, 0, "forward"), [b"", tokens])
+        await refused("forward", {**base, **where, "message": other_stage})
+        await call(node.p2p, stage1, "abort_round", {**base, "round": 0}, timeout=30)
+        info = await call(node.p2p, stage1, "info", base, timeout=30)
+        assert info["stage"] == 1 and info["round"] == 0 and info["in_round"] is None
+    finally:
+        await node.shutdown()
+    return refusals
+
+
+def test_bad_requests_are_refused_and_the_server_keeps_serving(pipeline):
+    swarm, bootstrap, addresses = pipeline
+    refusals = asyncio.run(_bad_requests(swarm.spec, bootstrap, _peer_id(addresses[1])))
+    assert "the request is for model 0 spec abababab" in refusals[0]
+    assert "the request is for model 7" in refusals[1]
+    assert "activation" in refusals[2] or "bytes" in refusals[2]
+    assert "bad signature" in refusals[3]
+    assert "not a forward message to stage 1" in refusals[4]
+
+
+def test_three_stage_swarm_trains_bitwise_like_one_process(pipeline):
+    swarm, bootstrap, _ = pipeline
+    summary = swarm.summary(swarm.driver("driver", ROUNDS, [bootstrap]))
+    reference = train_single_process(load_spec(swarm.spec), ROUNDS)
+    losses = [loss for round_ in summary["rounds"] for loss in round_["losses"]]
+    assert losses == reference.losses
+    assert summary["final_digests"] == reference.state_digests
+    assert summary["bans"] == 0 and summary["aborted_rounds"] == 0
+    boundary = load_spec(swarm.spec).d_model * 4 * 2  # dense fp32, forward + backward
+    assert summary["boundary_bytes_per_token"] == [boundary, boundary]
