@@ -14,23 +14,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from offchain.errors import UserError
+from offchain.options import DEFAULT_STORE, IpfsApi, JsonOut, StoreDir
 
 if TYPE_CHECKING:
     from offchain.storage.store import Store
 
 store_app = typer.Typer(help="Content-addressed storage (embedded store or Kubo).", no_args_is_help=True)
 
-StoreDir = Annotated[
-    Path,
-    typer.Option("--store", envvar="PM_STORE", help="Embedded store folder (and the Kubo spool's parent)."),
-]
-IpfsApi = Annotated[
-    str | None,
-    typer.Option("--ipfs-api", envvar="PM_IPFS_API", help="Kubo RPC API URL, e.g. http://127.0.0.1:5001."),
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 Cid = Annotated[str, typer.Argument(help="A CID (Qm... or bafy...).")]
-DEFAULT_STORE = Path(".pm/store")
 
 
 def _open(ipfs_api: str | None, store: Path) -> Store:

@@ -17,10 +17,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 def pm(*args: str, store: Path, api: str | None = None) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key not in ("PM_IPFS_API", "PM_STORE")}
-    # COLUMNS: rich wraps stderr at 80 columns when it is not a terminal (see the report on cli.py)
-    env.update(
-        PYTHONPATH=str(REPO), PM_STORE=str(store), COLUMNS="500", **({"PM_IPFS_API": api} if api else {})
-    )
+    env.update(PYTHONPATH=str(REPO), PM_STORE=str(store), **({"PM_IPFS_API": api} if api else {}))
     command = [sys.executable, "-m", "offchain.cli", "store", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
 
