@@ -42,7 +42,7 @@ def token(client):
 
 @pytest.fixture(scope="module")
 def deployed(compiled, tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """One anvil per test module with the protocol deployed by scripts/deploy.py: (rpc_url, deployments dir)."""
+    """One anvil per test module, protocol deployed by scripts/deploy.py: (rpc_url, deployments dir)."""
     process, url = start_anvil()
     deployments = tmp_path_factory.mktemp("deployments")
     try:
