@@ -103,6 +103,16 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
     }
 
     /// @inheritdoc IModelRegistry
+    function workTermsOf(uint256 modelId)
+        external
+        view
+        returns (address shares, uint8 numStages, ModelStatus status, uint256 sharesPerWorkUnit)
+    {
+        ModelRecord storage record = _record(modelId);
+        return (record.shares, record.numStages, record.status, record.sharesPerWorkUnit);
+    }
+
+    /// @inheritdoc IModelRegistry
     function checkpointOf(uint256 modelId, uint8 stage)
         external
         view

@@ -13,12 +13,57 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from brownie import ModelRegistry, ModelShares, RevenueRouter, accounts, chain, config, network
+from brownie import ModelRegistry, ModelShares, RevenueRouter, WorkLedger, accounts, chain, config, network
 from brownie._config import CONFIG
 from brownie.network import contract as brownie_contract
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENTS = Path(os.environ.get("PM_DEPLOYMENTS") or ROOT / "deployments")
+
+
+ETHER = 10**18
+
+
+@dataclass(frozen=True)
+class LedgerParameters:
+    """WorkLedger parameters, in the order of IWorkLedger.Parameters."""
+
+    challenge_window: int
+    claim_bond: int
+    max_work_units_per_claim: int
+    quorum: int
+    burn_bps: int
+    vote_window: int
+    unbonding_period: int
+    min_worker_stake: int
+    min_validator_stake: int
+
+    def as_tuple(self) -> tuple:
+        return tuple(asdict(self).values())
+
+
+DEMO_LEDGER = LedgerParameters(
+    challenge_window=30,
+    claim_bond=ETHER // 10,
+    max_work_units_per_claim=10_000,
+    quorum=1,
+    burn_bps=1_000,
+    vote_window=30,
+    unbonding_period=60,
+    min_worker_stake=ETHER // 2,
+    min_validator_stake=ETHER // 2,
+)
+TESTNET_LEDGER = LedgerParameters(
+    challenge_window=24 * 3600,
+    claim_bond=ETHER // 20,
+    max_work_units_per_claim=10_000,
+    quorum=3,
+    burn_bps=2_000,
+    vote_window=24 * 3600,
+    unbonding_period=7 * 24 * 3600,
+    min_worker_stake=ETHER // 10,
+    min_validator_stake=ETHER // 2,
+)
 
 
 @dataclass(frozen=True)
@@ -28,13 +73,14 @@ class Parameters:
     treasury: str
     protocol_fee_bps: int
     operator_fee_bps: int
+    ledger: LedgerParameters
 
     @classmethod
     def for_network(cls, deployer: str, development: bool) -> "Parameters":
         treasury = os.environ.get("PM_TREASURY") or deployer
         if development:
-            return cls(treasury=treasury, protocol_fee_bps=500, operator_fee_bps=1000)
-        return cls(treasury=treasury, protocol_fee_bps=300, operator_fee_bps=1000)
+            return cls(treasury, protocol_fee_bps=500, operator_fee_bps=1000, ledger=DEMO_LEDGER)
+        return cls(treasury, protocol_fee_bps=300, operator_fee_bps=1000, ledger=TESTNET_LEDGER)
 
 
 def deployer_account():
@@ -70,10 +116,10 @@ def deploy(deployer, params: Parameters) -> dict:
     router = RevenueRouter.deploy(
         deployer, registry, params.treasury, params.protocol_fee_bps, params.operator_fee_bps, sender
     )
-    # Until the WorkLedger lands, the deployer is wired as the only minter.
-    minter = deployer
-    shares = ModelShares.deploy(router, minter, sender)
-    registry.wire(shares, minter, sender)
+    ledger = WorkLedger.deploy(deployer, registry, params.treasury, params.ledger.as_tuple(), sender)
+    # Share clones trust the router and the ledger baked into the implementation, so it comes last.
+    shares = ModelShares.deploy(router, ledger, sender)
+    registry.wire(shares, ledger, sender)
     return {
         "chainId": chain.id,
         "network": network.show_active(),
@@ -83,6 +129,7 @@ def deploy(deployer, params: Parameters) -> dict:
         "contracts": {
             "ModelRegistry": record(registry),
             "RevenueRouter": record(router),
+            "WorkLedger": record(ledger),
             "ModelSharesImplementation": record(shares),
         },
         "parameters": asdict(params),

@@ -105,6 +105,12 @@ interface IModelRegistry {
     /// @notice The model's share token and status in one storage read, for the router and the ledger.
     function sharesOf(uint256 modelId) external view returns (address shares, ModelStatus status);
 
+    /// @notice What the WorkLedger needs of a model, in two storage reads.
+    function workTermsOf(uint256 modelId)
+        external
+        view
+        returns (address shares, uint8 numStages, ModelStatus status, uint256 sharesPerWorkUnit);
+
     /// @notice Number of models created so far (the highest model id).
     function modelCount() external view returns (uint256);
 

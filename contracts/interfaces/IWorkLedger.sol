@@ -6,6 +6,11 @@ pragma solidity ^0.8.24;
 /// model, and claim each round's work with a bond; validators may challenge a claim with an
 /// equal bond before its deadline and vote on it; unchallenged or upheld claims finalize,
 /// mint shares and advance the stage checkpoint; the loser of a dispute is slashed.
+/// @dev Claims live in lanes: one lane per (model, stage, worker), holding that worker's latest
+/// claim, so the storage of round r is reused by round r+1 (5k gas per slot instead of 22k).
+/// A lane holds one open claim at a time, which the protocol implies anyway: a round's parent
+/// must be the stage's finalized checkpoint. claimId = laneId << 64 | round; getClaim answers
+/// for a lane's latest claim, earlier ones live in the events.
 interface IWorkLedger {
     /// @notice Lifecycle of a claim.
     enum ClaimStatus {
@@ -24,9 +29,9 @@ interface IWorkLedger {
     /// @param parentCID The stage's finalized checkpoint the round started from ("" for the first).
     /// @param checkpointCID CID of the encrypted checkpoint after the round.
     /// @param checkpointDigest sha256 of the plaintext canonical stage state after the round.
-    /// @param traceRoot Merkle root of the round's step trace.
-    /// @param traceCID CID of the stored trace.
-    /// @param workUnits Units of work claimed (bounded by maxWorkUnitsPerClaim).
+    /// @param traceRoot Merkle root of the round's step trace (kept in the ClaimSubmitted event).
+    /// @param traceCID CID of the stored trace (kept in the ClaimSubmitted event).
+    /// @param workUnits Units of work claimed (1..maxWorkUnitsPerClaim).
     struct ClaimInput {
         uint256 modelId;
         uint8 stage;
@@ -39,7 +44,7 @@ interface IWorkLedger {
         uint64 workUnits;
     }
 
-    /// @notice On-chain state of a claim (the CIDs live in the ClaimSubmitted event).
+    /// @notice On-chain state of a claim; parentCID, traceRoot and traceCID are in ClaimSubmitted.
     struct Claim {
         address worker;
         uint64 round;
@@ -48,19 +53,61 @@ interface IWorkLedger {
         uint256 modelId;
         uint64 workUnits;
         uint64 deadline;
-        uint64 voteDeadline;
-        address challenger;
-        uint32 challengedStep;
-        uint16 votesValid;
-        uint16 votesInvalid;
         uint256 bond;
+        address challenger;
+        uint64 voteDeadline;
+        uint32 challengedStep;
+        uint8 votesValid;
+        uint8 votesInvalid;
         bytes32 checkpointDigest;
-        bytes32 traceRoot;
+        string checkpointCID;
+    }
+
+    /// @notice Protocol parameters, set by the admin within bounds. Ordered so that what
+    /// submitClaim reads shares one storage slot.
+    /// @param challengeWindow Seconds after submission during which a claim can be challenged.
+    /// @param claimBond Stake locked per claim (and per challenge).
+    /// @param maxWorkUnitsPerClaim Cap on workUnits of one claim.
+    /// @param quorum Agreeing votes that settle a dispute.
+    /// @param burnBps Share of a slashed bond that goes to the treasury instead of the winner.
+    /// @param voteWindow Seconds after a challenge during which validators vote.
+    /// @param unbondingPeriod Seconds between requestUnstake and withdraw.
+    /// @param minWorkerStake Stake required to join a stage.
+    /// @param minValidatorStake Stake required to register as a validator.
+    struct Parameters {
+        uint64 challengeWindow;
+        uint88 claimBond;
+        uint64 maxWorkUnitsPerClaim;
+        uint8 quorum;
+        uint16 burnBps;
+        uint64 voteWindow;
+        uint64 unbondingPeriod;
+        uint96 minWorkerStake;
+        uint96 minValidatorStake;
+    }
+
+    /// @notice Stake held for an account.
+    /// @param staked Stake in the ledger, including the part locked in bonds.
+    /// @param locked Part of `staked` backing open claims or challenges.
+    /// @param unbonding Stake waiting for the unbonding period, no longer counted in `staked`.
+    /// @param readyAt When `unbonding` can be withdrawn.
+    /// @param memberships Stages the account is a member of (across models).
+    /// @param validator Whether the account registered as a validator.
+    struct StakeAccount {
+        uint128 staked;
+        uint128 locked;
+        uint128 unbonding;
+        uint64 readyAt;
+        uint32 memberships;
+        bool validator;
     }
 
     error InsufficientStake(address account, uint256 required, uint256 available);
+    error StakeStillRequired(address account, uint256 required, uint256 remaining);
     error NothingToWithdraw(address account);
     error UnbondingNotOver(address account, uint64 readyAt);
+    error ZeroAmount();
+    error ZeroAddress();
     error ModelNotActive(uint256 modelId);
     error StageOutOfRange(uint256 modelId, uint8 stage);
     error AlreadyMemberOfModel(uint256 modelId, address account, uint8 stage);
@@ -69,23 +116,29 @@ interface IWorkLedger {
     error NotValidator(address account);
     error AlreadyValidator(address account);
     error RoundNotIncreasing(uint64 round, uint64 lastRound);
+    error PreviousClaimOpen(uint256 claimId);
     error ParentMismatch(string expected, string given);
+    error EmptyCheckpointCID();
     error InvalidWorkUnits(uint64 workUnits, uint64 maxWorkUnits);
     error UnknownClaim(uint256 claimId);
     error WrongClaimStatus(uint256 claimId, ClaimStatus status);
     error ChallengeWindowClosed(uint256 claimId, uint64 deadline);
     error ChallengeWindowOpen(uint256 claimId, uint64 deadline);
     error VoteWindowClosed(uint256 claimId, uint64 voteDeadline);
+    error CannotChallengeOwnClaim(uint256 claimId, address account);
     error CannotVoteOnOwnDispute(uint256 claimId, address account);
     error AlreadyVoted(uint256 claimId, address account);
     error NotResolvable(uint256 claimId);
+    error UnknownParameter(bytes32 name);
     error ParameterOutOfBounds(bytes32 name, uint256 value);
     error TransferFailed(address to, uint256 amount);
 
     event Staked(address indexed account, uint256 amount, uint256 total);
     event UnstakeRequested(address indexed account, uint256 amount, uint64 readyAt);
     event Withdrawn(address indexed account, uint256 amount);
-    event Joined(uint256 indexed modelId, uint8 indexed stage, address indexed account, bytes peerId, bytes32 encryptionKey);
+    event Joined(
+        uint256 indexed modelId, uint8 indexed stage, address indexed account, bytes peerId, bytes32 encryptionKey
+    );
     event Left(uint256 indexed modelId, uint8 indexed stage, address indexed account);
     event ValidatorRegistered(address indexed account);
     event ClaimSubmitted(
@@ -103,39 +156,53 @@ interface IWorkLedger {
     );
     event ClaimChallenged(uint256 indexed claimId, address indexed challenger, uint32 stepIndex, string evidenceCID);
     event VoteCast(uint256 indexed claimId, address indexed validator, bool claimValid);
-    event ClaimResolved(uint256 indexed claimId, ClaimStatus outcome);
+    /// @notice A dispute settled: Upheld (worker won), or Rejected (by vote or by the no-quorum fallback).
+    event ClaimResolved(uint256 indexed claimId, ClaimStatus outcome, bool slashed);
     event ClaimFinalized(uint256 indexed claimId, uint256 sharesMinted);
     event ClaimRejected(uint256 indexed claimId);
-    event Slashed(address indexed account, uint256 amount);
+    /// @notice `amount` of `account`'s bond was taken: `toWinner` to the dispute's winner, the rest to the treasury.
+    event Slashed(address indexed account, uint256 amount, address indexed winner, uint256 toWinner);
     event ParameterChanged(bytes32 indexed name, uint256 value);
 
     /// @notice Add the sent ETH to the caller's stake.
     function stake() external payable;
-    /// @notice Start unbonding `amount` of the caller's free stake.
+    /// @notice Start unbonding `amount` of the caller's free stake; restarts the unbonding clock.
     function requestUnstake(uint256 amount) external;
     /// @notice Withdraw unbonded stake once the unbonding period has passed.
     function withdraw() external;
 
     /// @notice Join one stage of a model. An address holds at most one stage per model.
     function join(uint256 modelId, uint8 stage, bytes calldata peerId, bytes32 encryptionKey) external;
-    /// @notice Leave the caller's stage of a model.
+    /// @notice Leave the caller's stage of a model (an open claim can still be settled).
     function leave(uint256 modelId) external;
     /// @notice Current members of a stage.
     function membersOf(uint256 modelId, uint8 stage) external view returns (address[] memory);
+    /// @notice The stage an account holds in a model, if any.
+    function stageOf(uint256 modelId, address account) external view returns (bool member, uint8 stage);
 
     /// @notice Become a validator (requires minValidatorStake).
     function registerValidator() external;
 
     /// @notice Claim one round of work; locks claimBond of the caller's stake.
     function submitClaim(ClaimInput calldata input) external returns (uint256 claimId);
-    /// @notice Dispute a pending claim, locking a bond equal to the claim's.
+    /// @notice Dispute a pending claim before its deadline, locking a bond equal to the claim's.
     function challenge(uint256 claimId, uint32 stepIndex, string calldata evidenceCID) external;
-    /// @notice Vote on a challenged claim.
+    /// @notice Vote on a challenged claim (validators other than the worker and the challenger).
     function vote(uint256 claimId, bool claimValid) external;
-    /// @notice Settle a challenged claim once quorum agrees or the vote window has passed.
+    /// @notice Settle a challenged claim once `quorum` votes agree, or after the vote window
+    /// without a quorum (then the claim is rejected, nobody is slashed, both bonds return).
     function resolve(uint256 claimId) external;
     /// @notice Mint the shares of an unchallenged (after its deadline) or upheld claim.
     function finalize(uint256 claimId) external;
-    /// @notice State of a claim.
+    /// @notice State of a claim (a lane's latest); reverts UnknownClaim otherwise.
     function getClaim(uint256 claimId) external view returns (Claim memory);
+
+    /// @notice Stake held for an account.
+    function stakeOf(address account) external view returns (StakeAccount memory);
+    /// @notice Current parameters.
+    function parameters() external view returns (Parameters memory);
+    /// @notice Receiver of the burnt part of slashed bonds (credited as its stake).
+    function treasury() external view returns (address);
+    /// @notice Change one parameter by name ("challengeWindow", "quorum", ...). Only the admin.
+    function setParameter(bytes32 name, uint256 value) external;
 }

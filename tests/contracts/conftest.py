@@ -1,7 +1,10 @@
 import itertools
+from dataclasses import dataclass
 
 import pytest
 from brownie import web3
+
+from scripts import deploy
 
 SPEC_CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 PROTOCOL_FEE_BPS = 500
@@ -122,3 +125,76 @@ def split(amount):
 def within_one_wei(actual, exact):
     """Magnified accounting floors each holder's entitlement: it may trail the exact value by < 1 wei."""
     return exact - 1 <= actual <= exact
+
+
+# ------------------------------------------------------------------ the full protocol (WorkLedger)
+
+ETHER = 10**18
+TEST_LEDGER = deploy.LedgerParameters(
+    challenge_window=100,
+    claim_bond=ETHER,
+    max_work_units_per_claim=1_000,
+    quorum=2,
+    burn_bps=2_000,
+    vote_window=100,
+    unbonding_period=200,
+    min_worker_stake=2 * ETHER,
+    min_validator_stake=2 * ETHER,
+)
+
+
+@dataclass
+class Protocol:
+    registry: object
+    router: object
+    ledger: object
+
+
+@pytest.fixture(scope="module")
+def protocol(accounts, ModelRegistry, RevenueRouter, WorkLedger):
+    """The system exactly as scripts/deploy.py deploys it, with short test windows."""
+    params = deploy.Parameters(accounts[3].address, PROTOCOL_FEE_BPS, OPERATOR_FEE_BPS, TEST_LEDGER)
+    contracts = deploy.deploy(accounts[0], params)["contracts"]
+    return Protocol(
+        registry=ModelRegistry.at(contracts["ModelRegistry"]["address"]),
+        router=RevenueRouter.at(contracts["RevenueRouter"]["address"]),
+        ledger=WorkLedger.at(contracts["WorkLedger"]["address"]),
+    )
+
+
+@pytest.fixture(scope="module")
+def ledger(protocol):
+    return protocol.ledger
+
+
+@pytest.fixture(scope="module")
+def workers(accounts):
+    return accounts[4:7]
+
+
+@pytest.fixture(scope="module")
+def validators(accounts):
+    return accounts[7:10]
+
+
+@pytest.fixture(scope="module")
+def model(protocol, accounts):
+    """A 2-stage ETH model; 3 shares (1e18 units each) per work unit."""
+    return create_model(protocol.registry, accounts[1], accounts[2], num_stages=2, rate=3 * ETHER)
+
+
+@pytest.fixture(scope="module")
+def staked(ledger, workers, validators):
+    """Workers and validators staked (5 ETH each) and validators registered."""
+    for account in [*workers, *validators]:
+        ledger.stake({"from": account, "value": 5 * ETHER})
+    for validator in validators:
+        ledger.registerValidator({"from": validator})
+
+
+def claim_input(model_id, stage, round_, parent="", cid=None, work_units=10):
+    """A ClaimInput tuple in the struct's field order."""
+    cid = cid or f"QmCheckpoint{model_id}s{stage}r{round_}"
+    digest = web3.to_hex(web3.keccak(text=f"state-{cid}"))
+    trace_root = web3.to_hex(web3.keccak(text=f"trace-{cid}"))
+    return (model_id, stage, round_, parent, cid, digest, trace_root, f"QmTrace{cid}", work_units)
