@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from web3 import Web3
+from web3.logs import DISCARD
 
 from offchain.chain.protocol import ETH, ModelInfo, Protocol
 from offchain.errors import UserError
@@ -82,6 +83,6 @@ def create_model(
         checked_address(operator or client.address, "--operator"),
     )
     receipt = client.transact(function, action="createModel")
-    (created,) = protocol.registry.events.ModelCreated().process_receipt(receipt)
+    (created,) = protocol.registry.events.ModelCreated().process_receipt(receipt, errors=DISCARD)
     model = protocol.model(created["args"]["modelId"])
     return CreatedModel(model, spec, receipt["transactionHash"].hex(), receipt["blockNumber"])

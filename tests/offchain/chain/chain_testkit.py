@@ -161,3 +161,35 @@ def deploy_protocol(rpc_url: str, deployments_dir: Path, deployer: LocalAccount)
     finally:
         brownie("networks", "delete", network)
     return json.loads((deployments_dir / f"{chain_id}.json").read_text())
+
+
+def advance_time(client: ChainClient, seconds: int) -> None:
+    client.w3.provider.make_request("evm_increaseTime", [seconds])
+    client.w3.provider.make_request("evm_mine", [])
+
+
+def earn_shares(protocol, worker: ChainClient, model_id: int, stage: int, work_units: int) -> int:
+    """Take `worker` through the real WorkLedger path to shares: stake, join a stage, claim one round,
+    let the challenge window pass unchallenged, finalize. Returns the claim id."""
+    ledger_address = protocol.ledger.address
+    ledger = worker.contract("WorkLedger", ledger_address)
+    params = ledger.functions.parameters().call()
+    challenge_window, claim_bond, min_worker_stake = params[0], params[1], params[7]
+    worker.transact(ledger.functions.stake(), value=min_worker_stake + claim_bond)
+    worker.transact(ledger.functions.join(model_id, stage, b"peer", b"\x01" * 32))
+    claim_input = (
+        model_id,
+        stage,
+        1,
+        "",
+        f"QmCheckpoint{stage}",
+        b"\x02" * 32,
+        b"\x03" * 32,
+        "QmTrace",
+        work_units,
+    )
+    receipt = worker.transact(ledger.functions.submitClaim(claim_input))
+    (submitted,) = ledger.events.ClaimSubmitted().process_receipt(receipt)
+    advance_time(worker, challenge_window + 1)
+    worker.transact(ledger.functions.finalize(submitted["args"]["claimId"]))
+    return submitted["args"]["claimId"]
