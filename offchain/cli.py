@@ -196,9 +196,40 @@ def balance(
 
 
 @app.command()
-def status() -> None:
-    """Show a model's stages, members, rounds, claims and revenue."""
-    not_landed("status", "Worker")
+def status(
+    model_id: options.ModelId,
+    rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
+    deployments: options.Deployments = options.DEPLOYMENTS_DIR,
+    as_json: options.JsonOut = False,
+) -> None:
+    """Show a model's stages, members, finalized rounds, claims by state, shares and revenue."""
+    from rich.table import Table
+
+    from offchain.chain.protocol import open_protocol
+    from offchain.status import model_status
+
+    report = model_status(open_protocol(rpc_url, None, deployments, signer=False), model_id)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    model, claims, revenue = report["model"], report["claims"], report["revenue"]
+    table = Table(title=f"model {model_id} ({model['status']}, spec {model['spec_cid']})")
+    for column in ("stage", "members", "finalized round", "checkpoint"):
+        table.add_column(column)
+    for stage in report["stages"]:
+        members = "\n".join(stage["members"]) or "-"
+        table.add_row(str(stage["stage"]), members, str(stage["round"]), stage["checkpoint_cid"] or "-")
+    stdout = Console(soft_wrap=True)
+    stdout.print(table)
+    stdout.print(
+        f"claims: {claims['pending']} pending, {claims['finalized']} finalized, "
+        f"{claims['rejected']} rejected ({claims['challenged']} challenged)\n"
+        f"shares: {report['shares']['supply']} (wei units)\n"
+        f"revenue (wei): {revenue['total_wei']} to holders, {revenue['claimed_wei']} claimed, "
+        f"{revenue['held_wei']} held until the first shares",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""`pm balance` and `pm claim`: shares earned through the WorkLedger, revenue paid through the router,
+"""`pm balance`, `pm claim` and `pm status`: shares earned through the WorkLedger, revenue paid through the router,
 claimed by each holder exactly pro rata (within 1 wei per claim)."""
 
 import json
@@ -131,3 +131,23 @@ def test_claim_needs_exactly_one_target(network):
     result = pm("claim", key=anvil_account(2), env=env)
     assert result.returncode == 1
     assert result.stderr.strip() == "pass exactly one of --model ID and --all-models"
+
+
+def test_status_reports_members_rounds_claims_and_revenue(network):
+    protocol, env = network
+    pay(protocol, 5, 1)
+    result = pm("status", "--model", "1", "--json", key=anvil_account(2), env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    stages = report["stages"]
+    worker_a, worker_b = anvil_account(2).address, anvil_account(3).address
+    assert [stage["members"] for stage in stages] == [[worker_a], [worker_b], []]
+    assert [stage["round"] for stage in stages] == [1, 1, 0]
+    assert [stage["checkpoint_cid"] for stage in stages] == ["QmCheckpoint0", "QmCheckpoint1", ""]
+    claims = report["claims"]
+    assert (claims["pending"], claims["finalized"], claims["rejected"], claims["challenged"]) == (0, 2, 0, 0)
+    assert sorted(int(claim["shares_minted"]) for claim in claims["list"]) == [ETHER, 3 * ETHER]
+    assert int(report["shares"]["supply"]) == 4 * ETHER
+    assert int(report["revenue"]["total_wei"]) == to_holders(PRICE, protocol)
+    text = pm("status", "--model", "1", key=anvil_account(2), env=env)
+    assert text.returncode == 0 and "0 pending, 2 finalized, 0 rejected" in text.stdout
