@@ -168,28 +168,31 @@ def advance_time(client: ChainClient, seconds: int) -> None:
     client.w3.provider.make_request("evm_mine", [])
 
 
-def earn_shares(protocol, worker: ChainClient, model_id: int, stage: int, work_units: int) -> int:
-    """Take `worker` through the real WorkLedger path to shares: stake, join a stage, claim one round,
-    let the challenge window pass unchallenged, finalize. Returns the claim id."""
-    ledger_address = protocol.ledger.address
-    ledger = worker.contract("WorkLedger", ledger_address)
+def join_stage(
+    protocol, worker: ChainClient, model_id: int, stage: int, encryption_key: bytes = b"\x01" * 32
+):
+    """Stake the minimum (plus one claim bond) and join a stage through the real WorkLedger; returns
+    the worker's handle on the ledger."""
+    ledger = worker.contract("WorkLedger", protocol.ledger.address)
     params = ledger.functions.parameters().call()
-    challenge_window, claim_bond, min_worker_stake = params[0], params[1], params[7]
+    claim_bond, min_worker_stake = params[1], params[7]
     worker.transact(ledger.functions.stake(), value=min_worker_stake + claim_bond)
-    worker.transact(ledger.functions.join(model_id, stage, b"peer", b"\x01" * 32))
-    claim_input = (
-        model_id,
-        stage,
-        1,
-        "",
-        f"QmCheckpoint{stage}",
-        b"\x02" * 32,
-        b"\x03" * 32,
-        "QmTrace",
-        work_units,
-    )
+    worker.transact(ledger.functions.join(model_id, stage, b"peer", encryption_key))
+    return ledger
+
+
+def submit_and_finalize(ledger, worker: ChainClient, claim_input: tuple) -> int:
+    """submitClaim, let the challenge window pass unchallenged, finalize; returns the claim id."""
     receipt = worker.transact(ledger.functions.submitClaim(claim_input))
     (submitted,) = ledger.events.ClaimSubmitted().process_receipt(receipt)
-    advance_time(worker, challenge_window + 1)
+    advance_time(worker, ledger.functions.parameters().call()[0] + 1)
     worker.transact(ledger.functions.finalize(submitted["args"]["claimId"]))
     return submitted["args"]["claimId"]
+
+
+def earn_shares(protocol, worker: ChainClient, model_id: int, stage: int, work_units: int) -> int:
+    """Take `worker` from nothing to shares: stake, join, claim one round, finalize unchallenged."""
+    ledger = join_stage(protocol, worker, model_id, stage)
+    digest, root = b"\x02" * 32, b"\x03" * 32
+    claim_input = (model_id, stage, 1, "", f"QmCheckpoint{stage}", digest, root, "QmTrace", work_units)
+    return submit_and_finalize(ledger, worker, claim_input)

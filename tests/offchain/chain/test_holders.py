@@ -1,5 +1,5 @@
-"""`pm balance`, `pm claim` and `pm status`: shares earned through the WorkLedger, revenue paid through the router,
-claimed by each holder exactly pro rata (within 1 wei per claim)."""
+"""`pm balance`, `pm claim` and `pm status`: shares earned through the WorkLedger, revenue paid
+through the router, claimed by each holder exactly pro rata (within 1 wei per claim)."""
 
 import json
 import os
