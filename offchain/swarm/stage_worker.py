@@ -14,7 +14,7 @@ from offchain.model.spec import ModelSpec
 from offchain.swarm.client import PeerUnreachable, RemoteError, call
 from offchain.swarm.discovery import Announcement, announce, announce_forever, lookup, stage_key
 from offchain.swarm.identity import Identity
-from offchain.swarm.node import NetworkConfig, start_node, stop_on_signals, visible_maddrs
+from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals, visible_maddrs
 from offchain.swarm.server import STATE_TIMEOUT, RoundState, StageServer, StateFile
 
 logger = logging.getLogger(__name__)
@@ -105,5 +105,5 @@ async def serve_stage(config: WorkerConfig) -> None:
         if announcer is not None:
             await announcer
         if server is not None:
-            await server.stop()
-        await node.shutdown()
+            server.stop()
+        await shutdown_node(node)
