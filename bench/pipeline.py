@@ -5,7 +5,8 @@
    driver in this process). Target: swarm >= 50% of single-process tokens/s.
 2. Per codec, over the swarm with the driver's transport shaped to --bandwidth-mbit and
    --latency-ms per message: bytes/token per boundary and direction, and the wall time until the
-   smoothed training loss reaches the dense run's final loss (same batches for every codec).
+   smoothed training loss reaches the dense run's final loss (same batches for every codec;
+   compressed codecs may train up to twice as many steps to get there).
    Target: compressed codecs reach it in less wall time than dense.
 Workers and single-process runs never overlap, so each measurement gets the machine's cores.
 """
@@ -48,8 +49,16 @@ def single_process_tokens_per_second(spec: ModelSpec, steps: int) -> dict:
     return {"steps": steps, "seconds": seconds, "tokens_per_second": steps * spec.tokens_per_step / seconds}
 
 
-def swarm_run(spec: ModelSpec, rounds: int, shaping: Shaping, workdir: Path) -> dict:
-    """Start one fresh worker per stage in `workdir`, train `rounds` rounds from the seed, stop them."""
+def swarm_run(
+    spec: ModelSpec,
+    shaping: Shaping,
+    workdir: Path,
+    rounds: int,
+    target: float | None = None,
+    max_rounds: int = 0,
+) -> dict:
+    """Start one fresh worker per stage in `workdir`, train `rounds` rounds from the seed, then (with
+    a `target` loss) one more round at a time until it is reached or `max_rounds`; stop the workers."""
     workdir.mkdir(parents=True)
     spec_path = workdir / "spec.json"
     spec_path.write_text(spec.model_dump_json())
@@ -64,23 +73,46 @@ def swarm_run(spec: ModelSpec, rounds: int, shaping: Shaping, workdir: Path) -> 
             worker.maddr()
         network = NetworkConfig(initial_peers=(boot,))
         identity = Identity.from_key(b"\x01" * 32)
-        return asyncio.run(run_driver(spec, identity, network, rounds=rounds, shaping=shaping))
+        summary = asyncio.run(run_driver(spec, identity, network, rounds=rounds, shaping=shaping))
+        while (
+            target is not None
+            and time_to_loss(summary, target) is None
+            and len(summary["rounds"]) < max_rounds
+        ):
+            more = asyncio.run(run_driver(spec, identity, network, rounds=1, shaping=shaping))
+            summary["rounds"] += more["rounds"]
+            for key in ("steps", "tokens", "training_seconds"):
+                summary[key] += more[key]
+            summary["tokens_per_second"] = summary["tokens"] / summary["training_seconds"]
+        return summary
     finally:
         for worker in workers:
             worker.stop()
 
 
 def time_to_loss(summary: dict, target: float) -> float | None:
-    """Wall seconds of training until the trailing mean of SMOOTH step losses is <= target."""
+    """Wall seconds of training until the trailing mean of `_window` step losses is <= target."""
     losses, times, offset = [], [], 0.0
     for round_ in summary["rounds"]:
         losses += round_["losses"]
         times += [offset + seconds for seconds in round_["step_seconds"]]
         offset += round_["seconds"]
-    for index in range(SMOOTH - 1, len(losses)):
-        if sum(losses[index - SMOOTH + 1 : index + 1]) / SMOOTH <= target:
+    window = _window(summary)
+    for index in range(window - 1, len(losses)):
+        if sum(losses[index - window + 1 : index + 1]) / window <= target:
             return times[index]
     return None
+
+
+def _window(summary: dict) -> int:
+    """SMOOTH steps, or a whole round when rounds are shorter."""
+    return min(SMOOTH, len(summary["rounds"][0]["losses"]))
+
+
+def _final_loss(summary: dict) -> float:
+    """Mean of the last `_window` step losses: the dense run's value is the loss every codec chases."""
+    losses = [loss for round_ in summary["rounds"] for loss in round_["losses"]]
+    return sum(losses[-_window(summary) :]) / _window(summary)
 
 
 def main() -> None:
@@ -97,17 +129,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="pm-bench-pipeline-") as tmp:
         workdir = Path(tmp)
-        loopback = swarm_run(base, args.loopback_rounds, Shaping(), workdir / "loopback")
+        loopback = swarm_run(base, Shaping(), workdir / "loopback", args.loopback_rounds)
         single = single_process_tokens_per_second(base, args.loopback_rounds * base.round_steps)
         shaped = {}
+        target = None
         for label, codec in CODECS.items():
             spec = ModelSpec.model_validate({**base.model_dump(), "codec": codec})
-            shaped[label] = swarm_run(spec, args.shaped_rounds, shaping, workdir / label)
+            max_rounds = 2 * args.shaped_rounds
+            shaped[label] = swarm_run(spec, shaping, workdir / label, args.shaped_rounds, target, max_rounds)
+            if target is None:
+                target = _final_loss(shaped[label])
             print(f"  {label}: {shaped[label]['training_seconds']:.1f} s shaped", flush=True)
 
     ratio = loopback["tokens_per_second"] / single["tokens_per_second"]
-    dense_losses = [loss for r in shaped["dense"]["rounds"] for loss in r["losses"]]
-    target = sum(dense_losses[-SMOOTH:]) / SMOOTH
     codecs = {}
     for label, summary in shaped.items():
         per_boundary = summary["boundary_bytes_per_token"]
@@ -117,8 +151,8 @@ def main() -> None:
             "bytes_per_token_total": sum(b["forward"] + b["backward"] for b in per_boundary),
             "training_seconds": summary["training_seconds"],
             "tokens_per_second": summary["tokens_per_second"],
-            "final_loss_smoothed": sum([loss for r in summary["rounds"] for loss in r["losses"]][-SMOOTH:])
-            / SMOOTH,
+            "steps": summary["steps"],
+            "final_loss_smoothed": _final_loss(summary),
             "seconds_to_dense_loss": time_to_loss(summary, target),
         }
     dense_time = codecs["dense"]["seconds_to_dense_loss"]
