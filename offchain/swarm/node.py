@@ -21,6 +21,7 @@ from offchain.errors import UserError
 logger = logging.getLogger(__name__)
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
+SHUTDOWN_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,9 @@ async def shutdown_node(node: DHTNode) -> None:
     """Leave the DHT and stop the daemon. Ctrl+C in a terminal signals the daemon too (same process
     group), so it may already be gone: then there is nothing left to shut down."""
     try:
-        await node.shutdown()
-    except (OSError, P2PDaemonError) as error:
-        logger.debug("p2p daemon already gone at shutdown: %s", error)
+        await asyncio.wait_for(node.shutdown(), SHUTDOWN_TIMEOUT)
+    except (OSError, P2PDaemonError, TimeoutError) as error:
+        logger.debug("p2p daemon already gone at shutdown: %r", error)
 
 
 async def visible_maddrs(node: DHTNode) -> list[str]:

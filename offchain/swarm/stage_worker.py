@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -102,8 +103,10 @@ async def serve_stage(config: WorkerConfig) -> None:
         logger.info("stage %d: shutting down", stage)
     finally:
         stop.set()
-        if announcer is not None:
-            await announcer
+        if announcer is not None:  # its DHT store may never return once the daemon is gone
+            announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await announcer
         if server is not None:
             server.stop()
         await shutdown_node(node)
