@@ -31,7 +31,7 @@ TARGETS = {"subspace": (10.0, 0.03), "int8": (3.5, 0.01)}  # (min compression vs
 def _codecs(d_model: int, k: int, coordinates: str) -> dict[str, dict]:
     subspace = {"name": "subspace", "k": k, "coordinates": coordinates}
     if coordinates == "int8":
-        subspace["block_size"] = 64
+        subspace["block_size"] = 128
     return {
         "dense": {"name": "dense"},
         "fp16": {"name": "fp16"},
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=24, help="optimizer steps per codec (same tokens for all)"
     )
-    parser.add_argument("--k", type=int, default=64, help="subspace rank")
+    parser.add_argument("--k", type=int, default=72, help="subspace rank")
     parser.add_argument("--coordinates", default="int8", choices=["fp32", "fp16", "int8"])
     parser.add_argument("--val-batches", type=int, default=16)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "codecs.json"))

@@ -110,8 +110,12 @@ class StageTrainer:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def _begin(self, header: MessageHeader, direction: str) -> None:
+    def _begin(
+        self, header: MessageHeader, direction: str, signature: bytes | None, sender: str | None
+    ) -> None:
         """Refuse a message for another model/stage/direction or not for the current step."""
+        if signature is not None and not sender:
+            raise ValueError("a signed message needs its sender's address")
         if torch.get_num_threads() != self.spec.threads:
             torch.set_num_threads(self.spec.threads)  # results differ bitwise across thread counts
         if header.model_id != self.model_id:
@@ -151,11 +155,12 @@ class StageTrainer:
     def _remember(
         self, header: MessageHeader, parts: list[bytes], signature: bytes | None, sender: str | None
     ) -> None:
+        """File the message's payload (and signature) for the trace; a repeat replaces it."""
         key = (header.micro_batch, header.direction)
         self._payloads[key] = parts
         if signature is not None:
             digest = sha256_hex(message_payload(*parts))
-            self._messages[key] = SignedMessage(header, digest, sender or "", signature)
+            self._messages[key] = SignedMessage(header, digest, sender, signature)
         else:
             self._messages.pop(key, None)
 
@@ -198,7 +203,7 @@ class StageTrainer:
         """Run this stage's layers on one micro-batch; returns the encoded activation to send right."""
         if self.is_last:
             raise ValueError(f"stage {self.stage} is the last stage: use forward_backward")
-        self._begin(header, "forward")
+        self._begin(header, "forward", signature, sender)
         token_ids = self._tokens(tokens)
         hidden, leaf = self._input(activation, token_ids)
         output = self._boundary(self.module(hidden), token_ids)
@@ -236,7 +241,7 @@ class StageTrainer:
         """Last stage: loss on `targets`, backward; returns (encoded grad to send left, loss)."""
         if not self.is_last:
             raise ValueError(f"stage {self.stage} is not the last stage: use forward and backward")
-        self._begin(header, "forward")
+        self._begin(header, "forward", signature, sender)
         token_ids = self._tokens(tokens)
         target_ids = self._tokens(targets)
         hidden, leaf = self._input(activation, token_ids)
@@ -262,7 +267,7 @@ class StageTrainer:
     ) -> bytes | None:
         """Backward of one micro-batch given the encoded gradient of this stage's output; returns
         the encoded gradient for the previous stage (None on stage 0)."""
-        self._begin(header, "backward")
+        self._begin(header, "backward", signature, sender)
         entry = self._pending.get(header.micro_batch)
         if entry is None or entry.output is None:
             raise ValueError(f"backward for micro-batch {header.micro_batch} before its forward")

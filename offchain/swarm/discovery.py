@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from hivemind.dht.node import DHTNode
@@ -43,7 +44,11 @@ async def announce(node: DHTNode, key: str, record: Announcement, ttl: float = D
 
 
 async def announce_forever(
-    node: DHTNode, key: str, current: callable, stop: asyncio.Event, ttl: float = DEFAULT_TTL
+    node: DHTNode,
+    key: str,
+    current: Callable[[], Announcement],
+    stop: asyncio.Event,
+    ttl: float = DEFAULT_TTL,
 ) -> None:
     """Re-announce `current()` every ttl/3 s until `stop` is set."""
     while not stop.is_set():

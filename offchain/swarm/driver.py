@@ -69,8 +69,11 @@ class Replica:
 
 @dataclass
 class RoundResult:
+    """A committed round: per-step mean losses and seconds since the round began, final digests."""
+
     round: int
     losses: list[float]
+    step_seconds: list[float]
     digests: list[str]
     seconds: float
     replicas: list[int]
@@ -97,7 +100,8 @@ class StageLost(RuntimeError):
 class Stats:
     """Counters for the summary and the benchmarks."""
 
-    boundary_bytes: list[int]
+    forward_bytes: list[int]
+    backward_bytes: list[int]
     micro_batches: int = 0
     retried_micro_batches: int = 0
     bans: int = 0
@@ -112,7 +116,8 @@ class Driver:
         self.num_stages = config.spec.num_stages
         self.links = LinkTable(config.shaping) if config.shaping.active else None
         self.banned: dict[tuple[str, str], float] = {}
-        self.stats = Stats(boundary_bytes=[0] * max(self.num_stages - 1, 0))
+        boundaries = max(self.num_stages - 1, 0)
+        self.stats = Stats(forward_bytes=[0] * boundaries, backward_bytes=[0] * boundaries)
 
     # ---- RPC plumbing -------------------------------------------------------------------------
 
@@ -271,10 +276,11 @@ class Driver:
             members = await self.prepare_round(round_)
             started = time.monotonic()
             try:
-                losses = []
+                losses, step_seconds = [], []
                 for step in range(self.spec.round_steps):
                     loss = await self.run_step(round_, step, members)
                     losses.append(loss)
+                    step_seconds.append(time.monotonic() - started)
                     if on_step is not None:
                         on_step(round_, step, loss)
                 digests = await self.finish_round(round_, members)
@@ -288,7 +294,8 @@ class Driver:
                 )
                 await self._on_each(members, "abort_round", round=round_)
                 continue
-            return RoundResult(round_, losses, digests, time.monotonic() - started, [len(m) for m in members])
+            seconds = time.monotonic() - started
+            return RoundResult(round_, losses, step_seconds, digests, seconds, [len(m) for m in members])
 
     async def run_step(self, round_: int, step: int, members: list[list[Replica]]) -> float:
         """All micro-batches of one step through the pipeline, then apply_step on every replica used."""
@@ -367,12 +374,12 @@ class Driver:
         for stage in range(last):
             reply = await self._call(route[stage], "forward", message=message, targets=target_bytes, **where)
             message = self._checked(reply, route[stage])
-            self.stats.boundary_bytes[stage] += len(message["parts"][0])
+            self.stats.forward_bytes[stage] += len(message["parts"][0])
         reply = await self._call(route[last], "forward_backward", message=message, **where)
         loss = float(reply["loss"])
         for stage in range(last - 1, -1, -1):
             message = self._checked(reply, route[stage + 1])
-            self.stats.boundary_bytes[stage] += len(message["parts"][0])
+            self.stats.backward_bytes[stage] += len(message["parts"][0])
             reply = await self._call(route[stage], "backward", message=message, **where)
         return loss
 

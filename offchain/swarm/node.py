@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hivemind.dht.node import DHTNode
+from hivemind.p2p.p2p_daemon_bindings.control import P2PDaemonError
 
 from offchain.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
+SHUTDOWN_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,15 @@ async def start_node(network: NetworkConfig, *, client_mode: bool = False) -> DH
         )
     except Exception as error:  # noqa: BLE001 - hivemind raises bare Exceptions for bad maddrs/peers
         raise UserError(f"cannot join the swarm: {type(error).__name__}: {error}") from None
+
+
+async def shutdown_node(node: DHTNode) -> None:
+    """Leave the DHT and stop the daemon. Ctrl+C in a terminal signals the daemon too (same process
+    group), so it may already be gone: then there is nothing left to shut down."""
+    try:
+        await asyncio.wait_for(node.shutdown(), SHUTDOWN_TIMEOUT)
+    except (OSError, P2PDaemonError, TimeoutError) as error:
+        logger.debug("p2p daemon already gone at shutdown: %r", error)
 
 
 async def visible_maddrs(node: DHTNode) -> list[str]:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from contextlib import nullcontext
+from dataclasses import asdict
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from offchain.model.spec import ModelSpec
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
-from offchain.swarm.node import NetworkConfig, start_node, stop_on_signals
+from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals
 from offchain.swarm.shaping import Shaping
 
 logger = logging.getLogger(__name__)
@@ -79,32 +80,26 @@ async def run_driver(
                     " ".join(d[:12] for d in result.digests),
                 )
     finally:
-        await node.shutdown()
+        await shutdown_node(node)
     elapsed = time.monotonic() - started
     steps = sum(len(result.losses) for result in results)
     tokens = steps * spec.tokens_per_step
+    training_seconds = sum(result.seconds for result in results)
     crossings = driver.stats.micro_batches * spec.micro_batch_size * spec.context
     return {
         "model_id": model_id,
         "spec_digest": spec.digest(),
-        "rounds": [
-            {
-                "round": r.round,
-                "losses": r.losses,
-                "digests": r.digests,
-                "seconds": r.seconds,
-                "replicas": r.replicas,
-            }
-            for r in results
-        ],
+        "rounds": [asdict(result) for result in results],
         "steps": steps,
         "tokens": tokens,
         "seconds": elapsed,
-        "tokens_per_second": tokens / elapsed if elapsed > 0 else 0.0,
+        "training_seconds": training_seconds,
+        "tokens_per_second": tokens / training_seconds if training_seconds > 0 else 0.0,
         "final_loss": results[-1].losses[-1] if results else None,
         "final_digests": results[-1].digests if results else [],
         "boundary_bytes_per_token": [
-            b / crossings if crossings else 0.0 for b in driver.stats.boundary_bytes
+            {"forward": forward / max(crossings, 1), "backward": backward / max(crossings, 1)}
+            for forward, backward in zip(driver.stats.forward_bytes, driver.stats.backward_bytes, strict=True)
         ],
         "retried_micro_batches": driver.stats.retried_micro_batches,
         "bans": driver.stats.bans,

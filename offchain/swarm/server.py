@@ -123,9 +123,8 @@ class StageServer(ServicerBase):
         self.committed = RoundState(start_round, await self._compute(self.trainer.state_bytes))
         await self.add_p2p_handlers(p2p)
 
-    async def stop(self) -> None:
-        if self.p2p is not None and self.p2p.is_alive:
-            await self.remove_p2p_handlers(self.p2p)
+    def stop(self) -> None:
+        """Finish the current computation; the handlers go away with the daemon (shut down next)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def _compute(self, fn: Callable[[], Any]) -> Any:

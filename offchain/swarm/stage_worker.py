@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from offchain.model.spec import ModelSpec
 from offchain.swarm.client import PeerUnreachable, RemoteError, call
 from offchain.swarm.discovery import Announcement, announce, announce_forever, lookup, stage_key
 from offchain.swarm.identity import Identity
-from offchain.swarm.node import NetworkConfig, start_node, stop_on_signals, visible_maddrs
+from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals, visible_maddrs
 from offchain.swarm.server import STATE_TIMEOUT, RoundState, StageServer, StateFile
 
 logger = logging.getLogger(__name__)
@@ -102,8 +103,10 @@ async def serve_stage(config: WorkerConfig) -> None:
         logger.info("stage %d: shutting down", stage)
     finally:
         stop.set()
-        if announcer is not None:
-            await announcer
+        if announcer is not None:  # its DHT store may never return once the daemon is gone
+            announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await announcer
         if server is not None:
-            await server.stop()
-        await node.shutdown()
+            server.stop()
+        await shutdown_node(node)

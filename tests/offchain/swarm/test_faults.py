@@ -21,11 +21,11 @@ def _committed_digest(log: str, round_: int) -> str:
 def test_killed_replica_is_replaced_then_rejoins_from_its_peer(swarm_factory):
     swarm = swarm_factory(round_steps=6)
     first = swarm.worker("stage0", 0)
-    boot = swarm.maddr(first)
+    boot = first.maddr()
     stage1a = swarm.worker("stage1a", 1, [boot])
     stage1b = swarm.worker("stage1b", 1, [boot])
     for worker in (stage1a, stage1b, swarm.worker("stage2", 2, [boot])):
-        swarm.maddr(worker)
+        worker.maddr()
 
     driver = swarm.driver("driver1", 2, [boot])
     driver.wait_for(r"round 0 step 1 loss")
@@ -38,7 +38,7 @@ def test_killed_replica_is_replaced_then_rejoins_from_its_peer(swarm_factory):
 
     restarted = swarm.worker("stage1b-restart", 1, [boot], state_dir="stage1b")
     restarted.wait_for(r"synced round 2 state (\w+) from replica")
-    swarm.maddr(restarted)
+    restarted.maddr()
     summary = swarm.summary(swarm.driver("driver2", 1, [boot]))
     assert summary["rounds"][0]["round"] == 2
     assert summary["rounds"][0]["replicas"] == [1, 2, 1], "the restarted worker must train again"
@@ -51,10 +51,10 @@ def test_killed_replica_is_replaced_then_rejoins_from_its_peer(swarm_factory):
 def test_only_worker_of_a_stage_dies_training_pauses_and_resumes_without_double_steps(swarm_factory):
     swarm = swarm_factory(round_steps=8)
     first = swarm.worker("stage0", 0)
-    boot = swarm.maddr(first)
+    boot = first.maddr()
     stage1 = swarm.worker("stage1", 1, [boot])
     for worker in (stage1, swarm.worker("stage2", 2, [boot])):
-        swarm.maddr(worker)
+        worker.maddr()
 
     rounds = 3
     driver = swarm.driver("driver", rounds, [boot])

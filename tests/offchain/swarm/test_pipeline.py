@@ -28,9 +28,9 @@ def pipeline(tmp_path_factory):
     swarm = Swarm(tmp, write_spec(tmp))
     try:
         first = swarm.worker("stage0", 0)
-        bootstrap = swarm.maddr(first)
+        bootstrap = first.maddr()
         workers = [first] + [swarm.worker(f"stage{s}", s, [bootstrap]) for s in (1, 2)]
-        addresses = [swarm.maddr(worker) for worker in workers]
+        addresses = [worker.maddr() for worker in workers]
         yield swarm, bootstrap, addresses
     finally:
         swarm.close()
@@ -91,5 +91,5 @@ def test_three_stage_swarm_trains_bitwise_like_one_process(pipeline):
     assert losses == reference.losses
     assert summary["final_digests"] == reference.state_digests
     assert summary["bans"] == 0 and summary["aborted_rounds"] == 0
-    boundary = load_spec(swarm.spec).d_model * 4 * 2  # dense fp32, forward + backward
-    assert summary["boundary_bytes_per_token"] == [boundary, boundary]
+    dense = load_spec(swarm.spec).d_model * 4  # fp32 activation or gradient per token
+    assert summary["boundary_bytes_per_token"] == [{"forward": dense, "backward": dense}] * 2

@@ -1,0 +1,86 @@
+"""Swarm processes on this machine (tests, benchmarks): `pm` subprocesses in their own sessions.
+
+Each process leads its own process group, so `kill9` takes the worker and its libp2p daemon down
+together, as a crashed host would, and `stop` can always clean up whatever is left."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MADDR = re.compile(r"maddrs (/ip4/\S+/p2p/\S+)")
+
+
+@dataclass
+class LocalProcess:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 120.0) -> re.Match:
+        """The first match of `pattern` in the process's log; fails if it exits or times out first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.text())
+            if found:
+                return found
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{self.text()[-3000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.name}: no {pattern!r} within {timeout}s:\n{self.text()[-3000:]}")
+
+    def maddr(self, timeout: float = 120.0) -> str:
+        """The multiaddr a worker printed once it serves (use it as --initial-peers)."""
+        return self.wait_for(MADDR.pattern, timeout).group(1)
+
+    def kill9(self) -> None:
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=30)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (graceful shutdown), SIGKILL after `timeout`, then anything left in the group."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+
+
+def spawn_pm(name: str, args: list[str], log_dir: Path, stdout: Path | None = None) -> LocalProcess:
+    """Start `pm <args>` with this checkout on PYTHONPATH; stderr goes to <log_dir>/<name>.log."""
+    log = log_dir / f"{name}.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(log, "wb") as err, open(stdout or os.devnull, "wb") as out:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "offchain.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    return LocalProcess(name, popen, log)
+
+
+def worker_args(
+    spec: Path, stage: int, state_dir: Path, peers: list[str] | tuple[str, ...] = ()
+) -> list[str]:
+    args = ["worker", "run", "--model-spec", str(spec), "--stage", str(stage), "--state-dir", str(state_dir)]
+    for peer in peers:
+        args += ["--initial-peers", peer]
+    return args
