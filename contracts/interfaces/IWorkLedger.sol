@@ -86,20 +86,21 @@ interface IWorkLedger {
         uint96 minValidatorStake;
     }
 
-    /// @notice Stake held for an account.
+    /// @notice Stake held for an account. The first four fields share one storage slot, so
+    /// joining a stage or locking a bond rewrites a slot that staking already created.
     /// @param staked Stake in the ledger, including the part locked in bonds.
     /// @param locked Part of `staked` backing open claims or challenges.
-    /// @param unbonding Stake waiting for the unbonding period, no longer counted in `staked`.
-    /// @param readyAt When `unbonding` can be withdrawn.
     /// @param memberships Stages the account is a member of (across models).
     /// @param validator Whether the account registered as a validator.
+    /// @param unbonding Stake waiting for the unbonding period, no longer counted in `staked`.
+    /// @param readyAt When `unbonding` can be withdrawn.
     struct StakeAccount {
-        uint128 staked;
-        uint128 locked;
-        uint128 unbonding;
-        uint64 readyAt;
+        uint96 staked;
+        uint96 locked;
         uint32 memberships;
         bool validator;
+        uint128 unbonding;
+        uint64 readyAt;
     }
 
     error InsufficientStake(address account, uint256 required, uint256 available);
