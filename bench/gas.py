@@ -159,6 +159,57 @@ class Bench:
         tx = shares.depositRevenue(ETHER, {"from": depositor, "value": ETHER})
         self.add("depositRevenue (ETH, called directly)", tx, holders=1)
 
+    def contracts_two(self):
+        """WorkLedger: the system wired as scripts/deploy.py wires it, with a 1-hour window."""
+        from brownie import accounts, chain
+
+        sender = {"from": self.deployer}
+        registry = self.p.ModelRegistry.deploy(self.deployer, sender)
+        router = self.p.RevenueRouter.deploy(self.deployer, registry, self.treasury, 500, 1000, sender)
+        # IWorkLedger.Parameters: challengeWindow, claimBond, maxWorkUnitsPerClaim, quorum, burnBps,
+        # voteWindow, unbondingPeriod, minWorkerStake, minValidatorStake
+        params = (3600, ETHER // 10, 10_000, 1, 1_000, 3600, 3600, ETHER // 2, ETHER // 2)
+        ledger = self.p.WorkLedger.deploy(self.deployer, registry, self.treasury, params, sender)
+        implementation = self.p.ModelShares.deploy(router, ledger, sender)
+        registry.wire(implementation, ledger, sender)
+        _, model_id, _ = self.create_model(registry)
+        first, worker, validator, voter = accounts[5], accounts[6], accounts[7], accounts[8]
+        key = b"\x01" * 32
+
+        ledger.stake({"from": first, "value": ETHER})
+        self.add("stake (first)", ledger.stake({"from": worker, "value": ETHER}))
+        self.add("stake (top-up)", ledger.stake({"from": worker, "value": ETHER}))
+        for account in (validator, voter):
+            ledger.stake({"from": account, "value": ETHER})
+            ledger.registerValidator({"from": account})
+        ledger.join(model_id, 0, b"12D3KooWFirstPeerIdBytes", key, {"from": first})
+        tx = ledger.join(model_id, 0, b"12D3KooWSecondPeerIdBytes", key, {"from": worker})
+        self.add("join (a stage with members)", tx, target=100_000)
+
+        def claim(round_, parent):
+            cid = f"QmBenchCheckpointRound{round_:03d}xxxxxxxxxxxxxxxxxxxxxx"
+            digest = self.web3.keccak(text=f"state-{round_}")
+            root = self.web3.keccak(text=f"trace-{round_}")
+            trace = f"QmBenchTraceRound{round_:03d}xxxxxxxxxxxxxxxxxxxxxxxxxx"
+            inp = (model_id, 0, round_, parent, cid, digest, root, trace, 100)
+            tx = ledger.submitClaim(inp, {"from": worker})
+            return tx, tx.events["ClaimSubmitted"]["claimId"], cid
+
+        tx, claim_id, cid = claim(1, "")
+        self.add("submitClaim (a lane's first)", tx, note="new slots")
+        chain.sleep(3601)
+        tx = ledger.finalize(claim_id, {"from": worker})
+        self.add("finalize (first: new holder, first checkpoint)", tx, note="new slots")
+        tx, claim_id, cid = claim(2, cid)
+        self.add("submitClaim (next round, same lane)", tx, target=150_000)
+        chain.sleep(3601)
+        self.add("finalize (next round)", ledger.finalize(claim_id, {"from": worker}), target=120_000)
+
+        _, claim_id, cid = claim(3, cid)
+        self.add("challenge", ledger.challenge(claim_id, 17, "QmBenchEvidence", {"from": validator}))
+        self.add("vote", ledger.vote(claim_id, True, {"from": voter}))
+        self.add("resolve (upheld, challenger slashed)", ledger.resolve(claim_id, {"from": worker}))
+
 
 def table(rows: list[Row]) -> str:
     lines = [f"{'operation':<44} {'holders':>7} {'gas':>9} {'target':>9}  ok"]
@@ -181,6 +232,7 @@ def main(argv: list[str]) -> int:
         bench = Bench(p)
         with contextlib.redirect_stdout(io.StringIO()):  # brownie prints every transaction
             bench.contracts_one()
+            bench.contracts_two()
         compiler = p.ModelRegistry._build["compiler"]
         document = {
             "network": network.show_active(),

@@ -97,19 +97,19 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
     }
 
     /// @inheritdoc IModelRegistry
-    function sharesOf(uint256 modelId) external view returns (address shares, ModelStatus status) {
+    function sharesOf(uint256 modelId)
+        external
+        view
+        returns (address shares, uint8 numStages, ModelStatus status)
+    {
         ModelRecord storage record = _record(modelId);
-        return (record.shares, record.status);
+        return (record.shares, record.numStages, record.status);
     }
 
     /// @inheritdoc IModelRegistry
-    function workTermsOf(uint256 modelId)
-        external
-        view
-        returns (address shares, uint8 numStages, ModelStatus status, uint256 sharesPerWorkUnit)
-    {
+    function workTermsOf(uint256 modelId) external view returns (address shares, uint256 sharesPerWorkUnit) {
         ModelRecord storage record = _record(modelId);
-        return (record.shares, record.numStages, record.status, record.sharesPerWorkUnit);
+        return (record.shares, record.sharesPerWorkUnit);
     }
 
     /// @inheritdoc IModelRegistry

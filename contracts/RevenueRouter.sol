@@ -62,7 +62,7 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
     function payForInference(uint256 modelId, bytes32 requestId, uint256 amount) external payable nonReentrant {
         if (amount == 0) revert ZeroPayment();
         if (_payments[requestId].amount != 0) revert RequestAlreadyPaid(requestId);
-        (address shares, IModelRegistry.ModelStatus status) = registry.sharesOf(modelId);
+        (address shares,, IModelRegistry.ModelStatus status) = registry.sharesOf(modelId);
         if (status != IModelRegistry.ModelStatus.Active) revert ModelNotActive(modelId);
         address token;
         if (msg.value != 0) {
@@ -150,7 +150,7 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
 
     function _payOut(uint256 modelId, address to, uint256 amount) private {
         emit FeesWithdrawn(modelId, to, amount);
-        (address shares,) = registry.sharesOf(modelId);
+        (address shares,,) = registry.sharesOf(modelId);
         address asset = IModelShares(shares).revenueAsset();
         if (asset == address(0)) {
             (bool ok,) = to.call{value: amount}("");

@@ -84,7 +84,7 @@ contract WorkLedger is IWorkLedger, Ownable2Step, ReentrancyGuardTransient {
     function stake() external payable {
         if (msg.value == 0) revert ZeroAmount();
         StakeAccount storage account = _stakes[msg.sender];
-        account.staked += msg.value.toUint128();
+        account.staked += msg.value.toUint96();
         emit Staked(msg.sender, msg.value, account.staked);
     }
 
@@ -97,8 +97,8 @@ contract WorkLedger is IWorkLedger, Ownable2Step, ReentrancyGuardTransient {
         uint256 remaining = account.staked - amount;
         uint256 required = _requiredStake(account);
         if (remaining < required) revert StakeStillRequired(msg.sender, required, remaining);
-        // amount <= free <= staked, all uint128.
-        account.staked = uint128(remaining);
+        // amount <= free <= staked < 2^96.
+        account.staked = uint96(remaining);
         account.unbonding += uint128(amount);
         uint64 readyAt = uint64(block.timestamp) + _params.unbondingPeriod;
         account.readyAt = readyAt;
@@ -121,7 +121,7 @@ contract WorkLedger is IWorkLedger, Ownable2Step, ReentrancyGuardTransient {
 
     /// @inheritdoc IWorkLedger
     function join(uint256 modelId, uint8 stage, bytes calldata peerId, bytes32 encryptionKey) external {
-        (, uint8 numStages, IModelRegistry.ModelStatus status,) = registry.workTermsOf(modelId);
+        (, uint8 numStages, IModelRegistry.ModelStatus status) = registry.sharesOf(modelId);
         if (status != IModelRegistry.ModelStatus.Active) revert ModelNotActive(modelId);
         if (stage >= numStages) revert StageOutOfRange(modelId, stage);
         Member storage member = _members[modelId][msg.sender];
@@ -274,7 +274,7 @@ contract WorkLedger is IWorkLedger, Ownable2Step, ReentrancyGuardTransient {
         address worker = lane.worker;
         uint256 modelId = lane.modelId;
         _unlock(worker, lane.bond);
-        (address shares,,, uint256 sharesPerWorkUnit) = registry.workTermsOf(modelId);
+        (address shares, uint256 sharesPerWorkUnit) = registry.workTermsOf(modelId);
         uint256 minted = uint256(lane.workUnits) * sharesPerWorkUnit;
         emit ClaimFinalized(claimId, minted);
         IModelShares(shares).mint(worker, minted);
@@ -353,7 +353,7 @@ contract WorkLedger is IWorkLedger, Ownable2Step, ReentrancyGuardTransient {
         if (!member.active || member.stage != input.stage) {
             revert NotStageMember(input.modelId, input.stage, msg.sender);
         }
-        (, IModelRegistry.ModelStatus status) = registry.sharesOf(input.modelId);
+        (,, IModelRegistry.ModelStatus status) = registry.sharesOf(input.modelId);
         if (status != IModelRegistry.ModelStatus.Active) revert ModelNotActive(input.modelId);
         uint64 maxWorkUnits = _params.maxWorkUnitsPerClaim;
         if (input.workUnits == 0 || input.workUnits > maxWorkUnits) {
@@ -402,13 +402,13 @@ contract WorkLedger is IWorkLedger, Ownable2Step, ReentrancyGuardTransient {
         StakeAccount storage account = _stakes[who];
         uint256 free = account.staked - account.locked;
         if (free < amount) revert InsufficientStake(who, amount, free);
-        // amount <= free, so locked stays <= staked < 2^128.
-        account.locked += uint128(amount);
+        // amount <= free, so locked stays <= staked < 2^96.
+        account.locked += uint96(amount);
     }
 
     function _unlock(address who, uint256 amount) private {
         // Only bonds locked by _lock are unlocked, so locked >= amount.
-        _stakes[who].locked -= uint128(amount);
+        _stakes[who].locked -= uint96(amount);
     }
 
     /// @dev Takes `amount` of `loser`'s locked bond: burnBps of it to the treasury's stake, the
@@ -416,12 +416,12 @@ contract WorkLedger is IWorkLedger, Ownable2Step, ReentrancyGuardTransient {
     function _slash(address loser, address winner, uint256 amount) private {
         StakeAccount storage account = _stakes[loser];
         // The bond is locked, so staked >= locked >= amount; amount fits in 88 bits.
-        account.locked -= uint128(amount);
-        account.staked -= uint128(amount);
+        account.locked -= uint96(amount);
+        account.staked -= uint96(amount);
         uint256 toTreasury = amount * _params.burnBps / BPS;
         uint256 toWinner = amount - toTreasury;
-        _stakes[winner].staked += uint128(toWinner);
-        _stakes[treasury].staked += uint128(toTreasury);
+        _stakes[winner].staked += uint96(toWinner);
+        _stakes[treasury].staked += uint96(toTreasury);
         emit Slashed(loser, amount, winner, toWinner);
     }
 

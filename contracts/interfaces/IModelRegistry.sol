@@ -102,14 +102,11 @@ interface IModelRegistry {
     /// @notice Everything known about a model; reverts UnknownModel for an unknown id.
     function getModel(uint256 modelId) external view returns (Model memory);
 
-    /// @notice The model's share token and status in one storage read, for the router and the ledger.
-    function sharesOf(uint256 modelId) external view returns (address shares, ModelStatus status);
+    /// @notice The model's share token, stage count and status: one storage read, for the router and the ledger.
+    function sharesOf(uint256 modelId) external view returns (address shares, uint8 numStages, ModelStatus status);
 
-    /// @notice What the WorkLedger needs of a model, in two storage reads.
-    function workTermsOf(uint256 modelId)
-        external
-        view
-        returns (address shares, uint8 numStages, ModelStatus status, uint256 sharesPerWorkUnit);
+    /// @notice The model's share token and shares per work unit, for minting: two storage reads.
+    function workTermsOf(uint256 modelId) external view returns (address shares, uint256 sharesPerWorkUnit);
 
     /// @notice Number of models created so far (the highest model id).
     function modelCount() external view returns (uint256);

@@ -86,61 +86,99 @@ interface IWorkLedger {
         uint96 minValidatorStake;
     }
 
-    /// @notice Stake held for an account.
+    /// @notice Stake held for an account. The first four fields share one storage slot, so
+    /// joining a stage or locking a bond rewrites a slot that staking already created.
     /// @param staked Stake in the ledger, including the part locked in bonds.
     /// @param locked Part of `staked` backing open claims or challenges.
-    /// @param unbonding Stake waiting for the unbonding period, no longer counted in `staked`.
-    /// @param readyAt When `unbonding` can be withdrawn.
     /// @param memberships Stages the account is a member of (across models).
     /// @param validator Whether the account registered as a validator.
+    /// @param unbonding Stake waiting for the unbonding period, no longer counted in `staked`.
+    /// @param readyAt When `unbonding` can be withdrawn.
     struct StakeAccount {
-        uint128 staked;
-        uint128 locked;
-        uint128 unbonding;
-        uint64 readyAt;
+        uint96 staked;
+        uint96 locked;
         uint32 memberships;
         bool validator;
+        uint128 unbonding;
+        uint64 readyAt;
     }
 
+    /// @notice The account's (free) stake is below what the action needs.
     error InsufficientStake(address account, uint256 required, uint256 available);
+    /// @notice Unstaking would leave less than a member's or validator's minimum stake.
     error StakeStillRequired(address account, uint256 required, uint256 remaining);
+    /// @notice No unbonding stake to withdraw.
     error NothingToWithdraw(address account);
+    /// @notice The unbonding period has not passed yet.
     error UnbondingNotOver(address account, uint64 readyAt);
+    /// @notice Amounts must be positive.
     error ZeroAmount();
+    /// @notice A zero address where one is required.
     error ZeroAddress();
+    /// @notice The model is Paused or Retired.
     error ModelNotActive(uint256 modelId);
+    /// @notice The stage is not below the model's numStages.
     error StageOutOfRange(uint256 modelId, uint8 stage);
+    /// @notice The account already holds `stage` of this model (at most one stage per model).
     error AlreadyMemberOfModel(uint256 modelId, address account, uint8 stage);
+    /// @notice The account holds no stage of this model.
     error NotModelMember(uint256 modelId, address account);
+    /// @notice The account is not a member of that stage.
     error NotStageMember(uint256 modelId, uint8 stage, address account);
+    /// @notice Only registered validators may do this.
     error NotValidator(address account);
+    /// @notice The account is already a validator.
     error AlreadyValidator(address account);
+    /// @notice The round must exceed the worker's last claimed round and the stage's finalized one.
     error RoundNotIncreasing(uint64 round, uint64 lastRound);
+    /// @notice The worker's previous claim in this model is not settled yet.
     error PreviousClaimOpen(uint256 claimId);
+    /// @notice parentCID is not the stage's finalized checkpoint.
     error ParentMismatch(string expected, string given);
+    /// @notice The checkpoint CID must not be empty.
     error EmptyCheckpointCID();
+    /// @notice workUnits must be between 1 and maxWorkUnitsPerClaim.
     error InvalidWorkUnits(uint64 workUnits, uint64 maxWorkUnits);
+    /// @notice No such claim (or it was superseded in its lane; see the events).
     error UnknownClaim(uint256 claimId);
+    /// @notice The claim is not in a status that allows this.
     error WrongClaimStatus(uint256 claimId, ClaimStatus status);
+    /// @notice The claim's challenge deadline has passed.
     error ChallengeWindowClosed(uint256 claimId, uint64 deadline);
+    /// @notice An unchallenged claim finalizes only after its deadline.
     error ChallengeWindowOpen(uint256 claimId, uint64 deadline);
+    /// @notice The dispute's vote deadline has passed.
     error VoteWindowClosed(uint256 claimId, uint64 voteDeadline);
+    /// @notice A worker cannot challenge its own claim.
     error CannotChallengeOwnClaim(uint256 claimId, address account);
+    /// @notice The worker and the challenger cannot vote on their dispute.
     error CannotVoteOnOwnDispute(uint256 claimId, address account);
+    /// @notice One vote per validator per claim.
     error AlreadyVoted(uint256 claimId, address account);
+    /// @notice Neither side has a quorum and the vote window is still open.
     error NotResolvable(uint256 claimId);
+    /// @notice No parameter has this name.
     error UnknownParameter(bytes32 name);
+    /// @notice The value is outside the parameter's bounds.
     error ParameterOutOfBounds(bytes32 name, uint256 value);
+    /// @notice Sending ETH failed.
     error TransferFailed(address to, uint256 amount);
 
+    /// @notice Stake was added; `total` is the account's stake after it.
     event Staked(address indexed account, uint256 amount, uint256 total);
+    /// @notice Stake started unbonding; all of the account's unbonding stake is withdrawable at `readyAt`.
     event UnstakeRequested(address indexed account, uint256 amount, uint64 readyAt);
+    /// @notice Unbonded stake was paid out.
     event Withdrawn(address indexed account, uint256 amount);
+    /// @notice An account joined a stage, announcing its peer id and X25519 encryption key.
     event Joined(
         uint256 indexed modelId, uint8 indexed stage, address indexed account, bytes peerId, bytes32 encryptionKey
     );
+    /// @notice An account left its stage.
     event Left(uint256 indexed modelId, uint8 indexed stage, address indexed account);
+    /// @notice An account became a validator.
     event ValidatorRegistered(address indexed account);
+    /// @notice A worker claimed one round of work; the CIDs and the trace root live here.
     event ClaimSubmitted(
         uint256 indexed claimId,
         uint256 indexed modelId,
@@ -154,14 +192,19 @@ interface IWorkLedger {
         string traceCID,
         uint64 workUnits
     );
+    /// @notice A validator disputed a claim at one step of its trace.
     event ClaimChallenged(uint256 indexed claimId, address indexed challenger, uint32 stepIndex, string evidenceCID);
+    /// @notice A validator voted on a dispute.
     event VoteCast(uint256 indexed claimId, address indexed validator, bool claimValid);
     /// @notice A dispute settled: Upheld (worker won), or Rejected (by vote or by the no-quorum fallback).
     event ClaimResolved(uint256 indexed claimId, ClaimStatus outcome, bool slashed);
+    /// @notice A claim finalized and minted its shares.
     event ClaimFinalized(uint256 indexed claimId, uint256 sharesMinted);
+    /// @notice A claim was rejected; it mints nothing.
     event ClaimRejected(uint256 indexed claimId);
     /// @notice `amount` of `account`'s bond was taken: `toWinner` to the dispute's winner, the rest to the treasury.
     event Slashed(address indexed account, uint256 amount, address indexed winner, uint256 toWinner);
+    /// @notice The admin changed a parameter.
     event ParameterChanged(bytes32 indexed name, uint256 value);
 
     /// @notice Add the sent ETH to the caller's stake.

@@ -27,8 +27,9 @@ def test_create_model_deploys_a_clone_with_the_models_parameters(registry, route
     assert model["operator"] == operator
     assert model["sharesPerWorkUnit"] == 5 * 10**18
     assert registry.modelCount() == model_id
-    shares_address, status = registry.sharesOf(model_id)
-    assert (shares_address, status) == (event["shares"], 0)
+    shares_address, num_stages, status = registry.sharesOf(model_id)
+    assert (shares_address, num_stages, status) == (event["shares"], 3, 0)
+    assert tuple(registry.workTermsOf(model_id)) == (event["shares"], 5 * 10**18)
 
     shares = ModelShares.at(event["shares"])
     code = web3.eth.get_code(shares.address)
@@ -87,7 +88,7 @@ def test_only_the_creator_sets_status(registry, eth_model, creator, accounts):
     assert tx.events["ModelStatusChanged"] == {"modelId": eth_model, "status": 1}
     assert registry.getModel(eth_model)["status"] == 1
     registry.setStatus(eth_model, 2, {"from": creator})
-    assert registry.sharesOf(eth_model)[1] == 2
+    assert registry.sharesOf(eth_model)[2] == 2
 
 
 def test_checkpoints_are_written_only_by_the_ledger_and_only_forward(registry, eth_model, minter, accounts):

@@ -41,7 +41,7 @@ def test_an_address_holds_at_most_one_stage_per_model(ledger, protocol, model, s
         ledger.join(model, 0, b"peer", KEY, {"from": a})
     other = create_model(protocol.registry, accounts[1], accounts[2])
     ledger.join(other, 1, b"peer", KEY, {"from": a})  # a stage of another model is fine
-    assert ledger.stakeOf(a)[4] == 2
+    assert ledger.stakeOf(a)["memberships"] == 2
 
 
 def test_join_checks_stake_stage_and_model(ledger, protocol, model, staked, workers, accounts):
@@ -68,6 +68,6 @@ def test_validators_need_stake_and_register_once(ledger, accounts):
     ledger.stake({"from": v, "value": 2 * ETHER})
     tx = ledger.registerValidator({"from": v})
     assert tx.events["ValidatorRegistered"] == {"account": v}
-    assert ledger.stakeOf(v)[5] is True
+    assert ledger.stakeOf(v)["validator"] is True
     with reverts_with("AlreadyValidator", v.address):
         ledger.registerValidator({"from": v})

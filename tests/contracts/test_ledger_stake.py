@@ -6,7 +6,7 @@ from custom_errors import reverts_with
 
 
 def stake_of(ledger, account):
-    staked, locked, unbonding, ready_at, memberships, validator = ledger.stakeOf(account)
+    staked, locked, memberships, validator, unbonding, ready_at = ledger.stakeOf(account)
     return {
         "staked": staked,
         "locked": locked,

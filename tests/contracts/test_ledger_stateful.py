@@ -252,7 +252,7 @@ class LedgerMachine(stateful.ChainStateMachine):
 
     def ledger_matches_the_model(self):
         for account, expected in self.accounts.items():
-            staked, locked, unbonding, *_ = self.ledger.stakeOf(account)
+            staked, locked, _, _, unbonding, _ = self.ledger.stakeOf(account)
             assert (staked, locked, unbonding) == (expected.staked, expected.locked, expected.unbonding)
         held = sum(a.staked + a.unbonding for a in self.accounts.values())
         assert self.ledger.balance() == held == self.deposited - self.withdrawn
