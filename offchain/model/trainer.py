@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from offchain.model.codecs import get_codec
 from offchain.model.data import decode_tokens
 from offchain.model.gpt import FrozenEmbedding, build_model
 from offchain.model.records import (
@@ -25,7 +26,6 @@ from offchain.model.records import (
 )
 from offchain.model.spec import ModelSpec
 from offchain.model.state import load_state_bytes, state_bytes
-from offchain.swarm.codecs import get_codec
 
 __all__ = ["MessageHeader", "StageTrainer", "StepRecord", "deterministic_mode"]
 

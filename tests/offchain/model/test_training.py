@@ -3,12 +3,12 @@
 import torch
 import torch.nn.functional as F
 
+from offchain.model.codecs import subspace_basis
 from offchain.model.data import batch_for
 from offchain.model.gpt import FrozenEmbedding, build_model
 from offchain.model.reference import train_single_process
 from offchain.model.spec import parse_spec
 from offchain.model.trainer import StageTrainer, deterministic_mode
-from offchain.swarm.codecs import subspace_basis
 
 
 def test_reference_training_lowers_loss(tiny):

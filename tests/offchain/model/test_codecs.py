@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from offchain.model.codecs import CodecError, get_codec, subspace_basis
 from offchain.model.spec import CodecSpec
-from offchain.swarm.codecs import CodecError, get_codec, subspace_basis
 
 D = 96
 SHAPE = (4, 16, D)
