@@ -13,10 +13,10 @@ from typing import Any
 
 from web3.contract import Contract
 
-from offchain.chain.accounts import load_account
 from offchain.chain.artifacts import load_deployment
 from offchain.chain.client import ChainClient, ContractRevert
 from offchain.errors import UserError
+from offchain.keys import load_account
 from offchain.paths import DEPLOYMENTS_DIR
 
 ETH = "0x0000000000000000000000000000000000000000"

@@ -3,7 +3,6 @@ the signature of every message it receives (the same key later signs on-chain tr
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from eth_account import Account
 
 from offchain.errors import UserError
+from offchain.keys import load_account
 from offchain.model.records import MessageHeader, SignedMessage, message_payload, sha256_hex
 from offchain.proofs.signing import recover_signer, sign_message
 from offchain.swarm.wire import WireError
@@ -33,18 +33,12 @@ class Identity:
 
     @classmethod
     def load(cls, key_file: Path | None, key_env: str | None) -> Identity:
-        """From a file holding a hex key, or an environment variable; a fresh key if neither is given."""
-        if key_file is not None:
-            try:
-                return cls.from_key(key_file.read_text().strip())
-            except OSError as error:
-                raise UserError(f"cannot read key file {key_file}: {error.strerror}") from None
-        if key_env is not None:
-            value = os.environ.get(key_env)
-            if not value:
-                raise UserError(f"environment variable {key_env} is empty or not set")
-            return cls.from_key(value.strip())
-        return cls.from_key(Account.create().key)
+        """The participant's key from a key file (hex or keystore) or an environment variable
+        (offchain.keys, the same rules as on-chain commands); a fresh key if neither is given."""
+        if key_file is None and key_env is None:
+            return cls.from_key(Account.create().key)
+        account = load_account(key_file, key_env) if key_env else load_account(key_file)
+        return cls(bytes(account.key), account.address)
 
     def sign(self, header: MessageHeader, parts: list[bytes]) -> dict[str, Any]:
         """A pipeline message ready for the wire: header, parts, sender and signature."""

@@ -5,8 +5,8 @@ import json
 import pytest
 from eth_account import Account
 
-from offchain.chain.accounts import load_account
 from offchain.errors import UserError
+from offchain.keys import load_account
 
 KEY = "0x" + "11" * 32
 
