@@ -116,6 +116,7 @@ class Driver:
         self.num_stages = config.spec.num_stages
         self.links = LinkTable(config.shaping) if config.shaping.active else None
         self.banned: dict[tuple[str, str], float] = {}
+        self.inference_load: Counter[str] = Counter()
         boundaries = max(self.num_stages - 1, 0)
         self.stats = Stats(forward_bytes=[0] * boundaries, backward_bytes=[0] * boundaries)
 
@@ -171,6 +172,30 @@ class Driver:
 
         found = await asyncio.gather(*(info(record.peer_id) for record in records))
         return [replica for replica in found if replica is not None]
+
+    async def infer(self, tokens: bytes) -> tuple[bytes, list[int]]:
+        """Forward-only through every stage on its committed weights (a serving copy on each worker,
+        so training state and traces are untouched). A replica that does not answer is banned and
+        the stage is retried on another; a stage with no live replica raises StageLost.
+        Returns the last stage's logits (float32 [B, T, vocab]) and the round each stage served."""
+        activation, rounds = b"", []
+        for stage in range(self.num_stages):
+            reply = await self._infer_stage(stage, activation, tokens)
+            activation = bytes(reply["output"])
+            rounds.append(reply["round"])
+        return activation, rounds
+
+    async def _infer_stage(self, stage: int, activation: bytes, tokens: bytes) -> dict:
+        while replicas := await self.discover(stage):
+            replica = min(replicas, key=lambda candidate: self.inference_load[candidate.peer_id])
+            self.inference_load[replica.peer_id] += 1
+            try:
+                return await self._call(replica, "infer", activation=activation, tokens=tokens)
+            except WorkerFailed as failure:
+                if not failure.unreachable:
+                    raise
+                self._ban(replica, str(failure))
+        raise StageLost(stage)
 
     async def discover_all(self) -> list[list[Replica]]:
         return list(await asyncio.gather(*(self.discover(stage) for stage in range(self.num_stages))))

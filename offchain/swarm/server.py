@@ -105,6 +105,8 @@ class StageServer(ServicerBase):
         self.p2p: P2P | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage{stage}")
         self.trainer: StageTrainer | None = None
+        self.serving: StageTrainer | None = None  # inference copy of the committed weights
+        self.serving_digest: str | None = None
         self.committed: RoundState | None = None
         self.previous: RoundState | None = None
         self.pending: RoundState | None = None
@@ -209,6 +211,20 @@ class StageServer(ServicerBase):
         if self.stage + 1 == self.spec.num_stages - 1:
             parts.append(bytes(request["targets"]))
         return {"message": self.identity.sign(self._outgoing(received, self.stage + 1, "forward"), parts)}
+
+    async def _infer(self, request: dict) -> dict:
+        """Forward-only inference on the last committed round's weights: a separate copy of the stage
+        (never the round in progress), no gradients, nothing recorded in the trace."""
+        committed = self.committed
+        activation, tokens = bytes(request["activation"]), bytes(request["tokens"])
+        output = await self._compute(partial(self._serve_forward, committed, activation, tokens))
+        return {"output": output, "round": committed.round, "digest": committed.digest}
+
+    def _serve_forward(self, committed: RoundState, activation: bytes, tokens: bytes) -> bytes:
+        if self.serving_digest != committed.digest:
+            self.serving = StageTrainer(self.spec, self.stage, state=committed.state, model_id=self.model_id)
+            self.serving_digest = committed.digest
+        return self.serving.forward_only(activation, tokens)
 
     async def _forward_backward(self, request: dict) -> dict:
         """Last stage: loss and backward; returns the loss and the signed grad message for stage s-1."""
@@ -366,6 +382,12 @@ class StageServer(ServicerBase):
         self, requests: AsyncIterator[BytesValue], _: P2PContext
     ) -> AsyncIterator[BytesValue]:
         async for chunk in self._serve(requests, self._forward):
+            yield chunk
+
+    async def rpc_infer(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._infer):
             yield chunk
 
     async def rpc_forward_backward(
