@@ -246,7 +246,13 @@ def demo() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: user mistakes become one red line and a non-zero exit."""
+    """Console-script entry point: user mistakes become one red line and a non-zero exit.
+
+    Settings in ./.env (see .env.example) fill in environment variables that are not set already,
+    as brownie does for the same file."""
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)
     try:
         app()
     except UserError as error:

@@ -1,8 +1,11 @@
 """`pm` lists every planned command and refuses, loudly, to fake the ones not built yet."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
 PM = [sys.executable, "-m", "offchain.cli"]
 
 
@@ -29,3 +32,13 @@ def test_demo_does_not_pretend_to_work():
     result = run_pm("demo")
     assert result.returncode != 0
     assert "Nothing has been run" in result.stderr
+
+
+def test_dotenv_in_the_working_directory_configures_pm(tmp_path):
+    (tmp_path / ".env").write_text("PM_RPC_URL=http://127.0.0.1:9\n")
+    env = {key: value for key, value in os.environ.items() if key != "PM_RPC_URL"}
+    env["PYTHONPATH"] = str(REPO)
+    command = [*PM, "model", "show", "--model", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "cannot reach the RPC URL http://127.0.0.1:9"
