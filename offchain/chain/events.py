@@ -10,7 +10,6 @@ acting (a claim already challenged is not challenged again).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from web3.contract import Contract
 from web3.types import EventData
 
 from offchain.chain.client import ChainClient
+from offchain.durable import write_atomic
 
 
 @dataclass(frozen=True, order=True)
@@ -36,12 +36,7 @@ class Cursor:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        with temporary.open("w") as handle:
-            json.dump({"block": self.block, "log_index": self.log_index}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(path)
+        write_atomic(path, json.dumps({"block": self.block, "log_index": self.log_index}).encode())
 
 
 class EventPoller:

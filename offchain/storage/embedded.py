@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from offchain.durable import fsync_path
 from offchain.storage.car import read_car, write_car
 from offchain.storage.cids import cid_text, digest_of, parse_cid, verify_block
-from offchain.storage.durable import fsync_path
 from offchain.storage.errors import BlockCorrupted, BlockNotFound, StorageError
 from offchain.storage.unixfs import (
     KUBO_DEFAULT,

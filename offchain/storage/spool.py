@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from offchain.storage.durable import write_atomic
+from offchain.durable import write_atomic
 
 
 @dataclass(frozen=True)
