@@ -2,24 +2,30 @@
 three on-chain stage workers and `pm driver run --model` train two rounds; every worker claims each
 round, finalizes its claims once the window has passed (chain time), earns workUnits x rate shares;
 checkpointOf advances to digests equal to the single-process reference, and a validator granted the
-stage keys over P2P decrypts each checkpoint to its on-chain digest. Stage 0 talks to the chain
-through a proxy that goes down for a while: the daemon rides it out."""
+stage keys over P2P decrypts each checkpoint to its on-chain digest. Along the way two workers are
+killed at the two crash points of the claim flow and one loses its RPC endpoint for a while.
+Bad input: one line, a non-zero exit, and not a single transaction from the worker's account."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
+import json
+import os
+import subprocess
+import sys
 import threading
-import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from subprocess import PIPE
 from urllib.parse import urlparse
 
 import pytest
-from chain_testkit import TcpProxy, anvil_account
+from chain_testkit import REPO, TcpProxy, anvil_account
+from eth_account import Account
 from worker_kit import ETHER, ChainSwarm, worker_account
 
 from offchain.chain.client import ChainClient
-from offchain.chain.protocol import Protocol
+from offchain.chain.protocol import ETH, Protocol
 from offchain.model.reference import train_single_process
 from offchain.models import spec_of_model
 from offchain.rounds import fetch_checkpoint
@@ -64,29 +70,48 @@ async def granted_keys(swarm: ChainSwarm, peer: str, tmp_path) -> list:
         await shutdown_node(node)
 
 
-def test_three_workers_claim_and_finalize_two_rounds(swarm, tmp_path):
+def test_workers_claim_and_finalize_two_rounds_through_crashes_and_an_rpc_drop(swarm, tmp_path):
+    """One swarm, every on-chain path (process start-up dominates the cost on 2 cores, so one run):
+    stage 1 dies once round 1 is stored and journaled but not submitted, stage 2 once submitClaim is
+    sent but before its hash and receipt are recorded; restarted, each has exactly one claim for the
+    round. Stage 0's RPC endpoint then drops while the challenge window passes. Round 2 follows."""
     proxy = TcpProxy(urlparse(swarm.rpc_url).port)
     proxy.start()
     try:
         first = swarm.worker("worker0", 0, rpc_url=proxy.url)
         boot = first.maddr()
-        workers = [first] + [swarm.worker(f"worker{s}", s, [boot]) for s in (1, 2)]
-        for worker in workers[1:]:
+        crash_at = {1: "after-store", 2: "after-send"}
+        crashing = [swarm.worker(f"worker{s}", s, [boot], crash_at=crash_at[s]) for s in (1, 2)]
+        for worker in crashing:
             worker.maddr()
-        summary = swarm.summary(swarm.driver("driver", ROUNDS, [boot]))
-        assert [r["round"] for r in summary["rounds"]] == [1, 2], "on-chain rounds start at 1"
+        summary = swarm.summary(swarm.driver("driver", 1, [boot]))
+        assert [r["round"] for r in summary["rounds"]] == [1], "on-chain rounds start at 1"
+        for worker in crashing:
+            assert worker.popen.wait(timeout=60) == 137, worker.text()[-2000:]
+        assert "round 1 published" in crashing[0].text()
+        assert swarm.claims(1) == [], "after-store: nothing was sent"
+        assert [c["round"] for c in swarm.claims(2)] == [1], "after-send: the claim reached the chain"
 
-        for worker in workers:
-            worker.wait_for(r"round 1 submitted: claim \d+")
-            worker.wait_for(r"round 2 published")
+        restarted = [swarm.worker(f"worker{s}-restart", s, [boot]) for s in (1, 2)]
+        for worker in restarted:
+            worker.maddr()
+        assert "resuming stage 1 from its round 2 state on disk" in restarted[0].text()
+        restarted[0].wait_for(r"round 1 submitted: claim \d+, checkpoint")
+        restarted[1].wait_for(r"round 1 submitted: claim \d+ already on-chain \(found after restart\)")
+        first.wait_for(r"round 1 submitted: claim \d+, checkpoint")
+        workers = [first, *restarted]
+
         proxy.stop()  # stage 0's RPC endpoint goes away while its claim's window passes
         threading.Timer(3.0, proxy.start).start()
         swarm.pass_challenge_window()
         for worker in workers:
             worker.wait_for(r"round 1 finalized: claim \d+, \d+ shares minted", timeout=90)
-            worker.wait_for(r"round 2 submitted: claim \d+", timeout=60)
         assert "retrying" in first.text(), "stage 0 must have met the dropped endpoint"
-        time.sleep(1.0)
+
+        summary = swarm.summary(swarm.driver("driver2", 1, [boot]))
+        assert [r["round"] for r in summary["rounds"]] == [2]
+        for worker in workers:
+            worker.wait_for(r"round 2 submitted: claim \d+", timeout=60)
         swarm.pass_challenge_window()
         for worker in workers:
             worker.wait_for(r"round 2 finalized: claim \d+", timeout=60)
@@ -117,8 +142,72 @@ def test_three_workers_claim_and_finalize_two_rounds(swarm, tmp_path):
             == reference.state_digests[stage]
             == summary["final_digests"][stage]
         )
+    costs = [cost for stage in range(3) for cost in swarm.claim_gas(stage)]
+    submit, finalize = (sum(column) / len(costs) for column in zip(*costs, strict=True))
+    print(
+        f"\ngas per round per worker: submitClaim {submit:.0f} + finalize {finalize:.0f}"
+        f" = {submit + finalize:.0f}"
+    )
 
-    gas = [
-        int(g) for w in workers for g in re.findall(r"(?:submitted|finalized): claim .* gas (\d+)", w.text())
-    ]
-    print(f"gas per round per worker (submitClaim + finalize): {sum(gas) / (3 * ROUNDS):.0f}")
+
+class NotEthereum(BaseHTTPRequestHandler):
+    """A web server that is not an Ethereum node."""
+
+    def do_POST(self) -> None:
+        body = b"<html><body>hello</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_bad_input_is_one_line_and_sends_nothing(chain, tmp_path):
+    url, deployments = chain
+    swarm = ChainSwarm.create(url, deployments, tmp_path)
+    creator, registry = swarm.protocol.client, swarm.protocol.registry
+    junk = EmbeddedStore(tmp_path / "store").put(b"\x00 this is not a model spec")
+    bad_models = {}
+    for name, cid in (("undecodable", "not-a-cid"), ("junk", junk)):
+        receipt = creator.transact(registry.functions.createModel(cid, 3, ETHER, ETH, creator.address))
+        (created,) = registry.events.ModelCreated().process_receipt(receipt)
+        bad_models[name] = str(created["args"]["modelId"])
+    outsider = anvil_account(7)
+    keystore = tmp_path / "keystore.json"
+    keystore.write_text(json.dumps(Account.encrypt(outsider.key, "right password")))
+    web = ThreadingHTTPServer(("127.0.0.1", 0), NotEthereum)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    model = str(swarm.model_id)
+    cases = {
+        "unknown model id 99": (["--model", "99", "--stage", "0"], {}),
+        "stage 3 out of range": (["--model", model, "--stage", "3"], {}),
+        "spec CID 'not-a-cid'": (["--model", bad_models["undecodable"], "--stage", "0"], {}),
+        "does not decode as a JSON model spec": (["--model", bad_models["junk"], "--stage", "0"], {}),
+        "wrong password": (
+            ["--model", model, "--stage", "0", "--key-file", str(keystore)],
+            {"PM_KEY_PASSWORD": "wrong password"},
+        ),
+        "is not an Ethereum JSON-RPC node": (
+            ["--model", model, "--stage", "0", "--rpc-url", f"http://127.0.0.1:{web.server_port}"],
+            {},
+        ),
+    }
+    try:
+        runs = {}
+        for expected, (args, env) in cases.items():
+            command = [sys.executable, "-m", "offchain.cli", "worker", "run", *args]
+            command += swarm.chain_args() if "--rpc-url" not in args else swarm.chain_args()[2:]
+            environment = {**os.environ, "PYTHONPATH": str(REPO), "PM_PRIVATE_KEY": outsider.key.hex(), **env}
+            if "--key-file" in args:
+                del environment["PM_PRIVATE_KEY"]
+            runs[expected] = subprocess.Popen(command, env=environment, stdout=PIPE, stderr=PIPE, text=True)
+        for expected, run in runs.items():
+            _, stderr = run.communicate(timeout=120)
+            assert run.returncode != 0, expected
+            assert expected in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    finally:
+        web.shutdown()
+    assert creator.w3.eth.get_transaction_count(outsider.address) == 0, "a transaction was sent"

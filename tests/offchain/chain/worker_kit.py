@@ -102,13 +102,27 @@ class ChainSwarm:
         client = self.protocol.client
         advance_time(client, self.protocol.ledger.functions.parameters().call()[0] + 1)
 
-    def claims(self, stage: int) -> list[dict]:
+    def claim_events(self, stage: int) -> list:
         """Every ClaimSubmitted event of the stage's worker in this model, oldest first."""
-        events = self.protocol.ledger.events.ClaimSubmitted().get_logs(
+        return self.protocol.ledger.events.ClaimSubmitted().get_logs(
             argument_filters={"modelId": self.model_id, "worker": worker_account(stage).address},
             from_block=self.protocol.first_block(),
         )
-        return [dict(event["args"]) for event in events]
+
+    def claims(self, stage: int) -> list[dict]:
+        return [dict(event["args"]) for event in self.claim_events(stage)]
+
+    def claim_gas(self, stage: int) -> list[tuple[int, int]]:
+        """(submitClaim gas, finalize gas) of each of the stage's finalized claims, from the receipts."""
+        ledger, eth = self.protocol.ledger, self.protocol.client.w3.eth
+        costs = []
+        for event in self.claim_events(stage):
+            (finalized,) = ledger.events.ClaimFinalized().get_logs(
+                argument_filters={"claimId": event["args"]["claimId"]}, from_block=event["blockNumber"]
+            )
+            submit = eth.get_transaction_receipt(event["transactionHash"])["gasUsed"]
+            costs.append((submit, eth.get_transaction_receipt(finalized["transactionHash"])["gasUsed"]))
+        return costs
 
     def close(self) -> None:
         for proc in self.procs:
