@@ -27,11 +27,16 @@ from worker_kit import ETHER, ChainSwarm, worker_account
 from offchain.chain.client import ChainClient
 from offchain.chain.protocol import ETH, Protocol
 from offchain.model.reference import train_single_process
+from offchain.model.trainer import StageTrainer
 from offchain.models import spec_of_model
-from offchain.rounds import fetch_checkpoint
+from offchain.proofs.replay import replay_round
+from offchain.rounds import fetch_checkpoint, fetch_trace
+from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.keyshare import EncryptionKeypair, request_stage_key
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
+from offchain.swarm.server import RoundState
+from offchain.worker import ChainWorker, ChainWorkerConfig
 
 pytestmark = pytest.mark.slow
 
@@ -260,3 +265,29 @@ def test_bad_input_is_one_line_and_sends_nothing(chain, tmp_path):
     finally:
         web.shutdown()
     assert creator.w3.eth.get_transaction_count(outsider.address) == 0, "a transaction was sent"
+
+
+def test_cheat_changes_what_is_published_never_the_state_trained_on(chain, tmp_path):
+    """--cheat (a test tool) runs each committed round through offchain.cheats before it is stored:
+    the stored round is refuted by a replay from the honest parent, while the journal keeps the
+    honest state's digest (the one the swarm trains on, and the next round's parent)."""
+    url, deployments = chain
+    swarm = ChainSwarm.create(url, deployments, tmp_path)
+    account, store = worker_account(0), EmbeddedStore(tmp_path / "store")
+    protocol = Protocol.load(ChainClient(url, account), deployments)
+    _, spec = spec_of_model(protocol, store, swarm.model_id)
+    honest = train_single_process(spec, 1, first_round=1, model_id=swarm.model_id)
+    parent = StageTrainer(spec, 0, model_id=swarm.model_id).state_bytes()
+    assert replay_round(spec, 0, parent, honest.traces[0], require_signatures=False).ok
+    for mode in ("skip-steps", "fake-digest", "wrong-parent"):
+        config = ChainWorkerConfig(swarm.model_id, 0, spec, tmp_path / mode, cheat=mode)
+        worker = ChainWorker(config, protocol, store, account)
+        worker.key = StageKey.generate(swarm.model_id, 0)
+        worker.publish(RoundState(1, parent), RoundState(2, honest.states[0]), honest.traces[0])
+        (entry,) = worker.journal.entries()
+        assert entry.state_digest == hashlib.sha256(honest.states[0]).digest()
+        assert entry.parent_digest == hashlib.sha256(parent).digest()
+        published = entry.published
+        assert published.checkpoint_digest != entry.state_digest, mode
+        trace = fetch_trace(store, worker.key, published.trace_cid, published.trace_root)
+        assert not replay_round(spec, 0, parent, trace, require_signatures=False).ok, mode
