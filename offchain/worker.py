@@ -41,6 +41,7 @@ from offchain.model.trainer import StageTrainer
 from offchain.rounds import fetch_checkpoint, publish_round
 from offchain.storage.crypto import StageKey
 from offchain.storage.store import Store
+from offchain.swarm.discovery import lookup, stage_key
 from offchain.swarm.keyshare import EncryptionKeypair, StageKeyKeeper, request_stage_key
 from offchain.swarm.server import RoundState, StageServer, StateFile
 
@@ -106,7 +107,20 @@ class ChainWorker:
                 )
             self._save_key(self.key)
         self.key_keeper = StageKeyKeeper(self.protocol, self.model_id, self.stage, self.key)
-        return await asyncio.to_thread(self._initial_state)
+        swarm_round = await self._swarm_round(node)
+        return await asyncio.to_thread(self._initial_state, swarm_round)
+
+    async def _swarm_round(self, node: DHTNode) -> int:
+        """The round the other stages are at when this stage has no live replica (0 otherwise): a
+        worker that replaces a stage's only member starts at that round, or the driver would wait
+        forever for this stage to reach it. With a live replica the driver syncs this worker to it."""
+        spec = self.config.spec
+        found = [
+            await lookup(node, stage_key(spec.digest(), self.model_id, s)) for s in range(spec.num_stages)
+        ]
+        if found[self.stage]:
+            return 0
+        return max((record.round for records in found for record in records), default=0)
 
     def _stake_and_join(self, peer_id: bytes, encryption_key: bytes) -> bool:
         """Stake up to the minimum and join the stage if needed; True if this worker is its only member."""
@@ -158,9 +172,10 @@ class ChainWorker:
             return 0, self.seed
         return checkpoint.round, fetch_checkpoint(self.store, self.key, checkpoint.cid, checkpoint.digest)
 
-    def _initial_state(self) -> RoundState:
-        """The state on disk if its lineage can still be claimed, else the finalized checkpoint (at
-        the disk's round if that is ahead, to stay in step with the swarm), else the seed."""
+    def _initial_state(self, swarm_round: int) -> RoundState:
+        """The state on disk if its lineage can still be claimed, else the finalized checkpoint, else
+        the seed; served at the disk's or the swarm's round if that is ahead, to stay in step with
+        the other stages (the chain accepts any round above the checkpoint's)."""
         local = self.state_file.load()
         checkpoint = self.keeper.checkpoint()
         claimable = self.journal.committed_digests() | {
@@ -168,9 +183,9 @@ class ChainWorker:
         }
         if local is not None and local.round > checkpoint.round and sha256(local.state) in claimable:
             log.info("resuming stage %d from its round %d state on disk", self.stage, local.round)
-            return local
+            return RoundState(max(local.round, swarm_round), local.state)
         round_, state = self._checkpoint_state()
-        served = max(round_ + 1, local.round if local is not None else 0)
+        served = max(round_ + 1, local.round if local is not None else 0, swarm_round)
         source = f"finalized checkpoint of round {round_} ({checkpoint.cid})" if round_ else "the spec's seed"
         log.info("starting stage %d from %s as round %d", self.stage, source, served)
         return RoundState(served, state)
