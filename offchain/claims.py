@@ -51,6 +51,24 @@ class ClaimStatus(IntEnum):
 
 
 @dataclass(frozen=True)
+class ClaimView:
+    """The fields of IWorkLedger.getClaim a worker acts on."""
+
+    status: ClaimStatus
+    deadline: int
+    bond: int
+    challenger: str
+    vote_deadline: int
+    challenged_step: int
+
+    @classmethod
+    def from_call(cls, raw: tuple) -> ClaimView:
+        """From the Claim tuple in ABI order (worker, round, stage, status, modelId, workUnits,
+        deadline, bond, challenger, voteDeadline, challengedStep, ...)."""
+        return cls(ClaimStatus(raw[3]), raw[6], raw[7], raw[8], raw[9], raw[10])
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """registry.checkpointOf(model, stage): the stage's latest finalized state ("" before any)."""
 
@@ -137,29 +155,26 @@ class ClaimKeeper:
         )
 
     def _follow(self, entry: RoundEntry) -> None:
-        claim = self.client.call(self.ledger.functions.getClaim(entry.claim_id), action="getClaim")
-        status, deadline = ClaimStatus(claim[3]), claim[6]
-        if (
-            status is ClaimStatus.PENDING and self._latest_timestamp() > deadline
-        ) or status is ClaimStatus.UPHELD:
+        raw = self.client.call(self.ledger.functions.getClaim(entry.claim_id), action="getClaim")
+        claim = ClaimView.from_call(raw)
+        pending = claim.status is ClaimStatus.PENDING
+        if (pending and self._latest_timestamp() > claim.deadline) or claim.status is ClaimStatus.UPHELD:
             self._finalize(entry)
-        elif status is ClaimStatus.CHALLENGED and not entry.challenged:
+        elif claim.status is ClaimStatus.CHALLENGED and not entry.challenged:
             self.journal.update(entry, challenged=True)
             log.warning(
                 "round %d challenged: claim %d, step %d, by %s; votes close at %d",
                 entry.round,
                 entry.claim_id,
-                claim[10],
-                claim[8],
-                claim[9],
+                claim.challenged_step,
+                claim.challenger,
+                claim.vote_deadline,
             )
-        elif status is ClaimStatus.FINALIZED:
+        elif claim.status is ClaimStatus.FINALIZED:
             self.journal.update(entry, status=RoundStatus.FINALIZED)
-            log.info(
-                "round %d finalized: claim %d (finalized by another account)", entry.round, entry.claim_id
-            )
-        elif status is ClaimStatus.REJECTED:
-            self._rejected(entry, bond=claim[7])
+            log.info("round %d finalized: claim %d (by another account)", entry.round, entry.claim_id)
+        elif claim.status is ClaimStatus.REJECTED:
+            self._rejected(entry, bond=claim.bond)
 
     def _finalize(self, entry: RoundEntry) -> None:
         try:
