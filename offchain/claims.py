@@ -229,7 +229,23 @@ class ClaimKeeper:
         self.rebase = self.rebase or rebase
         log.warning("round %d skipped: cannot be claimed, %s", entry.round, why)
 
+    def _ensure_bond(self) -> None:
+        """Top the stake up when its free part no longer covers a claim bond (after a slash)."""
+        bond = self.client.call(self.ledger.functions.parameters(), action="parameters")[1]
+        staked, locked = self.client.call(
+            self.ledger.functions.stakeOf(self.client.address), action="stakeOf"
+        )[:2]
+        if staked - locked < bond:
+            missing = bond - (staked - locked)
+            receipt = self.client.transact(self.ledger.functions.stake(), value=missing, action="stake")
+            log.info(
+                "staked %d wei to cover the claim bond, tx %s",
+                missing,
+                receipt["transactionHash"].to_0x_hex(),
+            )
+
     def _send(self, entry: RoundEntry, checkpoint: Checkpoint) -> None:
+        self._ensure_bond()
         published = replace(entry.published, parent_cid=checkpoint.cid)
         entry = self.journal.update(entry, published=published, status=RoundStatus.SENDING, tx=None)
         submit = self.ledger.functions.submitClaim(published.claim_input())

@@ -186,7 +186,8 @@ class ChainWorker:
             return
         self._rounds.put_nowait((parent, committed, trace))
 
-    def _publish(self, parent: RoundState, committed: RoundState, trace: Trace) -> None:
+    def publish(self, parent: RoundState, committed: RoundState, trace: Trace) -> None:
+        """Store the round (under --cheat: what the cheat makes of it) and journal it durably."""
         existing = self.journal.get(trace.round)
         if existing is not None and existing.status is not RoundStatus.PUBLISHED:
             log.warning(
@@ -217,7 +218,7 @@ class ChainWorker:
 
     async def _publish_queued(self) -> None:
         while not self._rounds.empty():
-            await asyncio.to_thread(self._publish, *self._rounds.get_nowait())
+            await asyncio.to_thread(self.publish, *self._rounds.get_nowait())
 
     # ---- the ledger loop ----------------------------------------------------------------------
 
