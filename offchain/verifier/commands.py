@@ -76,27 +76,29 @@ def verifier_run(
     ipfs_api: options.IpfsApi = None,
 ) -> None:
     """Register as a validator, replay sampled claims, challenge false ones, vote, resolve, finalize."""
-    import asyncio
-
-    from offchain.chain.protocol import open_protocol
-    from offchain.models import checked_address
-    from offchain.storage.store import open_store
-    from offchain.swarm.keyshare import EncryptionKeypair
-    from offchain.swarm.node import shutdown_node, start_node, stop_on_signals
-    from offchain.verifier.daemon import Verifier, VerifierConfig
-
     if not 0.0 <= probability <= 1.0:
         raise UserError(f"--probability must be between 0 and 1, not {probability}")
     if not initial_peers:
         raise UserError(
             "pm verifier run needs --initial-peers: a stage member's multiaddr (to be granted stage keys)"
         )
+    import asyncio
+
+    from offchain.chain.protocol import open_protocol
+    from offchain.models import checked_address
+
     allowed = tuple(checked_address(driver, "--driver") for driver in drivers or ())
     protocol = open_protocol(rpc_url, key_file, deployments, signer=True)
     if protocol.ledger is None:
         raise UserError("this deployment has no WorkLedger: nothing to verify")
     if model_id is not None:
         protocol.model(model_id)  # an unknown id is one clear error, before anything is sent
+
+    from offchain.storage.store import open_store
+    from offchain.swarm.keyshare import EncryptionKeypair
+    from offchain.swarm.node import shutdown_node, start_node, stop_on_signals
+    from offchain.verifier.daemon import Verifier, VerifierConfig
+
     keypair = EncryptionKeypair.load_or_create(state_dir / "x25519.key")
     config = VerifierConfig(state_dir, probability, model_id, allowed)
     _configure_logging()

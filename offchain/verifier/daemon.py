@@ -93,11 +93,15 @@ class Verifier:
             config.state_dir / "cursor.json",
             start_block=protocol.first_block(),
         )
+        self._read_parameters()
+        self.specs: dict[int, ModelSpec] = {}
+        self.end_states: dict[int, bytes] = {}
+
+    def _read_parameters(self) -> None:
+        """The ledger's current parameters (the admin may change them while the daemon runs)."""
         params = self.client.call(self.ledger.functions.parameters(), action="parameters")
         self.challenge_window, self.claim_bond, self.quorum = params[0], params[1], params[3]
         self.min_validator_stake = params[8]
-        self.specs: dict[int, ModelSpec] = {}
-        self.end_states: dict[int, bytes] = {}
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -133,6 +137,7 @@ class Verifier:
 
     async def tick(self) -> None:
         """Take in new events, then advance every open claim once."""
+        self._read_parameters()
         for event in self.poller.poll():
             self._take(event)
             self.journal.save()
@@ -307,6 +312,14 @@ class Verifier:
             fetch_checkpoint(self.store, key, claim.checkpoint_cid, bytes.fromhex(claim.checkpoint_digest))
         except (CheckpointMismatch, DecryptionError, InvalidCID) as error:
             return Replayed(Verdict(claim.claim_id, False, 0, f"published content refused: {error}"))
+        logger.info(
+            "claim %d (stage %d round %d): replaying %d steps from parent %s",
+            claim.claim_id,
+            claim.stage,
+            claim.round,
+            len(trace.records),
+            claim.parent_cid or "(seed state)",
+        )
         replayed = await asyncio.to_thread(
             replay_claim, spec, claim, parent, trace, signers=self._signers(spec, claim)
         )
