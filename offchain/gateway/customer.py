@@ -97,6 +97,8 @@ class GatewayClient:
             if response.status_code == 200:
                 return response.json()
             retry_after = float(response.headers.get("Retry-After", "5"))
+            if response.status_code == 409:
+                raise UserError(f"the gateway refused the request: {_error_text(response)}")
             if response.status_code != 503 or time.monotonic() + retry_after > give_up_at:
                 raise UserError(
                     f"the gateway did not serve the paid request: {_error_text(response)}; "

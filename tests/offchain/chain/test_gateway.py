@@ -16,13 +16,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import httpx
 import pytest
 from chain_testkit import REPO, anvil_account, deploy, earn_shares, free_port
+from web3.contract import Contract
 from web3.logs import DISCARD
 
 from offchain.chain.client import ChainClient
@@ -46,17 +47,22 @@ PROMPT = "The assert statement"
 
 @dataclass
 class Stack:
-    url: str
-    deployments: Path
-    protocol: Protocol
+    """The module's processes and chain handles (chain fields are set once the protocol is deployed)."""
+
     tmp: Path
-    store: Path
-    workers: dict[int, LocalProcess]
-    bootstrap: str
-    gateway: LocalProcess
-    gateway_url: str
-    token: object
-    procs: list[LocalProcess]
+    workers: dict[int, LocalProcess] = field(default_factory=dict)
+    procs: list[LocalProcess] = field(default_factory=list)
+    bootstrap: str = ""
+    url: str = ""
+    deployments: Path | None = None
+    protocol: Protocol | None = None
+    token: Contract | None = None
+    gateway: LocalProcess | None = None
+    gateway_url: str = ""
+
+    @property
+    def store(self) -> Path:
+        return self.tmp / "store"
 
     @property
     def env(self) -> dict[str, str]:
@@ -90,53 +96,48 @@ def pm(*args: str, account: int, env: dict[str, str]) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="module")
-def stack(deployed, tmp_path_factory):
-    """Model 1 (ETH, operator = account 6) served by 3 workers and a gateway; model 2 (an ERC-20,
-    no workers); holders: A (3 units) and B (1 unit) in model 1, A (2 units) in model 2."""
-    url, deployments = deployed
-    tmp = tmp_path_factory.mktemp("gateway")
-    creator = ChainClient(url, anvil_account(1))
-    protocol = Protocol.load(creator, deployments)
-    store = tmp / "store"
-    operator = anvil_account(OPERATOR).address
-    create_model(
-        protocol,
-        EmbeddedStore(store),
-        SPEC,
-        shares_per_work_unit=ETHER,
-        revenue_asset="eth",
-        operator=operator,
-    )
-    token = deploy(creator, "MockERC20", "Revenue", "REV")
-    creator.transact(token.functions.mint(anvil_account(ERC20_CUSTOMER).address, 10**24))
-    create_model(
-        protocol,
-        EmbeddedStore(store),
-        SPEC,
-        shares_per_work_unit=ETHER,
-        revenue_asset=token.address,
-        operator=operator,
-    )
-    worker_a, worker_b = (ChainClient(url, anvil_account(i)) for i in (WORKER_A, WORKER_B))
-    earn_shares(protocol, worker_a, 1, 0, 3)
-    earn_shares(protocol, worker_b, 1, 1, 1)
-    earn_shares(protocol, worker_a, 2, 0, 2)
-
-    stack = Stack(url, deployments, protocol, tmp, store, {}, "", None, "", token, [])
+def processes(tmp_path_factory):
+    """The stage workers start first, so they boot while the protocol is deployed (model id 1 is
+    the first model of the fresh chain); every process is stopped at the end, in parallel."""
+    stack = Stack(tmp_path_factory.mktemp("gateway"))
     try:
         stack.bootstrap = stack.start_worker(0).maddr()
         for stage in (1, 2):
-            stack.start_worker(stage).maddr()
-        port = free_port()
-        stack.gateway = stack.start_gateway(1, "gateway", port)
-        stack.gateway_url = f"http://127.0.0.1:{port}"
+            stack.start_worker(stage)
         yield stack
     finally:
-        for proc in stack.procs:  # signal all first: they shut down in parallel
+        for proc in stack.procs:
             if proc.popen.poll() is None:
                 proc.popen.send_signal(signal.SIGTERM)
         for proc in stack.procs:
             proc.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(processes, deployed):
+    """Model 1 (ETH, operator = account 6) served by 3 workers and a gateway; model 2 (an ERC-20,
+    no workers); holders: A (3 units) and B (1 unit) in model 1, A (2 units) in model 2."""
+    stack = processes
+    stack.url, stack.deployments = deployed
+    creator = ChainClient(stack.url, anvil_account(1))
+    stack.protocol = protocol = Protocol.load(creator, stack.deployments)
+    operator = anvil_account(OPERATOR).address
+    store = EmbeddedStore(stack.store)
+    create_model(protocol, store, SPEC, shares_per_work_unit=ETHER, revenue_asset="eth", operator=operator)
+    stack.token = deploy(creator, "MockERC20", "Revenue", "REV")
+    creator.transact(stack.token.functions.mint(anvil_account(ERC20_CUSTOMER).address, 10**24))
+    asset = stack.token.address
+    create_model(protocol, store, SPEC, shares_per_work_unit=ETHER, revenue_asset=asset, operator=operator)
+    worker_a, worker_b = (ChainClient(stack.url, anvil_account(i)) for i in (WORKER_A, WORKER_B))
+    earn_shares(protocol, worker_a, 1, 0, 3)
+    earn_shares(protocol, worker_b, 1, 1, 1)
+    earn_shares(protocol, worker_a, 2, 0, 2)
+    for stage in (1, 2):
+        stack.workers[stage].maddr()
+    port = free_port()
+    stack.gateway = stack.start_gateway(1, "gateway", port)
+    stack.gateway_url = f"http://127.0.0.1:{port}"
+    return stack
 
 
 def post(stack: Stack, path: str, body: object) -> httpx.Response:
@@ -212,6 +213,14 @@ def test_a_paid_request_is_served_once(stack):
     replay = post(stack, "/v1/completions", completion_body(quote))
     assert replay.status_code == 409
     assert replay.json()["error"] == f"request {quote['requestId']} was already served"
+    again = pm(
+        "infer", "--model", "1", "--prompt", PROMPT, "--max-tokens", "4", "--ticket", quote["ticket"],
+        "--gateway", stack.gateway_url, account=CUSTOMER, env=stack.env,
+    )  # fmt: skip
+    assert again.returncode == 1
+    assert again.stderr.strip() == (
+        f"the gateway refused the request: 409 request {quote['requestId']} was already served"
+    )
 
 
 def test_unpaid_underpaid_and_other_model_payments_get_402(stack):
@@ -283,6 +292,35 @@ def test_bad_completions_and_routes_get_4xx_json(stack):
     assert "Traceback" not in stack.gateway.text()
 
 
+def test_cli_mistakes_are_one_line_and_nothing_is_paid(stack):
+    customer = anvil_account(CUSTOMER).address
+    nonce = stack.protocol.client.w3.eth.get_transaction_count(customer)
+    infer = ["infer", "--model", "1", "--prompt", PROMPT, "--gateway"]
+    too_dear = pm(*infer, stack.gateway_url, "--max-amount-wei", "1", account=CUSTOMER, env=stack.env)
+    amount = PRICE * (len(PROMPT) + 16)
+    assert (too_dear.returncode, too_dear.stderr.strip()) == (
+        1,
+        f"the gateway asks {amount}, more than --max-amount {1}",
+    )
+    closed = f"http://127.0.0.1:{free_port()}"
+    unreachable = pm(*infer, closed, account=CUSTOMER, env=stack.env)
+    assert (unreachable.returncode, unreachable.stderr.strip()) == (
+        1,
+        f"cannot reach the gateway at {closed}: ConnectError",
+    )
+    assert stack.protocol.client.w3.eth.get_transaction_count(customer) == nonce
+    no_peers = pm("gateway", "run", "--model", "1", account=CUSTOMER, env=stack.env)
+    assert no_peers.returncode == 1
+    assert no_peers.stderr.strip() == (
+        "pm gateway run needs --initial-peers: the multiaddr a stage worker printed"
+    )
+    unknown = pm(
+        "gateway", "run", "--model", "9", "--initial-peers", stack.bootstrap, "--store", str(stack.store),
+        account=CUSTOMER, env=stack.env,
+    )  # fmt: skip
+    assert (unknown.returncode, unknown.stderr.strip()) == (1, "unknown model id 9 (this chain has 2 models)")
+
+
 def test_restart_keeps_served_ids_and_redeems_tickets_paid_before(stack):
     served = quote_and_pay(stack)
     assert post(stack, "/v1/completions", completion_body(served)).status_code == 200
@@ -293,7 +331,13 @@ def test_restart_keeps_served_ids_and_redeems_tickets_paid_before(stack):
     stack.gateway = stack.start_gateway(1, "gateway-restarted", port)
     replay = post(stack, "/v1/completions", completion_body(served))
     assert replay.status_code == 409
-    assert post(stack, "/v1/completions", completion_body(paid_not_served)).status_code == 200
+    redeemed = pm(
+        "infer", "--model", "1", "--prompt", PROMPT, "--max-tokens", "4", "--ticket",
+        paid_not_served["ticket"], "--gateway", stack.gateway_url, "--json", account=CUSTOMER, env=stack.env,
+    )  # fmt: skip
+    assert redeemed.returncode == 0, redeemed.stderr
+    out = json.loads(redeemed.stdout)
+    assert out["requestId"] == paid_not_served["requestId"] and out["tx"] is None
 
 
 def test_worker_killed_mid_request_gets_503_and_the_same_ticket_is_served_later(stack):
