@@ -33,8 +33,9 @@ def _load_corpus(name: str, sha256: str) -> bytes:
 
 
 def corpus_tokens(dataset: DatasetSpec) -> torch.Tensor:
-    """The whole corpus as byte tokens (int64), after checking its digest against the spec."""
-    return torch.frombuffer(bytearray(_load_corpus(dataset.name, dataset.sha256)), dtype=torch.uint8).long()
+    """The whole corpus as byte tokens (uint8: windows widen only what they cut, so a verifier that
+    regenerates every batch does not copy the corpus to int64 each time), digest checked."""
+    return torch.frombuffer(bytearray(_load_corpus(dataset.name, dataset.sha256)), dtype=torch.uint8)
 
 
 def split(spec: ModelSpec, part: str) -> torch.Tensor:
@@ -54,7 +55,7 @@ def _windows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     starts = torch.randint(0, len(data) - spec.context - 1, (spec.micro_batch_size,), generator=generator)
     index = starts[:, None] + torch.arange(spec.context + 1)[None, :]
-    window = data[index]
+    window = data[index].long()
     return window[:, :-1].contiguous(), window[:, 1:].contiguous()
 
 

@@ -62,13 +62,12 @@ class OnChain:
     deadline: int
     challenger: str
     vote_deadline: int
-    challenged_step: int
     votes_valid: int
     votes_invalid: int
 
     @classmethod
     def from_call(cls, raw: tuple) -> OnChain:
-        return cls(raw[0], Status(raw[3]), raw[6], raw[8], raw[9], raw[10], raw[11], raw[12])
+        return cls(raw[0], Status(raw[3]), raw[6], raw[8], raw[9], raw[11], raw[12])
 
 
 @dataclass(frozen=True)
@@ -189,7 +188,7 @@ class Verifier:
             return
         now = self._now()
         mine = self.me.lower() in (chain.worker.lower(), chain.challenger.lower())
-        disputed = chain.status == Status.CHALLENGED and not mine
+        disputed = entry.dispute is not None and chain.status == Status.CHALLENGED and not mine
         if entry.verdict is None and (entry.sampled or disputed):
             entry.verdict = await self._judge(entry, chain, now)
             if entry.verdict is not None:
@@ -206,7 +205,7 @@ class Verifier:
         elif chain.status == Status.CHALLENGED:
             if disputed and verdict is not None and verdict.valid is not None and not entry.voted:
                 if now <= chain.vote_deadline:
-                    self._vote(entry, chain, verdict)
+                    self._vote(entry, verdict)
             settled = max(chain.votes_valid, chain.votes_invalid) >= self.quorum
             if settled or now > chain.vote_deadline:
                 self._send(self.ledger.functions.resolve(claim.claim_id), f"resolved claim {claim.claim_id}")
@@ -238,20 +237,16 @@ class Verifier:
         }
         evidence_cid = self.store.put(json.dumps(evidence, sort_keys=True).encode())
         fn = self.ledger.functions.challenge(claim.claim_id, verdict.step, evidence_cid)
-        if self._send(
-            fn, f"challenged claim {claim.claim_id} at step {verdict.step}, evidence {evidence_cid}"
-        ):
-            entry.challenged = True
-            self.journal.save()
+        self._send(fn, f"challenged claim {claim.claim_id} at step {verdict.step}, evidence {evidence_cid}")
 
-    def _vote(self, entry: Entry, chain: OnChain, verdict: Verdict) -> None:
+    def _vote(self, entry: Entry, verdict: Verdict) -> None:
         """Vote once: the chain's VoteCast events are checked first, so a vote sent just before a crash
         is never sent again."""
         claim_id = entry.claim.claim_id
         if not self._voted_on_chain(claim_id):
             line = (
                 f"voted claim {claim_id} {'valid' if verdict.valid else 'invalid'} "
-                f"(disputed step {chain.challenged_step}, my first divergent step {verdict.step})"
+                f"(disputed step {entry.dispute[1]}, my first divergent step {verdict.step})"
             )
             if not self._send(self.ledger.functions.vote(claim_id, bool(verdict.valid)), line):
                 return

@@ -21,14 +21,13 @@ from offchain.verifier.check import SubmittedClaim, Verdict
 @dataclass
 class Entry:
     """One claim's progress. sampled: this verifier drew it for checking (drawn once, kept across
-    restarts); dispute: (challenger, step) once someone challenged it; voted/challenged/done: what
-    this verifier did or saw settle."""
+    restarts); dispute: (challenger, step) once someone challenged it; voted: this verifier's vote is
+    on-chain; done: the claim is settled (finalized or rejected)."""
 
     claim: SubmittedClaim
     sampled: bool
     verdict: Verdict | None = None
     dispute: tuple[str, int] | None = None
-    challenged: bool = False
     voted: bool = False
     done: bool = False
 
@@ -41,7 +40,7 @@ class Entry:
     def from_json(cls, data: dict[str, Any]) -> Entry:
         verdict = Verdict.from_json(data["verdict"]) if data["verdict"] else None
         dispute = tuple(data["dispute"]) if data["dispute"] else None
-        fields = {k: data[k] for k in ("sampled", "challenged", "voted", "done")}
+        fields = {k: data[k] for k in ("sampled", "voted", "done")}
         return cls(SubmittedClaim(**data["claim"]), verdict=verdict, dispute=dispute, **fields)
 
 

@@ -1,0 +1,164 @@
+"""Verification cost: replaying one stage's round versus computing it, side by side in one run.
+
+"Compute" is the stage's own share of the single-process reference training (the same StageTrainer
+calls the swarm makes: forward / forward_backward / backward / apply_step, timed per stage; no
+network, so the fairest baseline for the work a claim covers). "Replay" is what `pm verifier run`
+does for one claim: decrypt the parent checkpoint and the trace from the embedded store, then
+replay_round with signatures checked against the neighbour stages (loading the parent, checking
+every batch, message signature and digest). Rounds are signed by throwaway keys, as in the swarm.
+
+Network overhead at probability p: each claim is replayed by a verifier with probability p, so
+the verification work added to the network is p * sum(replay) / sum(compute) per verifier
+checking independently."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from eth_account import Account
+from eth_utils import keccak
+
+from offchain.model.reference import run_step
+from offchain.model.spec import load_spec
+from offchain.model.trainer import StageTrainer
+from offchain.proofs.replay import replay_round
+from offchain.proofs.signing import sign_message
+from offchain.rounds import fetch_checkpoint, fetch_trace, publish_round
+from offchain.storage.crypto import StageKey, encrypt_checkpoint
+from offchain.storage.embedded import EmbeddedStore
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 1.2
+PROBABILITIES = (0.1, 1.0)
+
+
+class TimedStage:
+    """A StageTrainer whose compute calls add their wall time to `seconds`."""
+
+    def __init__(self, trainer: StageTrainer) -> None:
+        self.trainer, self.seconds = trainer, 0.0
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self.trainer, name)
+        if name not in ("forward", "forward_backward", "backward", "apply_step"):
+            return attribute
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return attribute(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        return timed
+
+
+def _accounts(stages: int):
+    return [Account.from_key(keccak(text=f"pm-bench-verify-{i}")) for i in range(stages + 1)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default=str(ROOT / "specs" / "small.json"))
+    parser.add_argument("--rounds", type=int, default=1, help="measured rounds (after a warm-up step)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "verify.json"))
+    args = parser.parse_args()
+    spec = load_spec(args.spec)
+    stages = spec.num_stages
+    driver, *members = _accounts(stages)
+
+    def sign(header, payload):
+        if header.direction == "forward":
+            account = driver if header.stage == 0 else members[header.stage - 1]
+        else:
+            account = members[header.stage + 1]
+        return sign_message(account.key, header, payload), account.address
+
+    def signers(stage: int) -> dict:
+        forward = {driver.address} if stage == 0 else {members[stage - 1].address}
+        return {"forward": forward, "backward": {members[stage + 1].address} if stage + 1 < stages else set()}
+
+    keys = [StageKey.generate(1, stage) for stage in range(stages)]
+    timed = [TimedStage(StageTrainer(spec, stage, model_id=1)) for stage in range(stages)]
+    compute, replay, fetch = ([0.0] * stages for _ in range(3))
+    run_step([StageTrainer(spec, stage) for stage in range(stages)], 0, 0)  # warm-up: first-call costs
+    with tempfile.TemporaryDirectory() as folder:
+        store = EmbeddedStore(Path(folder))
+        for round_ in range(args.rounds):
+            parents = [stage.trainer.state_bytes() for stage in timed]
+            before = [stage.seconds for stage in timed]
+            for step in range(spec.round_steps):
+                run_step(timed, round_, step, model_id=1, sign=sign)
+            for s, stage in enumerate(timed):
+                compute[s] += stage.seconds - before[s]
+                trainer = stage.trainer
+                parent_cid = store.put(encrypt_checkpoint(keys[s], parents[s]))
+                claim = publish_round(
+                    store, keys[s], trainer.state_bytes(), trainer.trace, parent_cid=parent_cid
+                )
+                started = time.perf_counter()
+                parent = fetch_checkpoint(store, keys[s], parent_cid, hashlib.sha256(parents[s]).digest())
+                trace = fetch_trace(store, keys[s], claim.trace_cid, claim.trace_root)
+                fetched = time.perf_counter()
+                report = replay_round(spec, s, parent, trace, signers=signers(s))
+                replay[s] += time.perf_counter() - fetched
+                fetch[s] += fetched - started
+                if not report.ok:
+                    raise SystemExit(f"stage {s} round {round_} did not replay: {report}")
+    rows = []
+    for s in range(stages):
+        verify = replay[s] + fetch[s]
+        rows.append(
+            {
+                "stage": s,
+                "compute_s": round(compute[s], 3),
+                "replay_s": round(replay[s], 3),
+                "fetch_decrypt_s": round(fetch[s], 3),
+                "replay_ratio": replay[s] / compute[s],
+                "verify_ratio": verify / compute[s],
+            }
+        )
+    total_compute, total_verify = sum(compute), sum(replay) + sum(fetch)
+    overhead = {f"p={p}": 100 * p * total_verify / total_compute for p in PROBABILITIES}
+    worst = max(row["verify_ratio"] for row in rows)
+    report = {
+        "spec": spec.name,
+        "rounds": args.rounds,
+        "round_steps": spec.round_steps,
+        "micro_batches": spec.micro_batches,
+        "torch_threads": spec.threads,
+        "stages": rows,
+        "network_overhead_percent": overhead,
+        "target": f"replay + fetch of a round <= {TARGET_RATIO}x the stage's compute",
+        "target_met": worst <= TARGET_RATIO,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"\n{spec.name} spec, {args.rounds} round(s) of {spec.round_steps} steps x {spec.micro_batches} "
+        f"micro-batches per stage, {spec.threads} torch threads"
+    )
+    header = f"{'stage':<7}{'compute s':>11}{'replay s':>10}{'fetch s':>9}{'replay/x':>10}{'verify/x':>10}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['stage']:<7}{row['compute_s']:>11.2f}{row['replay_s']:>10.2f}{row['fetch_decrypt_s']:>9.2f}"
+            f"{row['replay_ratio']:>10.2f}{row['verify_ratio']:>10.2f}"
+        )
+    verdict = "met" if report["target_met"] else "MISSED"
+    print(f"target {verdict}: {report['target']} (worst stage {worst:.2f}x)")
+    print(
+        "network verification overhead: "
+        + ", ".join(f"{name} {value:.1f}%" for name, value in overhead.items())
+        + " of training compute per verifier"
+    )
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
