@@ -28,19 +28,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, AsyncIterator  # noqa: UP035 - ServicerBase reads typing.AsyncIterator hints
+from typing import TYPE_CHECKING, Any, AsyncIterator  # noqa: UP035 - ServicerBase reads typing.AsyncIterator hints
 
 import msgpack
 from google.protobuf.wrappers_pb2 import BytesValue
 from hivemind.p2p import P2P, P2PContext, ServicerBase
 
-from offchain.model.records import MessageHeader
+from offchain.model.records import MessageHeader, Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.state import average_state_bytes
 from offchain.model.trainer import StageTrainer
 from offchain.swarm.client import call
 from offchain.swarm.identity import Identity, Received, verify
 from offchain.swarm.wire import WireError, framed_chunks, join_chunks, pack, unpack
+
+if TYPE_CHECKING:
+    from offchain.swarm.keyshare import StageKeyKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +99,16 @@ class StageServer(ServicerBase):
         session: str,
         state_file: StateFile | None,
         on_commit: Callable[[], Awaitable[None]] | None = None,
+        key_keeper: StageKeyKeeper | None = None,
+        on_round: Callable[[RoundState, RoundState, Trace], Awaitable[None]] | None = None,
     ) -> None:
         self.spec, self.stage, self.identity = spec, stage, identity
         self.model_id, self.session = model_id, session
         self.spec_digest = spec.digest()
         self.state_file = state_file
         self.on_commit = on_commit
+        self.key_keeper = key_keeper
+        self.on_round = on_round
         self.p2p: P2P | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage{stage}")
         self.trainer: StageTrainer | None = None
@@ -128,6 +135,15 @@ class StageServer(ServicerBase):
     def stop(self) -> None:
         """Finish the current computation; the handlers go away with the daemon (shut down next)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def adopt(self, state: RoundState) -> None:
+        """Replace the committed state between rounds (an on-chain worker whose claim was rejected
+        goes back to the last finalized checkpoint); the next begin_round loads it."""
+        if self.in_round is not None:
+            raise Refused(f"stage {self.stage} is in round {self.in_round}")
+        await self._commit(state)
+        self.previous = None
+        logger.info("stage %d: adopted state %s as round %d", self.stage, state.digest[:16], state.round)
 
     async def _compute(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -323,7 +339,10 @@ class StageServer(ServicerBase):
                 )
                 states.append(self._checked_state(reply, self.pending.round).state)
         merged = states[0] if len(states) == 1 else await self._compute(partial(self._average, states))
+        parent, trace = self.committed, self.trainer.trace
         await self._commit(RoundState(self.pending.round, merged))
+        if self.on_round is not None:
+            await self.on_round(parent, self.committed, trace)
         logger.info(
             "stage %d: committed round %d, digest %s (%d replicas)",
             self.stage,
@@ -360,6 +379,13 @@ class StageServer(ServicerBase):
         if state is None:
             raise Refused(f"stage {self.stage} has no {request['kind']} state")
         return {"stage": self.stage, "round": state.round, "digest": state.digest, "state": state.state}
+
+    async def _stage_key(self, request: dict) -> dict:
+        """The stage key sealed to an entitled requester (offchain.swarm.keyshare); reads the chain
+        in a thread of its own so a key request never waits behind a training step."""
+        if self.key_keeper is None:
+            raise Refused(f"stage {self.stage} serves without a chain and keeps no stage key")
+        return await asyncio.to_thread(self.key_keeper.grant, request)
 
     def _peer_request(self, kind: str) -> dict:
         return {"model": self.spec_digest, "model_id": self.model_id, "kind": kind}
@@ -440,4 +466,10 @@ class StageServer(ServicerBase):
         self, requests: AsyncIterator[BytesValue], _: P2PContext
     ) -> AsyncIterator[BytesValue]:
         async for chunk in self._serve(requests, self._state):
+            yield chunk
+
+    async def rpc_stage_key(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._stage_key):
             yield chunk
