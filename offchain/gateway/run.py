@@ -17,6 +17,7 @@ from offchain.errors import UserError
 from offchain.gateway.served import ServedRequests
 from offchain.gateway.service import Gateway, Pricing
 from offchain.gateway.tickets import load_or_create_secret
+from offchain.inference import PassBatcher
 from offchain.models import fetch_spec
 from offchain.storage.store import Store
 from offchain.swarm.driver import Driver, DriverConfig
@@ -80,7 +81,7 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store)
             model=model,
             asset=asset_of(protocol, model),
             spec=spec,
-            forward=driver.infer,
+            passes=PassBatcher(driver.infer, spec, depth=spec.num_stages),
             served=served,
             secret=load_or_create_secret(config.state_dir),
             pricing=Pricing(config.price_per_token),

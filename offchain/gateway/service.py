@@ -23,7 +23,7 @@ from offchain.chain.protocol import ModelInfo, Protocol
 from offchain.errors import UserError
 from offchain.gateway.served import Claim, ServedRequests
 from offchain.gateway.tickets import new_ticket, parse_hex32, request_id
-from offchain.inference import Forward, Sampling, check_request, complete
+from offchain.inference import PassBatcher, Sampling, check_request, complete
 from offchain.model.spec import ModelSpec
 from offchain.swarm.driver import StageLost, WorkerFailed
 from offchain.wallet import Asset
@@ -123,7 +123,7 @@ class Gateway:
         model: ModelInfo,
         asset: Asset,
         spec: ModelSpec,
-        forward: Forward,
+        passes: PassBatcher,
         served: ServedRequests,
         secret: bytes,
         pricing: Pricing,
@@ -132,7 +132,7 @@ class Gateway:
         retry_after_s: int = 5,
     ) -> None:
         self.protocol, self.model, self.asset, self.spec = protocol, model, asset, spec
-        self.forward, self.served, self.secret, self.pricing = forward, served, secret, pricing
+        self.passes, self.served, self.secret, self.pricing = passes, served, secret, pricing
         self.max_tokens, self.confirmations, self.retry_after_s = max_tokens, confirmations, retry_after_s
         self.latest_rounds: list[int] | None = None
 
@@ -241,7 +241,7 @@ class Gateway:
         if claim is Claim.SERVING:
             raise ApiError(409, f"request {rid} is being served by another call", requestId=rid)
         try:
-            completion = await complete(self.forward, self.spec, body.prompt, sampling)
+            completion = await complete(self.passes, self.spec, body.prompt, sampling)
         except (StageLost, WorkerFailed, TimeoutError) as failure:
             self.served.release(rid)
             logger.warning("request %s not served, released for a retry: %s", rid, failure)
