@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, AsyncIterator  # noqa: UP035 - ServicerBase reads typing.AsyncIterator hints
+from typing import TYPE_CHECKING, Any, AsyncIterator  # noqa: UP035 - ServicerBase reads typing.AsyncIterator hints
 
 import msgpack
 from google.protobuf.wrappers_pb2 import BytesValue
@@ -41,6 +41,9 @@ from offchain.model.trainer import StageTrainer
 from offchain.swarm.client import call
 from offchain.swarm.identity import Identity, Received, verify
 from offchain.swarm.wire import WireError, framed_chunks, join_chunks, pack, unpack
+
+if TYPE_CHECKING:
+    from offchain.swarm.keyshare import StageKeyKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +99,14 @@ class StageServer(ServicerBase):
         session: str,
         state_file: StateFile | None,
         on_commit: Callable[[], Awaitable[None]] | None = None,
+        key_keeper: StageKeyKeeper | None = None,
     ) -> None:
         self.spec, self.stage, self.identity = spec, stage, identity
         self.model_id, self.session = model_id, session
         self.spec_digest = spec.digest()
         self.state_file = state_file
         self.on_commit = on_commit
+        self.key_keeper = key_keeper
         self.p2p: P2P | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage{stage}")
         self.trainer: StageTrainer | None = None
@@ -361,6 +366,13 @@ class StageServer(ServicerBase):
             raise Refused(f"stage {self.stage} has no {request['kind']} state")
         return {"stage": self.stage, "round": state.round, "digest": state.digest, "state": state.state}
 
+    async def _stage_key(self, request: dict) -> dict:
+        """The stage key sealed to an entitled requester (offchain.swarm.keyshare); reads the chain
+        in a thread of its own so a key request never waits behind a training step."""
+        if self.key_keeper is None:
+            raise Refused(f"stage {self.stage} serves without a chain and keeps no stage key")
+        return await asyncio.to_thread(self.key_keeper.grant, request)
+
     def _peer_request(self, kind: str) -> dict:
         return {"model": self.spec_digest, "model_id": self.model_id, "kind": kind}
 
@@ -440,4 +452,10 @@ class StageServer(ServicerBase):
         self, requests: AsyncIterator[BytesValue], _: P2PContext
     ) -> AsyncIterator[BytesValue]:
         async for chunk in self._serve(requests, self._state):
+            yield chunk
+
+    async def rpc_stage_key(
+        self, requests: AsyncIterator[BytesValue], _: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, self._stage_key):
             yield chunk
