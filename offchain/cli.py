@@ -7,6 +7,7 @@ never mistake a placeholder for a result.
 from __future__ import annotations
 
 import json
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -250,7 +251,7 @@ def demo(
     from offchain.demo.config import DemoConfig
     from offchain.demo.run import run_demo
 
-    console = Console(soft_wrap=True)
+    console = Console(width=None if sys.stdout.isatty() else 120)  # the tables stay readable in a log
     config = DemoConfig(
         rounds=rounds, workers_per_stage=workers_per_stage, cheater=cheater, ipfs_api=ipfs_api, out=out
     )

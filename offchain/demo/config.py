@@ -28,6 +28,10 @@ class DemoConfig:
     spec: Path = DEMO_SPEC
     completions: int = len(PROMPTS)
     max_tokens: int = 24
+    # A few rounds of a tiny character model: greedy decoding repeats its likeliest character, so
+    # completions are sampled.
+    temperature: float = 0.8
+    top_k: int = 20
 
     @property
     def verifiers(self) -> int:

@@ -115,11 +115,12 @@ class DemoNetwork:
     # -- phases -------------------------------------------------------------------------------
 
     def start_chain(self) -> None:
-        """anvil on a free port, one funded account per participant, instant mining."""
-        self.fleet.anvil = start_anvil(
-            "--accounts", str(self.cast.size), log=self.fleet.log_dir / "anvil.log"
-        )
-        self.echo(f"anvil at {self.rpc_url} (chain id 31337), {self.cast.size} funded accounts")
+        """anvil on a free port with one funded account per participant and a block every second:
+        daemons read the time from the latest block, so the chain's clock must move on its own, as
+        a real chain's does (an instant-mining anvil stops its clock between transactions)."""
+        log = self.fleet.log_dir / "anvil.log"
+        self.fleet.anvil = start_anvil("--accounts", str(self.cast.size), "--block-time", "1", log=log)
+        self.echo(f"anvil at {self.rpc_url} (chain id 31337, 1 s blocks), {self.cast.size} funded accounts")
 
     def deploy(self) -> None:
         """scripts/deploy.py on brownie's live-network path, the deployer's key in PRIVATE_KEY."""
@@ -253,13 +254,17 @@ class DemoNetwork:
             open_ = [c for c in claims if c["state"] == "pending"]
             return wanted <= finalized and cheaters <= caught and not open_
 
-        self.wait_until("every claim to settle", settled, timeout_s)
+        try:
+            self.wait_until("every claim to settle", settled, timeout_s)
+        except UserError as error:
+            raise UserError(f"{error}; {self.settler.describe()}") from None
 
     def infer(self) -> list[dict]:
         completions = []
         for index, prompt in enumerate(PROMPTS[: self.config.completions]):
             args = ["infer", "--model", str(self.model_id), "--prompt", prompt, "--json"]
             args += ["--max-tokens", str(self.config.max_tokens), "--gateway", self.gateway_url]
+            args += ["--temperature", str(self.config.temperature), "--top-k", str(self.config.top_k)]
             args += ["--key-file", str(self.key_file(self.cast.customer)), *self.chain_args()]
             reply = json.loads(self.fleet.run(f"infer-{index}", args, tick=self.tick))
             completion = {
@@ -272,8 +277,8 @@ class DemoNetwork:
             }
             completions.append(completion)
             self.echo(
-                f"  [bold]{escape(prompt)}[/bold]{escape(reply['text'])}"
-                f"  [dim](paid {reply['amount_wei']} wei)"
+                f"  {escape(repr(prompt))} -> [bold]{escape(repr(reply['text']))}[/bold]"
+                f"  [dim](weights of round {reply['round']}, paid {reply['amount_wei']} wei)"
             )
         return completions
 

@@ -49,6 +49,22 @@ class Settler:
         pattern = re.compile(rf"verdict claim={claim_id} ")
         return all(pattern.search(verifier.text()) for verifier in self.verifiers)
 
+    def describe(self) -> str:
+        """The open claims, for an error message."""
+        pending = [claim for claim in self.claims if claim["state"] == "pending"]
+        if not pending:
+            return "no claim is open"
+
+        def state(claim: dict) -> str:
+            if claim["challenged"]:
+                return "challenged"
+            return "judged" if self.judged(claim["claim_id"]) else "not judged by every verifier yet"
+
+        return "open claims: " + ", ".join(
+            f"{claim['claim_id']} (stage {claim['stage']} round {claim['round']}: {state(claim)})"
+            for claim in pending
+        )
+
     def tick(self) -> None:
         """One look at the open claims (at most once a second); moves chain time when that is safe."""
         now = time.monotonic()
