@@ -16,9 +16,11 @@ import typer
 from rich.console import Console
 
 from offchain import __version__, options
-from offchain.errors import UserError, not_landed
+from offchain.errors import UserError
+from offchain.gateway.commands import gateway_app, infer
 from offchain.storage.commands import store_app
 from offchain.swarm.commands import driver_app, worker_app
+from offchain.verifier.commands import verifier_app
 
 stderr = Console(stderr=True, soft_wrap=True)  # an error stays one line, however narrow the terminal
 
@@ -30,8 +32,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 model_app = typer.Typer(help="Create and inspect protocol models.", no_args_is_help=True)
-verifier_app = typer.Typer(help="Validator: replay claims, challenge and vote.", no_args_is_help=True)
-gateway_app = typer.Typer(help="Sell inference through the stage workers.", no_args_is_help=True)
 for sub_app, name in [
     (model_app, "model"),
     (worker_app, "worker"),
@@ -41,6 +41,7 @@ for sub_app, name in [
     (store_app, "store"),
 ]:
     app.add_typer(sub_app, name=name)
+app.command()(infer)
 
 
 @app.command()
@@ -106,24 +107,6 @@ def model_show(
     model = open_protocol(rpc_url, None, deployments, signer=False).model(model_id)
     record = model.to_json()
     typer.echo(json.dumps(record) if as_json else "\n".join(f"{k:>22}: {v}" for k, v in record.items()))
-
-
-@verifier_app.command("run")
-def verifier_run() -> None:
-    """Watch claims, replay them and challenge the false ones."""
-    not_landed("verifier run", "Worker")
-
-
-@gateway_app.command("run")
-def gateway_run() -> None:
-    """HTTP inference gateway that checks payments on-chain."""
-    not_landed("gateway run", "inference")
-
-
-@app.command()
-def infer() -> None:
-    """Pay for a completion on-chain and fetch it from a gateway."""
-    not_landed("infer", "inference")
 
 
 @app.command()

@@ -7,8 +7,8 @@ spec's deterministic mode and thread count), and compares every digest the worke
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 from offchain.model.data import batch_for, encode_tokens
 from offchain.model.records import (
@@ -24,17 +24,21 @@ from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
 from offchain.proofs.signing import recover_signer_from_digest
 
+Signers = Collection[str] | Mapping[str, Collection[str] | None] | None
+
 
 @dataclass(frozen=True)
 class ReplayReport:
     """first_divergent_step is None when every step matched; otherwise `reason` says what differed
-    and expected (the trace's claim) / actual (the recomputation) are the two values."""
+    and expected (the trace's claim) / actual (the recomputation) are the two values. `state` is the
+    replayed end-of-round state when every step matched (a verifier averages replicas' end states)."""
 
     steps_checked: int
     first_divergent_step: int | None = None
     reason: str | None = None
     expected: str | None = None
     actual: str | None = None
+    state: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -58,11 +62,15 @@ class _Replayer:
         spec: ModelSpec,
         trainer: StageTrainer,
         trace: Trace,
-        signers: Collection[str] | None,
+        signers: Signers,
         require_signatures: bool,
     ) -> None:
         self.spec, self.trainer, self.trace = spec, trainer, trace
-        self.signers = {address.lower() for address in signers} if signers is not None else None
+        by_direction = signers if isinstance(signers, Mapping) else {"forward": signers, "backward": signers}
+        self.signers = {
+            direction: None if allowed is None else {address.lower() for address in allowed}
+            for direction, allowed in by_direction.items()
+        }
         self.require_signatures = require_signatures
         self.messages = {(m.header.step, m.header.micro_batch, m.header.direction): m for m in trace.messages}
 
@@ -90,7 +98,8 @@ class _Replayer:
         except ValueError as error:
             raise _Divergence(f"{where}: malformed signature ({error})") from None
         _check(f"{where}: signature is not the sender's", message.sender.lower(), signer.lower())
-        if self.signers is not None and signer.lower() not in self.signers:
+        allowed = self.signers.get(header.direction)
+        if allowed is not None and signer.lower() not in allowed:
             raise _Divergence(f"{where}: signer {signer} is not an allowed sender", None, signer)
 
     def check_batch(
@@ -162,13 +171,15 @@ def replay_round(
     parent_state: bytes,
     trace: Trace,
     *,
-    signers: Collection[str] | None = None,
+    signers: Signers = None,
     require_signatures: bool = True,
 ) -> ReplayReport:
     """Recompute `trace`'s round from `parent_state`. `signers`: addresses allowed to have sent
-    this stage's input messages (the driver and the neighbour stages' members), None = any valid
-    signature. Raises ValueError when the trace is for another stage, spec or thread count (the
-    finding: results differ bitwise between thread counts, so replay only runs the recorded one)."""
+    this stage's input messages (the driver and the neighbour stages' members), or a mapping
+    direction -> addresses (forward messages come from the left, backward ones from the right);
+    None = any valid signature. Raises ValueError when the trace is for another stage, spec or
+    thread count (the finding: results differ bitwise between thread counts, so replay only runs
+    the recorded one)."""
     if trace.stage != stage:
         raise ValueError(f"trace is for stage {trace.stage}, not stage {stage}")
     if trace.spec_digest != spec.digest():
@@ -189,4 +200,4 @@ def replay_round(
             return ReplayReport(index, index, divergence.reason, divergence.expected, divergence.actual)
         except ValueError as error:
             return ReplayReport(index, index, f"recorded input refused: {error}")
-    return ReplayReport(len(trace.records))
+    return ReplayReport(len(trace.records), state=trainer.state_bytes())

@@ -22,7 +22,7 @@ def test_help_lists_every_role():
 
 
 def test_unimplemented_command_says_so_and_exits_nonzero():
-    result = run_pm("verifier", "run")
+    result = run_pm("gateway", "run")
     assert result.returncode == 2
     assert "not implemented yet" in result.stderr
     assert "Traceback" not in result.stderr

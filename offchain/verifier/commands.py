@@ -1,0 +1,118 @@
+"""`pm verifier run`: the validator daemon. torch, hivemind and web3 load inside the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from offchain import options
+from offchain.errors import UserError
+from offchain.swarm.commands import PeersOption, _configure_logging, _network
+
+if TYPE_CHECKING:
+    from hivemind.dht.node import DHTNode
+
+    from offchain.chain.protocol import Protocol
+    from offchain.model.spec import ModelSpec
+    from offchain.storage.crypto import StageKey
+    from offchain.swarm.keyshare import EncryptionKeypair
+
+verifier_app = typer.Typer(help="Validator: replay claims, challenge and vote.", no_args_is_help=True)
+
+KEY_REQUEST_TIMEOUT_S = 15.0
+
+
+class P2PStageKeys:
+    """Stage keys asked from the stage's members over P2P (a validator is entitled to them), kept in
+    memory only: a restarted verifier asks again rather than keeping secrets on disk."""
+
+    def __init__(self, node: DHTNode, protocol: Protocol, keypair: EncryptionKeypair) -> None:
+        self.node, self.protocol, self.keypair = node, protocol, keypair
+        self.keys: dict[tuple[int, int], StageKey] = {}
+
+    async def __call__(self, spec: ModelSpec, model_id: int, stage: int) -> StageKey:
+        from offchain.swarm.keyshare import request_stage_key
+
+        if (model_id, stage) not in self.keys:
+            self.keys[model_id, stage] = await request_stage_key(
+                self.node.p2p,
+                self.node,
+                self.protocol,
+                spec.digest(),
+                model_id,
+                stage,
+                self.protocol.client.account,
+                self.keypair,
+                timeout=KEY_REQUEST_TIMEOUT_S,
+            )
+        return self.keys[model_id, stage]
+
+
+@verifier_app.command("run")
+def verifier_run(
+    model_id: Annotated[
+        int | None, typer.Option("--model", help="Check only this model's claims (default: every model).")
+    ] = None,
+    initial_peers: PeersOption = None,
+    probability: Annotated[
+        float,
+        typer.Option(
+            "--probability", envvar="PM_VERIFY_PROBABILITY", help="Chance of checking each claim (0..1)."
+        ),
+    ] = 1.0,
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="Journal, event cursor and X25519 key of this verifier.")
+    ] = Path(".pm/verifier"),
+    drivers: Annotated[
+        list[str] | None,
+        typer.Option("--driver", help="Address allowed to sign stage 0's inputs (repeatable; default: any)."),
+    ] = None,
+    rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
+    key_file: options.KeyFile = None,
+    deployments: options.Deployments = options.DEPLOYMENTS_DIR,
+    store: options.StoreDir = options.DEFAULT_STORE,
+    ipfs_api: options.IpfsApi = None,
+) -> None:
+    """Register as a validator, replay sampled claims, challenge false ones, vote, resolve, finalize."""
+    if not 0.0 <= probability <= 1.0:
+        raise UserError(f"--probability must be between 0 and 1, not {probability}")
+    if not initial_peers:
+        raise UserError(
+            "pm verifier run needs --initial-peers: a stage member's multiaddr (to be granted stage keys)"
+        )
+    import asyncio
+
+    from offchain.chain.protocol import open_protocol
+    from offchain.models import checked_address
+
+    allowed = tuple(checked_address(driver, "--driver") for driver in drivers or ())
+    protocol = open_protocol(rpc_url, key_file, deployments, signer=True)
+    if protocol.ledger is None:
+        raise UserError("this deployment has no WorkLedger: nothing to verify")
+    if model_id is not None:
+        protocol.model(model_id)  # an unknown id is one clear error, before anything is sent
+
+    from offchain.storage.store import open_store
+    from offchain.swarm.keyshare import EncryptionKeypair
+    from offchain.swarm.node import shutdown_node, start_node, stop_on_signals
+    from offchain.verifier.daemon import Verifier, VerifierConfig
+
+    keypair = EncryptionKeypair.load_or_create(state_dir / "x25519.key")
+    config = VerifierConfig(state_dir, probability, model_id, allowed)
+    _configure_logging()
+
+    async def run() -> None:
+        stop = stop_on_signals()
+        node = await start_node(_network(initial_peers, None, None))
+        try:
+            verifier = Verifier(
+                protocol, open_store(ipfs_api, store), P2PStageKeys(node, protocol, keypair), config
+            )
+            verifier.ensure_validator()
+            await verifier.run(stop)
+        finally:
+            await shutdown_node(node)
+
+    asyncio.run(run())

@@ -1,0 +1,77 @@
+"""The verifier's journal: what it has decided and done per claim, written atomically after every
+change, so a verifier killed at any point resumes where it was.
+
+Between two journal writes there is at most one chain action, and every action is preceded by a
+chain check (status, deadline, the validator's own VoteCast), so a crash after a transaction but
+before its journal entry never repeats it. A claim whose verdict is not journaled yet (killed
+mid-replay) is simply replayed again after the restart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from offchain.durable import write_atomic
+from offchain.verifier.check import SubmittedClaim, Verdict
+
+
+@dataclass
+class Entry:
+    """One claim's progress. sampled: this verifier drew it for checking (drawn once, kept across
+    restarts); dispute: (challenger, step) once someone challenged it; voted/challenged/done: what
+    this verifier did or saw settle."""
+
+    claim: SubmittedClaim
+    sampled: bool
+    verdict: Verdict | None = None
+    dispute: tuple[str, int] | None = None
+    challenged: bool = False
+    voted: bool = False
+    done: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict.to_json() if self.verdict else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Entry:
+        verdict = Verdict.from_json(data["verdict"]) if data["verdict"] else None
+        dispute = tuple(data["dispute"]) if data["dispute"] else None
+        fields = {k: data[k] for k in ("sampled", "challenged", "voted", "done")}
+        return cls(SubmittedClaim(**data["claim"]), verdict=verdict, dispute=dispute, **fields)
+
+
+@dataclass
+class Journal:
+    path: Path
+    entries: dict[int, Entry] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+    """checkpoint CID -> digest from every ClaimSubmitted seen: how a later claim's parentCID is checked."""
+
+    @classmethod
+    def load(cls, path: Path) -> Journal:
+        if not path.is_file():
+            return cls(path)
+        data = json.loads(path.read_text())
+        entries = {int(k): Entry.from_json(v) for k, v in data["entries"].items()}
+        return cls(path, entries, data["digests"])
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "entries": {str(k): entry.to_json() for k, entry in self.entries.items()},
+            "digests": self.digests,
+        }
+        write_atomic(self.path, json.dumps(document, sort_keys=True).encode())
+
+    def open_entries(self) -> list[Entry]:
+        return [entry for _, entry in sorted(self.entries.items()) if not entry.done]
+
+    def group(self, claim: SubmittedClaim) -> list[Entry]:
+        """Entries of the claims averaged with `claim` (same model, stage, round), itself first."""
+        others = [e for e in self.entries.values() if e.claim.group == claim.group and e.claim != claim]
+        return [self.entries[claim.claim_id], *sorted(others, key=lambda e: e.claim.claim_id)]

@@ -1,0 +1,282 @@
+"""`pm verifier run` as real processes against anvil, an embedded store and stage members serving
+keys over hivemind: real rounds of the tiny model are published and claimed; honest claims are
+never challenged and get finalized; every cheat mode is challenged at its step, voted invalid,
+resolved, and its worker slashed by exactly the bond with no shares minted; a verifier killed
+mid-replay finishes the claim after a restart without voting twice."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from chain_testkit import REPO, advance_time, anvil_account, join_stage
+from stage_members import serving_stage_keys
+
+from offchain.chain.client import ChainClient
+from offchain.chain.protocol import Protocol
+from offchain.cheats import apply_cheat
+from offchain.model.reference import train_single_process
+from offchain.model.spec import load_spec
+from offchain.model.trainer import StageTrainer
+from offchain.models import create_model
+from offchain.proofs.signing import sign_message
+from offchain.rounds import publish_round
+from offchain.storage.crypto import StageKey
+from offchain.storage.embedded import EmbeddedStore
+from offchain.swarm.local import LocalProcess, spawn_pm
+from offchain.verifier.daemon import Status
+
+ETHER = 10**18
+DRIVER = anvil_account(9)
+WORKERS = [anvil_account(2 + stage) for stage in range(3)]
+VALIDATORS = [anvil_account(6), anvil_account(7)]
+TIMING = {"challengeWindow": 120, "voteWindow": 120, "quorum": 1}
+"""Windows long enough that a loaded machine's real time does not close them; tests skip ahead."""
+
+
+class Network:
+    """A model on the test chain, its stage keys served by its members, and helpers to claim rounds."""
+
+    def __init__(self, url: str, deployments: Path, spec_path: Path, tmp_path: Path) -> None:
+        self.url, self.deployments, self.tmp = url, deployments, tmp_path
+        self.reader = ChainClient(url, anvil_account(1))
+        self.protocol = Protocol.load(self.reader, deployments)
+        self.store_dir = tmp_path / "store"
+        self.store = EmbeddedStore(self.store_dir)
+        self.spec = load_spec(spec_path)
+        created = create_model(
+            self.protocol,
+            self.store,
+            spec_path,
+            shares_per_work_unit=ETHER,
+            revenue_asset="eth",
+            operator=None,
+        )
+        self.model_id = created.model.model_id
+        self.workers = [ChainClient(url, account) for account in WORKERS]
+        self.ledgers = [join_stage(self.protocol, w, self.model_id, s) for s, w in enumerate(self.workers)]
+        self.keys = [StageKey.generate(self.model_id, stage) for stage in range(3)]
+        self.ledger = self.protocol.ledger
+        admin = ChainClient(url, anvil_account(0))
+        admin_ledger = admin.contract("WorkLedger", self.ledger.address)
+        for name, value in TIMING.items():  # the deployment chose public-testnet timing
+            admin.transact(admin_ledger.functions.setParameter(name.encode().ljust(32, b"\0"), value))
+        self.bond = self.ledger.functions.parameters().call()[1]
+
+    def sign(self, header, payload):
+        if header.direction == "forward":
+            account = DRIVER if header.stage == 0 else WORKERS[header.stage - 1]
+        else:
+            account = WORKERS[header.stage + 1]
+        return sign_message(account.key, header, payload), account.address
+
+    def train(self, round_: int, states: list[bytes]):
+        return train_single_process(
+            self.spec, 1, first_round=round_, states=states, model_id=self.model_id, sign=self.sign
+        )
+
+    def claim(self, stage: int, parent: bytes, state: bytes, trace, *, cheat: str | None = None) -> int:
+        """Publish (after the cheat, if any) and submitClaim as the stage's worker; returns the claim id."""
+        if cheat is not None:
+            state, trace = apply_cheat(cheat, self.spec, parent, state, trace)
+        cid, _, _ = self.protocol.registry.functions.checkpointOf(self.model_id, stage).call()
+        published = publish_round(self.store, self.keys[stage], state, trace, parent_cid=cid)
+        receipt = self.workers[stage].transact(
+            self.ledgers[stage].functions.submitClaim(published.claim_input())
+        )
+        (event,) = self.ledgers[stage].events.ClaimSubmitted().process_receipt(receipt)
+        return event["args"]["claimId"]
+
+    def status(self, claim_id: int) -> Status:
+        return Status(self.ledger.functions.getClaim(claim_id).call()[3])
+
+    def events(self, name: str, claim_id: int | None = None) -> list:
+        filters = {} if claim_id is None else {"claimId": claim_id}
+        found = getattr(self.ledger.events, name)().get_logs(from_block=0, argument_filters=filters)
+        return [event["args"] for event in found]
+
+    def verifier(self, name: str, validator, *extra: str) -> LocalProcess:
+        key_file = self.tmp / f"{name}.key"
+        key_file.write_text(validator.key.hex())
+        args = [
+            "verifier", "run", "--model", str(self.model_id), "--initial-peers", self.maddr,
+            "--state-dir", str(self.tmp / f"state-{validator.address}"), "--rpc-url", self.url,
+            "--key-file", str(key_file), "--deployments", str(self.deployments),
+            "--store", str(self.store_dir), *extra,
+        ]  # fmt: skip
+        return spawn_pm(name, args, self.tmp)
+
+    def wait(self, what, timeout: float = 90.0, processes: tuple[LocalProcess, ...] = ()) -> None:
+        deadline = time.monotonic() + timeout
+        while not what():
+            for process in processes:
+                if process.popen.poll() is not None:
+                    raise AssertionError(f"{process.name} exited:\n{process.text()[-3000:]}")
+            if time.monotonic() > deadline:
+                logs = "\n".join(p.text()[-2500:] for p in processes)
+                raise AssertionError(f"timed out waiting for {what.__doc__ or what}\n{logs}")
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def network(chain, tmp_path):
+    url, deployments = chain
+    net = Network(url, deployments, REPO / "specs" / "tiny.json", tmp_path)
+    with serving_stage_keys(net.protocol, net.spec, net.model_id, WORKERS, net.keys) as maddr:
+        net.maddr = maddr
+        yield net
+
+
+def _seed_states(spec) -> list[bytes]:
+    return [StageTrainer(spec, stage).state_bytes() for stage in range(spec.num_stages)]
+
+
+def _assert_slashed(net: Network, claim_id: int, worker: int, step: int, staked_before: int) -> None:
+    (challenged,) = net.events("ClaimChallenged", claim_id)
+    assert challenged["stepIndex"] == step
+    evidence = json.loads(net.store.get(challenged["evidenceCID"]))
+    assert evidence["verdict"]["step"] == step and evidence["verdict"]["valid"] is False
+    assert [vote["claimValid"] for vote in net.events("VoteCast", claim_id)] == [False]
+    (resolved,) = net.events("ClaimResolved", claim_id)
+    assert (resolved["outcome"], resolved["slashed"]) == (Status.REJECTED, True)
+    slashed = [e for e in net.events("Slashed") if e["account"] == WORKERS[worker].address]
+    assert [e["amount"] for e in slashed] == [net.bond]
+    assert net.ledger.functions.stakeOf(WORKERS[worker].address).call()[0] == staked_before - net.bond
+
+
+def test_honest_claims_finalize_and_every_cheat_is_slashed(network):
+    net = network
+    spec, units = net.spec, net.spec.round_steps * net.spec.micro_batches
+    seeds = _seed_states(spec)
+    staked = [net.ledger.functions.stakeOf(w.address).call()[0] for w in WORKERS]
+    verifiers = [net.verifier(f"verifier-{i}", v) for i, v in enumerate(VALIDATORS)]
+    try:
+        first = net.train(1, seeds)
+        for verifier in verifiers:
+            verifier.wait_for("watching claims")
+        honest = net.claim(0, seeds[0], first.states[0], first.traces[0])
+        skipper = net.claim(1, seeds[1], first.states[1], first.traces[1], cheat="skip-steps")
+        faker = net.claim(2, seeds[2], first.states[2], first.traces[2], cheat="fake-digest")
+        both = tuple(verifiers)
+
+        def cheats_rejected():
+            """both cheating claims rejected"""
+            return net.status(skipper) == net.status(faker) == Status.REJECTED
+
+        def honest_judged():
+            """both verifiers judged the honest claim valid"""
+            pattern = rf"verdict claim={honest} model={net.model_id} stage=0 round=1 result=valid step=-"
+            return all(re.search(pattern, v.text()) for v in verifiers)
+
+        net.wait(cheats_rejected, processes=both)
+        net.wait(honest_judged, processes=both)
+        advance_time(net.reader, net.ledger.functions.parameters().call()[0] + 1)
+        net.wait(lambda: net.status(honest) == Status.FINALIZED, processes=both)
+
+        _assert_slashed(net, skipper, 1, spec.round_steps // 2, staked[1])
+        _assert_slashed(net, faker, 2, spec.round_steps - 1, staked[2])
+        assert net.events("ClaimChallenged", honest) == []
+        shares = net.protocol.shares(net.protocol.model(net.model_id))
+        balances = [shares.functions.balanceOf(w.address).call() for w in WORKERS]
+        assert balances == [units * ETHER, 0, 0]
+
+        # Round 2: stage 0 trained from a parent other than its finalized checkpoint; stage 1 goes
+        # on from its last honest checkpoint (the seed: its round 1 was rejected) and is accepted.
+        net.workers[1].transact(net.ledgers[1].functions.stake(), value=net.bond)
+        second = net.train(2, [first.states[0], seeds[1], seeds[2]])
+        wrong = net.claim(0, first.states[0], second.states[0], second.traces[0], cheat="wrong-parent")
+        resumed = net.claim(1, seeds[1], second.states[1], second.traces[1])
+        net.wait(lambda: net.status(wrong) == Status.REJECTED, processes=both)
+        _assert_slashed(net, wrong, 0, 0, staked[0])
+        net.wait(lambda: all(f"verdict claim={resumed} " in v.text() for v in verifiers), processes=both)
+        advance_time(net.reader, net.ledger.functions.parameters().call()[0] + 1)
+        net.wait(lambda: net.status(resumed) == Status.FINALIZED, processes=both)
+        assert net.protocol.registry.functions.checkpointOf(net.model_id, 1).call()[2] == 2
+
+        for verifier in verifiers:
+            text = verifier.text()
+            assert "AlreadyVoted" not in text and "Traceback" not in text
+            line = re.search(rf"verdict claim={faker} .*", text).group(0)
+            assert f"stage=2 round=1 result=INVALID step={spec.round_steps - 1}" in line
+            assert re.search(r"expected=[0-9a-f]{64} actual=[0-9a-f]{64}", line)
+    finally:
+        for verifier in verifiers:
+            verifier.stop()
+
+
+def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(chain, tmp_path):
+    """A longer round (so its replay takes a while) is challenged by a validator; a verifier that
+    samples nothing but judges every dispute is killed while replaying it, restarted, and votes once."""
+    url, deployments = chain
+    spec_path = tmp_path / "long.json"
+    tiny = json.loads((REPO / "specs" / "tiny.json").read_text())
+    spec_path.write_text(json.dumps({**tiny, "round_steps": 24}))
+    net = Network(url, deployments, spec_path, tmp_path)
+    with serving_stage_keys(net.protocol, net.spec, net.model_id, WORKERS, net.keys) as maddr:
+        net.maddr = maddr
+        voter = net.verifier("voter-1", VALIDATORS[1], "--probability", "0")
+        try:
+            seeds = _seed_states(net.spec)
+            first = net.train(1, seeds)
+            claim_id = net.claim(2, seeds[2], first.states[2], first.traces[2], cheat="fake-digest")
+            challenger = ChainClient(url, VALIDATORS[0])
+            ledger = challenger.contract("WorkLedger", net.ledger.address)
+            challenger.transact(
+                ledger.functions.stake(), value=net.ledger.functions.parameters().call()[8] + net.bond
+            )
+            challenger.transact(ledger.functions.registerValidator())
+            last_step = net.spec.round_steps - 1
+            challenger.transact(
+                ledger.functions.challenge(claim_id, last_step, "QmEvidenceOfTheTestValidator")
+            )
+
+            replaying = rf"claim {claim_id} \(stage 2 round 1\): replaying"
+            deadline = time.monotonic() + 120
+            while not re.search(replaying, voter.text()):  # poll fast: the kill must land mid-replay
+                assert time.monotonic() < deadline and voter.popen.poll() is None, voter.text()[-3000:]
+                time.sleep(0.02)
+            voter.kill9()
+            journal = json.loads((tmp_path / f"state-{VALIDATORS[1].address}" / "journal.json").read_text())
+            assert journal["entries"][str(claim_id)]["verdict"] is None  # it died before deciding
+            assert net.events("VoteCast", claim_id) == []
+
+            voter = net.verifier("voter-2", VALIDATORS[1], "--probability", "0")
+            net.wait(lambda: net.status(claim_id) == Status.REJECTED, processes=(voter,))
+            votes = net.events("VoteCast", claim_id)
+            assert [(v["validator"], v["claimValid"]) for v in votes] == [(VALIDATORS[1].address, False)]
+            assert "AlreadyVoted" not in voter.text()
+            assert re.search(
+                rf"voted claim {claim_id} invalid \(disputed step {last_step}, my first", voter.text()
+            )
+        finally:
+            voter.stop()
+
+
+def test_bad_input_is_one_line_and_a_nonzero_exit(chain, tmp_path):
+    url, deployments = chain
+    key_file = tmp_path / "key"
+    key_file.write_text(VALIDATORS[0].key.hex())
+    common = ["--rpc-url", url, "--deployments", str(deployments), "--key-file", str(key_file)]
+    peers = ["--initial-peers", "/ip4/127.0.0.1/tcp/1/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN"]
+    cases = {
+        "must be between 0 and 1": [*common, *peers, "--probability", "1.5"],
+        "needs --initial-peers": common,
+        "unknown model id 42": [*common, *peers, "--model", "42"],
+        "not an address": [*common, *peers, "--driver", "0x1234"],
+        "cannot reach the RPC URL": [*peers, "--rpc-url", "http://127.0.0.1:9", "--key-file", str(key_file)],
+    }
+    command = [sys.executable, "-m", "offchain.cli", "verifier", "run"]
+    runs = {
+        message: subprocess.Popen([*command, *args], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        for message, args in cases.items()
+    }
+    for message, run in runs.items():
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode != 0, message
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (message, stderr)

@@ -1,0 +1,87 @@
+"""Real rounds for verifier tests: signed single-process rounds, a round with two replicas of the
+middle stage (each trains half of the micro-batches, their end states are averaged), and the
+SubmittedClaim a worker would make for a published state and trace."""
+
+from __future__ import annotations
+
+import hashlib
+
+from eth_account import Account
+from eth_utils import keccak
+
+from offchain.model.data import batch_for, encode_tokens
+from offchain.model.records import MessageHeader, Trace, message_payload
+from offchain.model.spec import ModelSpec
+from offchain.model.state import average_state_bytes
+from offchain.model.trainer import StageTrainer
+from offchain.proofs.signing import sign_message
+from offchain.proofs.trace import merkle_root
+from offchain.rounds import work_units
+from offchain.verifier.check import SubmittedClaim
+
+
+def throwaway(name: str):
+    """A test identity derived from a public string: never funded anywhere."""
+    return Account.from_key(keccak(text=f"pm-verifier-test-{name}"))
+
+
+def make_signer(driver, stage_accounts):
+    """sign(header, payload) as the message's real sender: the driver into stage 0, the left
+    neighbour for activations, the right neighbour for gradients."""
+
+    def sign(header: MessageHeader, payload: bytes) -> tuple[bytes, str]:
+        if header.direction == "forward":
+            account = driver if header.stage == 0 else stage_accounts[header.stage - 1]
+        else:
+            account = stage_accounts[header.stage + 1]
+        return sign_message(account.key, header, payload), account.address
+
+    return sign
+
+
+def claim_for(state: bytes, trace: Trace, *, claim_id: int = 1, parent_cid: str = "") -> SubmittedClaim:
+    return SubmittedClaim(
+        claim_id,
+        trace.model_id,
+        trace.stage,
+        trace.round,
+        "0x" + "00" * 20,
+        parent_cid,
+        f"QmCheckpoint{claim_id}",
+        hashlib.sha256(state).hexdigest(),
+        merkle_root(trace.records).hex(),
+        f"QmTrace{claim_id}",
+        work_units(trace),
+    )
+
+
+def replica_round(spec: ModelSpec, sign, round_: int = 0) -> tuple[list[bytes], list[StageTrainer], bytes]:
+    """One round of a 3-stage spec where stage 1 has two replicas: micro-batch mb goes to replica
+    mb % 2. Returns (parent states, the two stage-1 replicas, their average in the given order)."""
+    first, last = StageTrainer(spec, 0), StageTrainer(spec, 2)
+    replicas = [StageTrainer(spec, 1), StageTrainer(spec, 1)]
+    parents = [first.state_bytes(), replicas[0].state_bytes(), last.state_bytes()]
+
+    def signed(header: MessageHeader, *parts: bytes) -> dict:
+        signature, sender = sign(header, message_payload(*parts))
+        return {"signature": signature, "sender": sender}
+
+    for step in range(spec.round_steps):
+        for mb in range(spec.micro_batches):
+            tokens, targets = (encode_tokens(t, spec) for t in batch_for(spec, round_, step, mb))
+            middle = replicas[mb % 2]
+            header = MessageHeader(0, 0, round_, step, mb, "forward")
+            a0 = first.forward(header, b"", tokens, **signed(header, b"", tokens))
+            header = MessageHeader(0, 1, round_, step, mb, "forward")
+            a1 = middle.forward(header, a0, tokens, **signed(header, a0, tokens))
+            header = MessageHeader(0, 2, round_, step, mb, "forward")
+            g2, _ = last.forward_backward(header, a1, tokens, targets, **signed(header, a1, tokens, targets))
+            header = MessageHeader(0, 1, round_, step, mb, "backward")
+            g1 = middle.backward(header, g2, **signed(header, g2))
+            header = MessageHeader(0, 0, round_, step, mb, "backward")
+            first.backward(header, g1, **signed(header, g1))
+        first.apply_step(round_, step)
+        last.apply_step(round_, step)
+        for index, replica in enumerate(replicas):
+            replica.apply_step(round_, step, list(range(index, spec.micro_batches, 2)))
+    return parents, replicas, average_state_bytes([r.state_bytes() for r in replicas])
