@@ -97,7 +97,11 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
     spec = load_spec(config.spec)
     prepare_out(config.out)
     cast = Cast.for_config(config, spec.num_stages)
-    fleet = Fleet(config.out / "logs", lambda line: console.print(line, style="dim", highlight=False))
+
+    def echo_command(line: str) -> None:
+        console.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
+
+    fleet = Fleet(config.out / "logs", echo_command)
     net = DemoNetwork(config, cast, fleet, console.print)
     with sigterm_as_interrupt():
         try:
