@@ -7,6 +7,7 @@ never mistake a placeholder for a result.
 from __future__ import annotations
 
 import json
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -216,16 +217,32 @@ def status(
 
 
 @app.command()
-def demo() -> None:
-    """Run the whole network on this machine: deploy, train, verify, serve, claim."""
-    stderr.print(
-        "pm demo: the full local network lands with the demo issue. Once the contract, swarm,\n"
-        "storage, worker and inference issues have landed it will: start anvil, deploy the contracts,\n"
-        "create a model, start 3 stage workers, a driver, a verifier and a gateway on loopback,\n"
-        "train a few rounds, finalize claims, pay for completions, have every holder claim, and\n"
-        "print a summary. Nothing has been run."
+def demo(
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Training rounds.")] = 3,
+    workers_per_stage: Annotated[
+        int, typer.Option("--workers-per-stage", min=1, max=4, help="Honest workers per stage.")
+    ] = 1,
+    cheater: Annotated[
+        bool, typer.Option("--cheater", help="Add a dishonest worker; watch it get caught and slashed.")
+    ] = False,
+    ipfs_api: options.IpfsApi = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for summary.json, loss.png, the store and the logs.")
+    ] = Path(".pm/demo"),
+) -> None:
+    """Run the whole network on this machine: deploy, train, verify, serve, claim, summarise."""
+    from offchain.demo.config import DemoConfig
+    from offchain.demo.run import run_demo
+
+    console = Console(width=None if sys.stdout.isatty() else 120)  # the tables stay readable in a log
+    config = DemoConfig(
+        rounds=rounds, workers_per_stage=workers_per_stage, cheater=cheater, ipfs_api=ipfs_api, out=out
     )
-    raise typer.Exit(code=2)
+    try:
+        run_demo(config, console)
+    except KeyboardInterrupt:
+        stderr.print("pm demo: interrupted; every process it started has been stopped", style="red")
+        raise typer.Exit(code=130) from None
 
 
 def main() -> None:
