@@ -3,14 +3,18 @@
 Daemons and one-shot commands alike are `pm` subprocesses in their own sessions (so a Ctrl-C at
 the terminal reaches only `pm demo`, which then stops them in order: clients, daemons, the chain).
 `close()` runs in a `finally`: after a failure, a Ctrl-C or a SIGTERM nothing is left running and
-no port stays taken, so the next run starts clean.
+no port stays taken, so the next run starts clean. Only a SIGKILL of `pm demo` itself skips that
+`finally`; for that case every child is recorded in <out>/pids, and the next run into the same
+folder stops whatever of them is still running (`stop_leftovers`) before it replaces the folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,19 +24,49 @@ from offchain.errors import UserError
 from offchain.swarm.local import LocalProcess, spawn_pm
 
 
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def stop_leftovers(pid_file: Path) -> None:
+    """SIGKILL the process group of every recorded child that still runs the same command line."""
+    if not pid_file.is_file():
+        return
+    for line in pid_file.read_text().splitlines():
+        pid, cmdline = line.split("\t")
+        if _cmdline(int(pid)) == bytes.fromhex(cmdline):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(pid), signal.SIGKILL)
+
+
 class Fleet:
-    def __init__(self, log_dir: Path, echo: Callable[[str], None]) -> None:
+    def __init__(self, log_dir: Path, pid_file: Path, echo: Callable[[str], None]) -> None:
         self.log_dir = log_dir
+        self.pid_file = pid_file
         self.echo = echo
         self.anvil: Anvil | None = None
         self.daemons: list[LocalProcess] = []
         self.commands: list[LocalProcess] = []
         log_dir.mkdir(parents=True, exist_ok=True)
 
+    def _record(self, popen: subprocess.Popen) -> None:
+        """The pid and the command line it runs (as /proc shows it once the child has exec'd)."""
+        cmdline = b"".join(os.fsencode(arg) + b"\0" for arg in popen.args)
+        with open(self.pid_file, "a") as pids:
+            pids.write(f"{popen.pid}\t{cmdline.hex()}\n")
+
+    def adopt_anvil(self, anvil: Anvil) -> None:
+        self.anvil = anvil
+        self._record(anvil.process)
+
     def start(self, name: str, args: list[str]) -> LocalProcess:
         """Start a daemon (`pm <args>`), stderr in <log_dir>/<name>.log."""
         self.echo(f"$ pm {shlex.join(args)}")
         process = spawn_pm(name, args, self.log_dir)
+        self._record(process.popen)
         self.daemons.append(process)
         return process
 
@@ -41,6 +75,7 @@ class Fleet:
         self.echo(f"$ pm {shlex.join(args)}")
         stdout = self.log_dir / f"{name}.out"
         process = spawn_pm(name, args, self.log_dir, stdout=stdout)
+        self._record(process.popen)
         self.commands.append(process)
         return process, stdout
 

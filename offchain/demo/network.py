@@ -118,7 +118,7 @@ class DemoNetwork:
         daemons read the time from the latest block, so the chain's clock must move on its own, as
         a real chain's does (an instant-mining anvil stops its clock between transactions)."""
         log = self.fleet.log_dir / "anvil.log"
-        self.fleet.anvil = start_anvil("--accounts", str(self.cast.size), "--block-time", "1", log=log)
+        self.fleet.adopt_anvil(start_anvil("--accounts", str(self.cast.size), "--block-time", "1", log=log))
         self.echo(f"anvil at {self.rpc_url} (chain id 31337, 1 s blocks), {self.cast.size} funded accounts")
 
     def deploy(self) -> None:

@@ -22,13 +22,14 @@ from rich.table import Table
 
 from offchain.demo.commands import missing_commands
 from offchain.demo.config import Cast, DemoConfig
-from offchain.demo.fleet import Fleet, sigterm_as_interrupt
+from offchain.demo.fleet import Fleet, sigterm_as_interrupt, stop_leftovers
 from offchain.demo.network import DemoNetwork, RoundResult
 from offchain.demo.summary import collect, render, write_outputs
 from offchain.errors import UserError
 from offchain.model.spec import load_spec
 
 MARKER = ".pm-demo"
+PIDS = "pids"
 
 
 class PhasesMissing(UserError):
@@ -41,6 +42,7 @@ def prepare_out(out: Path) -> None:
     """A fresh --out folder for every run (a previous demo's is replaced, anything else refused)."""
     if out.exists():
         if (out / MARKER).exists():
+            stop_leftovers(out / PIDS)
             shutil.rmtree(out)
         elif any(out.iterdir()):
             raise UserError(f"--out {out} is not empty and was not written by pm demo: choose another folder")
@@ -101,7 +103,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
     def echo_command(line: str) -> None:
         console.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
 
-    fleet = Fleet(config.out / "logs", echo_command)
+    fleet = Fleet(config.out / "logs", config.out / PIDS, echo_command)
     net = DemoNetwork(config, cast, fleet, console.print)
     with sigterm_as_interrupt():
         try:

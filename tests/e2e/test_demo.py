@@ -1,6 +1,7 @@
 """`pm demo --rounds 2 --cheater`: first interrupted with Ctrl-C once training runs (nothing may stay
-running, no port may stay taken), then run again into the same --out to the end, and its
-summary.json checked against the protocol's rules and the store it leaves behind."""
+running, no port may stay taken); then killed with SIGKILL once its workers run (its children
+outlive it); then run again into the same --out to the end (it must stop those leftovers first),
+and its summary.json checked against the protocol's rules and the store it leaves behind."""
 
 from __future__ import annotations
 
@@ -80,8 +81,30 @@ def test_ctrl_c_stops_every_process_and_frees_every_port(out, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def summary(out, tmp_path_factory) -> dict:
-    """The full run, into the --out folder the interrupted run used (the second run on this machine)."""
+def killed_anvil_ports() -> list[int]:
+    return []
+
+
+def test_sigkill_leaves_children_that_the_next_run_stops(out, tmp_path, killed_anvil_ports):
+    log = tmp_path / "killed.txt"
+    run = demo(out, log)
+    try:
+        deadline = time.monotonic() + 600
+        while "$ pm worker run --model 1 --stage 1" not in log.read_text():
+            assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        run.kill()  # no finally runs in pm demo: its children keep running
+        run.wait(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    killed_anvil_ports.append(int(re.search(r"anvil at http://127\.0\.0\.1:(\d+)", log.read_text())[1]))
+    assert processes_mentioning(str(out)) and listening(killed_anvil_ports[0])
+
+
+@pytest.fixture(scope="module")
+def summary(out, tmp_path_factory, killed_anvil_ports) -> dict:
+    """The full run, into the --out folder the earlier runs used: it stops what the killed run left."""
     log = tmp_path_factory.mktemp("demo-log") / "demo.txt"
     run = demo(out, log)
     try:
@@ -90,6 +113,7 @@ def summary(out, tmp_path_factory) -> dict:
         if run.poll() is None:
             run.kill()
     assert processes_mentioning(str(out)) == []
+    assert not any(listening(port) for port in killed_anvil_ports)
     return json.loads((out / "summary.json").read_text())
 
 
