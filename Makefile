@@ -25,10 +25,12 @@ lint: setup
 	ruff check offchain tests scripts bench tools
 	ruff format --check offchain tests scripts bench tools
 
+# Every benchmark (each writes bench/results/<name>.json), then bench/report.py refreshes the
+# README's benchmark-target table from those results.
 bench: setup
-	@benches=$$(ls bench/*.py 2>/dev/null); \
-	if [ -z "$$benches" ]; then echo "make bench: no benchmark has landed yet"; exit 0; fi; \
-	for bench in $$benches; do echo "== $$bench"; $(PY) $$bench || exit 1; done
+	@for bench in $(filter-out bench/report.py,$(wildcard bench/*.py)); do \
+		echo "== $$bench"; $(PY) $$bench || exit 1; done
+	$(PY) bench/report.py
 
 constraints:
 	$(PY) -m pip download --no-deps -q -d .pm/brownie-wheel "$$(grep -o 'eth-brownie==[0-9.]*' pyproject.toml)"

@@ -150,8 +150,10 @@ def main() -> None:
         "load_average": os.getloadavg()[0],
         "stages": rows,
         "network_overhead_percent": overhead,
-        "target": f"replay + fetch of a round <= {TARGET_RATIO}x the stage's compute (wall time)",
-        "target_met": worst <= TARGET_RATIO,
+        "verify_ratio_wall_worst_stage": worst,
+        "verify_ratio_cpu_worst_stage": max(row["verify_ratio_cpu"] for row in rows),
+        "verify_ratio_target": f"replay + fetch of a stage's round <= {TARGET_RATIO}x its compute (wall)",
+        "verify_ratio_target_met": worst <= TARGET_RATIO,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(
@@ -170,8 +172,8 @@ def main() -> None:
             f"{row['fetch_decrypt_wall_s']:>9.2f}{row['verify_ratio_wall']:>10.2f}"
             f"{row['compute_cpu_s']:>13.2f}{row['verify_cpu_s']:>12.2f}{row['verify_ratio_cpu']:>8.2f}"
         )
-    verdict = "met" if report["target_met"] else "MISSED"
-    print(f"target {verdict}: {report['target']} (worst stage {worst:.2f}x)")
+    verdict = "met" if report["verify_ratio_target_met"] else "MISSED"
+    print(f"target {verdict}: {report['verify_ratio_target']} (worst stage {worst:.2f}x)")
     print(
         "network verification overhead (wall): "
         + ", ".join(f"{name} {value:.1f}%" for name, value in overhead.items())

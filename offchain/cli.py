@@ -7,6 +7,7 @@ never mistake a placeholder for a result.
 from __future__ import annotations
 
 import json
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,8 @@ import typer
 from rich.console import Console
 
 from offchain import __version__, options
-from offchain.errors import UserError, not_landed
+from offchain.errors import UserError
+from offchain.gateway.commands import gateway_app, infer
 from offchain.storage.commands import store_app
 from offchain.swarm.commands import driver_app, worker_app
 from offchain.verifier.commands import verifier_app
@@ -30,7 +32,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 model_app = typer.Typer(help="Create and inspect protocol models.", no_args_is_help=True)
-gateway_app = typer.Typer(help="Sell inference through the stage workers.", no_args_is_help=True)
 for sub_app, name in [
     (model_app, "model"),
     (worker_app, "worker"),
@@ -40,6 +41,7 @@ for sub_app, name in [
     (store_app, "store"),
 ]:
     app.add_typer(sub_app, name=name)
+app.command()(infer)
 
 
 @app.command()
@@ -105,18 +107,6 @@ def model_show(
     model = open_protocol(rpc_url, None, deployments, signer=False).model(model_id)
     record = model.to_json()
     typer.echo(json.dumps(record) if as_json else "\n".join(f"{k:>22}: {v}" for k, v in record.items()))
-
-
-@gateway_app.command("run")
-def gateway_run() -> None:
-    """HTTP inference gateway that checks payments on-chain."""
-    not_landed("gateway run", "inference")
-
-
-@app.command()
-def infer() -> None:
-    """Pay for a completion on-chain and fetch it from a gateway."""
-    not_landed("infer", "inference")
 
 
 @app.command()
@@ -227,16 +217,32 @@ def status(
 
 
 @app.command()
-def demo() -> None:
-    """Run the whole network on this machine: deploy, train, verify, serve, claim."""
-    stderr.print(
-        "pm demo: the full local network lands with the demo issue. Once the contract, swarm,\n"
-        "storage, worker and inference issues have landed it will: start anvil, deploy the contracts,\n"
-        "create a model, start 3 stage workers, a driver, a verifier and a gateway on loopback,\n"
-        "train a few rounds, finalize claims, pay for completions, have every holder claim, and\n"
-        "print a summary. Nothing has been run."
+def demo(
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Training rounds.")] = 3,
+    workers_per_stage: Annotated[
+        int, typer.Option("--workers-per-stage", min=1, max=4, help="Honest workers per stage.")
+    ] = 1,
+    cheater: Annotated[
+        bool, typer.Option("--cheater", help="Add a dishonest worker; watch it get caught and slashed.")
+    ] = False,
+    ipfs_api: options.IpfsApi = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for summary.json, loss.png, the store and the logs.")
+    ] = Path(".pm/demo"),
+) -> None:
+    """Run the whole network on this machine: deploy, train, verify, serve, claim, summarise."""
+    from offchain.demo.config import DemoConfig
+    from offchain.demo.run import run_demo
+
+    console = Console(width=None if sys.stdout.isatty() else 120)  # the tables stay readable in a log
+    config = DemoConfig(
+        rounds=rounds, workers_per_stage=workers_per_stage, cheater=cheater, ipfs_api=ipfs_api, out=out
     )
-    raise typer.Exit(code=2)
+    try:
+        run_demo(config, console)
+    except KeyboardInterrupt:
+        stderr.print("pm demo: interrupted; every process it started has been stopped", style="red")
+        raise typer.Exit(code=130) from None
 
 
 def main() -> None:

@@ -1,12 +1,14 @@
 """Text completion on top of any forward-only pipeline: the swarm (Driver.infer) or one process.
 
-The model sees fixed-shape micro-batches (micro_batch_size x context), so a request is placed in
-row 0, right-padded: with causal attention the padding cannot change the logits of the prompt's
-positions. Each new token is one full pipeline pass (no KV cache yet: fine for small models).
+The model sees fixed-shape micro-batches (micro_batch_size x context), so a request takes one
+row, right-padded: with causal attention the padding cannot change the logits of the prompt's
+positions. Each new token is one full pipeline pass (no KV cache yet: fine for small models);
+concurrent completions share passes, one row each (`PassBatcher`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -75,16 +77,75 @@ def pick(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> in
     return int(rng.choice(len(probabilities), p=probabilities))
 
 
-async def complete(forward: Forward, spec: ModelSpec, prompt: str, sampling: Sampling) -> Completion:
+class PassBatcher:
+    """Shares forward passes between concurrent completions: a pass carries up to
+    micro_batch_size requests, one per row. Rows never mix (causal attention within a row,
+    per-token norms) and the batch shape never changes, so a row's logits do not depend on what
+    the other rows hold: batching changes throughput, not results. Requests that arrive while
+    `depth` passes are in flight wait and leave together in the next pass (no timer: an idle
+    batcher sends a lone request at once); depth > 1 lets the stages of a pipeline overlap."""
+
+    def __init__(self, forward: Forward, spec: ModelSpec, depth: int = 1) -> None:
+        self.forward, self.spec, self.depth = forward, spec, depth
+        self.waiting: list[tuple[list[int], asyncio.Future]] = []
+        self.in_flight: set[asyncio.Task] = set()
+        self.passes = 0
+        self.rows = 0
+
+    async def next_logits(self, ids: list[int]) -> tuple[np.ndarray, list[int]]:
+        """Logits (vocab,) at the last position of `ids`, and the round each stage served."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((list(ids), future))
+        self._launch()
+        return await future
+
+    def _launch(self) -> None:
+        while self.waiting and len(self.in_flight) < self.depth:
+            rows = self.waiting[: self.spec.micro_batch_size]
+            del self.waiting[: len(rows)]
+            task = asyncio.create_task(self._run(rows))
+            self.in_flight.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.in_flight.discard(task)
+        self._launch()
+
+    async def _run(self, rows: list[tuple[list[int], asyncio.Future]]) -> None:
+        spec = self.spec
+        try:
+            batch = torch.zeros((spec.micro_batch_size, spec.context), dtype=torch.long)
+            for row, (ids, _) in enumerate(rows):
+                batch[row, : len(ids)] = torch.tensor(ids)
+            raw, rounds = await self.forward(encode_tokens(batch, spec))
+            self.passes, self.rows = self.passes + 1, self.rows + len(rows)
+            logits = np.frombuffer(raw, dtype="<f4").reshape(
+                spec.micro_batch_size, spec.context, spec.vocab_size
+            )
+            for row, (ids, future) in enumerate(rows):
+                if not future.done():  # its completion may have been cancelled meanwhile
+                    future.set_result((logits[row, len(ids) - 1].copy(), rounds))
+        except asyncio.CancelledError:
+            for _, future in rows:
+                future.cancel()
+            raise
+        except Exception as error:  # noqa: BLE001 - every waiting completion gets the pass's failure
+            for _, future in rows:
+                if not future.done():
+                    future.set_exception(error)
+
+
+async def complete(
+    source: Forward | PassBatcher, spec: ModelSpec, prompt: str, sampling: Sampling
+) -> Completion:
+    """Generate `sampling.max_tokens` tokens; pass a shared PassBatcher to batch with other requests."""
     ids = check_request(spec, prompt, sampling)
+    batcher = source if isinstance(source, PassBatcher) else PassBatcher(source, spec)
     start, rng = len(ids), np.random.default_rng(sampling.seed)
     rounds: list[int] = []
     for _ in range(sampling.max_tokens):
-        batch = torch.zeros((spec.micro_batch_size, spec.context), dtype=torch.long)
-        batch[0, : len(ids)] = torch.tensor(ids)
-        raw, rounds = await forward(encode_tokens(batch, spec))
-        logits = np.frombuffer(raw, dtype="<f4").reshape(spec.micro_batch_size, spec.context, spec.vocab_size)
-        ids.append(pick(logits[0, len(ids) - 1], sampling, rng))
+        logits, rounds = await batcher.next_logits(ids)
+        ids.append(pick(logits, sampling, rng))
     text = bytes(ids[start:]).decode("utf-8", errors="replace")
     return Completion(prompt, text, ids[start:], rounds)
 

@@ -17,6 +17,7 @@ from web3.logs import DISCARD
 from offchain.chain.protocol import ETH, ModelInfo, Protocol
 from offchain.errors import UserError
 from offchain.model.spec import ModelSpec, load_spec, parse_spec
+from offchain.storage.errors import StorageError
 from offchain.storage.store import Store
 
 MAX_SHARES_PER_WORK_UNIT = 2**96 - 1
@@ -86,3 +87,18 @@ def create_model(
     (created,) = protocol.registry.events.ModelCreated().process_receipt(receipt, errors=DISCARD)
     model = protocol.model(created["args"]["modelId"])
     return CreatedModel(model, spec, receipt["transactionHash"].hex(), receipt["blockNumber"])
+
+
+def spec_of_model(protocol: Protocol, store: Store, model_id: int) -> tuple[ModelInfo, ModelSpec]:
+    """A registered model and its spec fetched by the CID on-chain; one UserError line if the id is
+    unknown, the CID does not decode or is not in the store, or the spec disagrees with the chain."""
+    model = protocol.model(model_id)
+    try:
+        spec = fetch_spec(store, model.spec_cid)
+    except StorageError as error:
+        raise UserError(f"model {model_id}'s spec CID {model.spec_cid!r}: {error}") from None
+    if spec.num_stages != model.num_stages:
+        raise UserError(
+            f"model {model_id}'s spec has {spec.num_stages} stages, the registry says {model.num_stages}"
+        )
+    return model, spec

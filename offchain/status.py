@@ -43,6 +43,7 @@ def claims_of(protocol: Protocol, model_id: int) -> list[dict[str, Any]]:
                 "worker": args["worker"],
                 "work_units": args["workUnits"],
                 "checkpoint_cid": args["checkpointCID"],
+                "checkpoint_digest": "0x" + args["checkpointDigest"].hex(),
                 "trace_cid": args["traceCID"],
                 "state": state,
                 "challenged": claim_id in challenged,

@@ -120,4 +120,4 @@ def claim(protocol: Protocol, model_id: int) -> Claimed:
     receipt = protocol.client.transact(shares.functions.claim(), action=f"claim (model {model_id})")
     events = shares.events.RevenueClaimed().process_receipt(receipt, errors=DISCARD)
     amount = sum(event["args"]["amount"] for event in events)
-    return Claimed(model_id, amount, receipt["transactionHash"].hex(), asset_of(protocol, model))
+    return Claimed(model_id, amount, receipt["transactionHash"].to_0x_hex(), asset_of(protocol, model))

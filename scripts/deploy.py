@@ -4,8 +4,12 @@
     brownie run scripts/deploy.py --network sepolia           # PRIVATE_KEY from .env
 
 On development networks the first unlocked account deploys; on live networks the key in
-brownie-config.yaml's `wallets.from_key` (PRIVATE_KEY) does, and the treasury defaults to the
-deployer unless PM_TREASURY is set. The JSON file is what every off-chain component reads.
+PRIVATE_KEY (the environment, or ./.env, which brownie loads without overriding a set variable)
+does, each transaction waits for PM_CONFIRMATIONS blocks (default 2; 1 on a local chain, which
+mines only when it receives a transaction), and the treasury defaults to the deployer unless
+PM_TREASURY is set. A local chain (anvil/hardhat/ganache chain id) gets the demo parameters
+whichever way brownie reaches it; every other chain the public-testnet ones. The JSON file is what
+every off-chain component reads.
 """
 
 import json
@@ -13,7 +17,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from brownie import ModelRegistry, ModelShares, RevenueRouter, WorkLedger, accounts, chain, config, network
+from brownie import ModelRegistry, ModelShares, RevenueRouter, WorkLedger, accounts, chain, network
 from brownie._config import CONFIG
 from brownie.network import contract as brownie_contract
 
@@ -22,6 +26,9 @@ DEPLOYMENTS = Path(os.environ.get("PM_DEPLOYMENTS") or ROOT / "deployments")
 
 
 ETHER = 10**18
+# Chain ids of local development chains (anvil and hardhat: 31337, ganache: 1337): no public
+# network uses them, so a deployment there gets the demo parameters even on brownie's live path.
+LOCAL_CHAIN_IDS = frozenset({1337, 31337})
 
 
 @dataclass(frozen=True)
@@ -76,21 +83,42 @@ class Parameters:
     ledger: LedgerParameters
 
     @classmethod
-    def for_network(cls, deployer: str, development: bool) -> "Parameters":
+    def for_network(cls, deployer: str, local: bool) -> "Parameters":
         treasury = os.environ.get("PM_TREASURY") or deployer
-        if development:
+        if local:
             return cls(treasury, protocol_fee_bps=500, operator_fee_bps=1000, ledger=DEMO_LEDGER)
         return cls(treasury, protocol_fee_bps=300, operator_fee_bps=1000, ledger=TESTNET_LEDGER)
 
 
+def is_local_chain() -> bool:
+    return CONFIG.network_type == "development" or chain.id in LOCAL_CHAIN_IDS
+
+
 def deployer_account():
-    """The first local account on development networks, the configured key on live ones."""
+    """The first local account on development networks, the PRIVATE_KEY account on live ones.
+
+    The key is read from the environment rather than brownie's expanded `wallets.from_key`: brownie
+    expands that setting with ./.env taking precedence over the environment, whereas `pm` (and
+    brownie's own load of .env into the environment) let a set variable win."""
     if CONFIG.network_type == "development":
         return accounts[0]
-    key = config["wallets"]["from_key"]
-    if not key or key.startswith("$"):
-        raise SystemExit("deploy: set PRIVATE_KEY in .env (brownie's wallets.from_key) for a live network")
-    return accounts.add(key)
+    key = os.environ.get("PRIVATE_KEY", "").strip()
+    if not key:
+        raise SystemExit("deploy: set PRIVATE_KEY (environment or .env) to deploy on a live network")
+    try:
+        return accounts.add(key)
+    except ValueError:
+        raise SystemExit("deploy: PRIVATE_KEY is not a private key (64 hex digits)") from None
+
+
+def confirmations() -> int:
+    """Blocks each deployment transaction waits for before the next one is sent and recorded."""
+    if is_local_chain():
+        return 1
+    value = os.environ.get("PM_CONFIRMATIONS", "2")
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"deploy: PM_CONFIRMATIONS must be a positive integer, not {value!r}")
+    return int(value)
 
 
 def record(contract) -> dict:
@@ -109,9 +137,9 @@ def record(contract) -> dict:
     }
 
 
-def deploy(deployer, params: Parameters) -> dict:
+def deploy(deployer, params: Parameters, required_confs: int = 1) -> dict:
     """Deploy and wire the contracts; returns the deployment document."""
-    sender = {"from": deployer}
+    sender = {"from": deployer, "required_confs": required_confs}
     registry = ModelRegistry.deploy(deployer, sender)
     router = RevenueRouter.deploy(
         deployer, registry, params.treasury, params.protocol_fee_bps, params.operator_fee_bps, sender
@@ -133,6 +161,7 @@ def deploy(deployer, params: Parameters) -> dict:
             "ModelSharesImplementation": record(shares),
         },
         "parameters": asdict(params),
+        "confirmations": required_confs,
     }
 
 
@@ -153,6 +182,6 @@ def skip_brownie_deployment_cache() -> None:
 def main():
     skip_brownie_deployment_cache()
     deployer = deployer_account()
-    params = Parameters.for_network(deployer.address, CONFIG.network_type == "development")
-    path = write(deploy(deployer, params))
+    params = Parameters.for_network(deployer.address, is_local_chain())
+    path = write(deploy(deployer, params, confirmations()))
     print(f"deployments written to {path}")

@@ -15,5 +15,5 @@ check() {  # check NAME EXIT_CODE
 
 status=0
 brownie test; check "brownie test (contracts)" $? || status=1
-python -m pytest -p no:pytest-brownie tests/offchain; check "pytest (off-chain)" $? || status=1
+python -m pytest -p no:pytest-brownie tests/offchain tests/e2e; check "pytest (off-chain + e2e)" $? || status=1
 exit $status

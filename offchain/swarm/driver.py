@@ -45,6 +45,7 @@ class DriverConfig:
     info_timeout: float = 5.0
     ban_seconds: float = 30.0
     poll_seconds: float = 1.0
+    route_seconds: float = 10.0
     shaping: Shaping = field(default_factory=Shaping)
 
 
@@ -117,6 +118,7 @@ class Driver:
         self.links = LinkTable(config.shaping) if config.shaping.active else None
         self.banned: dict[tuple[str, str], float] = {}
         self.inference_load: Counter[str] = Counter()
+        self.inference_routes: dict[int, tuple[float, list[Replica]]] = {}
         boundaries = max(self.num_stages - 1, 0)
         self.stats = Stats(forward_bytes=[0] * boundaries, backward_bytes=[0] * boundaries)
 
@@ -185,8 +187,24 @@ class Driver:
             rounds.append(reply["round"])
         return activation, rounds
 
+    async def _inference_replicas(self, stage: int) -> list[Replica]:
+        """A stage's replicas for inference: discovered once and reused across passes (a completion
+        makes one pass per token), re-discovered after `route_seconds` or once every cached
+        replica has failed, so a DHT lookup and `info` probes are not paid on every token."""
+        cached = self.inference_routes.get(stage)
+        if cached is not None and cached[0] > time.monotonic():
+            usable = [replica for replica in cached[1] if not self._is_banned(replica)]
+            if usable:
+                return usable
+        replicas = await self.discover(stage)
+        if replicas:
+            self.inference_routes[stage] = (time.monotonic() + self.config.route_seconds, replicas)
+        else:
+            self.inference_routes.pop(stage, None)
+        return replicas
+
     async def _infer_stage(self, stage: int, activation: bytes, tokens: bytes) -> dict:
-        while replicas := await self.discover(stage):
+        while replicas := await self._inference_replicas(stage):
             replica = min(replicas, key=lambda candidate: self.inference_load[candidate.peer_id])
             self.inference_load[replica.peer_id] += 1
             try:

@@ -61,10 +61,13 @@ class LocalProcess:
             os.killpg(self.popen.pid, signal.SIGKILL)
 
 
-def spawn_pm(name: str, args: list[str], log_dir: Path, stdout: Path | None = None) -> LocalProcess:
-    """Start `pm <args>` with this checkout on PYTHONPATH; stderr goes to <log_dir>/<name>.log."""
+def spawn_pm(
+    name: str, args: list[str], log_dir: Path, stdout: Path | None = None, env: dict[str, str] | None = None
+) -> LocalProcess:
+    """Start `pm <args>` with this checkout on PYTHONPATH and `env` added to this environment;
+    stderr goes to <log_dir>/<name>.log."""
     log = log_dir / f"{name}.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     with open(log, "wb") as err, open(stdout or os.devnull, "wb") as out:
         popen = subprocess.Popen(
             [sys.executable, "-m", "offchain.cli", *args],

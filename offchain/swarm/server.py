@@ -34,7 +34,7 @@ import msgpack
 from google.protobuf.wrappers_pb2 import BytesValue
 from hivemind.p2p import P2P, P2PContext, ServicerBase
 
-from offchain.model.records import MessageHeader
+from offchain.model.records import MessageHeader, Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.state import average_state_bytes
 from offchain.model.trainer import StageTrainer
@@ -100,6 +100,7 @@ class StageServer(ServicerBase):
         state_file: StateFile | None,
         on_commit: Callable[[], Awaitable[None]] | None = None,
         key_keeper: StageKeyKeeper | None = None,
+        on_round: Callable[[RoundState, RoundState, Trace], Awaitable[None]] | None = None,
     ) -> None:
         self.spec, self.stage, self.identity = spec, stage, identity
         self.model_id, self.session = model_id, session
@@ -107,6 +108,7 @@ class StageServer(ServicerBase):
         self.state_file = state_file
         self.on_commit = on_commit
         self.key_keeper = key_keeper
+        self.on_round = on_round
         self.p2p: P2P | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage{stage}")
         self.trainer: StageTrainer | None = None
@@ -133,6 +135,15 @@ class StageServer(ServicerBase):
     def stop(self) -> None:
         """Finish the current computation; the handlers go away with the daemon (shut down next)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def adopt(self, state: RoundState) -> None:
+        """Replace the committed state between rounds (an on-chain worker whose claim was rejected
+        goes back to the last finalized checkpoint); the next begin_round loads it."""
+        if self.in_round is not None:
+            raise Refused(f"stage {self.stage} is in round {self.in_round}")
+        await self._commit(state)
+        self.previous = None
+        logger.info("stage %d: adopted state %s as round %d", self.stage, state.digest[:16], state.round)
 
     async def _compute(self, fn: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -328,7 +339,10 @@ class StageServer(ServicerBase):
                 )
                 states.append(self._checked_state(reply, self.pending.round).state)
         merged = states[0] if len(states) == 1 else await self._compute(partial(self._average, states))
+        parent, trace = self.committed, self.trainer.trace
         await self._commit(RoundState(self.pending.round, merged))
+        if self.on_round is not None:
+            await self.on_round(parent, self.committed, trace)
         logger.info(
             "stage %d: committed round %d, digest %s (%d replicas)",
             self.stage,

@@ -1,4 +1,7 @@
-"""`pm worker run`: join the swarm, load or fetch this stage's state, serve it until SIGTERM."""
+"""`pm worker run`: join the swarm, load or fetch this stage's state, serve it until SIGTERM.
+
+An on-chain worker (offchain/worker.py) plugs in as a `StageRole`: it chooses the initial state
+once the node is up, hears about every finished round, and runs its ledger loop beside the server."""
 
 from __future__ import annotations
 
@@ -8,15 +11,20 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from hivemind.dht.node import DHTNode
 
+from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
 from offchain.swarm.client import PeerUnreachable, RemoteError, call
 from offchain.swarm.discovery import Announcement, announce, announce_forever, lookup, stage_key
 from offchain.swarm.identity import Identity
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals, visible_maddrs
 from offchain.swarm.server import STATE_TIMEOUT, RoundState, StageServer, StateFile
+
+if TYPE_CHECKING:
+    from offchain.swarm.keyshare import StageKeyKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +37,24 @@ class WorkerConfig:
     network: NetworkConfig
     model_id: int = 0
     state_dir: Path | None = None
+
+
+class StageRole(Protocol):
+    """What a daemon adds to serving a stage (the on-chain worker in offchain/worker.py)."""
+
+    key_keeper: StageKeyKeeper | None  # set by start(): the server grants the stage key with it
+
+    async def start(self, node: DHTNode) -> RoundState | None:
+        """Runs once the node is up (the peer id exists); returns the state to serve from."""
+        ...
+
+    async def on_round(self, parent: RoundState, committed: RoundState, trace: Trace) -> None:
+        """A round was committed: `parent` is the state it started from, `trace` what this replica did."""
+        ...
+
+    async def run(self, server: StageServer, stop: asyncio.Event) -> None:
+        """Background work beside the server; returns soon after `stop` is set."""
+        ...
 
 
 async def fetch_peer_state(node: DHTNode, config: WorkerConfig, key: str) -> RoundState | None:
@@ -54,7 +80,7 @@ async def fetch_peer_state(node: DHTNode, config: WorkerConfig, key: str) -> Rou
     return None
 
 
-async def serve_stage(config: WorkerConfig) -> None:
+async def serve_stage(config: WorkerConfig, role: StageRole | None = None) -> None:
     """Run one stage server until SIGTERM/SIGINT; always leaves the DHT and stops its daemon."""
     stop = stop_on_signals()
     spec, stage = config.spec, config.stage
@@ -63,9 +89,11 @@ async def serve_stage(config: WorkerConfig) -> None:
     node = await start_node(config.network)
     server: StageServer | None = None
     announcer: asyncio.Task | None = None
+    background: asyncio.Task | None = None
     try:
-        initial = state_file.load() if state_file is not None else None
-        if initial is not None:
+        if role is not None:
+            initial = await role.start(node)
+        elif (initial := state_file.load() if state_file is not None else None) is not None:
             logger.info("resuming stage %d from its round %d state on disk", stage, initial.round)
         else:
             initial = await fetch_peer_state(node, config, key)
@@ -86,9 +114,13 @@ async def serve_stage(config: WorkerConfig) -> None:
             session=session,
             state_file=state_file,
             on_commit=on_commit,
+            key_keeper=role.key_keeper if role is not None else None,
+            on_round=role.on_round if role is not None else None,
         )
         await server.start(node.p2p, initial)
         announcer = asyncio.create_task(announce_forever(node, key, current, stop))
+        if role is not None:
+            background = asyncio.create_task(role.run(server, stop))
         logger.info(
             "serving stage %d of model %d (spec %s) at round %d as %s address %s; maddrs %s",
             stage,
@@ -103,6 +135,8 @@ async def serve_stage(config: WorkerConfig) -> None:
         logger.info("stage %d: shutting down", stage)
     finally:
         stop.set()
+        if background is not None:  # it finishes its current step (a transaction in flight) first
+            await background
         if announcer is not None:  # its DHT store may never return once the daemon is gone
             announcer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -21,10 +21,10 @@ def test_help_lists_every_role():
         assert command in result.stdout
 
 
-def test_unimplemented_command_says_so_and_exits_nonzero():
+def test_a_missing_required_option_is_named_without_a_traceback():
     result = run_pm("gateway", "run")
     assert result.returncode == 2
-    assert "not implemented yet" in result.stderr
+    assert "Missing option '--model'" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -2,48 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
-from urllib.parse import urlparse
 
-import requests
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from offchain.chain.artifacts import load_artifact
 from offchain.chain.client import ChainClient
+from offchain.demo import anvil as local_anvil
+from offchain.demo.anvil import anvil_account, free_port
+from offchain.demo.deploy import brownie
+from offchain.demo.deploy import deploy_protocol as brownie_deploy
+
+__all__ = ["anvil_account", "brownie", "free_port"]
 
 REPO = Path(__file__).resolve().parents[3]
-ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
-
-
-def anvil_account(index: int) -> LocalAccount:
-    """One of the accounts anvil funds by default (derived from its public test mnemonic)."""
-    Account.enable_unaudited_hdwallet_features()
-    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_rpc(url: str, timeout_s: float = 20.0) -> None:
-    give_up_at = time.monotonic() + timeout_s
-    while time.monotonic() < give_up_at:
-        try:
-            requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise RuntimeError(f"anvil did not answer at {url}")
 
 
 def deploy(client: ChainClient, name: str, *args):
@@ -113,20 +88,8 @@ class TcpProxy:
 
 def start_anvil(*extra_args: str) -> tuple[subprocess.Popen, str]:
     """A real anvil on a free loopback port; the caller terminates it."""
-    port = free_port()
-    anvil = shutil.which("anvil") or str(REPO / ".venv" / "bin" / "anvil")
-    process = subprocess.Popen(
-        [anvil, "--port", str(port), "--silent", *extra_args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_rpc(url)
-    except RuntimeError:
-        process.kill()
-        raise
-    return process, url
+    anvil = local_anvil.start_anvil("--silent", *extra_args)
+    return anvil.process, anvil.url
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -138,29 +101,10 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def brownie(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    command = [shutil.which("brownie") or str(REPO / ".venv" / "bin" / "brownie"), *args]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"brownie {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
-
-
 def deploy_protocol(rpc_url: str, deployments_dir: Path, deployer: LocalAccount) -> dict:
     """Deploy with scripts/deploy.py on brownie's live-network path (a key, not unlocked accounts),
     exactly as on a public testnet; returns deployments/<chainId>.json."""
-    chain_id = requests.post(rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"}, timeout=5)
-    chain_id = int(chain_id.json()["result"], 16)
-    network = f"pm-test-{urlparse(rpc_url).port}"
-    brownie("networks", "add", "Ethereum", network, f"host={rpc_url}", f"chainid={chain_id}")
-    try:
-        env = {**os.environ, "PRIVATE_KEY": deployer.key.hex(), "PM_DEPLOYMENTS": str(deployments_dir)}
-        brownie("run", "scripts/deploy.py", "--network", network, env=env)
-    finally:
-        brownie("networks", "delete", network)
-    return json.loads((deployments_dir / f"{chain_id}.json").read_text())
+    return brownie_deploy(rpc_url, deployments_dir, deployer).document
 
 
 def advance_time(client: ChainClient, seconds: int) -> None:

@@ -9,7 +9,7 @@ import pytest
 from eth_account import Account
 
 from offchain.errors import UserError
-from offchain.inference import Sampling, check_request, complete, local_forward
+from offchain.inference import PassBatcher, Sampling, check_request, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
 from offchain.swarm.driver import Driver, DriverConfig
@@ -71,3 +71,23 @@ def test_swarm_completion_matches_one_process_and_training_is_untouched(tmp_path
 def test_bad_requests_are_refused_before_any_work(tmp_path, prompt, sampling, message):
     with pytest.raises(UserError, match=message):
         check_request(load_spec(write_spec(tmp_path)), prompt, sampling)
+
+
+def test_concurrent_completions_share_passes_and_get_their_solo_results(tmp_path):
+    """Six requests at once through one PassBatcher (micro_batch_size 8, depth 2): fewer passes
+    than tokens requested, and each result bitwise equal to the request run alone."""
+    spec = load_spec(write_spec(tmp_path))
+    forward = local_forward(spec, train_single_process(spec, 1).states, [1, 1, 1])
+    prompts = [PROMPT, "def f(x):", "The", "import os\n", "a" * 30, "Class"]
+    samplings = [GREEDY, SAMPLED, Sampling(max_tokens=3), GREEDY, SAMPLED, Sampling(max_tokens=9)]
+    alone = [asyncio.run(complete(forward, spec, p, s)) for p, s in zip(prompts, samplings, strict=True)]
+
+    async def together() -> tuple[list, PassBatcher]:
+        batcher = PassBatcher(forward, spec, depth=2)
+        jobs = (complete(batcher, spec, p, s) for p, s in zip(prompts, samplings, strict=True))
+        return list(await asyncio.gather(*jobs)), batcher
+
+    shared, batcher = asyncio.run(together())
+    assert [c.token_ids for c in shared] == [c.token_ids for c in alone]
+    assert batcher.rows == sum(s.max_tokens for s in samplings)
+    assert batcher.passes < batcher.rows / 2

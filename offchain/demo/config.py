@@ -1,0 +1,87 @@
+"""What one `pm demo` run does (its options) and who plays which role (one funded key each)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+
+from offchain.demo.anvil import anvil_account
+from offchain.paths import REPO
+
+DEMO_SPEC = REPO / "specs" / "tiny.json"
+PROMPTS = ("The model ", "def train(", "Protocol Models are ")
+# The cheater publishes a checkpoint whose digest is not the state it trained (offchain/cheats.py);
+# it joins stage 1 beside that stage's honest workers, so training itself stays honest.
+CHEAT_MODE = "fake-digest"
+CHEATER_STAGE = 1
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    rounds: int = 3
+    workers_per_stage: int = 1
+    cheater: bool = False
+    ipfs_api: str | None = None
+    out: Path = Path(".pm/demo")
+    spec: Path = DEMO_SPEC
+    completions: int = len(PROMPTS)
+    max_tokens: int = 24
+    # A few rounds of a tiny character model: greedy decoding repeats its likeliest character, so
+    # completions are sampled.
+    temperature: float = 0.8
+    top_k: int = 20
+
+    @property
+    def verifiers(self) -> int:
+        """A dispute is decided by validators other than the challenger (quorum 1 on a dev chain), so
+        a run with a cheater needs a second one to vote the cheat down and slash it."""
+        return 2 if self.cheater else 1
+
+
+@dataclass(frozen=True)
+class Role:
+    """One participant: its name in logs and the summary, its key, its stage if it is a worker."""
+
+    name: str
+    account: LocalAccount
+    stage: int | None = None
+    cheat: str | None = None
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Every participant of a run, each with its own anvil account (anvil funds them all)."""
+
+    deployer: Role
+    creator: Role
+    customer: Role
+    verifiers: tuple[Role, ...]
+    workers: tuple[Role, ...]
+
+    @classmethod
+    def for_config(cls, config: DemoConfig, num_stages: int) -> Cast:
+        accounts = iter(range(10_000))
+
+        def role(name: str, stage: int | None = None, cheat: str | None = None) -> Role:
+            return Role(name, anvil_account(next(accounts)), stage, cheat)
+
+        deployer, creator, customer = role("deployer"), role("creator"), role("customer")
+        verifiers = tuple(role(f"verifier-{i}") for i in range(config.verifiers))
+        workers = [
+            role(f"worker-s{stage}-{replica}", stage)
+            for stage in range(num_stages)
+            for replica in range(config.workers_per_stage)
+        ]
+        if config.cheater:
+            workers.append(role(f"cheater-s{CHEATER_STAGE}", CHEATER_STAGE, CHEAT_MODE))
+        return cls(deployer, creator, customer, verifiers, tuple(workers))
+
+    @property
+    def size(self) -> int:
+        return 3 + len(self.verifiers) + len(self.workers)

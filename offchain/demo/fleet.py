@@ -1,0 +1,111 @@
+"""Every process one demo run starts, and the guarantee that all of them end with it.
+
+Daemons and one-shot commands alike are `pm` subprocesses in their own sessions (so a Ctrl-C at
+the terminal reaches only `pm demo`, which then stops them in order: clients, daemons, the chain).
+`close()` runs in a `finally`: after a failure, a Ctrl-C or a SIGTERM nothing is left running and
+no port stays taken, so the next run starts clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from offchain.demo.anvil import Anvil
+from offchain.errors import UserError
+from offchain.swarm.local import LocalProcess, spawn_pm
+
+
+class Fleet:
+    def __init__(self, log_dir: Path, echo: Callable[[str], None]) -> None:
+        self.log_dir = log_dir
+        self.echo = echo
+        self.anvil: Anvil | None = None
+        self.daemons: list[LocalProcess] = []
+        self.commands: list[LocalProcess] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, args: list[str]) -> LocalProcess:
+        """Start a daemon (`pm <args>`), stderr in <log_dir>/<name>.log."""
+        self.echo(f"$ pm {shlex.join(args)}")
+        process = spawn_pm(name, args, self.log_dir)
+        self.daemons.append(process)
+        return process
+
+    def launch(self, name: str, args: list[str]) -> tuple[LocalProcess, Path]:
+        """Start a one-shot command whose stdout goes to <log_dir>/<name>.out; see `result`."""
+        self.echo(f"$ pm {shlex.join(args)}")
+        stdout = self.log_dir / f"{name}.out"
+        process = spawn_pm(name, args, self.log_dir, stdout=stdout)
+        self.commands.append(process)
+        return process, stdout
+
+    def result(self, process: LocalProcess, stdout: Path, timeout_s: float, tick: Callable[[], None]) -> str:
+        """Wait for a one-shot command, calling `tick` meanwhile; its stdout, or an error with its log."""
+        deadline = time.monotonic() + timeout_s
+        while process.popen.poll() is None:
+            if time.monotonic() > deadline:
+                process.stop()
+                raise UserError(f"{process.name} did not finish within {timeout_s:.0f}s (log: {process.log})")
+            tick()
+            time.sleep(0.3)
+        self.commands.remove(process)
+        if process.popen.returncode != 0:
+            tail = process.text().strip().splitlines()[-1:] or ["(no output)"]
+            raise UserError(
+                f"{process.name} failed (exit {process.popen.returncode}): {tail[0]} (log: {process.log})"
+            )
+        return stdout.read_text()
+
+    def run(
+        self, name: str, args: list[str], timeout_s: float = 180, tick: Callable[[], None] = lambda: None
+    ) -> str:
+        process, stdout = self.launch(name, args)
+        return self.result(process, stdout, timeout_s, tick)
+
+    def check_daemons(self) -> None:
+        """Fail fast, naming the daemon and its log, if one of them died."""
+        for process in self.daemons:
+            if process.popen.poll() is not None:
+                tail = process.text().strip().splitlines()[-1:] or ["(no output)"]
+                code = process.popen.returncode
+                raise UserError(f"{process.name} exited with code {code}: {tail[0]} (log: {process.log})")
+
+    def close(self) -> None:
+        """Stop one-shot commands, then daemons (newest first), then the chain. Never raises."""
+        with deferred_signals():
+            for process in [*reversed(self.commands), *reversed(self.daemons)]:
+                with contextlib.suppress(Exception):
+                    process.stop(timeout=15)
+            if self.anvil is not None:
+                with contextlib.suppress(Exception):
+                    self.anvil.stop()
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """A second Ctrl-C while cleaning up must not abandon the processes not yet stopped."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (e.g. `kill`, a CI timeout) unwinds like Ctrl-C, so every `finally` runs."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

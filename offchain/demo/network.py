@@ -1,0 +1,294 @@
+"""The phases of a demo run, each driving the real `pm` command a participant would type.
+
+`DemoNetwork` holds what the phases share (the chain, the model, the swarm's entry address) and
+the `Fleet` that owns every process. Each phase is one method, called in order by run.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from rich.markup import escape
+
+from offchain.chain.client import ChainClient
+from offchain.chain.protocol import Protocol
+from offchain.demo.anvil import free_port, start_anvil
+from offchain.demo.config import PROMPTS, Cast, DemoConfig, Role
+from offchain.demo.deploy import Deployment, deploy_protocol
+from offchain.demo.fleet import Fleet
+from offchain.demo.settle import Settler
+from offchain.errors import UserError
+from offchain.swarm.local import LocalProcess
+
+STEP_LINE = re.compile(r"round (\d+) step (\d+) loss ([0-9.]+)")
+START_TIMEOUT_S = 180.0
+
+
+@dataclass
+class RoundResult:
+    """One trained round as the driver reported it (`pm driver run --json`)."""
+
+    round: int
+    losses: list[float]
+    tokens: int
+    seconds: float
+    tokens_per_second: float
+    bytes_per_token: list[dict[str, float]]  # per stage boundary: forward, backward
+
+    @property
+    def loss(self) -> float:
+        return sum(self.losses) / len(self.losses)
+
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes that crossed the stage boundaries in this round, both directions."""
+        return round(sum(b["forward"] + b["backward"] for b in self.bytes_per_token) * self.tokens)
+
+
+@dataclass
+class DemoNetwork:
+    config: DemoConfig
+    cast: Cast
+    fleet: Fleet
+    echo: Callable[[str], None]
+    deployment: Deployment | None = None
+    protocol: Protocol | None = None  # read-only handle (no key): the demo itself never transacts
+    model_id: int | None = None
+    founder: str | None = None  # multiaddr of the first stage worker: everyone's --initial-peers
+    workers: dict[str, LocalProcess] = field(default_factory=dict)
+    verifiers: list[LocalProcess] = field(default_factory=list)
+    gateway_url: str | None = None
+    settler: Settler | None = None
+
+    # -- paths and shared arguments ------------------------------------------------------------
+
+    @property
+    def out(self) -> Path:
+        return self.config.out
+
+    @property
+    def store_dir(self) -> Path:
+        return self.out / "store"
+
+    @property
+    def rpc_url(self) -> str:
+        return self.fleet.anvil.url
+
+    def chain_args(self) -> list[str]:
+        return ["--rpc-url", self.rpc_url, "--deployments", str(self.out / "deployments")]
+
+    def store_args(self) -> list[str]:
+        ipfs = ["--ipfs-api", self.config.ipfs_api] if self.config.ipfs_api else []
+        return ["--store", str(self.store_dir), *ipfs]
+
+    def key_file(self, role: Role) -> Path:
+        """The role's key in a 0600 file (never on a command line, never in a log)."""
+        path = self.out / "keys" / f"{role.name}.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.touch(mode=0o600)
+            path.write_text(role.account.key.hex())
+        return path
+
+    def tick(self) -> None:
+        """Called while waiting on anything: daemons must stay up, claims may settle."""
+        self.fleet.check_daemons()
+        if self.settler is not None:
+            self.settler.tick()
+
+    def wait_until(self, what: str, done: Callable[[], bool], timeout_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"timed out after {timeout_s:.0f}s waiting for {what} (logs: {self.fleet.log_dir})"
+                )
+            self.tick()
+            time.sleep(0.3)
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def start_chain(self) -> None:
+        """anvil on a free port with one funded account per participant and a block every second:
+        daemons read the time from the latest block, so the chain's clock must move on its own, as
+        a real chain's does (an instant-mining anvil stops its clock between transactions)."""
+        log = self.fleet.log_dir / "anvil.log"
+        self.fleet.anvil = start_anvil("--accounts", str(self.cast.size), "--block-time", "1", log=log)
+        self.echo(f"anvil at {self.rpc_url} (chain id 31337, 1 s blocks), {self.cast.size} funded accounts")
+
+    def deploy(self) -> None:
+        """scripts/deploy.py on brownie's live-network path, the deployer's key in PRIVATE_KEY."""
+        self.echo("$ brownie networks add ... && brownie run scripts/deploy.py --network ...")
+        self.deployment = deploy_protocol(self.rpc_url, self.out / "deployments", self.cast.deployer.account)
+        self.protocol = Protocol(ChainClient(self.rpc_url), self.deployment.document)
+        for name, entry in self.deployment.document["contracts"].items():
+            self.echo(f"  {name:<26} {entry['address']}")
+
+    def create_model(self) -> None:
+        args = ["model", "create", "--spec", str(self.config.spec), "--json"]
+        args += ["--key-file", str(self.key_file(self.cast.creator)), *self.chain_args(), *self.store_args()]
+        created = json.loads(self.fleet.run("model-create", args))
+        self.model_id = created["model_id"]
+        self.echo(f"model {self.model_id}: {created['num_stages']} stages, spec {created['spec_cid']}")
+
+    def _start_worker(self, role: Role, peers: list[str]) -> LocalProcess:
+        args = ["worker", "run", "--model", str(self.model_id), "--stage", str(role.stage)]
+        args += ["--key-file", str(self.key_file(role)), "--state-dir", str(self.out / "state" / role.name)]
+        args += [*self.chain_args(), *self.store_args()]
+        for peer in peers:
+            args += ["--initial-peers", peer]
+        if role.cheat:
+            args += ["--cheat", role.cheat]
+        process = self.fleet.start(role.name, args)
+        self.workers[role.name] = process
+        return process
+
+    def _members(self) -> set[str]:
+        ledger = self.protocol.ledger
+        stages = {role.stage for role in self.cast.workers}
+        return {
+            member for stage in stages for member in ledger.functions.membersOf(self.model_id, stage).call()
+        }
+
+    def start_workers(self) -> None:
+        """Stage 0's first worker founds the swarm; the first of every other stage joins through it
+        (each is its stage's first member and creates the stage key); then the replicas and the
+        cheater, who get their stage's key from a member over P2P."""
+        firsts: dict[int, Role] = {}
+        for role in self.cast.workers:
+            if role.cheat is None:
+                firsts.setdefault(role.stage, role)
+        founder = firsts.pop(0)
+        rest = [role for role in self.cast.workers if role is not founder and role not in firsts.values()]
+        self.founder = self._start_worker(founder, []).maddr(START_TIMEOUT_S)
+        joined = {founder.address}
+        for batch in (list(firsts.values()), rest):
+            for role in batch:
+                self._start_worker(role, [self.founder])
+            for role in batch:
+                self.workers[role.name].maddr(START_TIMEOUT_S)
+            joined |= {role.address for role in batch}
+            self.wait_until("the workers to stake and join", lambda wanted=joined: wanted <= self._members())
+        self.echo(f"{len(self.cast.workers)} stage workers serving, swarm entry {self.founder}")
+
+    def start_verifiers(self) -> None:
+        for role in self.cast.verifiers:
+            args = ["verifier", "run", "--model", str(self.model_id), "--initial-peers", self.founder]
+            args += ["--probability", "1", "--key-file", str(self.key_file(role))]
+            args += [
+                "--state-dir",
+                str(self.out / "state" / role.name),
+                *self.chain_args(),
+                *self.store_args(),
+            ]
+            self.verifiers.append(self.fleet.start(role.name, args))
+        ledger = self.protocol.ledger
+        wanted = {role.address for role in self.cast.verifiers}
+
+        def registered() -> bool:
+            logs = ledger.events.ValidatorRegistered().get_logs(from_block=0)
+            return wanted <= {log["args"]["account"] for log in logs}
+
+        self.wait_until("the verifiers to register", registered)
+        self.settler = Settler(self.protocol, self.model_id, self.fleet.anvil, self.verifiers, self.echo)
+
+    def start_gateway(self) -> None:
+        port = free_port()
+        args = ["gateway", "run", "--model", str(self.model_id), "--port", str(port)]
+        args += ["--initial-peers", self.founder, "--state-dir", str(self.out / "state" / "gateway")]
+        args += [*self.chain_args(), *self.store_args()]
+        self.fleet.start("gateway", args)
+        self.gateway_url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{self.gateway_url}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        self.wait_until("the gateway to answer /healthz", healthy)
+
+    def train_round(self, on_step: Callable[[int, int, float], None]) -> RoundResult:
+        """One `pm driver run --rounds 1`; its step lines feed `on_step` while it runs."""
+        args = ["driver", "run", "--model", str(self.model_id), "--rounds", "1", "--json"]
+        args += ["--initial-peers", self.founder, *self.chain_args(), *self.store_args()]
+        process, stdout = self.fleet.launch("driver", args)
+        seen = 0
+
+        def follow() -> None:
+            nonlocal seen
+            for match in list(STEP_LINE.finditer(process.text()))[seen:]:
+                on_step(int(match[1]), int(match[2]), float(match[3]))
+                seen += 1
+            self.tick()
+
+        report = json.loads(self.fleet.result(process, stdout, 600, follow))
+        follow()
+        (trained,) = report["rounds"]
+        return RoundResult(
+            round=trained["round"],
+            losses=trained["losses"],
+            tokens=report["tokens"],
+            seconds=report["training_seconds"],
+            tokens_per_second=report["tokens_per_second"],
+            bytes_per_token=report["boundary_bytes_per_token"],
+        )
+
+    def settle(self, rounds: list[int], timeout_s: float = 300.0) -> None:
+        """Until every honest worker's claim of every trained round is finalized, the cheater's
+        claims are rejected, and no claim is open."""
+        honest = {role.address for role in self.cast.workers if role.cheat is None}
+        cheaters = {role.address for role in self.cast.workers if role.cheat}
+        wanted = {(address, round_) for address in honest for round_ in rounds}
+
+        def settled() -> bool:
+            claims = self.settler.claims
+            finalized = {(c["worker"], c["round"]) for c in claims if c["state"] == "finalized"}
+            caught = {c["worker"] for c in claims if c["state"] == "rejected"}
+            open_ = [c for c in claims if c["state"] == "pending"]
+            return wanted <= finalized and cheaters <= caught and not open_
+
+        try:
+            self.wait_until("every claim to settle", settled, timeout_s)
+        except UserError as error:
+            raise UserError(f"{error}; {self.settler.describe()}") from None
+
+    def infer(self) -> list[dict]:
+        completions = []
+        for index, prompt in enumerate(PROMPTS[: self.config.completions]):
+            args = ["infer", "--model", str(self.model_id), "--prompt", prompt, "--json"]
+            args += ["--max-tokens", str(self.config.max_tokens), "--gateway", self.gateway_url]
+            args += ["--temperature", str(self.config.temperature), "--top-k", str(self.config.top_k)]
+            args += ["--key-file", str(self.key_file(self.cast.customer)), *self.chain_args()]
+            reply = json.loads(self.fleet.run(f"infer-{index}", args, tick=self.tick))
+            completion = {
+                "prompt": prompt,
+                "text": reply["text"],
+                "request_id": reply["requestId"],
+                "tx": reply["tx"],
+                "amount_wei": reply["amount_wei"],
+                "round": reply["round"],
+            }
+            completions.append(completion)
+            self.echo(
+                f"  {escape(repr(prompt))} -> [bold]{escape(repr(reply['text']))}[/bold]"
+                f"  [dim](weights of round {reply['round']}, paid {reply['amount_wei']} wei)"
+            )
+        return completions
+
+    def claim_revenue(self) -> dict[str, int]:
+        """`pm claim` by every worker; returns address -> wei received."""
+        received = {}
+        for role in self.cast.workers:
+            args = ["claim", "--model", str(self.model_id), "--json", "--key-file", str(self.key_file(role))]
+            reply = json.loads(
+                self.fleet.run(f"claim-{role.name}", [*args, *self.chain_args()], tick=self.tick)
+            )
+            received[role.address] = sum(int(record["amount_wei"]) for record in reply["claims"])
+        return received

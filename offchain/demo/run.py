@@ -1,0 +1,139 @@
+"""`pm demo` from start to end: each phase in order, every process stopped at the end whatever happens.
+
+chain      anvil + scripts/deploy.py (brownie live path) + `pm model create`
+swarm      3 stages x K `pm worker run --model` (+ a `--cheat` worker), `pm verifier run`, `pm gateway run`
+train      `pm driver run --rounds 1`, N times, with live loss, tokens/s and bytes on the wire
+settle     chain time moved past each challenge window once every verifier judged every open claim
+serve      a customer pays for completions with `pm infer`
+claim      every worker runs `pm claim`
+summary    read back from the chain; --out gets summary.json, loss.png and the store
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from offchain.demo.commands import missing_commands
+from offchain.demo.config import Cast, DemoConfig
+from offchain.demo.fleet import Fleet, sigterm_as_interrupt
+from offchain.demo.network import DemoNetwork, RoundResult
+from offchain.demo.summary import collect, render, write_outputs
+from offchain.errors import UserError
+from offchain.model.spec import load_spec
+
+MARKER = ".pm-demo"
+
+
+class PhasesMissing(UserError):
+    """Some commands the demo drives have not landed: the phases before them ran, none was faked."""
+
+    exit_code = 2
+
+
+def prepare_out(out: Path) -> None:
+    """A fresh --out folder for every run (a previous demo's is replaced, anything else refused)."""
+    if out.exists():
+        if (out / MARKER).exists():
+            shutil.rmtree(out)
+        elif any(out.iterdir()):
+            raise UserError(f"--out {out} is not empty and was not written by pm demo: choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by pm demo; replaced by the next run\n")
+
+
+def train(net: DemoNetwork, rounds: int, steps_per_round: int, console: Console) -> list[RoundResult]:
+    progress = Progress(
+        TextColumn("[bold]round {task.fields[round]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]} tok/s"),
+        TextColumn("wire {task.fields[wire]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    results: list[RoundResult] = []
+    with progress:
+        task = progress.add_task(
+            "train", total=rounds * steps_per_round, round="-", loss="-", speed="-", wire="-"
+        )
+
+        def on_step(round_: int, step: int, loss: float) -> None:
+            progress.update(task, advance=1, round=round_, loss=f"{loss:.4f}")
+
+        for _ in range(rounds):
+            result = net.train_round(on_step)
+            results.append(result)
+            wire = sum(r.wire_bytes for r in results)
+            progress.update(
+                task,
+                completed=len(results) * steps_per_round,
+                loss=f"{result.loss:.4f}",
+                speed=f"{result.tokens_per_second:.0f}",
+                wire=f"{wire / 1e6:.2f} MB ({result.wire_bytes / result.tokens:.0f} B/token)",
+            )
+    return results
+
+
+def report_missing(console: Console) -> None:
+    table = Table(title="phases not available yet in this checkout")
+    table.add_column("phase")
+    table.add_column("needs")
+    for need in missing_commands():
+        table.add_row(need.phase, need.usage)
+    console.print(table)
+
+
+def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
+    """Run every phase; returns the summary document (also written under config.out)."""
+    started = time.monotonic()
+    spec = load_spec(config.spec)
+    prepare_out(config.out)
+    cast = Cast.for_config(config, spec.num_stages)
+
+    def echo_command(line: str) -> None:
+        console.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
+
+    fleet = Fleet(config.out / "logs", echo_command)
+    net = DemoNetwork(config, cast, fleet, console.print)
+    with sigterm_as_interrupt():
+        try:
+            console.rule("chain: anvil, contracts, model")
+            net.start_chain()
+            net.deploy()
+            net.create_model()
+            if missing_commands():
+                report_missing(console)
+                raise PhasesMissing("pm demo: stopped after the model was created; see the table above")
+            console.rule(
+                f"swarm: {len(cast.workers)} stage workers, {len(cast.verifiers)} verifier(s), a gateway"
+            )
+            net.start_workers()
+            net.start_verifiers()
+            net.start_gateway()
+            console.rule(f"train: {config.rounds} rounds of {spec.round_steps} steps")
+            rounds = train(net, config.rounds, spec.round_steps, console)
+            console.rule("settle: verifiers replay every claim, chain time skips each challenge window")
+            net.settle([result.round for result in rounds])
+            console.rule("serve: a customer pays for completions")
+            completions = net.infer()
+            console.rule("claim: every holder claims its revenue")
+            claimed = net.claim_revenue()
+            summary = collect(net.protocol, net.model_id, cast, rounds, completions, claimed)
+            summary["seconds"] = round(time.monotonic() - started, 1)
+            console.rule("summary")
+            render(summary, console)
+            write_outputs(summary, config.out, config.ipfs_api)
+            console.print(
+                f"done in {summary['seconds']:.0f}s; summary.json, loss.png, store/ and logs/ in {config.out}"
+            )
+            return summary
+        finally:
+            fleet.close()

@@ -1,0 +1,246 @@
+"""What a demo run achieved, read back from the chain (not from what the demo believes it did).
+
+`collect` builds the summary.json document; `render` prints it as tables; `write_outputs` puts
+summary.json, loss.png and every checkpoint and trace named in the summary under --out.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from offchain.chain.protocol import Protocol
+from offchain.demo.config import Cast
+from offchain.demo.network import RoundResult
+from offchain.status import claims_of
+
+ETHER = 10**18
+
+
+def _logs(protocol: Protocol, contract: Any, name: str, **filters: Any) -> list[dict[str, Any]]:
+    event = getattr(contract.events, name)()
+    found = event.get_logs(from_block=protocol.first_block(), argument_filters=filters or None)
+    return [dict(log["args"]) for log in found]
+
+
+def collect(
+    protocol: Protocol,
+    model_id: int,
+    cast: Cast,
+    rounds: list[RoundResult],
+    completions: list[dict[str, Any]],
+    claimed: dict[str, int],
+) -> dict[str, Any]:
+    model = protocol.model(model_id)
+    shares = protocol.shares(model)
+    supply = shares.functions.totalSupply().call()
+    claims = claims_of(protocol, model_id)
+    slashed: dict[str, int] = defaultdict(int)
+    for event in _logs(protocol, protocol.ledger, "Slashed"):
+        slashed[event["account"]] += event["amount"]
+    paid = _logs(protocol, protocol.router, "InferencePaid", modelId=model_id)
+    revenue_claimed = defaultdict(int)
+    for event in _logs(protocol, shares, "RevenueClaimed"):
+        revenue_claimed[event["holder"]] += event["amount"]
+
+    workers = []
+    for role in cast.workers:
+        mine = [claim for claim in claims if claim["worker"] == role.address]
+        finalized = [claim for claim in mine if claim["state"] == "finalized"]
+        balance = shares.functions.balanceOf(role.address).call()
+        workers.append(
+            {
+                "name": role.name,
+                "address": role.address,
+                "stage": role.stage,
+                "cheat": role.cheat,
+                "rounds": sorted(claim["round"] for claim in finalized),
+                "rejected_rounds": sorted(claim["round"] for claim in mine if claim["state"] == "rejected"),
+                "finalized_work_units": sum(claim["work_units"] for claim in finalized),
+                "shares": str(balance),
+                "percent_of_supply": 100 * balance / supply if supply else 0.0,
+                "revenue_claimed_wei": str(revenue_claimed[role.address]),
+                "claimable_wei": str(shares.functions.claimable(role.address).call()),
+                "revenue_received_wei": str(claimed.get(role.address, 0)),
+                "slashed_wei": str(slashed[role.address]),
+            }
+        )
+
+    by_round: dict[int, dict[str, int]] = defaultdict(
+        lambda: {"finalized": 0, "rejected": 0, "challenged": 0}
+    )
+    for claim in claims:
+        counts = by_round[claim["round"]]
+        counts["challenged"] += claim["challenged"]
+        if claim["state"] in ("finalized", "rejected"):
+            counts[claim["state"]] += 1
+    deployment = protocol.deployment
+    return {
+        "chain_id": deployment["chainId"],
+        "model_id": model_id,
+        "spec_cid": model.spec_cid,
+        "shares_per_work_unit": str(model.shares_per_work_unit),
+        "contracts": {name: entry["address"] for name, entry in deployment["contracts"].items()},
+        "share_token": model.shares,
+        "rounds": [
+            {
+                "round": result.round,
+                "loss": result.loss,
+                "losses": result.losses,
+                "tokens": result.tokens,
+                "tokens_per_second": result.tokens_per_second,
+                "wire_bytes": result.wire_bytes,
+                "bytes_per_token": result.bytes_per_token,
+                "claims": by_round[result.round],
+            }
+            for result in rounds
+        ],
+        "workers": workers,
+        "claims": {
+            "finalized": sum(claim["state"] == "finalized" for claim in claims),
+            "rejected": sum(claim["state"] == "rejected" for claim in claims),
+            "challenged": sum(claim["challenged"] for claim in claims),
+            "pending": sum(claim["state"] == "pending" for claim in claims),
+            "list": claims,
+        },
+        "revenue": {
+            "paid_wei": str(sum(event["amount"] for event in paid)),
+            "to_holders_wei": str(sum(event["toHolders"] for event in paid)),
+            "to_operator_wei": str(sum(event["toOperator"] for event in paid)),
+            "to_protocol_wei": str(sum(event["toProtocol"] for event in paid)),
+            "claimed_wei": str(shares.functions.totalClaimed().call()),
+            "claimable_wei": str(sum(int(worker["claimable_wei"]) for worker in workers)),
+            "payments": len(paid),
+        },
+        "slashed_wei": str(sum(slashed.values())),
+        "checkpoints": [
+            {
+                "stage": claim["stage"],
+                "round": claim["round"],
+                "worker": claim["worker"],
+                "cid": claim["checkpoint_cid"],
+                "digest": claim["checkpoint_digest"],
+                "trace_cid": claim["trace_cid"],
+            }
+            for claim in claims
+            if claim["state"] == "finalized"
+        ],
+        "completions": completions,
+    }
+
+
+def _eth(wei: int | str) -> str:
+    return f"{int(wei) / ETHER:.6f}"
+
+
+def render(summary: dict[str, Any], console: Console) -> None:
+    workers = Table(title="workers")
+    for column in (
+        "worker",
+        "stage",
+        "rounds",
+        "shares",
+        "% supply",
+        "revenue claimed (ETH)",
+        "slashed (ETH)",
+    ):
+        workers.add_column(column, justify="left" if column == "worker" else "right")
+    for worker in summary["workers"]:
+        name = f"{worker['name']} {worker['address'][:10]}" + (
+            " [red](cheater)[/red]" if worker["cheat"] else ""
+        )
+        workers.add_row(
+            name,
+            str(worker["stage"]),
+            str(len(worker["rounds"])),
+            f"{int(worker['shares']) / ETHER:g}",
+            f"{worker['percent_of_supply']:.1f}",
+            _eth(worker["revenue_claimed_wei"]),
+            _eth(worker["slashed_wei"]),
+        )
+    rounds = Table(title="rounds")
+    for column in ("round", "loss", "tokens", "tokens/s", "wire MB", "claims finalized", "rejected"):
+        rounds.add_column(column, justify="right")
+    for entry in summary["rounds"]:
+        rounds.add_row(
+            str(entry["round"]),
+            f"{entry['loss']:.4f}",
+            str(entry["tokens"]),
+            f"{entry['tokens_per_second']:.0f}",
+            f"{entry['wire_bytes'] / 1e6:.2f}",
+            str(entry["claims"]["finalized"]),
+            str(entry["claims"]["rejected"]),
+        )
+    revenue, claims = summary["revenue"], summary["claims"]
+    totals = Table(title="totals", show_header=False)
+    totals.add_column(justify="left")
+    totals.add_column(justify="right")
+    fees = int(revenue["to_operator_wei"]) + int(revenue["to_protocol_wei"])
+    for label, value in (
+        ("revenue paid", _eth(revenue["paid_wei"]) + " ETH"),
+        ("  to holders", _eth(revenue["to_holders_wei"]) + " ETH"),
+        ("  fees (operator + protocol)", _eth(fees) + " ETH"),
+        ("claimed by holders", _eth(revenue["claimed_wei"]) + " ETH"),
+        ("slashed", _eth(summary["slashed_wei"]) + " ETH"),
+        (
+            "claims finalized / rejected / challenged",
+            f"{claims['finalized']} / {claims['rejected']} / {claims['challenged']}",
+        ),
+    ):
+        totals.add_row(label, value)
+    for table in (workers, rounds, totals):
+        console.print(table)
+
+
+def plot_loss(rounds: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(7, 4))
+    step = 0
+    for entry in rounds:
+        steps = list(range(step, step + len(entry["losses"])))
+        axes.plot(steps, entry["losses"], marker="o", label=f"round {entry['round']}")
+        step += len(entry["losses"])
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("training loss (cross-entropy)")
+    axes.set_title("pm demo: loss per step, every stage on a different worker")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
+def cids_of(summary: dict[str, Any]) -> list[str]:
+    """Every content id the summary names: the spec, each finalized checkpoint and its trace."""
+    cids = [summary["spec_cid"]]
+    for checkpoint in summary["checkpoints"]:
+        cids += [checkpoint["cid"], checkpoint["trace_cid"]]
+    return cids
+
+
+def copy_to_folder(ipfs_api: str, store_dir: Path, cids: list[str]) -> None:
+    """With a Kubo daemon, copy each named DAG into the embedded store under --out (via CAR)."""
+    from offchain.storage.store import open_store
+
+    source, target = open_store(ipfs_api, store_dir), open_store(None, store_dir)
+    for cid in cids:
+        buffer = io.BytesIO()
+        source.export_car(cid, buffer)
+        buffer.seek(0)
+        target.import_car(buffer)
+
+
+def write_outputs(summary: dict[str, Any], out: Path, ipfs_api: str | None) -> None:
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_loss(summary["rounds"], out / "loss.png")
+    if ipfs_api:
+        copy_to_folder(ipfs_api, out / "store", cids_of(summary))

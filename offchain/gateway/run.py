@@ -1,0 +1,115 @@
+"""`pm gateway run`: the model from the chain, its spec by CID, a swarm client node, the HTTP site.
+
+SIGTERM/SIGINT set an Event; `finally` stops the site (in-flight requests finish or are
+released), leaves the DHT and closes the served-request record."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from offchain.chain.client import ChainClient
+from offchain.chain.protocol import ModelStatus, Protocol
+from offchain.errors import UserError
+from offchain.gateway.served import ServedRequests
+from offchain.gateway.service import Gateway, Pricing
+from offchain.gateway.tickets import load_or_create_secret
+from offchain.inference import PassBatcher
+from offchain.models import fetch_spec
+from offchain.storage.store import Store
+from offchain.swarm.driver import Driver, DriverConfig
+from offchain.swarm.identity import Identity
+from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals
+from offchain.wallet import asset_of
+
+logger = logging.getLogger(__name__)
+
+CHAIN_RETRY_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    model_id: int
+    host: str
+    port: int
+    network: NetworkConfig
+    state_dir: Path
+    price_per_token: int
+    max_tokens: int | None = None
+    confirmations: int = 0
+    call_timeout: float = 30.0
+    retry_after_s: int = 5
+
+
+def open_chain(rpc_url: str, deployments: Path) -> Protocol:
+    """A read-only chain view whose RPC retries give up quickly: a request waits at most ~10 s for
+    the chain before it is answered 503 (the gateway never sends transactions)."""
+    return Protocol.load(ChainClient(rpc_url, retry_deadline_s=CHAIN_RETRY_SECONDS), deployments)
+
+
+async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store) -> None:
+    stop = stop_on_signals()
+    model = protocol.model(config.model_id)
+    if model.status is not ModelStatus.ACTIVE:
+        raise UserError(f"model {model.model_id} is {model.status.name.lower()}: it takes no payments")
+    spec = fetch_spec(store, model.spec_cid)
+    if spec.num_stages != model.num_stages:
+        raise UserError(
+            f"spec {model.spec_cid} has {spec.num_stages} stages, the registry {model.num_stages}"
+        )
+    limit = spec.context - 1 if config.max_tokens is None else config.max_tokens
+    if not 1 <= limit < spec.context:
+        raise UserError(
+            f"--max-tokens must be between 1 and {spec.context - 1} (the context is {spec.context})"
+        )
+    served = ServedRequests(config.state_dir)
+    released = served.release_abandoned()
+    if released:
+        logger.warning("released %d request(s) a previous gateway process left unfinished", released)
+    node = await start_node(config.network, client_mode=True)
+    runner: web.AppRunner | None = None
+    try:
+        identity = Identity.load(None, None)  # a throw-away swarm identity: the gateway holds no key
+        driver = Driver(
+            DriverConfig(spec, identity, model_id=model.model_id, call_timeout=config.call_timeout), node
+        )
+        gateway = Gateway(
+            protocol=protocol,
+            model=model,
+            asset=asset_of(protocol, model),
+            spec=spec,
+            passes=PassBatcher(driver.infer, spec, depth=spec.num_stages),
+            served=served,
+            secret=load_or_create_secret(config.state_dir),
+            pricing=Pricing(config.price_per_token),
+            max_tokens=limit,
+            confirmations=config.confirmations,
+            retry_after_s=config.retry_after_s,
+        )
+        runner = web.AppRunner(gateway.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port)
+        try:
+            await site.start()
+        except OSError as error:
+            raise UserError(f"cannot listen on {config.host}:{config.port}: {error.strerror}") from None
+        host, port = runner.addresses[0][:2]
+        logger.info(
+            "gateway for model %d (spec %s, %d stages) at %s per token listening on http://%s:%d",
+            model.model_id,
+            spec.digest()[:16],
+            spec.num_stages,
+            gateway.asset.format(config.price_per_token),
+            host,
+            port,
+        )
+        await stop.wait()
+        logger.info("gateway: shutting down")
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await shutdown_node(node)
+        served.close()

@@ -1,0 +1,274 @@
+"""`pm worker run --model ID --stage S`: a compute provider on-chain.
+
+It serves its stage in the swarm like any worker (offchain/swarm/stage_worker.py) and adds, as a
+`StageRole`:
+- start: stake up to the minimum, `join` the stage with its X25519 key, get the stage key (the
+  first member creates it, later ones are granted it by a member over P2P), and pick the state to
+  serve from: the stage's finalized checkpoint, or the state on disk if this worker published its
+  round (so its claims can still follow), or the spec's seed;
+- every committed round: encrypt and store the checkpoint and trace, journal the round durably
+  (offchain/journal.py);
+- a ledger loop (offchain/claims.py): submit rounds as the chain allows, finalize its own claims,
+  follow challenges; when a claim is rejected, a sole member takes its stage back to the last
+  finalized checkpoint.
+
+Swarm rounds and chain rounds: the chain's checkpoint round R is the state after training round R
+(R = 0: the seed, no CID); the swarm's committed round counts rounds done, so the state of
+checkpoint R is served as committed round R + 1 and the next round trained, and claimed, is R + 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+from hivemind.dht.node import DHTNode
+
+from offchain.chain.protocol import Protocol
+from offchain.claims import ClaimKeeper, crash_point
+from offchain.durable import write_atomic
+from offchain.errors import UserError
+from offchain.journal import ClaimJournal, RoundEntry, RoundStatus
+from offchain.model.records import Trace
+from offchain.model.spec import ModelSpec
+from offchain.model.trainer import StageTrainer
+from offchain.rounds import fetch_checkpoint, publish_round
+from offchain.storage.crypto import StageKey
+from offchain.storage.store import Store
+from offchain.swarm.discovery import lookup, stage_key
+from offchain.swarm.keyshare import EncryptionKeypair, StageKeyKeeper, request_stage_key
+from offchain.swarm.server import RoundState, StageServer, StateFile
+
+log = logging.getLogger("offchain.worker")
+
+
+@dataclass(frozen=True)
+class ChainWorkerConfig:
+    model_id: int
+    stage: int
+    spec: ModelSpec
+    state_dir: Path
+    cheat: str | None = None
+    poll_seconds: float = 1.0
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+class ChainWorker:
+    """The on-chain half of one stage worker (see the module docstring)."""
+
+    def __init__(
+        self, config: ChainWorkerConfig, protocol: Protocol, store: Store, account: LocalAccount
+    ) -> None:
+        self.config = config
+        self.protocol, self.store, self.account = protocol, store, account
+        self.client, self.ledger = protocol.client, protocol.ledger
+        self.model_id, self.stage = config.model_id, config.stage
+        lane = f"model{config.model_id}-stage{config.stage}"
+        self.journal = ClaimJournal(config.state_dir / f"claims-{lane}")
+        self.key_path = config.state_dir / f"stage-key-{lane}"
+        self.state_file = StateFile(config.state_dir, config.spec, config.model_id, config.stage)
+        self.seed = StageTrainer(config.spec, config.stage, model_id=config.model_id).state_bytes()
+        self.keeper = ClaimKeeper(
+            protocol, config.model_id, config.stage, self.journal, seed_digest=sha256(self.seed)
+        )
+        self.key: StageKey | None = None
+        self.key_keeper: StageKeyKeeper | None = None
+        self._rounds: asyncio.Queue[tuple[RoundState, RoundState, Trace]] = asyncio.Queue()
+
+    # ---- start --------------------------------------------------------------------------------
+
+    async def start(self, node: DHTNode) -> RoundState:
+        keypair = EncryptionKeypair.load_or_create(self.config.state_dir / "encryption-key")
+        first = await asyncio.to_thread(self._stake_and_join, node.peer_id.to_bytes(), keypair.public)
+        self.key = self._load_key()
+        if self.key is None:
+            if first:
+                self.key = StageKey.generate(self.model_id, self.stage)
+                log.info("stage key created: first member of model %d stage %d", self.model_id, self.stage)
+            else:
+                self.key = await request_stage_key(
+                    node.p2p,
+                    node,
+                    self.protocol,
+                    self.config.spec.digest(),
+                    self.model_id,
+                    self.stage,
+                    self.account,
+                    keypair,
+                )
+            self._save_key(self.key)
+        self.key_keeper = StageKeyKeeper(self.protocol, self.model_id, self.stage, self.key)
+        swarm_round = await self._swarm_round(node)
+        return await asyncio.to_thread(self._initial_state, swarm_round)
+
+    async def _swarm_round(self, node: DHTNode) -> int:
+        """The round the other stages are at when this stage has no live replica (0 otherwise): a
+        worker that replaces a stage's only member starts at that round, or the driver would wait
+        forever for this stage to reach it. With a live replica the driver syncs this worker to it."""
+        spec = self.config.spec
+        found = [
+            await lookup(node, stage_key(spec.digest(), self.model_id, s)) for s in range(spec.num_stages)
+        ]
+        if found[self.stage]:
+            return 0
+        return max((record.round for records in found for record in records), default=0)
+
+    def _stake_and_join(self, peer_id: bytes, encryption_key: bytes) -> bool:
+        """Stake up to the minimum and join the stage if needed; True if this worker is its only member."""
+        client, ledger, me = self.client, self.ledger, self.client.address
+        params = client.call(ledger.functions.parameters(), action="parameters")
+        claim_bond, min_stake = params[1], params[7]
+        staked = client.call(ledger.functions.stakeOf(me), action="stakeOf")[0]
+        required = max(min_stake, claim_bond)
+        if staked < required:
+            receipt = client.transact(ledger.functions.stake(), value=required - staked, action="stake")
+            log.info(
+                "staked %d wei (now %d), tx %s",
+                required - staked,
+                required,
+                receipt["transactionHash"].to_0x_hex(),
+            )
+        member, stage = client.call(ledger.functions.stageOf(self.model_id, me), action="stageOf")
+        if member and stage != self.stage:
+            raise UserError(
+                f"{me} is a member of stage {stage} of model {self.model_id}, not {self.stage}: "
+                "an address holds one stage of a model (leave it first)"
+            )
+        if not member:
+            join = ledger.functions.join(self.model_id, self.stage, peer_id, encryption_key)
+            receipt = client.transact(join, action="join")
+            log.info(
+                "joined model %d stage %d, tx %s",
+                self.model_id,
+                self.stage,
+                receipt["transactionHash"].to_0x_hex(),
+            )
+        members = client.call(ledger.functions.membersOf(self.model_id, self.stage), action="membersOf")
+        return list(members) == [me]
+
+    def _load_key(self) -> StageKey | None:
+        if not self.key_path.is_file():
+            return None
+        return StageKey(self.model_id, self.stage, self.key_path.read_bytes())
+
+    def _save_key(self, key: StageKey) -> None:
+        self.key_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.key_path, key.secret)
+        os.chmod(self.key_path, 0o600)
+
+    def _checkpoint_state(self) -> tuple[int, bytes]:
+        """(round, plaintext) of the stage's finalized checkpoint, the seed before the first one."""
+        checkpoint = self.keeper.checkpoint()
+        if not checkpoint.cid:
+            return 0, self.seed
+        return checkpoint.round, fetch_checkpoint(self.store, self.key, checkpoint.cid, checkpoint.digest)
+
+    def _initial_state(self, swarm_round: int) -> RoundState:
+        """The state on disk if its lineage can still be claimed, else the finalized checkpoint, else
+        the seed; served at the disk's or the swarm's round if that is ahead, to stay in step with
+        the other stages (the chain accepts any round above the checkpoint's)."""
+        local = self.state_file.load()
+        checkpoint = self.keeper.checkpoint()
+        claimable = self.journal.committed_digests() | {
+            checkpoint.digest if checkpoint.cid else sha256(self.seed)
+        }
+        if local is not None and local.round > checkpoint.round and sha256(local.state) in claimable:
+            log.info("resuming stage %d from its round %d state on disk", self.stage, local.round)
+            return RoundState(max(local.round, swarm_round), local.state)
+        round_, state = self._checkpoint_state()
+        served = max(round_ + 1, local.round if local is not None else 0, swarm_round)
+        source = f"finalized checkpoint of round {round_} ({checkpoint.cid})" if round_ else "the spec's seed"
+        log.info("starting stage %d from %s as round %d", self.stage, source, served)
+        return RoundState(served, state)
+
+    # ---- rounds -------------------------------------------------------------------------------
+
+    async def on_round(self, parent: RoundState, committed: RoundState, trace: Trace | None) -> None:
+        """Queue the round for publishing (the driver's finish_round must not wait for storage)."""
+        if trace is None or trace.round != parent.round or not trace.records:
+            log.warning(
+                "round %d committed without a trace of this replica's steps: not claimable", parent.round
+            )
+            return
+        self._rounds.put_nowait((parent, committed, trace))
+
+    def publish(self, parent: RoundState, committed: RoundState, trace: Trace) -> None:
+        """Store the round (under --cheat: what the cheat makes of it) and journal it durably."""
+        existing = self.journal.get(trace.round)
+        if existing is not None and existing.status is not RoundStatus.PUBLISHED:
+            log.warning(
+                "round %d was committed again after its claim was sent: keeping the claim", trace.round
+            )
+            return
+        state = committed.state
+        if self.config.cheat is not None:
+            from offchain.cheats import apply_cheat
+
+            state, trace = apply_cheat(self.config.cheat, self.config.spec, parent.state, state, trace)
+        published = publish_round(self.store, self.key, state, trace, parent_cid="")
+        block = self.client.rpc("block_number", lambda: self.client.w3.eth.block_number)
+        entry = RoundEntry(
+            published, sha256(parent.state), sha256(committed.state), RoundStatus.PUBLISHED, block
+        )
+        self.journal.put(entry)
+        log.info(
+            "round %d published: checkpoint %s, trace %s, digest %s, %d work units%s",
+            published.round,
+            published.checkpoint_cid,
+            published.trace_cid,
+            published.checkpoint_digest.hex(),
+            published.work_units,
+            f" (CHEAT {self.config.cheat})" if self.config.cheat else "",
+        )
+        crash_point("after-store")
+
+    async def _publish_queued(self) -> None:
+        while not self._rounds.empty():
+            await asyncio.to_thread(self.publish, *self._rounds.get_nowait())
+
+    # ---- the ledger loop ----------------------------------------------------------------------
+
+    async def run(self, server: StageServer, stop: asyncio.Event) -> None:
+        """Publish committed rounds and move claims along, one step at a time, until `stop`; a step
+        that fails (an RPC outage outlasting the client's retries, a store error) is logged and
+        tried again on the next pass, so the daemon outlives its chain endpoint."""
+        while not stop.is_set():
+            try:
+                await self._publish_queued()
+                await asyncio.to_thread(self.keeper.tick)
+                if self.keeper.rebase:
+                    await self._rebase(server)
+            except Exception as error:  # noqa: BLE001 - the daemon must outlive any one failed step
+                log.warning("ledger step failed (%s: %s); trying again", type(error).__name__, error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.poll_seconds)
+        await self._publish_queued()  # committed rounds are stored and journaled before exiting
+
+    async def _rebase(self, server: StageServer) -> None:
+        """After a rejected or unclaimable round, a sole member serves the last finalized checkpoint
+        (with replicas, the swarm's majority state decides and the driver syncs this worker)."""
+        members = await asyncio.to_thread(
+            self.client.call, self.ledger.functions.membersOf(self.model_id, self.stage), "membersOf"
+        )
+        if list(members) != [self.client.address]:
+            self.keeper.rebase = False
+            return
+        round_, state = await asyncio.to_thread(self._checkpoint_state)
+        if sha256(state).hex() != server.committed.digest and server.in_round is None:
+            await server.adopt(RoundState(server.committed.round, state))
+            log.warning(
+                "stage %d back to the finalized checkpoint of round %d: the next round trains from it",
+                self.stage,
+                round_,
+            )
+        if server.committed.digest == sha256(state).hex():
+            self.keeper.rebase = False
