@@ -18,8 +18,9 @@ test-contracts: setup
 test-offchain: setup
 	$(OFFCHAIN_PYTEST) tests/offchain
 
+# make demo ARGS="--rounds 5 --cheater" passes options to pm demo.
 demo: setup
-	pm demo
+	pm demo $(ARGS)
 
 lint: setup
 	ruff check offchain tests scripts bench tools

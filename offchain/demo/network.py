@@ -37,7 +37,6 @@ class RoundResult:
     round: int
     losses: list[float]
     tokens: int
-    seconds: float
     tokens_per_second: float
     bytes_per_token: list[dict[str, float]]  # per stage boundary: forward, backward
 
@@ -235,7 +234,6 @@ class DemoNetwork:
             round=trained["round"],
             losses=trained["losses"],
             tokens=report["tokens"],
-            seconds=report["training_seconds"],
             tokens_per_second=report["tokens_per_second"],
             bytes_per_token=report["boundary_bytes_per_token"],
         )

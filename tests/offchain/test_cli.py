@@ -28,10 +28,15 @@ def test_a_missing_required_option_is_named_without_a_traceback():
     assert "Traceback" not in result.stderr
 
 
-def test_demo_does_not_pretend_to_work():
-    result = run_pm("demo")
-    assert result.returncode != 0
-    assert "Nothing has been run" in result.stderr
+def test_demo_refuses_an_out_folder_it_did_not_write(tmp_path):
+    """pm demo replaces its own previous --out folder, never someone else's files."""
+    (tmp_path / "notes.txt").write_text("mine")
+    result = run_pm("demo", "--out", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"--out {tmp_path} is not empty and was not written by pm demo: choose another folder"
+    )
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_dotenv_in_the_working_directory_configures_pm(tmp_path):
