@@ -14,8 +14,10 @@ checking independently."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,11 +39,28 @@ TARGET_RATIO = 1.2
 PROBABILITIES = (0.1, 1.0)
 
 
+class Clock:
+    """Wall time and this process's CPU time (all threads): on a machine shared with other work the
+    CPU time is the steadier measure of the work itself, the wall time what a verifier waits."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    @contextlib.contextmanager
+    def running(self):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall += time.perf_counter() - wall
+            self.cpu += time.process_time() - cpu
+
+
 class TimedStage:
-    """A StageTrainer whose compute calls add their wall time to `seconds`."""
+    """A StageTrainer whose compute calls run on `clock`."""
 
     def __init__(self, trainer: StageTrainer) -> None:
-        self.trainer, self.seconds = trainer, 0.0
+        self.trainer, self.clock = trainer, Clock()
 
     def __getattr__(self, name: str):
         attribute = getattr(self.trainer, name)
@@ -49,11 +68,8 @@ class TimedStage:
             return attribute
 
         def timed(*args, **kwargs):
-            started = time.perf_counter()
-            try:
+            with self.clock.running():
                 return attribute(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - started
 
         return timed
 
@@ -85,75 +101,81 @@ def main() -> None:
 
     keys = [StageKey.generate(1, stage) for stage in range(stages)]
     timed = [TimedStage(StageTrainer(spec, stage, model_id=1)) for stage in range(stages)]
-    compute, replay, fetch = ([0.0] * stages for _ in range(3))
+    fetch, replay = [Clock() for _ in range(stages)], [Clock() for _ in range(stages)]
     run_step([StageTrainer(spec, stage) for stage in range(stages)], 0, 0)  # warm-up: first-call costs
     with tempfile.TemporaryDirectory() as folder:
         store = EmbeddedStore(Path(folder))
         for round_ in range(args.rounds):
             parents = [stage.trainer.state_bytes() for stage in timed]
-            before = [stage.seconds for stage in timed]
             for step in range(spec.round_steps):
                 run_step(timed, round_, step, model_id=1, sign=sign)
             for s, stage in enumerate(timed):
-                compute[s] += stage.seconds - before[s]
                 trainer = stage.trainer
                 parent_cid = store.put(encrypt_checkpoint(keys[s], parents[s]))
                 claim = publish_round(
                     store, keys[s], trainer.state_bytes(), trainer.trace, parent_cid=parent_cid
                 )
-                started = time.perf_counter()
-                parent = fetch_checkpoint(store, keys[s], parent_cid, hashlib.sha256(parents[s]).digest())
-                trace = fetch_trace(store, keys[s], claim.trace_cid, claim.trace_root)
-                fetched = time.perf_counter()
-                report = replay_round(spec, s, parent, trace, signers=signers(s))
-                replay[s] += time.perf_counter() - fetched
-                fetch[s] += fetched - started
+                with fetch[s].running():
+                    parent = fetch_checkpoint(store, keys[s], parent_cid, hashlib.sha256(parents[s]).digest())
+                    trace = fetch_trace(store, keys[s], claim.trace_cid, claim.trace_root)
+                with replay[s].running():
+                    report = replay_round(spec, s, parent, trace, signers=signers(s))
                 if not report.ok:
                     raise SystemExit(f"stage {s} round {round_} did not replay: {report}")
     rows = []
-    for s in range(stages):
-        verify = replay[s] + fetch[s]
+    for s, stage in enumerate(timed):
+        compute = stage.clock
         rows.append(
             {
                 "stage": s,
-                "compute_s": round(compute[s], 3),
-                "replay_s": round(replay[s], 3),
-                "fetch_decrypt_s": round(fetch[s], 3),
-                "replay_ratio": replay[s] / compute[s],
-                "verify_ratio": verify / compute[s],
+                "compute_wall_s": round(compute.wall, 3),
+                "replay_wall_s": round(replay[s].wall, 3),
+                "fetch_decrypt_wall_s": round(fetch[s].wall, 3),
+                "verify_ratio_wall": (replay[s].wall + fetch[s].wall) / compute.wall,
+                "compute_cpu_s": round(compute.cpu, 3),
+                "verify_cpu_s": round(replay[s].cpu + fetch[s].cpu, 3),
+                "verify_ratio_cpu": (replay[s].cpu + fetch[s].cpu) / compute.cpu,
             }
         )
-    total_compute, total_verify = sum(compute), sum(replay) + sum(fetch)
+    total_compute = sum(stage.clock.wall for stage in timed)
+    total_verify = sum(clock.wall for clock in (*replay, *fetch))
     overhead = {f"p={p}": 100 * p * total_verify / total_compute for p in PROBABILITIES}
-    worst = max(row["verify_ratio"] for row in rows)
+    worst = max(row["verify_ratio_wall"] for row in rows)
     report = {
         "spec": spec.name,
         "rounds": args.rounds,
         "round_steps": spec.round_steps,
         "micro_batches": spec.micro_batches,
         "torch_threads": spec.threads,
+        "load_average": os.getloadavg()[0],
         "stages": rows,
         "network_overhead_percent": overhead,
-        "target": f"replay + fetch of a round <= {TARGET_RATIO}x the stage's compute",
-        "target_met": worst <= TARGET_RATIO,
+        "verify_ratio_wall_worst_stage": worst,
+        "verify_ratio_cpu_worst_stage": max(row["verify_ratio_cpu"] for row in rows),
+        "verify_ratio_target": f"replay + fetch of a stage's round <= {TARGET_RATIO}x its compute (wall)",
+        "verify_ratio_target_met": worst <= TARGET_RATIO,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"\n{spec.name} spec, {args.rounds} round(s) of {spec.round_steps} steps x {spec.micro_batches} "
-        f"micro-batches per stage, {spec.threads} torch threads"
+        f"micro-batches per stage, {spec.threads} torch threads, load average {report['load_average']:.1f}"
     )
-    header = f"{'stage':<7}{'compute s':>11}{'replay s':>10}{'fetch s':>9}{'replay/x':>10}{'verify/x':>10}"
+    header = (
+        f"{'stage':<7}{'compute s':>11}{'replay s':>10}{'fetch s':>9}{'verify/x':>10}"
+        f"{'cpu compute':>13}{'cpu verify':>12}{'cpu /x':>8}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
-            f"{row['stage']:<7}{row['compute_s']:>11.2f}{row['replay_s']:>10.2f}{row['fetch_decrypt_s']:>9.2f}"
-            f"{row['replay_ratio']:>10.2f}{row['verify_ratio']:>10.2f}"
+            f"{row['stage']:<7}{row['compute_wall_s']:>11.2f}{row['replay_wall_s']:>10.2f}"
+            f"{row['fetch_decrypt_wall_s']:>9.2f}{row['verify_ratio_wall']:>10.2f}"
+            f"{row['compute_cpu_s']:>13.2f}{row['verify_cpu_s']:>12.2f}{row['verify_ratio_cpu']:>8.2f}"
         )
-    verdict = "met" if report["target_met"] else "MISSED"
-    print(f"target {verdict}: {report['target']} (worst stage {worst:.2f}x)")
+    verdict = "met" if report["verify_ratio_target_met"] else "MISSED"
+    print(f"target {verdict}: {report['verify_ratio_target']} (worst stage {worst:.2f}x)")
     print(
-        "network verification overhead: "
+        "network verification overhead (wall): "
         + ", ".join(f"{name} {value:.1f}%" for name, value in overhead.items())
         + " of training compute per verifier"
     )

@@ -312,11 +312,6 @@ def test_cli_mistakes_are_one_line_and_nothing_is_paid(stack):
     assert no_peers.stderr.strip() == (
         "pm gateway run needs --initial-peers: the multiaddr a stage worker printed"
     )
-    unknown = pm(
-        "gateway", "run", "--model", "9", "--initial-peers", stack.bootstrap, "--store", str(stack.store),
-        account=CUSTOMER, env=stack.env,
-    )  # fmt: skip
-    assert (unknown.returncode, unknown.stderr.strip()) == (1, "unknown model id 9 (this chain has 2 models)")
 
 
 def test_restart_keeps_served_ids_and_redeems_tickets_paid_before(stack):

@@ -149,6 +149,7 @@ def _assert_slashed(net: Network, claim_id: int, worker: int, step: int, staked_
     assert net.ledger.functions.stakeOf(WORKERS[worker].address).call()[0] == staked_before - net.bond
 
 
+@pytest.mark.slow
 def test_honest_claims_finalize_and_every_cheat_is_slashed(network):
     net = network
     spec, units = net.spec, net.spec.round_steps * net.spec.micro_batches
@@ -209,6 +210,7 @@ def test_honest_claims_finalize_and_every_cheat_is_slashed(network):
             verifier.stop()
 
 
+@pytest.mark.slow
 def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(chain, tmp_path):
     """A longer round (so its replay takes a while) is challenged by a validator; a verifier that
     samples nothing but judges every dispute is killed while replaying it, restarted, and votes once."""
