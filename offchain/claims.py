@@ -15,12 +15,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, replace
-from enum import IntEnum
 
 from web3.logs import DISCARD
 
 from offchain.chain.client import ContractRevert
-from offchain.chain.protocol import Protocol
+from offchain.chain.protocol import ClaimStatus, Protocol
 from offchain.journal import ClaimJournal, RoundEntry, RoundStatus
 
 log = logging.getLogger("offchain.worker")
@@ -37,17 +36,6 @@ def crash_point(name: str) -> None:
         log.warning("%s=%s: the process dies here (test hook)", CRASH_ENV, name)
         logging.shutdown()
         os._exit(137)
-
-
-class ClaimStatus(IntEnum):
-    """IWorkLedger.ClaimStatus."""
-
-    NONE = 0
-    PENDING = 1
-    CHALLENGED = 2
-    UPHELD = 3
-    FINALIZED = 4
-    REJECTED = 5
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,17 @@ class ModelStatus(IntEnum):
     RETIRED = 2
 
 
+class ClaimStatus(IntEnum):
+    """IWorkLedger.ClaimStatus."""
+
+    NONE = 0
+    PENDING = 1
+    CHALLENGED = 2
+    UPHELD = 3
+    FINALIZED = 4
+    REJECTED = 5
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What the registry knows about a model (IModelRegistry.Model)."""

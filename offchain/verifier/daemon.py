@@ -15,7 +15,6 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from web3.types import EventData
 
 from offchain.chain.client import ContractRevert
 from offchain.chain.events import EventPoller
-from offchain.chain.protocol import Protocol
+from offchain.chain.protocol import ClaimStatus, Protocol
 from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
 from offchain.models import fetch_spec
@@ -42,23 +41,12 @@ KeySource = Callable[[ModelSpec, int, int], Awaitable[StageKey]]
 """(spec, model id, stage) -> that stage's key (a validator is granted it by a stage member)."""
 
 
-class Status(IntEnum):
-    """IWorkLedger.ClaimStatus."""
-
-    NONE = 0
-    PENDING = 1
-    CHALLENGED = 2
-    UPHELD = 3
-    FINALIZED = 4
-    REJECTED = 5
-
-
 @dataclass(frozen=True)
 class OnChain:
     """The fields of IWorkLedger.Claim the verifier acts on."""
 
     worker: str
-    status: Status
+    status: ClaimStatus
     deadline: int
     challenger: str
     vote_deadline: int
@@ -67,7 +55,7 @@ class OnChain:
 
     @classmethod
     def from_call(cls, raw: tuple) -> OnChain:
-        return cls(raw[0], Status(raw[3]), raw[6], raw[8], raw[9], raw[11], raw[12])
+        return cls(raw[0], ClaimStatus(raw[3]), raw[6], raw[8], raw[9], raw[11], raw[12])
 
 
 @dataclass(frozen=True)
@@ -182,34 +170,34 @@ class Verifier:
             entry.done = True  # superseded in its lane: settled long ago
             self.journal.save()
             return
-        if chain.status in (Status.FINALIZED, Status.REJECTED):
+        if chain.status in (ClaimStatus.FINALIZED, ClaimStatus.REJECTED):
             entry.done = True
             self.journal.save()
             return
         now = self._now()
         mine = self.me.lower() in (chain.worker.lower(), chain.challenger.lower())
-        disputed = entry.dispute is not None and chain.status == Status.CHALLENGED and not mine
+        disputed = entry.dispute is not None and chain.status == ClaimStatus.CHALLENGED and not mine
         if entry.verdict is None and (entry.sampled or disputed):
             entry.verdict = await self._judge(entry, chain, now)
             if entry.verdict is not None:
                 self.journal.save()
                 self._log_verdict(claim, entry.verdict)
         verdict = entry.verdict
-        if chain.status == Status.PENDING:
+        if chain.status == ClaimStatus.PENDING:
             if verdict is not None and verdict.valid is False and now < chain.deadline and not mine:
                 self._challenge(entry, verdict)
             elif verdict is not None and verdict.valid and now > chain.deadline:
                 self._send(
                     self.ledger.functions.finalize(claim.claim_id), f"finalized claim {claim.claim_id}"
                 )
-        elif chain.status == Status.CHALLENGED:
+        elif chain.status == ClaimStatus.CHALLENGED:
             if disputed and verdict is not None and verdict.valid is not None and not entry.voted:
                 if now <= chain.vote_deadline:
                     self._vote(entry, verdict)
             settled = max(chain.votes_valid, chain.votes_invalid) >= self.quorum
             if settled or now > chain.vote_deadline:
                 self._send(self.ledger.functions.resolve(claim.claim_id), f"resolved claim {claim.claim_id}")
-        elif chain.status == Status.UPHELD:
+        elif chain.status == ClaimStatus.UPHELD:
             self._send(
                 self.ledger.functions.finalize(claim.claim_id), f"finalized upheld claim {claim.claim_id}"
             )

@@ -18,7 +18,7 @@ from chain_testkit import REPO, advance_time, anvil_account, join_stage
 from stage_members import serving_stage_keys
 
 from offchain.chain.client import ChainClient
-from offchain.chain.protocol import Protocol
+from offchain.chain.protocol import ClaimStatus, Protocol
 from offchain.cheats import apply_cheat
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
@@ -29,7 +29,6 @@ from offchain.rounds import publish_round
 from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.local import LocalProcess, spawn_pm
-from offchain.verifier.daemon import Status
 
 ETHER = 10**18
 DRIVER = anvil_account(9)
@@ -92,8 +91,8 @@ class Network:
         (event,) = self.ledgers[stage].events.ClaimSubmitted().process_receipt(receipt)
         return event["args"]["claimId"]
 
-    def status(self, claim_id: int) -> Status:
-        return Status(self.ledger.functions.getClaim(claim_id).call()[3])
+    def status(self, claim_id: int) -> ClaimStatus:
+        return ClaimStatus(self.ledger.functions.getClaim(claim_id).call()[3])
 
     def events(self, name: str, claim_id: int | None = None) -> list:
         filters = {} if claim_id is None else {"claimId": claim_id}
@@ -143,7 +142,7 @@ def _assert_slashed(net: Network, claim_id: int, worker: int, step: int, staked_
     assert evidence["verdict"]["step"] == step and evidence["verdict"]["valid"] is False
     assert [vote["claimValid"] for vote in net.events("VoteCast", claim_id)] == [False]
     (resolved,) = net.events("ClaimResolved", claim_id)
-    assert (resolved["outcome"], resolved["slashed"]) == (Status.REJECTED, True)
+    assert (resolved["outcome"], resolved["slashed"]) == (ClaimStatus.REJECTED, True)
     slashed = [e for e in net.events("Slashed") if e["account"] == WORKERS[worker].address]
     assert [e["amount"] for e in slashed] == [net.bond]
     assert net.ledger.functions.stakeOf(WORKERS[worker].address).call()[0] == staked_before - net.bond
@@ -167,7 +166,7 @@ def test_honest_claims_finalize_and_every_cheat_is_slashed(network):
 
         def cheats_rejected():
             """both cheating claims rejected"""
-            return net.status(skipper) == net.status(faker) == Status.REJECTED
+            return net.status(skipper) == net.status(faker) == ClaimStatus.REJECTED
 
         def honest_judged():
             """both verifiers judged the honest claim valid"""
@@ -177,7 +176,7 @@ def test_honest_claims_finalize_and_every_cheat_is_slashed(network):
         net.wait(cheats_rejected, processes=both)
         net.wait(honest_judged, processes=both)
         advance_time(net.reader, net.ledger.functions.parameters().call()[0] + 1)
-        net.wait(lambda: net.status(honest) == Status.FINALIZED, processes=both)
+        net.wait(lambda: net.status(honest) == ClaimStatus.FINALIZED, processes=both)
 
         _assert_slashed(net, skipper, 1, spec.round_steps // 2, staked[1])
         _assert_slashed(net, faker, 2, spec.round_steps - 1, staked[2])
@@ -192,11 +191,11 @@ def test_honest_claims_finalize_and_every_cheat_is_slashed(network):
         second = net.train(2, [first.states[0], seeds[1], seeds[2]])
         wrong = net.claim(0, first.states[0], second.states[0], second.traces[0], cheat="wrong-parent")
         resumed = net.claim(1, seeds[1], second.states[1], second.traces[1])
-        net.wait(lambda: net.status(wrong) == Status.REJECTED, processes=both)
+        net.wait(lambda: net.status(wrong) == ClaimStatus.REJECTED, processes=both)
         _assert_slashed(net, wrong, 0, 0, staked[0])
         net.wait(lambda: all(f"verdict claim={resumed} " in v.text() for v in verifiers), processes=both)
         advance_time(net.reader, net.ledger.functions.parameters().call()[0] + 1)
-        net.wait(lambda: net.status(resumed) == Status.FINALIZED, processes=both)
+        net.wait(lambda: net.status(resumed) == ClaimStatus.FINALIZED, processes=both)
         assert net.protocol.registry.functions.checkpointOf(net.model_id, 1).call()[2] == 2
 
         for verifier in verifiers:
@@ -248,7 +247,7 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
             assert net.events("VoteCast", claim_id) == []
 
             voter = net.verifier("voter-2", VALIDATORS[1], "--probability", "0")
-            net.wait(lambda: net.status(claim_id) == Status.REJECTED, processes=(voter,))
+            net.wait(lambda: net.status(claim_id) == ClaimStatus.REJECTED, processes=(voter,))
             votes = net.events("VoteCast", claim_id)
             assert [(v["validator"], v["claimValid"]) for v in votes] == [(VALIDATORS[1].address, False)]
             assert "AlreadyVoted" not in voter.text()
