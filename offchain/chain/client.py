@@ -188,11 +188,14 @@ class ChainClient:
         tx = self.w3.eth.get_transaction(receipt["transactionHash"])
         replay = {key: tx[key] for key in ("from", "to", "value", "input")}
         replay["data"] = replay.pop("input")
-        try:
-            self.w3.eth.call(replay, receipt["blockNumber"] - 1)
-        except (ContractCustomError, ContractLogicError) as error:
-            raw = _revert_data(error)
-            return ContractRevert(action, decode_revert(raw), raw)
+        # Before the block first; a revert caused by an earlier transaction of the same block (two
+        # validators racing to challenge one claim) only shows against the state after it.
+        for block in (receipt["blockNumber"] - 1, receipt["blockNumber"]):
+            try:
+                self.w3.eth.call(replay, block)
+            except (ContractCustomError, ContractLogicError) as error:
+                raw = _revert_data(error)
+                return ContractRevert(action, decode_revert(raw), raw)
         return ContractRevert(action, None)
 
     def transact(

@@ -38,6 +38,26 @@ def test_mined_revert_is_decoded_from_the_receipt(client, token):
     assert client.w3.eth.get_transaction_receipt(tx_hash)["status"] == 0
 
 
+def test_revert_caused_by_an_earlier_transaction_of_the_same_block_is_decoded(client, token):
+    """Two spends of the same balance mined in one block: the second fails only because of the
+    first, so its replay against the state before the block would not revert."""
+    spender = ChainClient(client.rpc_url, anvil_account(1))
+    client.transact(token.functions.transfer(spender.address, 5))
+    client.w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        first = spender.submit(token.functions.transfer(client.address, 5), gas=100_000)
+        second = spender.submit(token.functions.transfer(client.address, 5), gas=100_000)
+        client.w3.provider.make_request("evm_mine", [])
+    finally:
+        client.w3.provider.make_request("evm_setAutomine", [True])
+    spender.wait(first)
+    with pytest.raises(ContractRevert) as caught:
+        spender.wait(second, action="transfer")
+    assert caught.value.error.name == "ERC20InsufficientBalance"
+    receipts = [client.w3.eth.get_transaction_receipt(tx) for tx in (first, second)]
+    assert receipts[0]["blockNumber"] == receipts[1]["blockNumber"]
+
+
 def test_fees_are_eip1559_and_capped(client, token):
     fields = client.fee_fields()
     assert 0 < fields["maxPriorityFeePerGas"] <= fields["maxFeePerGas"] <= client.fees.max_fee_cap_wei
