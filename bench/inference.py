@@ -26,6 +26,8 @@ import httpx
 
 from offchain.chain.client import ChainClient
 from offchain.chain.protocol import Protocol
+from offchain.demo.anvil import anvil_account, free_port, start_anvil
+from offchain.demo.deploy import deploy_protocol
 from offchain.inference import Forward, Sampling, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import ModelSpec, load_spec
@@ -35,7 +37,6 @@ from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.local import ROOT, LocalProcess, spawn_pm, worker_args
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
-from tests.offchain.chain.chain_testkit import anvil_account, deploy_protocol, free_port, start_anvil, stop
 
 PROMPT = "The assert statement"
 MODEL_ID = 1  # the first model created on the fresh chain
@@ -161,7 +162,8 @@ def main() -> None:
     sampling = Sampling(max_tokens=args.max_tokens)
 
     procs: list[LocalProcess] = []
-    anvil, url = start_anvil()
+    anvil = start_anvil()
+    url = anvil.url
     try:
         with tempfile.TemporaryDirectory(prefix="pm-bench-inference-") as tmp:
             workdir = Path(tmp)
@@ -211,7 +213,7 @@ def main() -> None:
     finally:
         for proc in procs:
             proc.stop()
-        stop(anvil)
+        anvil.stop()
 
     swarm, single = latency["swarm"], latency["single"]
     ratio = swarm["first_token_p50_s"] / single["first_token_p50_s"]
