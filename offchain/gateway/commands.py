@@ -10,8 +10,7 @@ from typing import Annotated
 import typer
 
 from offchain import options
-from offchain.swarm.commands import PeersOption
-from offchain.swarm.commands import _configure_logging as configure_logging
+from offchain.swarm.commands import PeersOption, configure_logging
 
 gateway_app = typer.Typer(help="Sell inference through the stage workers.", no_args_is_help=True)
 

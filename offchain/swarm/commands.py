@@ -52,7 +52,7 @@ class Cheat(StrEnum):
     WRONG_PARENT = "wrong-parent"
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
     """Rich log lines on a terminal; plain `time level logger message` lines otherwise (for log files)."""
     if sys.stderr.isatty():
         from rich.logging import RichHandler
@@ -65,7 +65,7 @@ def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
-def _network(
+def network_config(
     initial_peers: list[str] | None, host_maddrs: list[str] | None, announce_maddrs: list[str] | None
 ) -> NetworkConfig:
     from offchain.swarm.node import LOOPBACK, NetworkConfig
@@ -130,8 +130,8 @@ def worker_run(
         spec = load_spec(model_spec)
         spec.check_stage(stage)
         identity = Identity.load(key_file, private_key_env)
-        _configure_logging()
-        network = _network(initial_peers, host_maddrs, announce_maddrs)
+        configure_logging()
+        network = network_config(initial_peers, host_maddrs, announce_maddrs)
         config = WorkerConfig(spec, stage, identity, network, model_id=model_id, state_dir=state_dir)
         asyncio.run(serve_stage(config))
         return
@@ -154,8 +154,8 @@ def worker_run(
     from offchain.worker import ChainWorker, ChainWorkerConfig
 
     identity = Identity(bytes(account.key), account.address)
-    _configure_logging()
-    network = _network(initial_peers, host_maddrs, announce_maddrs)
+    configure_logging()
+    network = network_config(initial_peers, host_maddrs, announce_maddrs)
     config = WorkerConfig(spec, stage, identity, network, model_id=model, state_dir=state_dir)
     role = ChainWorker(
         ChainWorkerConfig(model, stage, spec, state_dir, cheat.value if cheat else None),
@@ -218,8 +218,8 @@ def driver_run(
     if not initial_peers:
         raise UserError("pm driver run needs --initial-peers: the multiaddr a worker printed when it started")
     identity = Identity.load(key_file, private_key_env)
-    _configure_logging()
-    network = _network(initial_peers, None, None)
+    configure_logging()
+    network = network_config(initial_peers, None, None)
     summary = asyncio.run(
         run_driver(
             spec,

@@ -9,7 +9,7 @@ import typer
 
 from offchain import options
 from offchain.errors import UserError
-from offchain.swarm.commands import PeersOption, _configure_logging, _network
+from offchain.swarm.commands import PeersOption, configure_logging, network_config
 
 if TYPE_CHECKING:
     from hivemind.dht.node import DHTNode
@@ -101,11 +101,11 @@ def verifier_run(
 
     keypair = EncryptionKeypair.load_or_create(state_dir / "x25519.key")
     config = VerifierConfig(state_dir, probability, model_id, allowed)
-    _configure_logging()
+    configure_logging()
 
     async def run() -> None:
         stop = stop_on_signals()
-        node = await start_node(_network(initial_peers, None, None))
+        node = await start_node(network_config(initial_peers, None, None))
         try:
             verifier = Verifier(
                 protocol, open_store(ipfs_api, store), P2PStageKeys(node, protocol, keypair), config
