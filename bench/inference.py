@@ -25,13 +25,13 @@ from pathlib import Path
 import httpx
 
 from offchain.chain.client import ChainClient
+from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
 from offchain.demo.anvil import anvil_account, free_port, start_anvil
 from offchain.demo.deploy import deploy_protocol
-from offchain.inference import Forward, Sampling, complete, local_forward
+from offchain.model.generate import Forward, Sampling, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import ModelSpec, load_spec
-from offchain.models import create_model
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity

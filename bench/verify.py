@@ -29,8 +29,8 @@ from offchain.model.reference import run_step
 from offchain.model.spec import load_spec
 from offchain.model.trainer import StageTrainer
 from offchain.proofs.replay import replay_round
+from offchain.proofs.rounds import fetch_checkpoint, fetch_trace, publish_round
 from offchain.proofs.signing import sign_message
-from offchain.rounds import fetch_checkpoint, fetch_trace, publish_round
 from offchain.storage.crypto import StageKey, encrypt_checkpoint
 from offchain.storage.embedded import EmbeddedStore
 

@@ -1,14 +1,13 @@
 """The `pm` command line: one entry point for every role in the network.
 
-Commands whose implementation has not landed yet say so and exit non-zero, so scripts
-never mistake a placeholder for a result.
+Each role's commands live in its package (worker/, verifier/, gateway/, holder/, swarm/ for the
+driver, storage/); this module assembles them and adds the creator's and everyone's read commands.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -18,9 +17,11 @@ from rich.console import Console
 from offchain import __version__, options
 from offchain.errors import UserError
 from offchain.gateway.commands import gateway_app, infer
+from offchain.holder.commands import balance, claim
 from offchain.storage.commands import store_app
-from offchain.swarm.commands import driver_app, worker_app
+from offchain.swarm.commands import driver_app
 from offchain.verifier.commands import verifier_app
+from offchain.worker.commands import worker_app
 
 stderr = Console(stderr=True, soft_wrap=True)  # an error stays one line, however narrow the terminal
 
@@ -41,7 +42,8 @@ for sub_app, name in [
     (store_app, "store"),
 ]:
     app.add_typer(sub_app, name=name)
-app.command()(infer)
+for command in (infer, claim, balance):
+    app.command()(command)
 
 
 @app.command()
@@ -70,8 +72,8 @@ def model_create(
     as_json: options.JsonOut = False,
 ) -> None:
     """Pin a model spec and register the model on-chain (its share token is created with it)."""
+    from offchain.chain.models import create_model
     from offchain.chain.protocol import open_protocol
-    from offchain.models import create_model
     from offchain.storage.store import open_store
 
     protocol = open_protocol(rpc_url, key_file, deployments, signer=True)
@@ -110,76 +112,6 @@ def model_show(
 
 
 @app.command()
-def claim(
-    model_id: Annotated[int | None, typer.Option("--model", min=1, help="Model to claim from.")] = None,
-    all_models: Annotated[bool, typer.Option("--all-models", help="Claim from every model held.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the amounts; send nothing.")] = False,
-    rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
-    key_file: options.KeyFile = None,
-    deployments: options.Deployments = options.DEPLOYMENTS_DIR,
-    as_json: options.JsonOut = False,
-) -> None:
-    """Claim the inference revenue your shares have earned (ETH or the model's ERC-20)."""
-    from offchain.chain.protocol import open_protocol
-    from offchain.wallet import claim as send_claim
-    from offchain.wallet import holding, models_held
-
-    if (model_id is None) == (not all_models):
-        raise UserError("pass exactly one of --model ID and --all-models")
-    protocol = open_protocol(rpc_url, key_file, deployments, signer=True)
-    holder = protocol.client.address
-    model_ids = models_held(protocol, holder) if all_models else [model_id]
-    records = []
-    for held in (holding(protocol, one, holder) for one in model_ids):
-        record = {**held.to_json(), "amount_wei": "0", "tx": None}
-        line = f"model {held.model_id}: claimable {held.asset.format(held.claimable)}"
-        if held.claimable and not dry_run:
-            done = send_claim(protocol, held.model_id)
-            record.update(done.to_json())
-            line += f" -> received {done.asset.format(done.amount)}, tx {done.tx_hash}"
-        elif dry_run:
-            line += " (dry run: nothing sent)"
-        records.append(record)
-        if not as_json:
-            typer.echo(line)
-    if as_json:
-        typer.echo(json.dumps({"holder": holder, "dry_run": dry_run, "claims": records}))
-    elif not records:
-        typer.echo(f"{holder} holds no shares and no revenue in any model")
-
-
-@app.command()
-def balance(
-    model_id: options.ModelId,
-    address: Annotated[
-        str | None, typer.Option("--address", help="Holder to show (default: the address of your key).")
-    ] = None,
-    rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
-    key_file: options.KeyFile = None,
-    deployments: options.Deployments = options.DEPLOYMENTS_DIR,
-    as_json: options.JsonOut = False,
-) -> None:
-    """Show shares, percent of supply, claimable revenue and revenue claimed so far."""
-    from offchain.chain.protocol import open_protocol
-    from offchain.models import checked_address
-    from offchain.wallet import holding
-
-    protocol = open_protocol(rpc_url, key_file, deployments, signer=address is None)
-    holder = checked_address(address, "--address") if address else protocol.client.address
-    held = holding(protocol, model_id, holder)
-    if as_json:
-        typer.echo(json.dumps(held.to_json()))
-        return
-    shares = Decimal(held.shares).scaleb(-18).normalize()
-    typer.echo(
-        f"model {model_id}, holder {holder}\n"
-        f"  shares     {shares:f} ({held.percent_of_supply:.2f}% of supply)\n"
-        f"  claimable  {held.asset.format(held.claimable)}\n"
-        f"  claimed    {held.asset.format(held.claimed)}"
-    )
-
-
-@app.command()
 def status(
     model_id: options.ModelId,
     rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
@@ -190,7 +122,7 @@ def status(
     from rich.table import Table
 
     from offchain.chain.protocol import open_protocol
-    from offchain.status import model_status
+    from offchain.chain.status import model_status
 
     report = model_status(open_protocol(rpc_url, None, deployments, signer=False), model_id)
     if as_json:

@@ -42,15 +42,40 @@ IpfsApi = Annotated[
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 ModelId = Annotated[int, typer.Option("--model", min=1, help="On-chain model id.")]
 
+SpecOption = Annotated[
+    Path | None, typer.Option("--model-spec", help="Model spec JSON file (off-chain swarm, no claims).")
+]
+ChainModelOption = Annotated[
+    int | None, typer.Option("--model", min=1, help="On-chain model id; its spec is fetched by CID.")
+]
+PeersOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--initial-peers",
+        help="Multiaddr of a swarm member (repeatable), e.g. /ip4/1.2.3.4/tcp/31337/p2p/Qm...",
+    ),
+]
+ModelIdOption = Annotated[
+    int, typer.Option("--model-id", help="With --model-spec: the model id in messages (0 without a chain).")
+]
+KeyEnvOption = Annotated[
+    str | None, typer.Option("--private-key-env", help="Environment variable holding the hex private key.")
+]
+
 __all__ = [
     "DEFAULT_RPC_URL",
     "DEFAULT_STORE",
     "DEPLOYMENTS_DIR",
+    "ChainModelOption",
     "Deployments",
     "IpfsApi",
     "JsonOut",
+    "KeyEnvOption",
     "KeyFile",
     "ModelId",
+    "ModelIdOption",
+    "PeersOption",
     "RpcUrl",
+    "SpecOption",
     "StoreDir",
 ]

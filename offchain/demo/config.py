@@ -12,7 +12,7 @@ from offchain.paths import REPO
 
 DEMO_SPEC = REPO / "specs" / "tiny.json"
 PROMPTS = ("The model ", "def train(", "Protocol Models are ")
-# The cheater publishes a checkpoint whose digest is not the state it trained (offchain/cheats.py);
+# The cheater publishes a checkpoint whose digest is not the state it trained (offchain/worker/cheats.py);
 # it joins stage 1 beside that stage's honest workers, so training itself stays honest.
 CHEAT_MODE = "fake-digest"
 CHEATER_STAGE = 1

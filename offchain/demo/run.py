@@ -18,9 +18,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from offchain.demo.commands import missing_commands
 from offchain.demo.config import Cast, DemoConfig
 from offchain.demo.fleet import Fleet, sigterm_as_interrupt, stop_leftovers
 from offchain.demo.network import DemoNetwork, RoundResult
@@ -30,12 +28,6 @@ from offchain.model.spec import load_spec
 
 MARKER = ".pm-demo"
 PIDS = "pids"
-
-
-class PhasesMissing(UserError):
-    """Some commands the demo drives have not landed: the phases before them ran, none was faked."""
-
-    exit_code = 2
 
 
 def prepare_out(out: Path) -> None:
@@ -84,15 +76,6 @@ def train(net: DemoNetwork, rounds: int, steps_per_round: int, console: Console)
     return results
 
 
-def report_missing(console: Console) -> None:
-    table = Table(title="phases not available yet in this checkout")
-    table.add_column("phase")
-    table.add_column("needs")
-    for need in missing_commands():
-        table.add_row(need.phase, need.usage)
-    console.print(table)
-
-
 def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
     """Run every phase; returns the summary document (also written under config.out)."""
     started = time.monotonic()
@@ -111,9 +94,6 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
             net.start_chain()
             net.deploy()
             net.create_model()
-            if missing_commands():
-                report_missing(console)
-                raise PhasesMissing("pm demo: stopped after the model was created; see the table above")
             console.rule(
                 f"swarm: {len(cast.workers)} stage workers, {len(cast.verifiers)} verifier(s), a gateway"
             )

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 
 from offchain.chain.protocol import Protocol
+from offchain.chain.status import claims_of
 from offchain.demo.anvil import Anvil
-from offchain.status import claims_of
 from offchain.swarm.local import LocalProcess
 
 TICK_S = 1.0

@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from offchain.chain.protocol import Protocol
+from offchain.chain.status import claims_of
 from offchain.demo.config import Cast
 from offchain.demo.network import RoundResult
-from offchain.status import claims_of
 
 ETHER = 10**18
 

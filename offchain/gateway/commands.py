@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from offchain import options
-from offchain.swarm.commands import PeersOption, configure_logging
+from offchain.logs import configure_logging
+from offchain.options import PeersOption
 
 gateway_app = typer.Typer(help="Sell inference through the stage workers.", no_args_is_help=True)
 

@@ -18,7 +18,7 @@ from web3 import Web3
 
 from offchain.chain.protocol import Protocol
 from offchain.errors import UserError
-from offchain.wallet import Asset, asset_of
+from offchain.holder.wallet import Asset, asset_of
 
 HTTP_TIMEOUT_S = 300.0
 

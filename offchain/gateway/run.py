@@ -12,18 +12,18 @@ from pathlib import Path
 from aiohttp import web
 
 from offchain.chain.client import ChainClient
+from offchain.chain.models import fetch_spec
 from offchain.chain.protocol import ModelStatus, Protocol
 from offchain.errors import UserError
 from offchain.gateway.served import ServedRequests
 from offchain.gateway.service import Gateway, Pricing
 from offchain.gateway.tickets import load_or_create_secret
-from offchain.inference import PassBatcher
-from offchain.models import fetch_spec
+from offchain.holder.wallet import asset_of
+from offchain.model.generate import PassBatcher
 from offchain.storage.store import Store
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals
-from offchain.wallet import asset_of
 
 logger = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from offchain.chain.protocol import ModelInfo, Protocol
 from offchain.errors import UserError
 from offchain.gateway.served import Claim, ServedRequests
 from offchain.gateway.tickets import new_ticket, parse_hex32, request_id
-from offchain.inference import PassBatcher, Sampling, check_request, complete
+from offchain.holder.wallet import Asset
+from offchain.model.generate import PassBatcher, Sampling, check_request, complete
 from offchain.model.spec import ModelSpec
 from offchain.swarm.driver import StageLost, WorkerFailed
-from offchain.wallet import Asset
 
 logger = logging.getLogger(__name__)
 

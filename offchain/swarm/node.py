@@ -33,6 +33,17 @@ class NetworkConfig:
     announce_maddrs: Sequence[str] = ()
 
 
+def network_config(
+    initial_peers: list[str] | None, host_maddrs: list[str] | None, announce_maddrs: list[str] | None
+) -> NetworkConfig:
+    """The network settings of a command line (loopback on any port unless --host-maddrs says otherwise)."""
+    return NetworkConfig(
+        initial_peers=tuple(initial_peers or ()),
+        host_maddrs=tuple(host_maddrs or LOOPBACK),
+        announce_maddrs=tuple(announce_maddrs or ()),
+    )
+
+
 async def start_node(network: NetworkConfig, *, client_mode: bool = False) -> DHTNode:
     """Join (or found, without initial peers) the DHT; one clear error if it cannot."""
     try:

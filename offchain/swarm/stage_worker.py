@@ -1,6 +1,6 @@
 """`pm worker run`: join the swarm, load or fetch this stage's state, serve it until SIGTERM.
 
-An on-chain worker (offchain/worker.py) plugs in as a `StageRole`: it chooses the initial state
+An on-chain worker (offchain/worker/daemon.py) plugs in as a `StageRole`: it chooses the initial state
 once the node is up, hears about every finished round, and runs its ledger loop beside the server."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class WorkerConfig:
 
 
 class StageRole(Protocol):
-    """What a daemon adds to serving a stage (the on-chain worker in offchain/worker.py)."""
+    """What a daemon adds to serving a stage (the on-chain worker in offchain/worker/daemon.py)."""
 
     key_keeper: StageKeyKeeper | None  # set by start(): the server grants the stage key with it
 

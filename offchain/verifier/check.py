@@ -20,7 +20,7 @@ from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.state import average_state_bytes
 from offchain.proofs.replay import replay_round
-from offchain.rounds import work_units
+from offchain.proofs.rounds import work_units
 
 MAX_REPLICA_ORDERS = 24
 """Averaging orders tried for a replica group (float sums depend on the order the swarm used,

@@ -9,7 +9,9 @@ import typer
 
 from offchain import options
 from offchain.errors import UserError
-from offchain.swarm.commands import PeersOption, configure_logging, network_config
+from offchain.logs import configure_logging
+from offchain.options import PeersOption
+from offchain.swarm.node import network_config
 
 if TYPE_CHECKING:
     from hivemind.dht.node import DHTNode
@@ -84,8 +86,8 @@ def verifier_run(
         )
     import asyncio
 
+    from offchain.chain.models import checked_address
     from offchain.chain.protocol import open_protocol
-    from offchain.models import checked_address
 
     allowed = tuple(checked_address(driver, "--driver") for driver in drivers or ())
     protocol = open_protocol(rpc_url, key_file, deployments, signer=True)

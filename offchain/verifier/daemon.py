@@ -22,11 +22,11 @@ from web3.types import EventData
 
 from offchain.chain.client import ContractRevert
 from offchain.chain.events import EventPoller
+from offchain.chain.models import fetch_spec
 from offchain.chain.protocol import ClaimStatus, Protocol
 from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
-from offchain.models import fetch_spec
-from offchain.rounds import CheckpointMismatch, fetch_checkpoint, fetch_trace
+from offchain.proofs.rounds import CheckpointMismatch, fetch_checkpoint, fetch_trace
 from offchain.storage.crypto import StageKey, decrypt_checkpoint
 from offchain.storage.errors import DecryptionError, InvalidCID, StorageError
 from offchain.storage.store import Store

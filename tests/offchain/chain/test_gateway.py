@@ -27,11 +27,11 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 
 from offchain.chain.client import ChainClient
+from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
-from offchain.inference import Sampling, complete, local_forward
+from offchain.model.generate import Sampling, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
-from offchain.models import create_model
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.local import LocalProcess, spawn_pm, worker_args
 

@@ -10,8 +10,8 @@ import pytest
 from chain_testkit import REPO, anvil_account, earn_shares
 
 from offchain.chain.client import ChainClient
+from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
-from offchain.models import create_model
 from offchain.storage.embedded import EmbeddedStore
 
 ETHER = 10**18

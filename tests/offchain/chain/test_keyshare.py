@@ -12,9 +12,9 @@ import pytest
 from chain_testkit import REPO, anvil_account, join_stage
 
 from offchain.chain.client import ChainClient
+from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
 from offchain.model.spec import load_spec
-from offchain.models import create_model
 from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.discovery import Announcement, announce, stage_key

@@ -9,9 +9,9 @@ import pytest
 from chain_testkit import REPO, anvil_account
 
 from offchain.chain.client import ChainClient
+from offchain.chain.models import fetch_spec
 from offchain.chain.protocol import Protocol
 from offchain.model.spec import load_spec
-from offchain.models import fetch_spec
 from offchain.storage.embedded import EmbeddedStore
 
 TINY = REPO / "specs" / "tiny.json"

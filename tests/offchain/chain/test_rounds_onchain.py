@@ -6,14 +6,14 @@ import pytest
 from chain_testkit import REPO, anvil_account, join_stage, submit_and_finalize
 
 from offchain.chain.client import ChainClient
+from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
 from offchain.model.trainer import StageTrainer
-from offchain.models import create_model
 from offchain.proofs.replay import replay_round
+from offchain.proofs.rounds import CheckpointMismatch, fetch_checkpoint, fetch_trace, publish_round
 from offchain.proofs.signing import sign_message
-from offchain.rounds import CheckpointMismatch, fetch_checkpoint, fetch_trace, publish_round
 from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
 from offchain.storage.errors import DecryptionError

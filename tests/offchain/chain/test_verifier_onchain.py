@@ -18,17 +18,17 @@ from chain_testkit import REPO, advance_time, anvil_account, join_stage
 from stage_members import serving_stage_keys
 
 from offchain.chain.client import ChainClient
+from offchain.chain.models import create_model
 from offchain.chain.protocol import ClaimStatus, Protocol
-from offchain.cheats import apply_cheat
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
 from offchain.model.trainer import StageTrainer
-from offchain.models import create_model
+from offchain.proofs.rounds import publish_round
 from offchain.proofs.signing import sign_message
-from offchain.rounds import publish_round
 from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.local import LocalProcess, spawn_pm
+from offchain.worker.cheats import apply_cheat
 
 ETHER = 10**18
 DRIVER = anvil_account(9)

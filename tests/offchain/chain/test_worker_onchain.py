@@ -25,18 +25,18 @@ from eth_account import Account
 from worker_kit import ETHER, ChainSwarm, worker_account
 
 from offchain.chain.client import ChainClient
+from offchain.chain.models import spec_of_model
 from offchain.chain.protocol import ETH, Protocol
 from offchain.model.reference import train_single_process
 from offchain.model.trainer import StageTrainer
-from offchain.models import spec_of_model
 from offchain.proofs.replay import replay_round
-from offchain.rounds import fetch_checkpoint, fetch_trace
+from offchain.proofs.rounds import fetch_checkpoint, fetch_trace
 from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.keyshare import EncryptionKeypair, request_stage_key
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
 from offchain.swarm.server import RoundState
-from offchain.worker import ChainWorker, ChainWorkerConfig
+from offchain.worker.daemon import ChainWorker, ChainWorkerConfig
 
 pytestmark = pytest.mark.slow
 
@@ -266,7 +266,7 @@ def test_bad_input_is_one_line_and_sends_nothing(chain, tmp_path):
 
 
 def test_cheat_changes_what_is_published_never_the_state_trained_on(chain, tmp_path):
-    """--cheat (a test tool) runs each committed round through offchain.cheats before it is stored:
+    """--cheat (a test tool) runs each committed round through offchain.worker.cheats before it is stored:
     the stored round is refuted by a replay from the honest parent, while the journal keeps the
     honest state's digest (the one the swarm trains on, and the next round's parent)."""
     url, deployments = chain

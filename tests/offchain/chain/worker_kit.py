@@ -10,8 +10,8 @@ from pathlib import Path
 from chain_testkit import REPO, advance_time, anvil_account
 
 from offchain.chain.client import ChainClient
+from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
-from offchain.models import create_model
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.local import LocalProcess, spawn_pm
 

@@ -9,7 +9,7 @@ import pytest
 from eth_account import Account
 
 from offchain.errors import UserError
-from offchain.inference import PassBatcher, Sampling, check_request, complete, local_forward
+from offchain.model.generate import PassBatcher, Sampling, check_request, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
 from offchain.swarm.driver import Driver, DriverConfig

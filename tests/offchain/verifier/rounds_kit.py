@@ -14,9 +14,9 @@ from offchain.model.records import MessageHeader, Trace, message_payload
 from offchain.model.spec import ModelSpec
 from offchain.model.state import average_state_bytes
 from offchain.model.trainer import StageTrainer
+from offchain.proofs.rounds import work_units
 from offchain.proofs.signing import sign_message
 from offchain.proofs.trace import merkle_root
-from offchain.rounds import work_units
 from offchain.verifier.check import SubmittedClaim
 
 

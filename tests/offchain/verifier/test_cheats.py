@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from offchain.cheats import CHEATS, _perturbed, apply_cheat
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
 from offchain.proofs.replay import replay_round
+from offchain.worker.cheats import CHEATS, _perturbed, apply_cheat
 
 SPEC = load_spec(Path(__file__).resolve().parents[3] / "specs" / "tiny.json")
 

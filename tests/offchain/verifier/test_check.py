@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from rounds_kit import claim_for, make_signer, replica_round, throwaway
 
-from offchain.cheats import apply_cheat
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
 from offchain.verifier.check import judge_group, replay_claim
+from offchain.worker.cheats import apply_cheat
 
 SPEC = load_spec(Path(__file__).resolve().parents[3] / "specs" / "tiny.json")
 DRIVER = throwaway("driver")

@@ -20,7 +20,7 @@ from web3.logs import DISCARD
 
 from offchain.chain.client import ContractRevert
 from offchain.chain.protocol import ClaimStatus, Protocol
-from offchain.journal import ClaimJournal, RoundEntry, RoundStatus
+from offchain.worker.journal import ClaimJournal, RoundEntry, RoundStatus
 
 log = logging.getLogger("offchain.worker")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from offchain.durable import write_atomic
-from offchain.rounds import PublishedRound
+from offchain.proofs.rounds import PublishedRound
 
 
 class RoundStatus(StrEnum):

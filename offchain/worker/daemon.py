@@ -7,8 +7,8 @@ It serves its stage in the swarm like any worker (offchain/swarm/stage_worker.py
   serve from: the stage's finalized checkpoint, or the state on disk if this worker published its
   round (so its claims can still follow), or the spec's seed;
 - every committed round: encrypt and store the checkpoint and trace, journal the round durably
-  (offchain/journal.py);
-- a ledger loop (offchain/claims.py): submit rounds as the chain allows, finalize its own claims,
+  (offchain/worker/journal.py);
+- a ledger loop (offchain/worker/claims.py): submit rounds as the chain allows, finalize its own claims,
   follow challenges; when a claim is rejected, a sole member takes its stage back to the last
   finalized checkpoint.
 
@@ -31,19 +31,19 @@ from eth_account.signers.local import LocalAccount
 from hivemind.dht.node import DHTNode
 
 from offchain.chain.protocol import Protocol
-from offchain.claims import ClaimKeeper, crash_point
 from offchain.durable import write_atomic
 from offchain.errors import UserError
-from offchain.journal import ClaimJournal, RoundEntry, RoundStatus
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
-from offchain.rounds import fetch_checkpoint, publish_round
+from offchain.proofs.rounds import fetch_checkpoint, publish_round
 from offchain.storage.crypto import StageKey
 from offchain.storage.store import Store
 from offchain.swarm.discovery import lookup, stage_key
 from offchain.swarm.keyshare import EncryptionKeypair, StageKeyKeeper, request_stage_key
 from offchain.swarm.server import RoundState, StageServer, StateFile
+from offchain.worker.claims import ClaimKeeper, crash_point
+from offchain.worker.journal import ClaimJournal, RoundEntry, RoundStatus
 
 log = logging.getLogger("offchain.worker")
 
@@ -211,7 +211,7 @@ class ChainWorker:
             return
         state = committed.state
         if self.config.cheat is not None:
-            from offchain.cheats import apply_cheat
+            from offchain.worker.cheats import apply_cheat
 
             state, trace = apply_cheat(self.config.cheat, self.config.spec, parent.state, state, trace)
         published = publish_round(self.store, self.key, state, trace, parent_cid="")

@@ -1,0 +1,116 @@
+"""`pm worker run`: a compute provider serving one pipeline stage, on-chain (for shares) or off-chain.
+
+torch and hivemind are imported inside the command so `pm --help` stays fast."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from offchain import options
+from offchain.errors import UserError
+from offchain.logs import configure_logging
+from offchain.options import ChainModelOption, KeyEnvOption, ModelIdOption, PeersOption, SpecOption
+
+worker_app = typer.Typer(help="Compute provider: train one pipeline stage.", no_args_is_help=True)
+
+
+class Cheat(StrEnum):
+    """TEST TOOL: the dishonest-worker modes of offchain/worker/cheats.py."""
+
+    SKIP_STEPS = "skip-steps"
+    FAKE_DIGEST = "fake-digest"
+    WRONG_PARENT = "wrong-parent"
+
+
+@worker_app.command("run")
+def worker_run(
+    stage: Annotated[int, typer.Option("--stage", help="Pipeline stage to serve (0-based).")],
+    model: ChainModelOption = None,
+    model_spec: SpecOption = None,
+    initial_peers: PeersOption = None,
+    host_maddrs: Annotated[
+        list[str] | None,
+        typer.Option("--host-maddrs", help="Listen multiaddr (repeatable); default loopback, any port."),
+    ] = None,
+    announce_maddrs: Annotated[
+        list[str] | None,
+        typer.Option("--announce-maddrs", help="Multiaddr other machines reach you at (repeatable)."),
+    ] = None,
+    model_id: ModelIdOption = 0,
+    key_file: options.KeyFile = None,
+    private_key_env: KeyEnvOption = None,
+    state_dir: Annotated[
+        Path,
+        typer.Option("--state-dir", help="Where round state, claim journal and keys are kept for restarts."),
+    ] = Path(".pm/swarm-state"),
+    cheat: Annotated[
+        Cheat | None,
+        typer.Option(
+            "--cheat",
+            help="TEST TOOL, never with real stake: publish and claim a dishonest round (training "
+            "with peers stays honest) so a verifier can be shown catching it; the bond is slashed.",
+        ),
+    ] = None,
+    rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
+    deployments: options.Deployments = options.DEPLOYMENTS_DIR,
+    store: options.StoreDir = options.DEFAULT_STORE,
+    ipfs_api: options.IpfsApi = None,
+) -> None:
+    """Serve one stage over hivemind P2P until SIGTERM; resumes from --state-dir after a crash.
+
+    With --model ID: on-chain, for shares (stake, join, claim every round, finalize the claims).
+    With --model-spec FILE: off-chain training only, no claims."""
+    import asyncio
+
+    from offchain.swarm.identity import Identity
+    from offchain.swarm.node import network_config
+
+    if (model is None) == (model_spec is None):
+        raise UserError("pass exactly one of --model ID (on-chain) and --model-spec FILE (off-chain)")
+    if model_spec is not None:
+        if cheat is not None:
+            raise UserError("--cheat changes what a worker claims: it needs --model")
+        from offchain.model.spec import load_spec
+        from offchain.swarm.stage_worker import WorkerConfig, serve_stage
+
+        spec = load_spec(model_spec)
+        spec.check_stage(stage)
+        identity = Identity.load(key_file, private_key_env)
+        configure_logging()
+        network = network_config(initial_peers, host_maddrs, announce_maddrs)
+        config = WorkerConfig(spec, stage, identity, network, model_id=model_id, state_dir=state_dir)
+        asyncio.run(serve_stage(config))
+        return
+
+    from offchain.chain.client import ChainClient
+    from offchain.chain.models import spec_of_model
+    from offchain.chain.protocol import Protocol
+    from offchain.keys import KEY_ENV, load_account
+    from offchain.storage.store import open_store
+
+    account = load_account(key_file, private_key_env or KEY_ENV)
+    protocol = Protocol.load(ChainClient(rpc_url, account), deployments)
+    content = open_store(ipfs_api, store)
+    chain_model, spec = spec_of_model(protocol, content, model)
+    if not 0 <= stage < chain_model.num_stages:
+        raise UserError(
+            f"stage {stage} out of range: model {model} has stages 0..{chain_model.num_stages - 1}"
+        )
+    from offchain.swarm.stage_worker import WorkerConfig, serve_stage
+    from offchain.worker.daemon import ChainWorker, ChainWorkerConfig
+
+    identity = Identity(bytes(account.key), account.address)
+    configure_logging()
+    network = network_config(initial_peers, host_maddrs, announce_maddrs)
+    config = WorkerConfig(spec, stage, identity, network, model_id=model, state_dir=state_dir)
+    role = ChainWorker(
+        ChainWorkerConfig(model, stage, spec, state_dir, cheat.value if cheat else None),
+        protocol,
+        content,
+        account,
+    )
+    asyncio.run(serve_stage(config, role))
