@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from offchain.model.gpt import build_model
 
 from offchain.model.data import encode_tokens, token_dtype, validation_batches
-from offchain.model.gpt import build_model
 from offchain.model.reference import run_step
 from offchain.model.spec import load_spec
 from offchain.model.trainer import StageTrainer

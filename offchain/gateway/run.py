@@ -20,6 +20,7 @@ from offchain.gateway.service import Gateway, Pricing
 from offchain.gateway.tickets import load_or_create_secret
 from offchain.holder.wallet import asset_of
 from offchain.model.generate import PassBatcher
+from offchain.model.tokens import load_tokenizer
 from offchain.storage.store import Store
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
@@ -81,6 +82,7 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store)
             model=model,
             asset=asset_of(protocol, model),
             spec=spec,
+            tokenizer=load_tokenizer(spec, store.get),
             passes=PassBatcher(driver.infer, spec, depth=spec.num_stages),
             served=served,
             secret=load_or_create_secret(config.state_dir),

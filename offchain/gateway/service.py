@@ -18,6 +18,7 @@ from typing import Any, Literal
 import requests
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tokenizers import Tokenizer
 
 from offchain.chain.protocol import ModelInfo, Protocol
 from offchain.errors import UserError
@@ -123,6 +124,7 @@ class Gateway:
         model: ModelInfo,
         asset: Asset,
         spec: ModelSpec,
+        tokenizer: Tokenizer,
         passes: PassBatcher,
         served: ServedRequests,
         secret: bytes,
@@ -132,6 +134,7 @@ class Gateway:
         retry_after_s: int = 5,
     ) -> None:
         self.protocol, self.model, self.asset, self.spec = protocol, model, asset, spec
+        self.tokenizer = tokenizer
         self.passes, self.served, self.secret, self.pricing = passes, served, secret, pricing
         self.max_tokens, self.confirmations, self.retry_after_s = max_tokens, confirmations, retry_after_s
         self.latest_rounds: list[int] | None = None
@@ -157,7 +160,7 @@ class Gateway:
             )
         sampling = Sampling(max_tokens=body.max_tokens, **(extra or {}))
         try:
-            return check_request(self.spec, body.prompt, sampling), sampling
+            return check_request(self.spec, self.tokenizer, body.prompt, sampling), sampling
         except UserError as error:
             raise ApiError(422, str(error)) from None
 
@@ -241,7 +244,7 @@ class Gateway:
         if claim is Claim.SERVING:
             raise ApiError(409, f"request {rid} is being served by another call", requestId=rid)
         try:
-            completion = await complete(self.passes, self.spec, body.prompt, sampling)
+            completion = await complete(self.passes, self.spec, self.tokenizer, body.prompt, sampling)
         except (StageLost, WorkerFailed, TimeoutError) as failure:
             self.served.release(rid)
             logger.warning("request %s not served, released for a retry: %s", rid, failure)

@@ -1,4 +1,4 @@
-"""The shipped text corpus, byte-level tokens, and batches that any party can recompute.
+"""The shipped byte-level text corpus, and batches that any party can recompute from it.
 
 Every batch is a pure function of (spec seed, round, step, micro-batch), so the driver, every
 stage worker and a verifier replaying a round see the same token ids without exchanging data."""
@@ -10,7 +10,6 @@ import lzma
 from functools import cache
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from offchain.errors import UserError
@@ -40,6 +39,10 @@ def corpus_tokens(dataset: DatasetSpec) -> torch.Tensor:
 
 def split(spec: ModelSpec, part: str) -> torch.Tensor:
     """'train' = the first 90% of the corpus, 'val' = the held-out last 10%."""
+    if spec.dataset is None:
+        raise UserError(
+            f"spec {spec.name!r} names a prepared dataset ({spec.manifest_cid}), not a shipped corpus"
+        )
     tokens = corpus_tokens(spec.dataset)
     cut = int(len(tokens) * (1 - VALIDATION_FRACTION))
     return tokens[:cut] if part == "train" else tokens[cut:]
@@ -68,25 +71,3 @@ def validation_batches(spec: ModelSpec, count: int) -> list[tuple[torch.Tensor, 
     """A fixed list of held-out batches (same for every codec and every run of a spec seed)."""
     data = split(spec, "val")
     return [_windows(data, spec, _generator(spec.seed, -1, index)) for index in range(count)]
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype("u1") if vocab_size <= 256 else np.dtype("<i4")
-
-
-def encode_tokens(tokens: torch.Tensor, spec: ModelSpec) -> bytes:
-    """Token ids on the wire: one byte each for a byte-level vocabulary, else int32 little-endian."""
-    return tokens.numpy().astype(token_dtype(spec.vocab_size)).tobytes()
-
-
-def decode_tokens(data: bytes, spec: ModelSpec) -> torch.Tensor:
-    """Inverse of encode_tokens for one micro-batch; refuses a payload of the wrong size or range."""
-    dtype = token_dtype(spec.vocab_size)
-    shape = (spec.micro_batch_size, spec.context)
-    expected = shape[0] * shape[1] * dtype.itemsize
-    if len(data) != expected:
-        raise ValueError(f"token payload has {len(data)} bytes, expected {expected} for shape {shape}")
-    tokens = torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.int64)).reshape(shape)
-    if tokens.min() < 0 or tokens.max() >= spec.vocab_size:
-        raise ValueError(f"token ids outside the vocabulary 0..{spec.vocab_size - 1}")
-    return tokens

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
 from offchain.errors import UserError
-from offchain.model.data import encode_tokens
 from offchain.model.spec import ModelSpec
+from offchain.model.tokens import encode_tokens
 from offchain.model.trainer import StageTrainer
 
 Forward = Callable[[bytes], Awaitable[tuple[bytes, list[int]]]]
@@ -44,11 +45,9 @@ class Completion:
     rounds: list[int] = field(default_factory=list)
 
 
-def check_request(spec: ModelSpec, prompt: str, sampling: Sampling) -> list[int]:
-    """The prompt's token ids, or a UserError naming what is wrong with the request."""
-    if spec.vocab_size != 256:
-        raise UserError(f"text completion needs the byte-level vocabulary (256), not {spec.vocab_size}")
-    ids = list(prompt.encode("utf-8"))
+def check_request(spec: ModelSpec, tokenizer: Tokenizer, prompt: str, sampling: Sampling) -> list[int]:
+    """The prompt's token ids (by the spec's tokenizer), or a UserError naming what is wrong."""
+    ids = tokenizer.encode(prompt, add_special_tokens=False).ids
     if not ids:
         raise UserError("the prompt is empty")
     if sampling.max_tokens < 1:
@@ -60,8 +59,9 @@ def check_request(spec: ModelSpec, prompt: str, sampling: Sampling) -> list[int]
         )
     if sampling.temperature < 0:
         raise UserError(f"temperature must be >= 0, not {sampling.temperature}")
-    if sampling.top_k is not None and not 1 <= sampling.top_k <= min(MAX_TOP_K, spec.vocab_size):
-        raise UserError(f"top_k must be between 1 and {min(MAX_TOP_K, spec.vocab_size)}")
+    top_k_limit = min(MAX_TOP_K, spec.config.vocab_size)
+    if sampling.top_k is not None and not 1 <= sampling.top_k <= top_k_limit:
+        raise UserError(f"top_k must be between 1 and {top_k_limit}")
     return ids
 
 
@@ -120,7 +120,7 @@ class PassBatcher:
             raw, rounds = await self.forward(encode_tokens(batch, spec))
             self.passes, self.rows = self.passes + 1, self.rows + len(rows)
             logits = np.frombuffer(raw, dtype="<f4").reshape(
-                spec.micro_batch_size, spec.context, spec.vocab_size
+                spec.micro_batch_size, spec.context, spec.config.vocab_size
             )
             for row, (ids, future) in enumerate(rows):
                 if not future.done():  # its completion may have been cancelled meanwhile
@@ -136,17 +136,17 @@ class PassBatcher:
 
 
 async def complete(
-    source: Forward | PassBatcher, spec: ModelSpec, prompt: str, sampling: Sampling
+    source: Forward | PassBatcher, spec: ModelSpec, tokenizer: Tokenizer, prompt: str, sampling: Sampling
 ) -> Completion:
     """Generate `sampling.max_tokens` tokens; pass a shared PassBatcher to batch with other requests."""
-    ids = check_request(spec, prompt, sampling)
+    ids = check_request(spec, tokenizer, prompt, sampling)
     batcher = source if isinstance(source, PassBatcher) else PassBatcher(source, spec)
     start, rng = len(ids), np.random.default_rng(sampling.seed)
     rounds: list[int] = []
     for _ in range(sampling.max_tokens):
         logits, rounds = await batcher.next_logits(ids)
         ids.append(pick(logits, sampling, rng))
-    text = bytes(ids[start:]).decode("utf-8", errors="replace")
+    text = tokenizer.decode(ids[start:], skip_special_tokens=False)
     return Completion(prompt, text, ids[start:], rounds)
 
 

@@ -133,13 +133,15 @@ def canonical_json(value: object) -> bytes:
 @dataclass
 class Trace:
     """A stage's round: who/what/where, the step records, the signed input messages and the
-    input payloads (by digest), so a verifier can recompute the round from the parent state."""
+    input payloads (by digest), so a verifier can recompute the round from the parent state.
+    `profile` is the digest of the compute profile the round ran under (replay is bitwise only
+    within one profile)."""
 
     model_id: int
     stage: int
     round: int
     spec_digest: str
-    threads: int
+    profile: str
     parent_digest: str
     records: list[StepRecord] = field(default_factory=list)
     messages: list[SignedMessage] = field(default_factory=list)
@@ -160,7 +162,7 @@ class Trace:
                 "stage": self.stage,
                 "round": self.round,
                 "spec_digest": self.spec_digest,
-                "threads": self.threads,
+                "profile": self.profile,
                 "parent_digest": self.parent_digest,
                 "records": [record.to_json() for record in self.records],
                 "messages": [message.to_json() for message in self.messages],
@@ -193,7 +195,7 @@ class Trace:
             document["stage"],
             document["round"],
             document["spec_digest"],
-            document["threads"],
+            document["profile"],
             document["parent_digest"],
             [StepRecord.from_json(record) for record in document["records"]],
             [SignedMessage.from_json(message) for message in document["messages"]],

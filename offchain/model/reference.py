@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from offchain.model.data import batch_for, encode_tokens
+from offchain.model.data import batch_for
 from offchain.model.records import MessageHeader, Trace, message_payload
 from offchain.model.spec import ModelSpec
+from offchain.model.tokens import encode_tokens
 from offchain.model.trainer import StageTrainer
 
 

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from offchain.errors import UserError
+from offchain.model.profile import ComputeProfile
+from offchain.storage.unixfs import file_cid
 
 CodecName = Literal["dense", "fp16", "int8", "subspace"]
 
@@ -59,38 +61,87 @@ class OptimizerSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    """A shipped text corpus, addressed by the sha256 of its uncompressed bytes."""
+    """A shipped text corpus, addressed by the sha256 of its uncompressed bytes, read as bytes (the
+    byte-level tokenizer: 256 tokens). Stands in until a spec names a prepared dataset by CID."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class ModelSpec(_Strict):
-    """A GPT-style pre-norm decoder split into pipeline stages, plus how it is trained.
+BYTE_VOCAB = 256
+_CID = r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,})$"
 
-    `stages[i] = (first_layer, end_layer)`: stage i owns transformer blocks first..end-1; stage 0
-    also owns the embeddings, the last stage the final norm, the head and the loss."""
+
+class LlamaConfigSpec(_Strict):
+    """The Hugging Face `LlamaConfig` fields that define the network, under their config.json
+    names, so an exported model's config.json is this block plus bookkeeping."""
+
+    vocab_size: int = Field(gt=0, lt=2**32)
+    hidden_size: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    num_hidden_layers: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int = Field(gt=0)
+    max_position_embeddings: int = Field(gt=1)
+    rms_norm_eps: float = Field(default=1e-5, gt=0)
+    rope_theta: float = Field(default=10000.0, gt=0)
+    initializer_range: float = Field(default=0.02, gt=0)
+    hidden_act: Literal["silu"] = "silu"
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LlamaConfigSpec:
+        heads, kv_heads, hidden = self.num_attention_heads, self.num_key_value_heads, self.hidden_size
+        if hidden % heads:
+            raise ValueError(f"num_attention_heads={heads} does not divide hidden_size={hidden}")
+        if heads % kv_heads:
+            raise ValueError(f"num_key_value_heads={kv_heads} does not divide num_attention_heads={heads}")
+        if (hidden // heads) % 2:
+            raise ValueError(
+                f"head size hidden_size/num_attention_heads={hidden // heads} must be even (RoPE)"
+            )
+        if self.tie_word_embeddings:
+            raise ValueError("tie_word_embeddings must be false: embedding and head live on different stages")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+def _vocab_mismatch(vocab_size: int, tokens: int, whose: str) -> str:
+    return f"config.vocab_size={vocab_size} but {whose} tokenizer has {tokens} tokens"
+
+
+class ModelSpec(_Strict):
+    """A Llama-family decoder split into pipeline stages, its data, and how it is trained.
+
+    `stages[i] = (first_layer, end_layer)`: stage i owns decoder layers first..end-1; stage 0 also
+    owns the token embedding, the last stage the final norm, the head and the loss. Data: either
+    `tokenizer_cid` + `manifest_cid` (a tokenizer.json and a dataset manifest in the store) or a
+    shipped byte-level `dataset`."""
 
     name: str = "model"
-    vocab_size: int = Field(default=256, gt=0, le=65536)
-    d_model: int = Field(gt=0)
-    n_layers: int = Field(gt=0)
-    n_heads: int = Field(gt=0)
-    context: int = Field(gt=1)
+    family: Literal["llama"] = "llama"
+    config: LlamaConfigSpec
     stages: list[tuple[int, int]] = Field(min_length=1)
+    context: int = Field(gt=1)
+    tokenizer_cid: str | None = Field(default=None, pattern=_CID)
+    manifest_cid: str | None = Field(default=None, pattern=_CID)
+    dataset: DatasetSpec | None = None
     codec: CodecSpec = CodecSpec()
     optimizer: OptimizerSpec
     round_steps: int = Field(gt=0)
     micro_batches: int = Field(gt=0)
     micro_batch_size: int = Field(gt=0)
-    dataset: DatasetSpec
     seed: int = Field(ge=0, lt=2**63)
-    threads: int = Field(default=1, gt=0)
+    profile: ComputeProfile = ComputeProfile()
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"n_heads={self.n_heads} does not divide d_model={self.d_model}")
+        layers = self.config.num_hidden_layers
         expected = 0
         for index, (first, end) in enumerate(self.stages):
             if first >= end:
@@ -102,15 +153,36 @@ class ModelSpec(_Strict):
                     f"layers {expected}..{first - 1} belong to no stage (gap before stage {index})"
                 )
             expected = end
-        if expected != self.n_layers:
-            raise ValueError(f"stages cover layers 0..{expected - 1} but n_layers={self.n_layers}")
-        if self.codec.k is not None and self.codec.k > self.d_model:
-            raise ValueError(f"codec k={self.codec.k} exceeds d_model={self.d_model}")
+        if expected != layers:
+            raise ValueError(f"stages cover layers 0..{expected - 1} but num_hidden_layers={layers}")
+        if self.context > self.config.max_position_embeddings:
+            limit = self.config.max_position_embeddings
+            raise ValueError(f"context={self.context} exceeds config.max_position_embeddings={limit}")
+        if self.codec.k is not None and self.codec.k > self.config.hidden_size:
+            raise ValueError(f"codec k={self.codec.k} exceeds hidden_size={self.config.hidden_size}")
+        prepared = (self.tokenizer_cid is not None, self.manifest_cid is not None)
+        if prepared[0] != prepared[1]:
+            raise ValueError("tokenizer_cid and manifest_cid go together (both from `pm data prepare`)")
+        if prepared[0] == (self.dataset is not None):
+            raise ValueError("name the data: tokenizer_cid + manifest_cid, or a shipped byte-level dataset")
+        if self.dataset is not None and self.config.vocab_size != BYTE_VOCAB:
+            raise ValueError(_vocab_mismatch(self.config.vocab_size, BYTE_VOCAB, "the byte-level dataset's"))
         return self
+
+    def check_tokenizer_vocab(self, size: int) -> None:
+        """The embedding and the head must have exactly one row per token of the spec's tokenizer:
+        call with the vocabulary size of the tokenizer at `tokenizer_cid` once it is fetched."""
+        if size != self.config.vocab_size:
+            raise UserError(f"invalid model spec: {_vocab_mismatch(self.config.vocab_size, size, 'the')}")
 
     @property
     def num_stages(self) -> int:
         return len(self.stages)
+
+    @property
+    def threads(self) -> int:
+        """The profile's torch thread count (results differ bitwise between thread counts)."""
+        return self.profile.threads
 
     @property
     def tokens_per_step(self) -> int:
@@ -122,6 +194,10 @@ class ModelSpec(_Strict):
 
     def digest(self) -> str:
         return hashlib.sha256(self.canonical_json()).hexdigest()
+
+    def cid(self) -> str:
+        """The CID the spec has once pinned (`pm model create` pins its canonical JSON)."""
+        return file_cid(self.canonical_json())
 
     def check_stage(self, stage: int) -> None:
         if not 0 <= stage < self.num_stages:

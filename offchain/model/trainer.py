@@ -12,9 +12,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from offchain.errors import UserError
+from offchain.model.checkpoint import load_state_bytes, state_bytes
 from offchain.model.codecs import get_codec
-from offchain.model.data import decode_tokens
-from offchain.model.gpt import FrozenEmbedding, build_model
+from offchain.model.llama import FrozenEmbedding, build_stage
+from offchain.model.profile import apply_profile, autocast, can_run
 from offchain.model.records import (
     MessageHeader,
     MicroBatchRecord,
@@ -25,19 +27,9 @@ from offchain.model.records import (
     sha256_hex,
 )
 from offchain.model.spec import ModelSpec
-from offchain.model.state import load_state_bytes, state_bytes
+from offchain.model.tokens import decode_tokens
 
-__all__ = ["MessageHeader", "StageTrainer", "StepRecord", "deterministic_mode"]
-
-
-def deterministic_mode(spec: ModelSpec) -> None:
-    """Fixed seed, deterministic kernels, the spec's thread count (recorded in every trace)."""
-    torch.manual_seed(spec.seed)
-    torch.use_deterministic_algorithms(True)
-    # On by default with the flag above: NaN-fills every torch.empty, a debugging aid costing ~15% of a
-    # step here. Every kernel we run writes its whole output, so determinism does not depend on it.
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    torch.set_num_threads(spec.threads)
+__all__ = ["MessageHeader", "StageTrainer", "StepRecord"]
 
 
 @dataclass
@@ -61,14 +53,21 @@ class StageTrainer:
         self, spec: ModelSpec, stage_index: int, *, state: bytes | None = None, model_id: int = 0
     ) -> None:
         spec.check_stage(stage_index)
-        deterministic_mode(spec)
+        runnable, reason = can_run(spec.profile)
+        if not runnable:
+            raise UserError(f"cannot train or replay spec {spec.name!r} on this machine: {reason}")
+        apply_profile(spec.profile)
+        torch.manual_seed(spec.seed)
         self.spec = spec
+        self.spec_cid = spec.cid()
+        self.profile_digest = spec.profile.digest()
+        self.device = spec.profile.torch_device
         self.stage = stage_index
         self.model_id = model_id
         self.is_first = stage_index == 0
         self.is_last = stage_index == spec.num_stages - 1
-        self.module = build_model(spec, stage_index)
-        self.codec = get_codec(spec.codec, spec.d_model, spec.seed)
+        self.module = build_stage(spec, stage_index)
+        self.codec = get_codec(spec.codec, spec.config.hidden_size, spec.seed)
         self.frozen_embedding = FrozenEmbedding(spec) if spec.codec.name == "subspace" else None
         named = dict(self.module.named_parameters())
         self.params = [named[name] for name in sorted(named) if named[name].requires_grad]
@@ -92,12 +91,13 @@ class StageTrainer:
 
     @property
     def activation_shape(self) -> tuple[int, int, int]:
-        return (self.spec.micro_batch_size, self.spec.context, self.spec.d_model)
+        return (self.spec.micro_batch_size, self.spec.context, self.spec.config.hidden_size)
 
     # -- state -------------------------------------------------------------------------------
 
     def state_bytes(self) -> bytes:
-        return state_bytes(self.module, self.optimizer)
+        """The stage checkpoint: canonical safetensors (offchain/model/checkpoint.py)."""
+        return state_bytes(self.module, self.optimizer, spec_cid=self.spec_cid, stage=self.stage)
 
     def state_digest(self) -> str:
         if self._digest is None:
@@ -105,7 +105,7 @@ class StageTrainer:
         return self._digest
 
     def load_state(self, data: bytes) -> None:
-        load_state_bytes(self.module, self.optimizer, data)
+        load_state_bytes(self.module, self.optimizer, data, spec_cid=self.spec_cid, stage=self.stage)
         self._digest = None
 
     # -- messages ----------------------------------------------------------------------------
@@ -116,8 +116,7 @@ class StageTrainer:
         """Refuse a message for another model/stage/direction or not for the current step."""
         if signature is not None and not sender:
             raise ValueError("a signed message needs its sender's address")
-        if torch.get_num_threads() != self.spec.threads:
-            torch.set_num_threads(self.spec.threads)  # results differ bitwise across thread counts
+        apply_profile(self.spec.profile)
         if header.model_id != self.model_id:
             raise ValueError(f"message for model {header.model_id}, this worker trains model {self.model_id}")
         if header.stage != self.stage:
@@ -135,7 +134,7 @@ class StageTrainer:
                 self.stage,
                 header.round,
                 self.spec.digest(),
-                self.spec.threads,
+                self.profile_digest,
                 self.state_digest(),
             )
             self._reset_step()
@@ -165,15 +164,26 @@ class StageTrainer:
             self._messages.pop(key, None)
 
     def _tokens(self, data: bytes) -> torch.Tensor:
-        return decode_tokens(data, self.spec)
+        return decode_tokens(data, self.spec).to(self.device)
+
+    def _decode(self, data: bytes) -> torch.Tensor:
+        return self.codec.decode(data, self.activation_shape).to(self.device)
+
+    def _encode(self, tensor: torch.Tensor) -> bytes:
+        return self.codec.encode(tensor.detach().float().cpu())
 
     def _input(self, activation: bytes, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The stage's input (token ids or residual stream) and the leaf whose grad goes left."""
         if self.is_first:
             return tokens, None
-        leaf = self.codec.decode(activation, self.activation_shape).requires_grad_(True)
+        leaf = self._decode(activation).requires_grad_(True)
         hidden = leaf + self.frozen_embedding(tokens) if self.frozen_embedding is not None else leaf
         return hidden, leaf
+
+    def _run(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The stage's layers under the profile's precision; float32 out (boundary and logits)."""
+        with autocast(self.spec.profile):
+            return self.module(hidden).float()
 
     def _boundary(self, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """What crosses to the next stage: the residual stream, minus the frozen embedding in
@@ -189,7 +199,7 @@ class StageTrainer:
         grads = torch.autograd.grad(outputs, wrt, grad_outputs=grad, allow_unused=True)
         grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads, strict=True)]
         entry.grads = grads[: len(self.params)]
-        return self.codec.encode(grads[-1]) if leaf is not None else b""
+        return self._encode(grads[-1]) if leaf is not None else b""
 
     def forward(
         self,
@@ -206,8 +216,8 @@ class StageTrainer:
         self._begin(header, "forward", signature, sender)
         token_ids = self._tokens(tokens)
         hidden, leaf = self._input(activation, token_ids)
-        output = self._boundary(self.module(hidden), token_ids)
-        payload = self.codec.encode(output)
+        output = self._boundary(self._run(hidden), token_ids)
+        payload = self._encode(output)
         inputs = {"tokens": sha256_hex(tokens)}
         if not self.is_first:
             inputs["activation"] = sha256_hex(activation)
@@ -223,10 +233,10 @@ class StageTrainer:
         token_ids = self._tokens(tokens)
         with torch.no_grad():
             hidden, _ = self._input(activation, token_ids)
-            output = self.module(hidden)
+            output = self._run(hidden)
             if self.is_last:
-                return output.numpy().astype("<f4").tobytes()
-            return self.codec.encode(self._boundary(output, token_ids))
+                return output.cpu().numpy().astype("<f4").tobytes()
+            return self._encode(self._boundary(output, token_ids))
 
     def forward_backward(
         self,
@@ -245,8 +255,8 @@ class StageTrainer:
         token_ids = self._tokens(tokens)
         target_ids = self._tokens(targets)
         hidden, leaf = self._input(activation, token_ids)
-        logits = self.module(hidden)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_ids.reshape(-1))
+        logits = self._run(hidden)
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), target_ids.view(-1))
         inputs = {"tokens": sha256_hex(tokens), "targets": sha256_hex(targets)}
         if not self.is_first:
             inputs["activation"] = sha256_hex(activation)
@@ -271,7 +281,7 @@ class StageTrainer:
         entry = self._pending.get(header.micro_batch)
         if entry is None or entry.output is None:
             raise ValueError(f"backward for micro-batch {header.micro_batch} before its forward")
-        output_grad = self.codec.decode(grad, self.activation_shape)
+        output_grad = self._decode(grad)
         entry.inputs["grad"] = sha256_hex(grad)
         result = self._grads(entry, entry.output, entry.leaf, output_grad)
         entry.output = entry.leaf = None

@@ -2,15 +2,15 @@
 
 A verifier trusts nothing in the trace but the signatures: for every step it checks that the
 recorded inputs are the spec's batches and the messages their senders signed, recomputes the
-stage's outputs and optimizer step with the same code the worker ran (StageTrainer, in the
-spec's deterministic mode and thread count), and compares every digest the worker recorded."""
+stage's outputs and optimizer step with the same code the worker ran (StageTrainer, under the
+spec's compute profile), and compares every digest the worker recorded."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from offchain.model.data import batch_for, encode_tokens
+from offchain.model.data import batch_for
 from offchain.model.records import (
     MessageHeader,
     MicroBatchRecord,
@@ -21,6 +21,7 @@ from offchain.model.records import (
     sha256_hex,
 )
 from offchain.model.spec import ModelSpec
+from offchain.model.tokens import encode_tokens
 from offchain.model.trainer import StageTrainer
 from offchain.proofs.signing import recover_signer_from_digest
 
@@ -178,16 +179,17 @@ def replay_round(
     this stage's input messages (the driver and the neighbour stages' members), or a mapping
     direction -> addresses (forward messages come from the left, backward ones from the right);
     None = any valid signature. Raises ValueError when the trace is for another stage, spec or
-    thread count (the finding: results differ bitwise between thread counts, so replay only runs
-    the recorded one)."""
+    compute profile (results differ bitwise between profiles, so replay runs only the spec's), and
+    UserError when this machine cannot run the spec's profile (check `can_run(spec.profile)` first:
+    a verifier never judges what it cannot replay)."""
     if trace.stage != stage:
         raise ValueError(f"trace is for stage {trace.stage}, not stage {stage}")
     if trace.spec_digest != spec.digest():
         raise ValueError("trace was recorded under another model spec")
-    if trace.threads != spec.threads:
+    if trace.profile != spec.profile.digest():
         raise ValueError(
-            f"trace was recorded with {trace.threads} torch threads, the spec requires {spec.threads}: "
-            "results differ bitwise between thread counts, so replay runs only the spec's"
+            f"trace was recorded under compute profile {trace.profile[:16]}, the spec fixes "
+            f"{spec.profile.digest()[:16]}: results differ bitwise between profiles"
         )
     if sha256_hex(parent_state) != trace.parent_digest:
         return ReplayReport(0, 0, "parent state", trace.parent_digest, sha256_hex(parent_state))

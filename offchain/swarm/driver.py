@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 
 from hivemind.dht.node import DHTNode
 
-from offchain.model.data import batch_for, encode_tokens
+from offchain.model.data import batch_for
 from offchain.model.records import MessageHeader
 from offchain.model.spec import ModelSpec
+from offchain.model.tokens import encode_tokens
 from offchain.swarm.client import PeerUnreachable, RemoteError, call
 from offchain.swarm.discovery import lookup, stage_key
 from offchain.swarm.identity import Identity

@@ -34,9 +34,9 @@ import msgpack
 from google.protobuf.wrappers_pb2 import BytesValue
 from hivemind.p2p import P2P, P2PContext, ServicerBase
 
+from offchain.model.checkpoint import average_state_bytes
 from offchain.model.records import MessageHeader, Trace
 from offchain.model.spec import ModelSpec
-from offchain.model.state import average_state_bytes
 from offchain.model.trainer import StageTrainer
 from offchain.swarm.client import call
 from offchain.swarm.identity import Identity, Received, verify

@@ -16,9 +16,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from offchain.model.checkpoint import average_state_bytes
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
-from offchain.model.state import average_state_bytes
 from offchain.proofs.replay import replay_round
 from offchain.proofs.rounds import work_units
 

@@ -20,25 +20,22 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import struct
 
-import numpy as np
+import torch
 
 from offchain.model.records import MessageHeader, Trace
 from offchain.model.spec import ModelSpec
-from offchain.model.state import MAGIC
 from offchain.model.trainer import StageTrainer
 
 CHEATS = ("skip-steps", "fake-digest", "wrong-parent")
 
 
-def _perturbed(state: bytes) -> bytes:
-    """The same stage state with its first float moved by 1.0: still loadable, digest differs."""
-    start = len(MAGIC) + 8
-    (length,) = struct.unpack(">Q", state[len(MAGIC) : start])
-    offset = start + length
-    value = np.frombuffer(state, dtype="<f4", count=1, offset=offset)[0] + np.float32(1.0)
-    return state[:offset] + np.array([value], dtype="<f4").tobytes() + state[offset + 4 :]
+def _perturbed(spec: ModelSpec, stage: int, state: bytes) -> bytes:
+    """The same stage state with one weight moved by 1.0: still loadable, digest differs."""
+    trainer = StageTrainer(spec, stage, state=state)
+    with torch.no_grad():
+        next(trainer.module.parameters()).view(-1)[0] += 1.0
+    return trainer.state_bytes()
 
 
 def _retrain(spec: ModelSpec, start: bytes, trace: Trace, steps: int) -> StageTrainer:
@@ -89,8 +86,8 @@ def apply_cheat(
         ]
         return kept, dataclasses.replace(trace, records=[*trace.records[:stopped], *idle])
     if mode == "fake-digest":
-        fake = _perturbed(state)
+        fake = _perturbed(spec, trace.stage, state)
         last = dataclasses.replace(trace.records[-1], state_after=hashlib.sha256(fake).hexdigest())
         return fake, dataclasses.replace(trace, records=[*trace.records[:-1], last])
-    trainer = _retrain(spec, _perturbed(parent_state), trace, len(trace.records))
+    trainer = _retrain(spec, _perturbed(spec, trace.stage, parent_state), trace, len(trace.records))
     return trainer.state_bytes(), trainer.trace

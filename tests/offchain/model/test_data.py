@@ -4,14 +4,7 @@ import pytest
 import torch
 
 from offchain.errors import UserError
-from offchain.model.data import (
-    batch_for,
-    corpus_tokens,
-    decode_tokens,
-    encode_tokens,
-    split,
-    validation_batches,
-)
+from offchain.model.data import batch_for, corpus_tokens, split, validation_batches
 from offchain.model.spec import parse_spec
 
 
@@ -41,12 +34,3 @@ def test_validation_is_held_out(tiny):
     train, val = split(tiny, "train"), split(tiny, "val")
     assert len(train) + len(val) == len(corpus_tokens(tiny.dataset))
     assert len(validation_batches(tiny, 3)) == 3
-
-
-def test_token_wire_format(tiny):
-    tokens, _ = batch_for(tiny, 0, 0, 0)
-    data = encode_tokens(tokens, tiny)
-    assert len(data) == tokens.numel()
-    assert torch.equal(decode_tokens(data, tiny), tokens)
-    with pytest.raises(ValueError, match="expected"):
-        decode_tokens(data[:-1], tiny)

@@ -4,9 +4,10 @@ replicas' states average into one canonical state."""
 import numpy as np
 import pytest
 
-from offchain.model.data import batch_for, encode_tokens
+from offchain.model.checkpoint import average_state_bytes
+from offchain.model.data import batch_for
 from offchain.model.records import MessageHeader
-from offchain.model.state import average_state_bytes
+from offchain.model.tokens import encode_tokens
 from offchain.model.trainer import StageTrainer
 from offchain.proofs.replay import replay_round
 

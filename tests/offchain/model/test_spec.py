@@ -18,6 +18,9 @@ def test_digest_changes_with_any_field(tiny, tiny_data):
     assert parse_spec(tiny_data).digest() != tiny.digest()
 
 
+CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -25,27 +28,66 @@ def test_digest_changes_with_any_field(tiny, tiny_data):
         ({"optimizer": {"lr": 0.1, "momentum": 0.9}}, "optimizer.momentum: unknown field"),
         ({"stages": [[0, 2], [1, 3]]}, "stage 1 range [1, 3) overlaps layers below 2"),
         ({"stages": [[0, 1], [2, 3]]}, "layers 1..1 belong to no stage (gap before stage 1)"),
-        ({"stages": [[0, 1], [1, 2]]}, "stages cover layers 0..1 but n_layers=3"),
+        ({"stages": [[0, 1], [1, 2]]}, "stages cover layers 0..1 but num_hidden_layers=3"),
         ({"stages": [[0, 3], [3, 3]]}, "stage 1 range [3, 3) is empty or reversed"),
-        ({"n_heads": 5}, "n_heads=5 does not divide d_model=96"),
+        ({"config.num_attention_heads": 5}, "config: num_attention_heads=5 does not divide hidden_size=64"),
+        (
+            {"config.num_key_value_heads": 3},
+            "config: num_key_value_heads=3 does not divide num_attention_heads=4",
+        ),
+        ({"config.num_attention_heads": 64, "config.num_key_value_heads": 1}, "must be even (RoPE)"),
+        ({"config.tie_word_embeddings": True}, "embedding and head live on different stages"),
+        ({"config.hidden_act": "gelu"}, "config.hidden_act"),
+        ({"config.rope_scaling": {"factor": 2}}, "config.rope_scaling: unknown field"),
+        ({"context": 128}, "context=128 exceeds config.max_position_embeddings=64"),
+        (
+            {"config.vocab_size": 512},
+            "config.vocab_size=512 but the byte-level dataset's tokenizer has 256 tokens",
+        ),
+        ({"tokenizer_cid": CID}, "tokenizer_cid and manifest_cid go together"),
+        ({"dataset": None}, "name the data: tokenizer_cid + manifest_cid, or a shipped byte-level dataset"),
+        ({"tokenizer_cid": CID, "manifest_cid": CID}, "name the data"),
+        ({"manifest_cid": "not-a-cid"}, "manifest_cid: String should match pattern"),
+        ({"family": "gpt2"}, "family: Input should be 'llama'"),
+        ({"profile": {"device": "tpu"}}, "profile.device"),
+        ({"profile": {"dtype": "fp16"}}, "profile.dtype"),
+        ({"profile": {"threads": 0}}, "profile.threads"),
         ({"codec": {"name": "subspace"}}, "codec 'subspace' needs k"),
-        ({"codec": {"name": "subspace", "k": 97}}, "codec k=97 exceeds d_model=96"),
+        ({"codec": {"name": "subspace", "k": 65}}, "codec k=65 exceeds hidden_size=64"),
         ({"codec": {"name": "dense", "block_size": 64}}, "takes no block_size"),
         ({"codec": {"name": "subspace", "k": 8, "block_size": 64}}, "takes no block_size"),
         ({"codec": {"name": "int8", "coordinates": "fp16"}}, "takes no coordinates"),
         ({"codec": {"name": "zip"}}, "codec.name"),
         ({"dataset": {"name": "x", "sha256": "abc"}}, "dataset.sha256"),
-        ({"d_model": -1}, "d_model: Input should be greater than 0"),
+        ({"config.hidden_size": -1}, "config.hidden_size: Input should be greater than 0"),
     ],
 )
 def test_bad_spec_is_one_clear_error(tiny_data, change, message):
-    tiny_data.update(change)
+    for key, value in change.items():
+        if key.startswith("config."):
+            tiny_data["config"][key.removeprefix("config.")] = value
+        else:
+            tiny_data[key] = value
     with pytest.raises(UserError) as error:
         parse_spec(tiny_data, "bad.json")
     text = str(error.value)
     assert text.startswith("invalid model spec bad.json: ")
     assert message in text
     assert "\n" not in text
+
+
+def test_prepared_data_spec_and_its_tokenizer_vocabulary(tiny_data):
+    tiny_data.pop("dataset")
+    spec = parse_spec({**tiny_data, "tokenizer_cid": CID, "manifest_cid": CID})
+    spec.check_tokenizer_vocab(256)
+    with pytest.raises(UserError, match=r"config\.vocab_size=256 but the tokenizer has 300 tokens"):
+        spec.check_tokenizer_vocab(300)
+
+
+def test_spec_cid_is_what_the_store_gives_its_canonical_json(tiny, tmp_path):
+    from offchain.storage.embedded import EmbeddedStore
+
+    assert EmbeddedStore(tmp_path).put(tiny.canonical_json()) == tiny.cid()
 
 
 def test_load_spec_file_errors(tmp_path):

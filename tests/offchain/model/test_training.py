@@ -1,14 +1,21 @@
-"""The split model trains, and training it as 3 stages is bitwise the unsplit model."""
+"""The split Llama trains, its stages are transformers' LlamaForCausalLM cut into pieces (names,
+logits, training: bitwise), and attention is causal on every path."""
 
 import torch
 import torch.nn.functional as F
+from transformers import LlamaForCausalLM
 
+from offchain.model.checkpoint import weights_of
 from offchain.model.codecs import subspace_basis
 from offchain.model.data import batch_for
-from offchain.model.gpt import FrozenEmbedding, build_model
+from offchain.model.export import hf_model
+from offchain.model.llama import FrozenEmbedding, build_stage, hf_config
+from offchain.model.profile import apply_profile
+from offchain.model.records import MessageHeader
 from offchain.model.reference import train_single_process
 from offchain.model.spec import parse_spec
-from offchain.model.trainer import StageTrainer, deterministic_mode
+from offchain.model.tokens import encode_tokens
+from offchain.model.trainer import StageTrainer
 
 
 def test_reference_training_lowers_loss(tiny):
@@ -19,43 +26,86 @@ def test_reference_training_lowers_loss(tiny):
     assert last < first - 1.5
 
 
-def test_stage_modules_own_only_their_layers(tiny):
-    names = [set(dict(build_model(tiny, stage).named_parameters())) for stage in range(3)]
-    assert any(name.startswith("tok_emb") for name in names[0])
-    assert not any(name.startswith(("tok_emb", "head", "norm.")) for name in names[1])
-    assert {name.split(".")[1] for name in names[1]} == {"1"}
-    assert "head.weight" in names[2]
-    whole = dict(build_model(tiny).named_parameters())
-    assert set(whole) == names[0] | names[1] | names[2]
-    for stage in range(3):
-        for name, param in build_model(tiny, stage).named_parameters():
-            assert torch.equal(param, whole[name]), name
+def test_stages_own_their_layers_under_hugging_face_names(tiny):
+    names = [set(dict(build_stage(tiny, stage).named_parameters())) for stage in range(3)]
+    assert "model.embed_tokens.weight" in names[0]
+    assert "model.layers.0.self_attn.q_proj.weight" in names[0]
+    assert {name.split(".")[2] for name in names[1]} == {"1"}
+    assert {"model.norm.weight", "lm_head.weight", "model.layers.2.mlp.down_proj.weight"} <= names[2]
+    assert not names[0] & names[1] and not names[1] & names[2]
+    hf = hf_model(tiny, train_single_process(tiny, rounds=0).states)
+    assert set(hf.state_dict()) == names[0] | names[1] | names[2]
+    params = sum(p.numel() for p in hf.parameters())
+    assert 100_000 <= params <= 500_000
 
 
-def _projected_forward(spec, model, tokens):
-    """The whole model with the subspace codec's boundary map written out: after each stage but
-    the last, h -> E_f + U U^T (h - E_f), E_f the frozen embedding."""
-    basis = subspace_basis(spec.d_model, spec.codec.k, spec.seed)
-    frozen = FrozenEmbedding(spec)(tokens)
-    h = model.embed(tokens)
-    ends = {end for _, end in spec.stages[:-1]}
-    for index, layer in model.layers.items():
-        h = layer(h)
-        if int(index) + 1 in ends:
-            h = frozen + ((h - frozen) @ basis) @ basis.T
-    return model.head(model.norm(h))
+def _forward_only(trainers, token_bytes):
+    activation = b""
+    for trainer in trainers:
+        activation = trainer.forward_only(activation, token_bytes)
+    return activation
+
+
+def _logits(spec, raw):
+    return torch.frombuffer(bytearray(raw), dtype=torch.float32).view(
+        spec.micro_batch_size, spec.context, spec.config.vocab_size
+    )
+
+
+def test_checkpoints_load_into_llama_for_causal_lm_with_the_pipelines_logits(tiny):
+    result = train_single_process(tiny, rounds=1)
+    trainers = [StageTrainer(tiny, stage, state=state) for stage, state in enumerate(result.states)]
+    tokens, _ = batch_for(tiny, 5, 0, 0)
+    pipeline = _logits(tiny, _forward_only(trainers, encode_tokens(tokens, tiny)))
+    model = hf_model(tiny, result.states)
+    with torch.no_grad():
+        assert torch.equal(model(tokens).logits, pipeline)
+
+
+def test_attention_is_causal_on_every_path(tiny):
+    """Changing the tokens after position t moves no logit or activation at positions <= t: the
+    training path (each boundary), the inference path, and the exported model, SDPA and eager."""
+    t = 20
+    states = train_single_process(tiny, rounds=1).states
+    tokens, _ = batch_for(tiny, 0, 0, 0)
+    changed = tokens.clone()
+    changed[:, t + 1 :] = (changed[:, t + 1 :] + 7) % tiny.config.vocab_size
+
+    def boundaries(ids):
+        trainers = [StageTrainer(tiny, stage, state=state) for stage, state in enumerate(states)]
+        activation, outputs = b"", []
+        for stage, trainer in enumerate(trainers[:-1]):
+            header = MessageHeader(0, stage, 0, 0, 0, "forward")
+            activation = trainer.forward(header, activation, encode_tokens(ids, tiny))
+            outputs.append(trainer.codec.decode(activation, trainer.activation_shape))
+        outputs.append(_logits(tiny, _forward_only(trainers, encode_tokens(ids, tiny))))
+        return outputs
+
+    for before, after in zip(boundaries(tokens), boundaries(changed), strict=True):
+        assert torch.equal(before[:, : t + 1], after[:, : t + 1])
+        assert not torch.equal(before[:, t + 1 :], after[:, t + 1 :])
+    model = hf_model(tiny, states)
+    for implementation in ("sdpa", "eager"):
+        model.config._attn_implementation = implementation
+        with torch.no_grad():
+            before, after = model(tokens).logits, model(changed).logits
+        assert torch.allclose(before[:, : t + 1], after[:, : t + 1], atol=0, rtol=0), implementation
+        assert not torch.equal(before[:, t + 1 :], after[:, t + 1 :])
 
 
 def _train_unsplit(spec, steps, forward=None):
-    """Plain torch loop on the whole model, with the pipeline's optimizer semantics: mean of the
-    micro-batch gradients, clip and AdamW per stage's parameter set."""
-    deterministic_mode(spec)
-    model = build_model(spec)
+    """transformers' LlamaForCausalLM in a plain torch loop, with the pipeline's optimizer
+    semantics: mean of the micro-batch gradients, clip and AdamW per stage's parameter set."""
+    apply_profile(spec.profile)
+    weights = {}
+    for state in train_single_process(spec, rounds=0).states:
+        weights.update(weights_of(state))  # not hf_model: it folds the subspace's frozen embedding in
+    model = LlamaForCausalLM(hf_config(spec))
+    model.load_state_dict(weights, strict=True)
     named = dict(model.named_parameters())
     groups = []
     for stage in range(spec.num_stages):
-        owned = sorted(dict(build_model(spec, stage).named_parameters()))
-        params = [named[name] for name in owned]
+        params = [named[name] for name in sorted(dict(build_stage(spec, stage).named_parameters()))]
         optimizer = torch.optim.AdamW(
             [
                 {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.optimizer.weight_decay},
@@ -73,8 +123,8 @@ def _train_unsplit(spec, steps, forward=None):
         total = 0.0
         for mb in range(spec.micro_batches):
             tokens, targets = batch_for(spec, round_, in_round, mb)
-            logits = forward(spec, model, tokens) if forward else model(tokens)
-            loss = F.cross_entropy(logits.reshape(-1, spec.vocab_size), targets.reshape(-1))
+            logits = forward(spec, model, tokens) if forward else model(tokens).logits
+            loss = F.cross_entropy(logits.view(-1, spec.config.vocab_size), targets.view(-1))
             loss.backward()
             total += loss.item()
         losses.append(total / spec.micro_batches)
@@ -87,17 +137,37 @@ def _train_unsplit(spec, steps, forward=None):
     return model, losses
 
 
-def test_three_stages_equal_unsplit_model_bitwise(tiny):
+def _assert_stages_equal(spec, model, states):
+    whole = dict(model.named_parameters())
+    for stage in range(spec.num_stages):
+        trainer = StageTrainer(spec, stage, state=states[stage])
+        for name, param in trainer.module.named_parameters():
+            assert torch.equal(param, whole[name]), name
+
+
+def test_three_stages_train_bitwise_like_llama_for_causal_lm(tiny):
     rounds = 2
     model, losses = _train_unsplit(tiny, rounds * tiny.round_steps)
     result = train_single_process(tiny, rounds)
     assert result.losses == losses
-    whole = dict(model.named_parameters())
-    for stage in range(tiny.num_stages):
-        trainer = StageTrainer(tiny, stage, state=result.states[stage])
-        assert trainer.state_digest() == result.state_digests[stage]
-        for name, param in trainer.module.named_parameters():
-            assert torch.equal(param, whole[name]), name
+    _assert_stages_equal(tiny, model, result.states)
+
+
+def _projected_forward(spec, model, tokens):
+    """LlamaForCausalLM with the subspace codec's boundary map written out: after each stage but
+    the last, h -> E_f + U U^T (h - E_f), E_f the frozen embedding (added once, on stage 0)."""
+    basis = subspace_basis(spec.config.hidden_size, spec.codec.k, spec.seed)
+    frozen = FrozenEmbedding(spec)(tokens)
+    body = model.model
+    h = body.embed_tokens(tokens) + frozen
+    position_ids = torch.arange(tokens.shape[1])[None]
+    position_embeddings = body.rotary_emb(h, position_ids)
+    ends = {end for _, end in spec.stages[:-1]}
+    for index, layer in enumerate(body.layers):
+        h = layer(h, position_ids=position_ids, position_embeddings=position_embeddings)
+        if index + 1 in ends:
+            h = frozen + ((h - frozen) @ basis) @ basis.T
+    return model.lm_head(body.norm(h))
 
 
 def test_subspace_pipeline_is_the_projected_model(tiny_data):
@@ -107,9 +177,4 @@ def test_subspace_pipeline_is_the_projected_model(tiny_data):
     model, losses = _train_unsplit(spec, spec.round_steps, _projected_forward)
     result = train_single_process(spec, 1)
     assert result.losses == losses
-    whole = dict(model.named_parameters())
-    for stage in range(spec.num_stages):
-        trainer = StageTrainer(spec, stage, state=result.states[stage])
-        for name, param in trainer.module.named_parameters():
-            assert torch.equal(param, whole[name]), name
-    assert whole["tok_emb.weight"].requires_grad
+    _assert_stages_equal(spec, model, result.states)

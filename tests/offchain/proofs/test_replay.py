@@ -156,13 +156,14 @@ def _resign(account, message, trace, record):
     return sign_message(account.key, message.header, message_payload(*parts))
 
 
-def test_wrong_parent_spec_or_threads(honest):
+def test_wrong_parent_spec_or_profile(honest):
     parents, result = honest
     trace = result.traces[1]
     report = replay_round(SPEC, 1, parents[0], trace)
     assert (report.first_divergent_step, report.reason) == (0, "parent state")
-    with pytest.raises(ValueError, match="recorded with 2 torch threads, the spec requires 1"):
-        replay_round(SPEC, 1, parents[1], dataclasses.replace(trace, threads=2))
+    other = SPEC.profile.model_copy(update={"threads": 2}).digest()
+    with pytest.raises(ValueError, match=f"recorded under compute profile {other[:16]}, the spec fixes"):
+        replay_round(SPEC, 1, parents[1], dataclasses.replace(trace, profile=other))
     with pytest.raises(ValueError, match="another model spec"):
         replay_round(SPEC.model_copy(update={"seed": 1}), 1, parents[1], trace)
     with pytest.raises(ValueError, match="stage 1, not stage 2"):

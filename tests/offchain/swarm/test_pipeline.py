@@ -8,10 +8,11 @@ import asyncio
 import pytest
 from eth_account import Account
 
-from offchain.model.data import batch_for, encode_tokens
+from offchain.model.data import batch_for
 from offchain.model.records import MessageHeader
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
+from offchain.model.tokens import encode_tokens
 from offchain.swarm.client import RemoteError, call
 from offchain.swarm.identity import Identity
 from offchain.swarm.node import NetworkConfig, start_node

@@ -9,10 +9,11 @@ import hashlib
 from eth_account import Account
 from eth_utils import keccak
 
-from offchain.model.data import batch_for, encode_tokens
+from offchain.model.checkpoint import average_state_bytes
+from offchain.model.data import batch_for
 from offchain.model.records import MessageHeader, Trace, message_payload
 from offchain.model.spec import ModelSpec
-from offchain.model.state import average_state_bytes
+from offchain.model.tokens import encode_tokens
 from offchain.model.trainer import StageTrainer
 from offchain.proofs.rounds import work_units
 from offchain.proofs.signing import sign_message
