@@ -32,6 +32,7 @@ from offchain.demo.deploy import deploy_protocol
 from offchain.model.generate import Forward, Sampling, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import ModelSpec, load_spec
+from offchain.model.tokens import byte_tokenizer
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
@@ -39,6 +40,7 @@ from offchain.swarm.local import ROOT, LocalProcess, spawn_pm, worker_args
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
 
 PROMPT = "The assert statement"
+TOKENIZER = byte_tokenizer()  # the tiny spec reads its corpus as bytes
 MODEL_ID = 1  # the first model created on the fresh chain
 CLIENTS = 8
 PRICE = 10**12
@@ -61,7 +63,7 @@ def timed(forward: Forward, marks: list[float]) -> Forward:
 async def one_completion(forward: Forward, spec: ModelSpec, sampling: Sampling) -> dict:
     marks: list[float] = []
     started = time.perf_counter()
-    await complete(timed(forward, marks), spec, PROMPT, sampling)
+    await complete(timed(forward, marks), spec, TOKENIZER, PROMPT, sampling)
     total = time.perf_counter() - started
     return {"first_token_s": marks[0] - started, "total_s": total}
 

@@ -32,6 +32,7 @@ from offchain.chain.protocol import Protocol
 from offchain.model.generate import Sampling, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
+from offchain.model.tokens import byte_tokenizer
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.local import LocalProcess, spawn_pm, worker_args
 
@@ -43,6 +44,7 @@ SPEC = REPO / "specs" / "tiny.json"
 CUSTOMER, ERC20_CUSTOMER, OPERATOR, BYSTANDER = 5, 7, 6, 8
 WORKER_A, WORKER_B, BUYER = 2, 3, 4
 PROMPT = "The assert statement"
+TOKENIZER = byte_tokenizer()  # the tiny spec reads its corpus as bytes
 
 
 @dataclass
@@ -189,7 +191,7 @@ def test_pm_infer_pays_and_gets_the_single_process_completion(stack):
     spec = load_spec(SPEC)
     seed = train_single_process(spec, 0, model_id=1)
     local = local_forward(spec, seed.states, [0, 0, 0])
-    expected = asyncio.run(complete(local, spec, PROMPT, Sampling(max_tokens=6)))
+    expected = asyncio.run(complete(local, spec, TOKENIZER, PROMPT, Sampling(max_tokens=6)))
     assert out["text"] == expected.text and out["rounds"] == [0, 0, 0]
     assert out["usage"] == {"prompt_tokens": len(PROMPT), "completion_tokens": 6}
     receipt = stack.protocol.client.w3.eth.get_transaction_receipt(out["tx"])

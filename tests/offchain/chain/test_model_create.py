@@ -61,7 +61,8 @@ def test_create_pins_the_canonical_spec_and_registers_the_model(env, tmp_path):
 
 def test_invalid_spec_is_one_line_and_sends_nothing(env, tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({**json.loads(TINY.read_text()), "n_heads": 5}))
+    tiny = json.loads(TINY.read_text())
+    bad.write_text(json.dumps({**tiny, "config": {**tiny["config"], "num_attention_heads": 5}}))
     result = pm("model", "create", "--spec", str(bad), env=env)
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ from offchain.errors import UserError
 from offchain.model.generate import PassBatcher, Sampling, check_request, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
+from offchain.model.tokens import byte_tokenizer
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
@@ -20,6 +21,7 @@ from tests.offchain.swarm.conftest import Swarm, write_spec
 pytestmark = pytest.mark.slow
 
 PROMPT = "The assert statement"
+TOKENIZER = byte_tokenizer()  # the tiny spec reads its corpus as bytes
 GREEDY = Sampling(max_tokens=6)
 SAMPLED = Sampling(max_tokens=6, temperature=0.8, top_k=20, seed=7)
 
@@ -28,7 +30,9 @@ async def _complete_over_swarm(spec, bootstrap: str) -> list:
     node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
     driver = Driver(DriverConfig(spec, Identity.from_key(Account.create().key)), node)
     try:
-        return [await complete(driver.infer, spec, PROMPT, sampling) for sampling in (GREEDY, SAMPLED)]
+        return [
+            await complete(driver.infer, spec, TOKENIZER, PROMPT, sampling) for sampling in (GREEDY, SAMPLED)
+        ]
     finally:
         await shutdown_node(node)
 
@@ -46,7 +50,10 @@ def test_swarm_completion_matches_one_process_and_training_is_untouched(tmp_path
         remote = asyncio.run(_complete_over_swarm(spec, bootstrap))
         after_one = train_single_process(spec, 1)
         forward = local_forward(spec, after_one.states, [1, 1, 1])
-        local = [asyncio.run(complete(forward, spec, PROMPT, sampling)) for sampling in (GREEDY, SAMPLED)]
+        local = [
+            asyncio.run(complete(forward, spec, TOKENIZER, PROMPT, sampling))
+            for sampling in (GREEDY, SAMPLED)
+        ]
         for served, expected in zip(remote, local, strict=True):
             assert served.token_ids == expected.token_ids and served.text == expected.text
             assert served.rounds == [1, 1, 1]  # every stage served its committed round-1 weights
@@ -70,7 +77,7 @@ def test_swarm_completion_matches_one_process_and_training_is_untouched(tmp_path
 )
 def test_bad_requests_are_refused_before_any_work(tmp_path, prompt, sampling, message):
     with pytest.raises(UserError, match=message):
-        check_request(load_spec(write_spec(tmp_path)), prompt, sampling)
+        check_request(load_spec(write_spec(tmp_path)), TOKENIZER, prompt, sampling)
 
 
 def test_concurrent_completions_share_passes_and_get_their_solo_results(tmp_path):
@@ -80,11 +87,13 @@ def test_concurrent_completions_share_passes_and_get_their_solo_results(tmp_path
     forward = local_forward(spec, train_single_process(spec, 1).states, [1, 1, 1])
     prompts = [PROMPT, "def f(x):", "The", "import os\n", "a" * 30, "Class"]
     samplings = [GREEDY, SAMPLED, Sampling(max_tokens=3), GREEDY, SAMPLED, Sampling(max_tokens=9)]
-    alone = [asyncio.run(complete(forward, spec, p, s)) for p, s in zip(prompts, samplings, strict=True)]
+    alone = [
+        asyncio.run(complete(forward, spec, TOKENIZER, p, s)) for p, s in zip(prompts, samplings, strict=True)
+    ]
 
     async def together() -> tuple[list, PassBatcher]:
         batcher = PassBatcher(forward, spec, depth=2)
-        jobs = (complete(batcher, spec, p, s) for p, s in zip(prompts, samplings, strict=True))
+        jobs = (complete(batcher, spec, TOKENIZER, p, s) for p, s in zip(prompts, samplings, strict=True))
         return list(await asyncio.gather(*jobs)), batcher
 
     shared, batcher = asyncio.run(together())

@@ -92,5 +92,5 @@ def test_three_stage_swarm_trains_bitwise_like_one_process(pipeline):
     assert losses == reference.losses
     assert summary["final_digests"] == reference.state_digests
     assert summary["bans"] == 0 and summary["aborted_rounds"] == 0
-    dense = load_spec(swarm.spec).d_model * 4  # fp32 activation or gradient per token
+    dense = load_spec(swarm.spec).config.hidden_size * 4  # fp32 activation or gradient per token
     assert summary["boundary_bytes_per_token"] == [{"forward": dense, "backward": dense}] * 2

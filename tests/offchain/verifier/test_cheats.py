@@ -48,7 +48,7 @@ def test_cheat_is_refuted_at_its_step(rounds, stage, mode, step, reason):
 def test_wrong_parent_trace_is_consistent_from_its_own_start(rounds):
     parents, honest = rounds
     _, trace = apply_cheat("wrong-parent", SPEC, parents[1], honest.states[1], honest.traces[1])
-    assert replay_round(SPEC, 1, _perturbed(parents[1]), trace, require_signatures=False).ok
+    assert replay_round(SPEC, 1, _perturbed(SPEC, 1, parents[1]), trace, require_signatures=False).ok
 
 
 def test_unknown_mode_is_refused(rounds):
