@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from offchain import __version__, options
+from offchain.creator.commands import model_export
 from offchain.errors import UserError
 from offchain.gateway.commands import gateway_app, infer
 from offchain.holder.commands import balance, claim
@@ -44,6 +45,7 @@ for sub_app, name in [
     app.add_typer(sub_app, name=name)
 for command in (infer, claim, balance):
     app.command()(command)
+model_app.command("export")(model_export)
 
 
 @app.command()
