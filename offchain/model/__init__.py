@@ -1,1 +1,2 @@
-"""Model spec, GPT-style pipeline stages, dataset and deterministic mode (the swarm issue)."""
+"""The model: spec, Llama-family pipeline stages (transformers modules), compute profiles,
+checkpoints, token wire format and tokenizer, codecs, the stage trainer, generation, export."""
