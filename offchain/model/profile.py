@@ -7,6 +7,9 @@ per call: thread count, deterministic algorithms, cuDNN autotuning, TF32 and red
 reductions, the scaled-dot-product-attention backend and cuBLAS's workspace. Two machines that run
 the same profile (same device class, same library versions) reproduce each other's steps; a machine
 that cannot run a profile says so (`can_run`) and never judges work done under it.
+
+torch is imported inside the functions: the spec (which holds a profile) is read by commands that
+must answer fast, long before any tensor exists.
 """
 
 from __future__ import annotations
@@ -15,19 +18,15 @@ import hashlib
 import json
 import os
 from contextlib import AbstractContextManager, nullcontext
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import torch
 
 Attention = Literal["math", "flash", "efficient", "cudnn"]
 _CUDA_ONLY_ATTENTION = ("efficient", "cudnn")
-_SDPA_SWITCHES = {
-    "math": torch.backends.cuda.enable_math_sdp,
-    "flash": torch.backends.cuda.enable_flash_sdp,
-    "efficient": torch.backends.cuda.enable_mem_efficient_sdp,
-    "cudnn": torch.backends.cuda.enable_cudnn_sdp,
-}
 
 
 class ComputeProfile(BaseModel):
@@ -53,11 +52,15 @@ class ComputeProfile(BaseModel):
 
     @property
     def torch_device(self) -> torch.device:
+        import torch
+
         return torch.device(self.device)
 
 
 def can_run(profile: ComputeProfile) -> tuple[bool, str]:
     """Whether this machine can run `profile` (and so replay work done under it), and if not, why."""
+    import torch
+
     if profile.device == "cuda":
         if not torch.cuda.is_available():
             return False, "the profile needs a CUDA device and this machine has none"
@@ -71,6 +74,8 @@ def can_run(profile: ComputeProfile) -> tuple[bool, str]:
 def apply_profile(profile: ComputeProfile) -> None:
     """Set every process-wide switch the profile fixes. Idempotent and cheap: the trainer calls it
     before each message, so nothing else in the process can leave a different kernel choice behind."""
+    import torch
+
     os.environ["CUBLAS_WORKSPACE_CONFIG"] = profile.cublas_workspace
     torch.use_deterministic_algorithms(True)
     # On by default with the flag above: NaN-fills every torch.empty, a debugging aid costing ~15% of a
@@ -84,7 +89,13 @@ def apply_profile(profile: ComputeProfile) -> None:
     torch.backends.mkldnn.fp32_precision = "ieee"
     torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
     torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
-    for name, switch in _SDPA_SWITCHES.items():
+    switches = {
+        "math": torch.backends.cuda.enable_math_sdp,
+        "flash": torch.backends.cuda.enable_flash_sdp,
+        "efficient": torch.backends.cuda.enable_mem_efficient_sdp,
+        "cudnn": torch.backends.cuda.enable_cudnn_sdp,
+    }
+    for name, switch in switches.items():
         switch(name == profile.attention)
     if torch.get_num_threads() != profile.threads:
         torch.set_num_threads(profile.threads)  # results differ bitwise across thread counts
@@ -92,6 +103,8 @@ def apply_profile(profile: ComputeProfile) -> None:
 
 def autocast(profile: ComputeProfile) -> AbstractContextManager:
     """The forward pass's precision: bf16 autocast, or nothing for fp32."""
+    import torch
+
     if profile.dtype == "bf16":
         return torch.autocast(profile.device, dtype=torch.bfloat16)
     return nullcontext()
