@@ -100,3 +100,10 @@ def open_dataset(store: Store, manifest_cid: str) -> Dataset:
         with tempfile.TemporaryDirectory(prefix="pm-shipped-") as scratch:
             prepare_shipped(shipped, store, Path(scratch) / "out")
     return Dataset(store, manifest_cid)
+
+
+def open_spec_dataset(store: Store, tokenizer_cid: str, manifest_cid: str, vocab_size: int) -> Dataset:
+    """The data set a spec names (`open_dataset`), checked against the spec's tokenizer and vocabulary."""
+    dataset = open_dataset(store, manifest_cid)
+    dataset.check_spec(tokenizer_cid, vocab_size)
+    return dataset

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from offchain.data.dataset import Dataset
+from offchain.data.sampler import Source, train_batch
 from offchain.errors import UserError
 from offchain.model.spec import DatasetSpec, ModelSpec
 
@@ -40,6 +42,10 @@ def corpus_tokens(dataset: DatasetSpec) -> torch.Tensor:
 
 def split(spec: ModelSpec, part: str) -> torch.Tensor:
     """'train' = the first 90% of the corpus, 'val' = the held-out last 10%."""
+    if spec.dataset is None:
+        raise UserError(
+            f"spec {spec.name!r} names a prepared dataset ({spec.manifest_cid}), not a shipped corpus"
+        )
     tokens = corpus_tokens(spec.dataset)
     cut = int(len(tokens) * (1 - VALIDATION_FRACTION))
     return tokens[:cut] if part == "train" else tokens[cut:]
@@ -62,6 +68,19 @@ def _windows(
 def batch_for(spec: ModelSpec, round: int, step: int, micro_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens, targets), LongTensors [micro_batch_size, context], from the training split."""
     return _windows(split(spec, "train"), spec, _generator(spec.seed, round, step, micro_batch))
+
+
+def micro_batch(
+    spec: ModelSpec, dataset: Dataset | None, round: int, step: int, micro_batch: int
+) -> tuple[torch.Tensor, torch.Tensor, Source | None]:
+    """(tokens, targets, source) of a training micro-batch: rows of the spec's prepared data set
+    and where they start (`dataset` opened from its `manifest_cid`), else the shipped corpus."""
+    if spec.manifest_cid is None:
+        return *batch_for(spec, round, step, micro_batch), None
+    if dataset is None or dataset.cid != spec.manifest_cid:
+        raise ValueError(f"spec {spec.name!r} trains on data set {spec.manifest_cid}: open it first")
+    rows = train_batch(dataset, spec.seed, round, step, micro_batch, spec.micro_batch_size, spec.context)
+    return torch.from_numpy(rows.tokens), torch.from_numpy(rows.targets), rows.source
 
 
 def validation_batches(spec: ModelSpec, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -65,11 +65,16 @@ class DatasetSpec(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+_CID = r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,})$"
+
+
 class ModelSpec(_Strict):
     """A GPT-style pre-norm decoder split into pipeline stages, plus how it is trained.
 
     `stages[i] = (first_layer, end_layer)`: stage i owns transformer blocks first..end-1; stage 0
-    also owns the embeddings, the last stage the final norm, the head and the loss."""
+    also owns the embeddings, the last stage the final norm, the head and the loss. Data: either
+    `tokenizer_cid` + `manifest_cid` (a tokenizer.json and a dataset manifest in the store, from
+    `pm data prepare`) or a shipped byte-level `dataset`."""
 
     name: str = "model"
     vocab_size: int = Field(default=256, gt=0, le=65536)
@@ -83,7 +88,9 @@ class ModelSpec(_Strict):
     round_steps: int = Field(gt=0)
     micro_batches: int = Field(gt=0)
     micro_batch_size: int = Field(gt=0)
-    dataset: DatasetSpec
+    tokenizer_cid: str | None = Field(default=None, pattern=_CID)
+    manifest_cid: str | None = Field(default=None, pattern=_CID)
+    dataset: DatasetSpec | None = None
     seed: int = Field(ge=0, lt=2**63)
     threads: int = Field(default=1, gt=0)
 
@@ -106,6 +113,11 @@ class ModelSpec(_Strict):
             raise ValueError(f"stages cover layers 0..{expected - 1} but n_layers={self.n_layers}")
         if self.codec.k is not None and self.codec.k > self.d_model:
             raise ValueError(f"codec k={self.codec.k} exceeds d_model={self.d_model}")
+        prepared = (self.tokenizer_cid is not None, self.manifest_cid is not None)
+        if prepared[0] != prepared[1]:
+            raise ValueError("tokenizer_cid and manifest_cid go together (both from `pm data prepare`)")
+        if prepared[0] == (self.dataset is not None):
+            raise ValueError("name the data: tokenizer_cid + manifest_cid, or a shipped byte-level dataset")
         return self
 
     @property
