@@ -43,7 +43,7 @@ _BY_SUFFIX: dict[str, Format] = {
     ".jsonl": "jsonl",
     ".parquet": "parquet",
 }
-PIECE_CHARS = 1 << 20
+PIECE_CHARS = 1 << 16
 """Pieces of a long document are cut once this many characters are buffered."""
 _BLOCK = 1 << 20
 _CUT = re.compile(r"(?=[\t\n\r\x0b\x0c]\S)")

@@ -34,7 +34,7 @@ from offchain.storage.store import Store
 
 MANIFEST_FILE, TOKENIZER_FILE = "manifest.json", "tokenizer.json"
 _OUTPUT = re.compile(r"^(manifest\.json|tokenizer\.json|(train|validation)-\d{5}\.bin)$")
-_ENCODE_CHARS, _ENCODE_PIECES = 1 << 22, 4096
+_ENCODE_CHARS, _ENCODE_PIECES = 1 << 20, 4096
 
 
 @dataclass(frozen=True)
