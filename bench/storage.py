@@ -137,12 +137,36 @@ def main() -> None:
                 ("encryption_adds_to_get", lambda v: v <= targets["encryption_adds_max"]),
             ]
         },
+        "checks": [check(rows, *spec) for spec in CHECKS],
         "rows": rows,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(table(rows))
     print(f"targets met: {report['met']}  -> {RESULTS}")
+
+
+CHECKS = [
+    ("put throughput / sha256 throughput", "put_vs_sha256", ">= 0.5", lambda v: v >= 0.5, min),
+    ("time encryption adds to a put", "encryption_adds_to_put", "<= +30%", lambda v: v <= 0.3, max),
+    ("time decryption adds to a get", "encryption_adds_to_get", "<= +30%", lambda v: v <= 0.3, max),
+]
+
+
+def check(
+    rows: list[dict[str, float]], what: str, key: str, target: str, ok: Callable, worst: Callable
+) -> dict:
+    """One target over every size, in the shape bench/report.py collects: met when every size
+    meets it on the wall clock; the worst size's wall and CPU figures beside it."""
+    bad = worst(rows, key=lambda row: row[key])
+    return {
+        "operation": f"{what}, 1 MiB-1 GiB (wall)",
+        "target": target,
+        "target_met": all(ok(row[key]) for row in rows),
+        "worst_wall": bad[key],
+        "worst_size_mib": bad["size_mib"],
+        "cpu_at_that_size": bad[f"cpu_{key}"],
+    }
 
 
 def table(rows: list[dict[str, float]]) -> str:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from offchain.data.dataset import Dataset
-from offchain.data.errors import DatasetError
 from offchain.data.sampler import rows_at, sample_source
 from offchain.model.records import MicroBatchRecord, StepRecord, Trace
 
@@ -53,7 +52,8 @@ class _Mismatch(Exception):
 
 def check_data(trace: Trace, dataset: Dataset, batching: Batching, *, targets: bool) -> DataMismatch | None:
     """The first step of `trace` whose token ids (and targets, with `targets`: the last stage) are
-    not the data set's rows for that step, or None when every step's are."""
+    not the data set's rows for that step, or None when every step's are. A data set that cannot
+    be read (StorageError, DatasetError) is the data set's fault, not the trace's: it propagates."""
     for index, record in enumerate(trace.records):
         for micro in record.micro_batches:
             try:
@@ -76,10 +76,7 @@ def _check_micro_batch(
     source = sample_source(dataset.manifest, dataset.cid, *key)
     if micro.source != source:
         raise _Mismatch("its rows are not the data set's draw for this step", source, micro.source)
-    try:
-        rows = rows_at(dataset, "train", source, batching.context)
-    except DatasetError as error:
-        raise _Mismatch(f"its rows cannot be read from the data set ({error})") from None
+    rows = rows_at(dataset, "train", source, batching.context)
     _compare("token ids", _ids(trace, micro, "tokens", batching), rows.tokens)
     if targets:
         _compare("targets", _ids(trace, micro, "targets", batching), rows.targets)

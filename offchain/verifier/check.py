@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from offchain.data.dataset import Dataset
+from offchain.data.errors import DatasetError
 from offchain.model.data import decode_tokens
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
@@ -24,6 +25,7 @@ from offchain.model.state import average_state_bytes
 from offchain.proofs.provenance import Batching, check_data
 from offchain.proofs.replay import replay_round
 from offchain.proofs.rounds import work_units
+from offchain.storage.errors import StorageError
 
 MAX_REPLICA_ORDERS = 24
 """Averaging orders tried for a replica group (float sums depend on the order the swarm used,
@@ -132,7 +134,10 @@ def replay_claim(
         batching = Batching(
             spec.seed, spec.micro_batch_size, spec.context, lambda data: decode_tokens(data, spec).numpy()
         )
-        mismatch = check_data(trace, dataset, batching, targets=claim.stage == spec.num_stages - 1)
+        try:
+            mismatch = check_data(trace, dataset, batching, targets=claim.stage == spec.num_stages - 1)
+        except (DatasetError, StorageError) as error:  # the data set's fault, not the worker's
+            return Replayed(Verdict(claim.claim_id, None, reason=f"cannot read the data set: {error}"))
         if mismatch is not None:
             return _refuted(claim, mismatch.step, mismatch.reason, mismatch.expected, mismatch.actual)
     try:

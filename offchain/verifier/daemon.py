@@ -25,6 +25,7 @@ from offchain.chain.events import EventPoller
 from offchain.chain.models import fetch_spec
 from offchain.chain.protocol import ClaimStatus, Protocol
 from offchain.data.dataset import Dataset
+from offchain.data.errors import DatasetError
 from offchain.data.shipped import open_spec_dataset
 from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
@@ -306,14 +307,12 @@ class Verifier:
             len(trace.records),
             claim.parent_cid or "(seed state)",
         )
+        try:
+            dataset = self._dataset(spec)
+        except (DatasetError, StorageError) as error:  # the spec's data, not the worker's: no judgement
+            return Replayed(Verdict(claim.claim_id, None, reason=f"cannot read the data set: {error}"))
         replayed = await asyncio.to_thread(
-            replay_claim,
-            spec,
-            claim,
-            parent,
-            trace,
-            signers=self._signers(spec, claim),
-            dataset=self._dataset(spec),
+            replay_claim, spec, claim, parent, trace, signers=self._signers(spec, claim), dataset=dataset
         )
         if replayed.state is not None:
             self.end_states[claim.claim_id] = replayed.state

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from offchain.data.dataset import Dataset
 from offchain.data.sampler import rows_at, sample_source
 from offchain.model import reference
 from offchain.model.data import decode_tokens
@@ -15,6 +16,7 @@ from offchain.model.records import Trace
 from offchain.model.reference import train_single_process
 from offchain.model.spec import parse_spec
 from offchain.proofs.provenance import Batching, check_data
+from offchain.storage.embedded import EmbeddedStore
 from offchain.verifier.check import replay_claim
 from tests.offchain.verifier.rounds_kit import claim_for, make_signer, throwaway
 
@@ -136,3 +138,15 @@ def test_an_honest_claim_on_a_prepared_data_set_is_valid(spec, tiny_dataset, hon
     assert (verdict.valid, verdict.steps_checked) == (True, spec.round_steps)
     with pytest.raises(ValueError, match="needs its data set"):
         replay_claim(spec, claim, parent, honest.traces[2], signers=None)
+
+
+def test_a_data_set_that_cannot_be_read_leaves_the_claim_undecided(spec, tiny_dataset, honest, tmp_path):
+    """Missing shards are the data set's fault, not the worker's: no verdict, so no challenge."""
+    store = EmbeddedStore(tmp_path / "manifest-only", fsync=False)
+    assert store.put(tiny_dataset.manifest.canonical_json()) == tiny_dataset.cid
+    parent = train_single_process(spec, 0).states[0]
+    claim = claim_for(honest.states[0], honest.traces[0])
+    verdict = replay_claim(
+        spec, claim, parent, honest.traces[0], signers=None, dataset=Dataset(store, tiny_dataset.cid)
+    ).verdict
+    assert verdict.valid is None and verdict.reason.startswith("cannot read the data set: block Qm")
