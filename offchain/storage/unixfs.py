@@ -98,7 +98,7 @@ def chunk_bytes(data: Blob, chunk_size: int) -> Iterator[memoryview]:
     writes a block while the next is hashed). Pieces of a streamed input must stay valid as long.
     """
     pieces = [data] if isinstance(data, bytes | bytearray | memoryview) else data
-    buffers = (bytearray(chunk_size), bytearray(chunk_size))
+    buffers: list[bytearray] = []  # allocated when first needed: aligned input never needs them
     turn = fill = 0
     emitted = False
     for piece in pieces:
@@ -111,6 +111,8 @@ def chunk_bytes(data: Blob, chunk_size: int) -> Iterator[memoryview]:
                 emitted = True
                 continue
             take = min(chunk_size - fill, len(view) - pos)
+            if len(buffers) == turn:
+                buffers.append(bytearray(chunk_size))
             buffers[turn][fill : fill + take] = view[pos : pos + take]
             fill += take
             pos += take
@@ -119,7 +121,7 @@ def chunk_bytes(data: Blob, chunk_size: int) -> Iterator[memoryview]:
                 turn, fill = 1 - turn, 0
                 emitted = True
     if fill or not emitted:
-        yield memoryview(buffers[turn])[:fill]
+        yield memoryview(buffers[turn])[:fill] if fill else memoryview(b"")
 
 
 def build_file(chunks: Iterable[Bytes], sink: BlockSink, profile: Profile = KUBO_DEFAULT) -> bytes:
