@@ -6,6 +6,7 @@
     sampler.validation_batches(dataset, rows, context, count) -> [Batch]
 
 Modules: documents (text/jsonl/parquet inputs), tokenizer (byte-level BPE), shards (token ids on
-disk), manifest (the stored description), prepare, dataset, sampler, shipped (the repo's corpus),
-commands (`pm data`).
+disk), manifest (the stored description), prepare, dataset, sampler, shipped (the repo's corpus
+and `open_dataset`), errors, commands (`pm data`). Provenance checks on traces live in
+offchain/proofs/provenance.py (they need the trace records).
 """
