@@ -16,6 +16,7 @@ from rich.console import Console
 
 from offchain import __version__, options
 from offchain.creator.commands import model_export
+from offchain.data.commands import data_app
 from offchain.errors import UserError
 from offchain.gateway.commands import gateway_app, infer
 from offchain.holder.commands import balance, claim
@@ -41,6 +42,7 @@ for sub_app, name in [
     (verifier_app, "verifier"),
     (gateway_app, "gateway"),
     (store_app, "store"),
+    (data_app, "data"),
 ]:
     app.add_typer(sub_app, name=name)
 for command in (infer, claim, balance):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from offchain.data.dataset import Dataset
+from offchain.data.sampler import Source, train_batch
 from offchain.errors import UserError
 from offchain.model.spec import DatasetSpec, ModelSpec
 
@@ -65,6 +67,19 @@ def _windows(
 def batch_for(spec: ModelSpec, round: int, step: int, micro_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(tokens, targets), LongTensors [micro_batch_size, context], from the training split."""
     return _windows(split(spec, "train"), spec, _generator(spec.seed, round, step, micro_batch))
+
+
+def micro_batch(
+    spec: ModelSpec, dataset: Dataset | None, round: int, step: int, micro_batch: int
+) -> tuple[torch.Tensor, torch.Tensor, Source | None]:
+    """(tokens, targets, source) of a training micro-batch: rows of the spec's prepared data set
+    and where they start (`dataset` opened from its `manifest_cid`), else the shipped corpus."""
+    if spec.manifest_cid is None:
+        return *batch_for(spec, round, step, micro_batch), None
+    if dataset is None or dataset.cid != spec.manifest_cid:
+        raise ValueError(f"spec {spec.name!r} trains on data set {spec.manifest_cid}: open it first")
+    rows = train_batch(dataset, spec.seed, round, step, micro_batch, spec.micro_batch_size, spec.context)
+    return torch.from_numpy(rows.tokens), torch.from_numpy(rows.targets), rows.source
 
 
 def validation_batches(spec: ModelSpec, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -95,12 +95,21 @@ class SignedMessage:
 @dataclass(frozen=True)
 class MicroBatchRecord:
     """Digests of one micro-batch's inputs (activation, tokens, targets, grad: whichever the
-    stage receives) and outputs (activation sent right, grad sent left), and its loss (last stage)."""
+    stage receives) and outputs (activation sent right, grad sent left), and its loss (last stage).
+    `source`: where the driver took the token ids from, (shard, offset) per row of the data set's
+    train split (offchain/data/sampler.py); None when the spec names no prepared data set."""
 
     index: int
     inputs: dict[str, str]
     outputs: dict[str, str]
     loss: float | None = None
+    source: tuple[tuple[int, int], ...] | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> MicroBatchRecord:
+        source = data["source"]
+        rows = None if source is None else tuple((int(shard), int(offset)) for shard, offset in source)
+        return cls(data["index"], data["inputs"], data["outputs"], data["loss"], rows)
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,7 @@ class StepRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> StepRecord:
-        micro = tuple(MicroBatchRecord(**mb) for mb in data["micro_batches"])
+        micro = tuple(MicroBatchRecord.from_json(mb) for mb in data["micro_batches"])
         return cls(data["round"], data["step"], data["state_before"], data["state_after"], micro)
 
     def canonical_bytes(self) -> bytes:

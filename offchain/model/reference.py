@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from offchain.model.data import batch_for
+from offchain.data.dataset import Dataset
+from offchain.model.data import micro_batch
 from offchain.model.records import MessageHeader, Trace, message_payload
 from offchain.model.spec import ModelSpec
 from offchain.model.tokens import encode_tokens
@@ -37,7 +38,12 @@ def _signed(sign: Signer | None, header: MessageHeader, *parts: bytes) -> dict:
 
 
 def run_step(
-    trainers: list[StageTrainer], round: int, step: int, model_id: int = 0, sign: Signer | None = None
+    trainers: list[StageTrainer],
+    round: int,
+    step: int,
+    model_id: int = 0,
+    sign: Signer | None = None,
+    dataset: Dataset | None = None,
 ) -> tuple[float, int]:
     """One optimizer step through every stage: per micro-batch, forward left to right, loss, backward
     right to left; then apply_step on every stage. Returns (mean loss, bytes that crossed stage
@@ -48,17 +54,19 @@ def run_step(
     losses = []
     crossed = 0
     for mb in range(spec.micro_batches):
-        tokens, targets = batch_for(spec, round, step, mb)
+        tokens, targets, source = micro_batch(spec, dataset, round, step, mb)
         token_bytes, target_bytes = encode_tokens(tokens, spec), encode_tokens(targets, spec)
         activation = b""
         for stage in range(last):
             header = MessageHeader(model_id, stage, round, step, mb, "forward")
             signed = _signed(sign, header, activation, token_bytes)
-            activation = trainers[stage].forward(header, activation, token_bytes, **signed)
+            activation = trainers[stage].forward(header, activation, token_bytes, **signed, source=source)
             crossed += len(activation)
         header = MessageHeader(model_id, last, round, step, mb, "forward")
         signed = _signed(sign, header, activation, token_bytes, target_bytes)
-        grad, loss = trainers[last].forward_backward(header, activation, token_bytes, target_bytes, **signed)
+        grad, loss = trainers[last].forward_backward(
+            header, activation, token_bytes, target_bytes, **signed, source=source
+        )
         losses.append(loss)
         for stage in range(last - 1, -1, -1):
             crossed += len(grad)
@@ -77,8 +85,10 @@ def train_single_process(
     states: list[bytes] | None = None,
     model_id: int = 0,
     sign: Signer | None = None,
+    dataset: Dataset | None = None,
 ) -> ReferenceResult:
-    """Train `rounds` rounds of `spec` from the seeded init (or from `states`, one per stage)."""
+    """Train `rounds` rounds of `spec` from the seeded init (or from `states`, one per stage), on
+    `dataset` when the spec names a prepared one."""
     trainers = [
         StageTrainer(spec, stage, state=states[stage] if states else None, model_id=model_id)
         for stage in range(spec.num_stages)
@@ -86,7 +96,7 @@ def train_single_process(
     result = ReferenceResult()
     for round in range(first_round, first_round + rounds):
         for step in range(spec.round_steps):
-            loss, crossed = run_step(trainers, round, step, model_id, sign)
+            loss, crossed = run_step(trainers, round, step, model_id, sign, dataset)
             result.losses.append(loss)
             result.boundary_bytes += crossed
     result.states = [trainer.state_bytes() for trainer in trainers]

@@ -1,8 +1,8 @@
 """Token ids on the wire, and the tokenizer that turns text into them and back.
 
 Wire format: a micro-batch's ids [micro_batch_size, context] as little-endian uint16 when the
-vocabulary fits, else uint32, the same rule as the dataset's token shards, so a slice of a shard
-can travel as it is.
+vocabulary fits, else uint32: the data set's shard element type (offchain/data), so a slice of a
+shard can travel as it is.
 
 Text: every tokenizer is a `tokenizers.Tokenizer` (what `PreTrainedTokenizerFast` wraps). A spec
 with a prepared dataset names its tokenizer.json by CID; a spec on a shipped byte-level corpus uses
@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from offchain.data.shards import numpy_dtype
+from offchain.data.tokenizer import token_dtype as shard_dtype
 from offchain.errors import UserError
 from offchain.model.spec import BYTE_VOCAB, ModelSpec
 
-U16_VOCAB = 2**16
-
 
 def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype("<u2") if vocab_size <= U16_VOCAB else np.dtype("<u4")
+    return numpy_dtype(shard_dtype(vocab_size))
 
 
 def encode_tokens(tokens: torch.Tensor, spec: ModelSpec) -> bytes:

@@ -42,6 +42,7 @@ class _MicroBatch:
     output: torch.Tensor | None = None
     grads: list[torch.Tensor] | None = None
     loss: float | None = None
+    source: tuple[tuple[int, int], ...] | None = None
 
 
 class StageTrainer:
@@ -209,8 +210,10 @@ class StageTrainer:
         *,
         signature: bytes | None = None,
         sender: str | None = None,
+        source: tuple[tuple[int, int], ...] | None = None,
     ) -> bytes:
-        """Run this stage's layers on one micro-batch; returns the encoded activation to send right."""
+        """Run this stage's layers on one micro-batch; returns the encoded activation to send right.
+        `source`: the rows of the data set the driver says the tokens are (filed in the record)."""
         if self.is_last:
             raise ValueError(f"stage {self.stage} is the last stage: use forward_backward")
         self._begin(header, "forward", signature, sender)
@@ -222,7 +225,7 @@ class StageTrainer:
         if not self.is_first:
             inputs["activation"] = sha256_hex(activation)
         self._pending[header.micro_batch] = _MicroBatch(
-            inputs, {"activation": sha256_hex(payload)}, leaf, output
+            inputs, {"activation": sha256_hex(payload)}, leaf, output, source=source
         )
         self._remember(header, [activation, tokens], signature, sender)
         return payload
@@ -247,6 +250,7 @@ class StageTrainer:
         *,
         signature: bytes | None = None,
         sender: str | None = None,
+        source: tuple[tuple[int, int], ...] | None = None,
     ) -> tuple[bytes, float]:
         """Last stage: loss on `targets`, backward; returns (encoded grad to send left, loss)."""
         if not self.is_last:
@@ -260,7 +264,7 @@ class StageTrainer:
         inputs = {"tokens": sha256_hex(tokens), "targets": sha256_hex(targets)}
         if not self.is_first:
             inputs["activation"] = sha256_hex(activation)
-        entry = self._pending[header.micro_batch] = _MicroBatch(inputs, {}, loss=loss.item())
+        entry = self._pending[header.micro_batch] = _MicroBatch(inputs, {}, loss=loss.item(), source=source)
         grad = self._grads(entry, loss, leaf, None)
         if leaf is not None:
             entry.outputs["grad"] = sha256_hex(grad)
@@ -328,7 +332,7 @@ class StageTrainer:
             before,
             self.state_digest(),
             tuple(
-                MicroBatchRecord(mb, e.inputs, e.outputs, e.loss)
+                MicroBatchRecord(mb, e.inputs, e.outputs, e.loss, e.source)
                 for mb, e in zip(indices, ordered, strict=True)
             ),
         )

@@ -20,7 +20,7 @@ from typing import Any
 from offchain.errors import UserError
 from offchain.model.records import Trace
 from offchain.proofs.trace import merkle_root
-from offchain.storage.crypto import StageKey, decrypt_checkpoint, encrypt_checkpoint
+from offchain.storage.crypto import StageKey, decrypt_checkpoint, encrypt_checkpoint_stream
 from offchain.storage.store import Store
 
 
@@ -99,9 +99,9 @@ def publish_round(
         stage=trace.stage,
         round=trace.round,
         parent_cid=parent_cid,
-        checkpoint_cid=store.put(encrypt_checkpoint(key, state)),
+        checkpoint_cid=store.put(encrypt_checkpoint_stream(key, state)),
         checkpoint_digest=hashlib.sha256(state).digest(),
-        trace_cid=store.put(encrypt_checkpoint(key, trace.to_bytes())),
+        trace_cid=store.put(encrypt_checkpoint_stream(key, trace.to_bytes())),
         trace_root=merkle_root(trace.records),
         work_units=work_units(trace),
     )

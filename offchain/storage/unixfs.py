@@ -78,7 +78,9 @@ def parent_block(children: list[Link]) -> bytes:
     return b"".join(parts)
 
 
-Blob = Bytes | Iterable[Bytes]  # one buffer, or pieces consumed once, in order (e.g. a ciphertext stream)
+Blob = Bytes | Iterable[Bytes]
+"""One buffer, or pieces consumed once, in order (e.g. a ciphertext stream); a piece must stay
+valid until the one after next is requested (see `chunk_bytes`)."""
 
 
 def as_bytes(data: Blob) -> Bytes:
@@ -91,13 +93,13 @@ def as_bytes(data: Blob) -> Bytes:
 def chunk_bytes(data: Blob, chunk_size: int) -> Iterator[memoryview]:
     """Fixed-size chunks of `data`; empty data is one empty chunk, as in kubo.
 
-    Aligned full chunks are views into the input (no copy); the rest are assembled in one
-    reused buffer, so each chunk is valid only until the next is requested (build_file copies
-    each at once).
+    Aligned full chunks are views into the input (no copy); the rest are assembled in two buffers
+    used in turn, so each chunk stays valid until the one after next is requested (the store
+    writes a block while the next is hashed). Pieces of a streamed input must stay valid as long.
     """
     pieces = [data] if isinstance(data, bytes | bytearray | memoryview) else data
-    buffer = bytearray(chunk_size)
-    fill = 0
+    buffers: list[bytearray] = []  # allocated when first needed: aligned input never needs them
+    turn = fill = 0
     emitted = False
     for piece in pieces:
         view = memoryview(piece).cast("B")
@@ -109,15 +111,17 @@ def chunk_bytes(data: Blob, chunk_size: int) -> Iterator[memoryview]:
                 emitted = True
                 continue
             take = min(chunk_size - fill, len(view) - pos)
-            buffer[fill : fill + take] = view[pos : pos + take]
+            if len(buffers) == turn:
+                buffers.append(bytearray(chunk_size))
+            buffers[turn][fill : fill + take] = view[pos : pos + take]
             fill += take
             pos += take
             if fill == chunk_size:
-                yield memoryview(buffer)
-                fill = 0
+                yield memoryview(buffers[turn])
+                turn, fill = 1 - turn, 0
                 emitted = True
     if fill or not emitted:
-        yield memoryview(buffer)[:fill]
+        yield memoryview(buffers[turn])[:fill] if fill else memoryview(b"")
 
 
 def build_file(chunks: Iterable[Bytes], sink: BlockSink, profile: Profile = KUBO_DEFAULT) -> bytes:

@@ -50,6 +50,7 @@ def driver_run(
     --model ID reads the model's spec from the chain (by its CID); --model-spec FILE trains off-chain."""
     import asyncio
 
+    from offchain.storage.store import open_store
     from offchain.swarm.identity import Identity
     from offchain.swarm.node import network_config
     from offchain.swarm.run import run_driver
@@ -60,7 +61,6 @@ def driver_run(
     if model is not None:
         from offchain.chain.models import spec_of_model
         from offchain.chain.protocol import open_protocol
-        from offchain.storage.store import open_store
 
         protocol = open_protocol(rpc_url, None, deployments, signer=False)
         _, spec = spec_of_model(protocol, open_store(ipfs_api, store), model)
@@ -69,6 +69,13 @@ def driver_run(
         from offchain.model.spec import load_spec
 
         spec = load_spec(model_spec)
+    dataset = None
+    if spec.manifest_cid is not None:
+        from offchain.data.shipped import open_spec_dataset
+
+        dataset = open_spec_dataset(
+            open_store(ipfs_api, store), spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size
+        )
     if not initial_peers:
         raise UserError("pm driver run needs --initial-peers: the multiaddr a worker printed when it started")
     identity = Identity.load(key_file, private_key_env)
@@ -84,6 +91,7 @@ def driver_run(
             timeout=timeout,
             shaping=Shaping(bandwidth_mbit, latency_ms),
             progress=sys.stderr.isatty() and not as_json,
+            dataset=dataset,
         )
     )
     if as_json:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 from hivemind.dht.node import DHTNode
 
-from offchain.model.data import batch_for
+from offchain.data.dataset import Dataset
+from offchain.model.data import micro_batch
 from offchain.model.records import MessageHeader
 from offchain.model.spec import ModelSpec
 from offchain.model.tokens import encode_tokens
@@ -42,6 +43,7 @@ class DriverConfig:
     spec: ModelSpec
     identity: Identity
     model_id: int = 0
+    dataset: Dataset | None = None  # the spec's prepared data set (its manifest_cid), if it names one
     call_timeout: float = 60.0
     info_timeout: float = 5.0
     ban_seconds: float = 30.0
@@ -409,12 +411,12 @@ class Driver:
     async def _micro_batch(self, round_: int, step: int, mb: int, route: list[Replica]) -> float:
         """Forward through every stage, loss and backward at the last, gradients back to stage 0."""
         spec, last = self.spec, self.num_stages - 1
-        tokens, targets = batch_for(spec, round_, step, mb)
+        tokens, targets, source = micro_batch(spec, self.config.dataset, round_, step, mb)
         token_bytes, target_bytes = encode_tokens(tokens, spec), encode_tokens(targets, spec)
         parts = [b"", token_bytes, target_bytes] if last == 0 else [b"", token_bytes]
         header = MessageHeader(self.config.model_id, 0, round_, step, mb, "forward")
         message = self.config.identity.sign(header, parts)
-        where = {"round": round_, "step": step, "micro_batch": mb}
+        where = {"round": round_, "step": step, "micro_batch": mb, "source": source}
         for stage in range(last):
             reply = await self._call(route[stage], "forward", message=message, targets=target_bytes, **where)
             message = self._checked(reply, route[stage])

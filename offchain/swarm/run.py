@@ -11,6 +11,7 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from offchain.data.dataset import Dataset
 from offchain.model.spec import ModelSpec
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
@@ -30,12 +31,19 @@ async def run_driver(
     timeout: float = 60.0,
     shaping: Shaping | None = None,
     progress: bool = False,
+    dataset: Dataset | None = None,
 ) -> dict:
-    """Train `rounds` rounds from the swarm's current round. SIGTERM stops after the current call."""
+    """Train `rounds` rounds from the swarm's current round, on `dataset` when the spec names a
+    prepared one. SIGTERM stops after the current call."""
     stop = stop_on_signals()
     node = await start_node(network, client_mode=True)
     config = DriverConfig(
-        spec, identity, model_id=model_id, call_timeout=timeout, shaping=shaping or Shaping()
+        spec,
+        identity,
+        model_id=model_id,
+        call_timeout=timeout,
+        shaping=shaping or Shaping(),
+        dataset=dataset,
     )
     driver = Driver(config, node)
     bar = Progress(

@@ -192,6 +192,22 @@ class StageServer(ServicerBase):
             raise Refused(f"message {header} is not a {direction} message to stage {self.stage}")
         return received
 
+    def _source(self, request: dict) -> tuple[tuple[int, int], ...] | None:
+        """Where the driver says a micro-batch's rows start in the data set (filed in the trace,
+        checked by verifiers): one (shard, offset) per row, or nothing for a shipped corpus."""
+        source = request.get("source")
+        if source is None:
+            return None
+        rows = self.spec.micro_batch_size
+        if not (
+            isinstance(source, list)
+            and len(source) == rows
+            and all(isinstance(row, list) and len(row) == 2 for row in source)
+            and all(isinstance(n, int) and 0 <= n < 2**63 for row in source for n in row)
+        ):
+            raise Refused(f"source must be {rows} [shard, offset] pairs of non-negative integers")
+        return tuple((shard, offset) for shard, offset in source)
+
     def _outgoing(self, received: Received, stage: int, direction: str) -> MessageHeader:
         return replace(received.header, stage=stage, direction=direction)
 
@@ -221,6 +237,7 @@ class StageServer(ServicerBase):
             tokens,
             signature=signed.signature,
             sender=signed.sender,
+            source=self._source(request),
         )
         out = await self._compute(run)
         parts = [out, tokens]
@@ -256,6 +273,7 @@ class StageServer(ServicerBase):
             *received.parts,
             signature=signed.signature,
             sender=signed.sender,
+            source=self._source(request),
         )
         grad, loss = await self._compute(run)
         if self.trainer.is_first:

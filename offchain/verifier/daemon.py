@@ -24,6 +24,9 @@ from offchain.chain.client import ContractRevert
 from offchain.chain.events import EventPoller
 from offchain.chain.models import fetch_spec
 from offchain.chain.protocol import ClaimStatus, Protocol
+from offchain.data.dataset import Dataset
+from offchain.data.errors import DatasetError
+from offchain.data.shipped import open_spec_dataset
 from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
 from offchain.proofs.rounds import CheckpointMismatch, fetch_checkpoint, fetch_trace
@@ -82,6 +85,7 @@ class Verifier:
         )
         self._read_parameters()
         self.specs: dict[int, ModelSpec] = {}
+        self.datasets: dict[str, Dataset] = {}
         self.end_states: dict[int, bytes] = {}
 
     def _read_parameters(self) -> None:
@@ -303,8 +307,12 @@ class Verifier:
             len(trace.records),
             claim.parent_cid or "(seed state)",
         )
+        try:
+            dataset = self._dataset(spec)
+        except (DatasetError, StorageError) as error:  # the spec's data, not the worker's: no judgement
+            return Replayed(Verdict(claim.claim_id, None, reason=f"cannot read the data set: {error}"))
         replayed = await asyncio.to_thread(
-            replay_claim, spec, claim, parent, trace, signers=self._signers(spec, claim)
+            replay_claim, spec, claim, parent, trace, signers=self._signers(spec, claim), dataset=dataset
         )
         if replayed.state is not None:
             self.end_states[claim.claim_id] = replayed.state
@@ -314,6 +322,16 @@ class Verifier:
         if model_id not in self.specs:
             self.specs[model_id] = fetch_spec(self.store, self.protocol.model(model_id).spec_cid)
         return self.specs[model_id]
+
+    def _dataset(self, spec: ModelSpec) -> Dataset | None:
+        """The spec's prepared data set (fetched once per manifest), checked against the spec."""
+        if spec.manifest_cid is None:
+            return None
+        if spec.manifest_cid not in self.datasets:
+            self.datasets[spec.manifest_cid] = open_spec_dataset(
+                self.store, spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size
+            )
+        return self.datasets[spec.manifest_cid]
 
     def _parent(self, spec: ModelSpec, claim: SubmittedClaim, key: StageKey) -> bytes:
         """The state the round must start from: the spec's seeded init for a stage's first claim, else

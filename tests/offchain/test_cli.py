@@ -16,7 +16,19 @@ def run_pm(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_role():
     result = run_pm("--help")
     assert result.returncode == 0
-    roles = ["model", "worker", "driver", "verifier", "gateway", "store", "infer", "claim", "balance", "demo"]
+    roles = [
+        "model",
+        "worker",
+        "driver",
+        "verifier",
+        "gateway",
+        "store",
+        "data",
+        "infer",
+        "claim",
+        "balance",
+        "demo",
+    ]
     for command in roles:
         assert command in result.stdout
 

@@ -45,6 +45,42 @@ def test_put_get_round_trip(store, size):
     assert cid in store.pins()
 
 
+def test_blocks_written_while_the_next_is_hashed_are_never_overwritten(store, monkeypatch):
+    """The writer thread lags behind (each write waits 2 ms): a producer buffer refilled before its
+    block was written would store the wrong bytes. Streamed pieces of odd sizes (assembled by
+    chunk_bytes) and an encrypted stream (its own buffers) both round-trip, CIDs as computed apart."""
+    from offchain.storage import embedded
+    from offchain.storage.crypto import StageKey, decrypt_checkpoint, encrypt_checkpoint_stream
+
+    write = embedded._write_block
+
+    def slow_write(temp, parts):
+        time.sleep(0.002)
+        write(temp, parts)
+
+    monkeypatch.setattr(embedded, "_write_block", slow_write)
+    data = blob(4 * MiB + 12345, seed=7)  # past the blocks a put writes itself
+    pieces = [data[pos : pos + 100_003] for pos in range(0, len(data), 100_003)]
+    cid = store.put(iter(pieces))
+    assert cid == file_cid(data) and store.get(cid) == data
+    key = StageKey.generate(1, 0)
+    encrypted = store.put(encrypt_checkpoint_stream(key, data))
+    ciphertext = store.get(encrypted)
+    assert file_cid(ciphertext) == encrypted and decrypt_checkpoint(key, ciphertext) == data
+
+
+def test_a_failed_block_write_fails_the_put_and_leaves_no_temp_files(store, monkeypatch):
+    from offchain.storage import embedded
+
+    def full_disk(temp, parts):
+        raise StorageError(f"short write to {temp} (disk full?)")
+
+    monkeypatch.setattr(embedded, "_write_block", full_disk)
+    with pytest.raises(StorageError, match="disk full"):
+        store.put(blob(3 * MiB))
+    assert not list((store.folder / "tmp").iterdir()) and store.pins() == []
+
+
 @pytest.mark.slow
 def test_put_get_64_mib(store):
     data = blob(64 * MiB, seed=64)
