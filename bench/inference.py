@@ -27,12 +27,13 @@ import httpx
 from offchain.chain.client import ChainClient
 from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
+from offchain.data.shipped import shipped_dataset
 from offchain.demo.anvil import anvil_account, free_port, start_anvil
 from offchain.demo.deploy import deploy_protocol
 from offchain.model.generate import Forward, Sampling, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import ModelSpec, load_spec
-from offchain.model.tokens import byte_tokenizer
+from offchain.model.tokens import load_tokenizer
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
@@ -40,7 +41,6 @@ from offchain.swarm.local import ROOT, LocalProcess, spawn_pm, worker_args
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
 
 PROMPT = "The assert statement"
-TOKENIZER = byte_tokenizer()  # the tiny spec reads its corpus as bytes
 MODEL_ID = 1  # the first model created on the fresh chain
 CLIENTS = 8
 PRICE = 10**12
@@ -63,7 +63,8 @@ def timed(forward: Forward, marks: list[float]) -> Forward:
 async def one_completion(forward: Forward, spec: ModelSpec, sampling: Sampling) -> dict:
     marks: list[float] = []
     started = time.perf_counter()
-    await complete(timed(forward, marks), spec, TOKENIZER, PROMPT, sampling)
+    tokenizer = load_tokenizer(spec, shipped_dataset(spec.manifest_cid).store)
+    await complete(timed(forward, marks), spec, tokenizer, PROMPT, sampling)
     total = time.perf_counter() - started
     return {"first_token_s": marks[0] - started, "total_s": total}
 
@@ -224,7 +225,9 @@ def main() -> None:
         "spec": spec.name,
         "load_average_1min_at_end": os.getloadavg()[0],
         "cpus": os.cpu_count(),
-        "prompt_tokens": len(PROMPT.encode()),
+        "prompt_tokens": len(
+            load_tokenizer(spec, shipped_dataset(spec.manifest_cid).store).encode(PROMPT).ids
+        ),
         "max_tokens": args.max_tokens,
         "single_process": single,
         "swarm": swarm,

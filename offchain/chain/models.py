@@ -15,6 +15,7 @@ from web3 import Web3
 from web3.logs import DISCARD
 
 from offchain.chain.protocol import ETH, ModelInfo, Protocol
+from offchain.data.shipped import open_spec_dataset
 from offchain.errors import UserError
 from offchain.model.spec import ModelSpec, load_spec, parse_spec
 from offchain.storage.errors import StorageError
@@ -70,8 +71,11 @@ def create_model(
     revenue_asset: str,
     operator: str | None,
 ) -> CreatedModel:
-    """Validate and pin the spec, then call createModel; the spec is pinned before any transaction."""
+    """Validate and pin the spec, then call createModel; the spec is pinned before any transaction.
+    The spec's data set must be in the store (a shipped one is prepared into it) and agree with the
+    spec's tokenizer and vocabulary: a model nobody can train is never registered."""
     spec = load_spec(spec_path)
+    open_spec_dataset(store, spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size)
     if not 1 <= shares_per_work_unit <= MAX_SHARES_PER_WORK_UNIT:
         raise UserError(f"--shares-per-work-unit must be between 1 and 2^96-1, not {shares_per_work_unit}")
     client = protocol.client

@@ -60,7 +60,7 @@ def model_export(
         protocol = open_protocol(rpc_url, None, deployments, signer=False)
         gathered = from_chain(protocol, content, model, read_stage_keys(stage_key or []))
     spec = gathered.spec
-    written = export_model(spec, gathered.states, load_tokenizer(spec, content.get), out)
+    written = export_model(spec, gathered.states, load_tokenizer(spec, content), out)
     if as_json:
         record = {"out": str(out), "files": written, "rounds": gathered.rounds, "spec_cid": spec.cid()}
         typer.echo(json.dumps(record))

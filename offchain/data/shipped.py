@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from offchain.data.dataset import Dataset
 from offchain.data.errors import DatasetError
 from offchain.data.prepare import Prepared, PrepareOptions, prepare
 from offchain.paths import REPO
+from offchain.storage.embedded import EmbeddedStore
 from offchain.storage.store import Store
 
 CORPUS = REPO / "data" / "pydoc-topics-3.11.7.txt.xz"
@@ -100,6 +102,18 @@ def open_dataset(store: Store, manifest_cid: str) -> Dataset:
         with tempfile.TemporaryDirectory(prefix="pm-shipped-") as scratch:
             prepare_shipped(shipped, store, Path(scratch) / "out")
     return Dataset(store, manifest_cid)
+
+
+_SCRATCH: list[tempfile.TemporaryDirectory] = []  # private stores, removed at interpreter exit
+
+
+@cache
+def shipped_dataset(manifest_cid: str) -> Dataset:
+    """A shipped data set prepared into a private temporary store, once per process: for code that
+    trains or evaluates without a store of its own (the single-process reference, tests, benchmarks)."""
+    scratch = tempfile.TemporaryDirectory(prefix="pm-shipped-")
+    _SCRATCH.append(scratch)
+    return open_dataset(EmbeddedStore(Path(scratch.name) / "store", fsync=False), manifest_cid)
 
 
 def open_spec_dataset(store: Store, tokenizer_cid: str, manifest_cid: str, vocab_size: int) -> Dataset:

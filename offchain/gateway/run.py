@@ -82,7 +82,7 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store)
             model=model,
             asset=asset_of(protocol, model),
             spec=spec,
-            tokenizer=load_tokenizer(spec, store.get),
+            tokenizer=load_tokenizer(spec, store),
             passes=PassBatcher(driver.infer, spec, depth=spec.num_stages),
             served=served,
             secret=load_or_create_secret(config.state_dir),

@@ -88,7 +88,7 @@ def train_single_process(
     dataset: Dataset | None = None,
 ) -> ReferenceResult:
     """Train `rounds` rounds of `spec` from the seeded init (or from `states`, one per stage), on
-    `dataset` when the spec names a prepared one."""
+    `dataset` (None: the shipped data set the spec names)."""
     trainers = [
         StageTrainer(spec, stage, state=states[stage] if states else None, model_id=model_id)
         for stage in range(spec.num_stages)

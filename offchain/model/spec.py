@@ -60,15 +60,6 @@ class OptimizerSpec(_Strict):
     grad_clip: float | None = Field(default=1.0, gt=0)
 
 
-class DatasetSpec(_Strict):
-    """A shipped text corpus, addressed by the sha256 of its uncompressed bytes, read as bytes (the
-    byte-level tokenizer: 256 tokens). Stands in until a spec names a prepared dataset by CID."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-BYTE_VOCAB = 256
 _CID = r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,})$"
 
 
@@ -111,26 +102,20 @@ class LlamaConfigSpec(_Strict):
         return self.hidden_size // self.num_attention_heads
 
 
-def _vocab_mismatch(vocab_size: int, tokens: int, whose: str) -> str:
-    return f"config.vocab_size={vocab_size} but {whose} tokenizer has {tokens} tokens"
-
-
 class ModelSpec(_Strict):
     """A Llama-family decoder split into pipeline stages, its data, and how it is trained.
 
     `stages[i] = (first_layer, end_layer)`: stage i owns decoder layers first..end-1; stage 0 also
-    owns the token embedding, the last stage the final norm, the head and the loss. Data: either
-    `tokenizer_cid` + `manifest_cid` (a tokenizer.json and a dataset manifest in the store) or a
-    shipped byte-level `dataset`."""
+    owns the token embedding, the last stage the final norm, the head and the loss. Data: the
+    tokenizer.json and the data set manifest `pm data prepare` stored, by CID."""
 
     name: str = "model"
     family: Literal["llama"] = "llama"
     config: LlamaConfigSpec
     stages: list[tuple[int, int]] = Field(min_length=1)
     context: int = Field(gt=1)
-    tokenizer_cid: str | None = Field(default=None, pattern=_CID)
-    manifest_cid: str | None = Field(default=None, pattern=_CID)
-    dataset: DatasetSpec | None = None
+    tokenizer_cid: str = Field(pattern=_CID)
+    manifest_cid: str = Field(pattern=_CID)
     codec: CodecSpec = CodecSpec()
     optimizer: OptimizerSpec
     round_steps: int = Field(gt=0)
@@ -160,20 +145,14 @@ class ModelSpec(_Strict):
             raise ValueError(f"context={self.context} exceeds config.max_position_embeddings={limit}")
         if self.codec.k is not None and self.codec.k > self.config.hidden_size:
             raise ValueError(f"codec k={self.codec.k} exceeds hidden_size={self.config.hidden_size}")
-        prepared = (self.tokenizer_cid is not None, self.manifest_cid is not None)
-        if prepared[0] != prepared[1]:
-            raise ValueError("tokenizer_cid and manifest_cid go together (both from `pm data prepare`)")
-        if prepared[0] == (self.dataset is not None):
-            raise ValueError("name the data: tokenizer_cid + manifest_cid, or a shipped byte-level dataset")
-        if self.dataset is not None and self.config.vocab_size != BYTE_VOCAB:
-            raise ValueError(_vocab_mismatch(self.config.vocab_size, BYTE_VOCAB, "the byte-level dataset's"))
         return self
 
     def check_tokenizer_vocab(self, size: int) -> None:
         """The embedding and the head must have exactly one row per token of the spec's tokenizer:
         call with the vocabulary size of the tokenizer at `tokenizer_cid` once it is fetched."""
-        if size != self.config.vocab_size:
-            raise UserError(f"invalid model spec: {_vocab_mismatch(self.config.vocab_size, size, 'the')}")
+        vocab = self.config.vocab_size
+        if size != vocab:
+            raise UserError(f"invalid model spec: config.vocab_size={vocab}, the tokenizer has {size} tokens")
 
     @property
     def num_stages(self) -> int:

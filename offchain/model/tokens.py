@@ -4,25 +4,22 @@ Wire format: a micro-batch's ids [micro_batch_size, context] as little-endian ui
 vocabulary fits, else uint32: the data set's shard element type (offchain/data), so a slice of a
 shard can travel as it is.
 
-Text: every tokenizer is a `tokenizers.Tokenizer` (what `PreTrainedTokenizerFast` wraps). A spec
-with a prepared dataset names its tokenizer.json by CID; a spec on a shipped byte-level corpus uses
-`byte_tokenizer()`, a byte-level BPE with no merges whose ids are the UTF-8 bytes themselves.
-`load_tokenizer` is the one place that decides which.
+Text: the spec names its tokenizer.json by CID (the byte-level BPE `pm data prepare` trained);
+`load_tokenizer` fetches it as a `tokenizers.Tokenizer` (what `PreTrainedTokenizerFast` wraps).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import cache
-
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer
 
 from offchain.data.shards import numpy_dtype
+from offchain.data.shipped import open_spec_dataset
 from offchain.data.tokenizer import token_dtype as shard_dtype
 from offchain.errors import UserError
-from offchain.model.spec import BYTE_VOCAB, ModelSpec
+from offchain.model.spec import ModelSpec
+from offchain.storage.store import Store
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -47,41 +44,11 @@ def decode_tokens(data: bytes, spec: ModelSpec) -> torch.Tensor:
     return tokens
 
 
-def _byte_to_unicode() -> dict[int, str]:
-    """GPT-2's map from bytes to printable characters, which byte-level BPE vocabularies spell
-    their tokens in: printable Latin-1 bytes map to themselves, the rest to U+0100 onwards."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    others = [byte for byte in range(BYTE_VOCAB) if byte not in printable]
-    return {
-        **{byte: chr(byte) for byte in printable},
-        **{byte: chr(BYTE_VOCAB + n) for n, byte in enumerate(others)},
-    }
-
-
-@cache
-def _byte_tokenizer_json() -> str:
-    spelled = _byte_to_unicode()
-    tokenizer = Tokenizer(models.BPE(vocab={spelled[byte]: byte for byte in range(BYTE_VOCAB)}, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    return tokenizer.to_str()
-
-
-def byte_tokenizer() -> Tokenizer:
-    """Token id = UTF-8 byte: the tokenizer of a shipped byte-level corpus, as a tokenizer.json."""
-    return Tokenizer.from_str(_byte_tokenizer_json())
-
-
-def load_tokenizer(spec: ModelSpec, fetch: Callable[[str], bytes]) -> Tokenizer:
-    """The spec's tokenizer: tokenizer.json fetched by its CID (`fetch` = a store's get), checked
-    against the spec's vocabulary; the byte tokenizer for a byte-level dataset."""
-    if spec.tokenizer_cid is None:
-        return byte_tokenizer()
-    raw = fetch(spec.tokenizer_cid)
+def load_tokenizer(spec: ModelSpec, store: Store) -> Tokenizer:
+    """The spec's tokenizer from `store`, checked against the spec's data set and vocabulary (a
+    shipped data set missing from the store is prepared into it first)."""
+    open_spec_dataset(store, spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size)
+    raw = store.get(spec.tokenizer_cid)
     try:
         tokenizer = Tokenizer.from_str(raw.decode())
     except Exception as error:  # noqa: BLE001 - tokenizers raises plain Exception; also bad UTF-8

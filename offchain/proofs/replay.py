@@ -1,16 +1,16 @@
 """Replay a stage's round from its parent state and trace, and name the first step that differs.
 
 A verifier trusts nothing in the trace but the signatures: for every step it checks that the
-recorded inputs are the spec's batches and the messages their senders signed, recomputes the
-stage's outputs and optimizer step with the same code the worker ran (StageTrainer, under the
-spec's compute profile), and compares every digest the worker recorded."""
+recorded inputs are the messages their senders signed, recomputes the stage's outputs and
+optimizer step with the same code the worker ran (StageTrainer, under the spec's compute profile),
+and compares every digest the worker recorded. That the token ids are the data set's rows is
+checked against the store by offchain/proofs/provenance.py."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from offchain.model.data import batch_for
 from offchain.model.records import (
     MessageHeader,
     MicroBatchRecord,
@@ -21,7 +21,6 @@ from offchain.model.records import (
     sha256_hex,
 )
 from offchain.model.spec import ModelSpec
-from offchain.model.tokens import encode_tokens
 from offchain.model.trainer import StageTrainer
 from offchain.proofs.signing import recover_signer_from_digest
 
@@ -103,26 +102,6 @@ class _Replayer:
         if allowed is not None and signer.lower() not in allowed:
             raise _Divergence(f"{where}: signer {signer} is not an allowed sender", None, signer)
 
-    def check_batch(
-        self, record: StepRecord, mb: MicroBatchRecord, tokens: bytes, targets: bytes | None
-    ) -> None:
-        """The worker must have trained on the spec's batch for (round, step, micro-batch). A
-        prepared data set's rows are checked by offchain/proofs/provenance.py (it needs the store)."""
-        if self.spec.manifest_cid is not None:
-            return
-        want_tokens, want_targets = batch_for(self.spec, record.round, record.step, mb.index)
-        _check(
-            f"tokens of micro-batch {mb.index} are not the spec's batch",
-            sha256_hex(encode_tokens(want_tokens, self.spec)),
-            sha256_hex(tokens),
-        )
-        if targets is not None:
-            _check(
-                f"targets of micro-batch {mb.index} are not the spec's batch",
-                sha256_hex(encode_tokens(want_targets, self.spec)),
-                sha256_hex(targets),
-            )
-
     def step(self, index: int, record: StepRecord) -> None:
         trainer, trace = self.trainer, self.trace
         _check("record round/step", f"{trace.round}/{index}", f"{record.round}/{record.step}")
@@ -142,14 +121,12 @@ class _Replayer:
             tokens = self.payload(mb, "tokens")
             if trainer.is_last:
                 targets = self.payload(mb, "targets")
-                self.check_batch(record, mb, tokens, targets)
                 self.verify_message(header, [activation, tokens, targets])
                 grad, loss = trainer.forward_backward(header, activation, tokens, targets)
                 _check(f"loss of micro-batch {mb.index}", repr(mb.loss), repr(loss))
                 if not trainer.is_first:
                     _check(f"grad sent by micro-batch {mb.index}", mb.outputs.get("grad"), sha256_hex(grad))
             else:
-                self.check_batch(record, mb, tokens, None)
                 self.verify_message(header, [activation, tokens])
                 output = trainer.forward(header, activation, tokens)
                 _check(

@@ -69,13 +69,11 @@ def driver_run(
         from offchain.model.spec import load_spec
 
         spec = load_spec(model_spec)
-    dataset = None
-    if spec.manifest_cid is not None:
-        from offchain.data.shipped import open_spec_dataset
+    from offchain.data.shipped import open_spec_dataset
 
-        dataset = open_spec_dataset(
-            open_store(ipfs_api, store), spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size
-        )
+    dataset = open_spec_dataset(
+        open_store(ipfs_api, store), spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size
+    )
     if not initial_peers:
         raise UserError("pm driver run needs --initial-peers: the multiaddr a worker printed when it started")
     identity = Identity.load(key_file, private_key_env)

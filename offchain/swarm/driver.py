@@ -43,7 +43,7 @@ class DriverConfig:
     spec: ModelSpec
     identity: Identity
     model_id: int = 0
-    dataset: Dataset | None = None  # the spec's prepared data set (its manifest_cid), if it names one
+    dataset: Dataset | None = None  # the spec's data set (its manifest_cid); None: the shipped one it names
     call_timeout: float = 60.0
     info_timeout: float = 5.0
     ban_seconds: float = 30.0

@@ -33,8 +33,8 @@ async def run_driver(
     progress: bool = False,
     dataset: Dataset | None = None,
 ) -> dict:
-    """Train `rounds` rounds from the swarm's current round, on `dataset` when the spec names a
-    prepared one. SIGTERM stops after the current call."""
+    """Train `rounds` rounds from the swarm's current round, on `dataset` (None: the shipped data set
+    the spec names). SIGTERM stops after the current call."""
     stop = stop_on_signals()
     node = await start_node(network, client_mode=True)
     config = DriverConfig(

@@ -19,6 +19,7 @@ from typing import Any
 from offchain.data.dataset import Dataset
 from offchain.data.errors import DatasetError
 from offchain.model.checkpoint import average_state_bytes
+from offchain.model.data import spec_dataset
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.tokens import decode_tokens
@@ -118,8 +119,9 @@ def replay_claim(
     dataset: Dataset | None = None,
 ) -> Replayed:
     """Check the trace against the claim and its token ids against the spec's data set (`dataset`,
-    opened from the spec's `manifest_cid`), replay it from `parent_state`, compare every step and
-    the claimed digest. `signers`: who may have sent this stage's messages (None: any valid signature)."""
+    opened from the spec's `manifest_cid`; None: the shipped one it names), replay it from
+    `parent_state`, compare every step and the claimed digest. `signers`: who may have sent this
+    stage's messages (None: any valid signature)."""
     where = (trace.model_id, trace.stage, trace.round)
     if where != claim.group:
         return _refuted(claim, 0, "trace is for another model/stage/round", claim.group, where)
@@ -128,18 +130,16 @@ def replay_claim(
         return _refuted(claim, min(steps, spec.round_steps), "number of steps", spec.round_steps, steps)
     if work_units(trace) != claim.work_units:
         return _refuted(claim, 0, "work units", claim.work_units, work_units(trace))
-    if spec.manifest_cid is not None:
-        if dataset is None or dataset.cid != spec.manifest_cid:
-            raise ValueError(f"judging a claim of this spec needs its data set {spec.manifest_cid}")
-        batching = Batching(
-            spec.seed, spec.micro_batch_size, spec.context, lambda data: decode_tokens(data, spec).numpy()
-        )
-        try:
-            mismatch = check_data(trace, dataset, batching, targets=claim.stage == spec.num_stages - 1)
-        except (DatasetError, StorageError) as error:  # the data set's fault, not the worker's
-            return Replayed(Verdict(claim.claim_id, None, reason=f"cannot read the data set: {error}"))
-        if mismatch is not None:
-            return _refuted(claim, mismatch.step, mismatch.reason, mismatch.expected, mismatch.actual)
+    batching = Batching(
+        spec.seed, spec.micro_batch_size, spec.context, lambda data: decode_tokens(data, spec).numpy()
+    )
+    try:
+        data = spec_dataset(spec, dataset)
+        mismatch = check_data(trace, data, batching, targets=claim.stage == spec.num_stages - 1)
+    except (DatasetError, StorageError) as error:  # the data set's fault, not the worker's
+        return Replayed(Verdict(claim.claim_id, None, reason=f"cannot read the data set: {error}"))
+    if mismatch is not None:
+        return _refuted(claim, mismatch.step, mismatch.reason, mismatch.expected, mismatch.actual)
     try:
         report = replay_round(spec, claim.stage, parent_state, trace, signers=signers)
     except ValueError as error:

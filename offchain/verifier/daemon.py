@@ -323,10 +323,8 @@ class Verifier:
             self.specs[model_id] = fetch_spec(self.store, self.protocol.model(model_id).spec_cid)
         return self.specs[model_id]
 
-    def _dataset(self, spec: ModelSpec) -> Dataset | None:
+    def _dataset(self, spec: ModelSpec) -> Dataset:
         """The spec's prepared data set (fetched once per manifest), checked against the spec."""
-        if spec.manifest_cid is None:
-            return None
         if spec.manifest_cid not in self.datasets:
             self.datasets[spec.manifest_cid] = open_spec_dataset(
                 self.store, spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size

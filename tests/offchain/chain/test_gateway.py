@@ -29,10 +29,11 @@ from web3.logs import DISCARD
 from offchain.chain.client import ChainClient
 from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
+from offchain.data.shipped import shipped_dataset
 from offchain.model.generate import Sampling, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
-from offchain.model.tokens import byte_tokenizer
+from offchain.model.tokens import load_tokenizer
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.local import LocalProcess, spawn_pm, worker_args
 
@@ -44,7 +45,8 @@ SPEC = REPO / "specs" / "tiny.json"
 CUSTOMER, ERC20_CUSTOMER, OPERATOR, BYSTANDER = 5, 7, 6, 8
 WORKER_A, WORKER_B, BUYER = 2, 3, 4
 PROMPT = "The assert statement"
-TOKENIZER = byte_tokenizer()  # the tiny spec reads its corpus as bytes
+TOKENIZER = load_tokenizer(load_spec(SPEC), shipped_dataset(load_spec(SPEC).manifest_cid).store)
+PROMPT_TOKENS = len(TOKENIZER.encode(PROMPT).ids)
 
 
 @dataclass
@@ -193,11 +195,11 @@ def test_pm_infer_pays_and_gets_the_single_process_completion(stack):
     local = local_forward(spec, seed.states, [0, 0, 0])
     expected = asyncio.run(complete(local, spec, TOKENIZER, PROMPT, Sampling(max_tokens=6)))
     assert out["text"] == expected.text and out["rounds"] == [0, 0, 0]
-    assert out["usage"] == {"prompt_tokens": len(PROMPT), "completion_tokens": 6}
+    assert out["usage"] == {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": 6}
     receipt = stack.protocol.client.w3.eth.get_transaction_receipt(out["tx"])
     (paid,) = stack.protocol.router.events.InferencePaid().process_receipt(receipt, errors=DISCARD)
     assert "0x" + paid["args"]["requestId"].hex() == out["requestId"]
-    assert paid["args"]["amount"] == int(out["amount_wei"]) == PRICE * (len(PROMPT) + 6)
+    assert paid["args"]["amount"] == int(out["amount_wei"]) == PRICE * (PROMPT_TOKENS + 6)
     assert paid["args"]["payer"] == anvil_account(CUSTOMER).address
     text = pm(
         "infer", "--model", "1", "--prompt", PROMPT, "--max-tokens", "2", "--gateway", stack.gateway_url,
@@ -227,7 +229,7 @@ def test_a_paid_request_is_served_once(stack):
 
 def test_unpaid_underpaid_and_other_model_payments_get_402(stack):
     quote = post(stack, "/v1/quote", {"prompt": PROMPT, "max_tokens": 4}).json()
-    assert quote["amount"] == str(PRICE * (len(PROMPT) + 4))
+    assert quote["amount"] == str(PRICE * (PROMPT_TOKENS + 4))
     unpaid = post(stack, "/v1/completions", completion_body(quote))
     assert unpaid.status_code == 402
     assert unpaid.json()["quote"]["requestId"] == quote["requestId"]
@@ -299,7 +301,7 @@ def test_cli_mistakes_are_one_line_and_nothing_is_paid(stack):
     nonce = stack.protocol.client.w3.eth.get_transaction_count(customer)
     infer = ["infer", "--model", "1", "--prompt", PROMPT, "--gateway"]
     too_dear = pm(*infer, stack.gateway_url, "--max-amount-wei", "1", account=CUSTOMER, env=stack.env)
-    amount = PRICE * (len(PROMPT) + 16)
+    amount = PRICE * (PROMPT_TOKENS + 16)
     assert (too_dear.returncode, too_dear.stderr.strip()) == (
         1,
         f"the gateway asks {amount}, more than --max-amount {1}",
@@ -379,7 +381,7 @@ def test_erc20_payment_through_pm_infer_and_a_failed_gateway_leaves_a_redeemable
     assert result.returncode == 1
     assert "the gateway did not serve the paid request: 503" in result.stderr
     ticket = result.stderr.split("--ticket ")[1].split()[0]
-    amount = PRICE * (len(PROMPT) + 4)
+    amount = PRICE * (PROMPT_TOKENS + 4)
     assert shares.functions.totalRevenue().call() - revenue_before == to_holders(stack.protocol, amount)
     unserved = httpx.post(
         f"http://127.0.0.1:{port}/v1/completions",

@@ -62,11 +62,15 @@ def test_create_pins_the_canonical_spec_and_registers_the_model(env, tmp_path):
 def test_invalid_spec_is_one_line_and_sends_nothing(env, tmp_path):
     bad = tmp_path / "bad.json"
     tiny = json.loads(TINY.read_text())
-    bad.write_text(json.dumps({**tiny, "config": {**tiny["config"], "num_attention_heads": 5}}))
-    result = pm("model", "create", "--spec", str(bad), env=env)
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "invalid model spec" in result.stderr and "Traceback" not in result.stderr
+    for config, message in [
+        ({"num_attention_heads": 5}, "invalid model spec"),
+        ({"vocab_size": 500}, "the spec's vocab_size 500 is not the tokenizer's 512"),
+    ]:
+        bad.write_text(json.dumps({**tiny, "config": {**tiny["config"], **config}}))
+        result = pm("model", "create", "--spec", str(bad), env=env)
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert message in result.stderr and "Traceback" not in result.stderr
     assert model_count(env) == 0
 
 

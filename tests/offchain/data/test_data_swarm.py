@@ -12,14 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_driver_trains_the_swarm_on_the_manifest_rows(tmp_path, tiny_dataset):
-    manifest = tiny_dataset.manifest
-    spec_path = write_spec(
-        tmp_path,
-        vocab_size=512,
-        dataset=None,
-        tokenizer_cid=manifest.tokenizer.cid,
-        manifest_cid=tiny_dataset.cid,
-    )
+    spec_path = write_spec(tmp_path)
     swarm = Swarm(tmp_path, spec_path)
     try:
         first = swarm.worker("stage0", 0)

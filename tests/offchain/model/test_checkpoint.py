@@ -22,7 +22,7 @@ GOLDEN = Path(__file__).parent / "golden" / "stage-checkpoint.safetensors"
 MICRO = {
     "name": "micro",
     "config": {
-        "vocab_size": 256,
+        "vocab_size": 512,
         "hidden_size": 4,
         "intermediate_size": 8,
         "num_hidden_layers": 3,
@@ -32,10 +32,8 @@ MICRO = {
     },
     "stages": [[0, 1], [1, 2], [2, 3]],
     "context": 8,
-    "dataset": {
-        "name": "pydoc-topics-3.11.7",
-        "sha256": "71f2ff5d99bdc1f9c48c5c2353ad138201c5ca1c377e0226857ef8fa89b8bcee",
-    },
+    "tokenizer_cid": "QmeB8ALKZ1KjzQ6yNF6GoXFvdTdX47BWfi74qrUYEWAXNu",
+    "manifest_cid": "QmVXchr8Mj5LQuY5AoRsYYCrUGcf2eeW2b6ZHzxdc5mpYR",
     "optimizer": {"lr": 0.001},
     "round_steps": 1,
     "micro_batches": 1,

@@ -12,10 +12,11 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from offchain.creator.commands import model_export
+from offchain.data.shipped import shipped_dataset
 from offchain.errors import UserError
 from offchain.model.data import batch_for
 from offchain.model.reference import train_single_process
-from offchain.model.tokens import encode_tokens
+from offchain.model.tokens import encode_tokens, load_tokenizer
 from offchain.model.trainer import StageTrainer
 from offchain.swarm.server import RoundState, StateFile
 
@@ -75,7 +76,9 @@ def test_export_loads_in_transformers_with_the_pipelines_logits(trained, tmp_pat
 
     prompt = "The assert statement"
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    assert ids[0].tolist() == list(prompt.encode())
+    assert (
+        ids[0].tolist() == load_tokenizer(spec, shipped_dataset(spec.manifest_cid).store).encode(prompt).ids
+    )
     generated = model.generate(ids, max_new_tokens=5, do_sample=False)
     assert generated.shape == (1, ids.shape[1] + 5)
     assert tokenizer.decode(generated[0]).startswith(prompt)
@@ -95,10 +98,13 @@ def test_export_mistakes_are_one_line_and_write_nothing(trained, tmp_path):
     cases = [
         ({"model_spec": TINY, "state_dir": tmp_path, "out": out}, "no stage 0 state in"),
         ({"model_spec": TINY, "out": out}, "--model-spec needs --state-dir"),
-        ({"model_spec": TINY, "state_dir": state_dir, "out": busy}, "is not an empty folder"),
+        (
+            {"model_spec": TINY, "state_dir": state_dir, "out": busy},
+            "is not an empty folder",
+        ),
     ]
     for args, message in cases:
         with pytest.raises(UserError, match=re.escape(message)):
-            model_export(**args)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["busy"]
+            model_export(**{"store": tmp_path / "store", **args})
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["busy", "store"]
     assert [path.name for path in busy.iterdir()] == ["mine.txt"]

@@ -2,15 +2,13 @@
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
+from offchain.data.errors import DatasetError
 from offchain.errors import UserError
 from offchain.model.data import batch_for
 from offchain.model.spec import parse_spec
-from offchain.model.tokens import byte_tokenizer, decode_tokens, encode_tokens, load_tokenizer, token_dtype
-
-CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+from offchain.model.tokens import decode_tokens, encode_tokens, load_tokenizer, token_dtype
+from offchain.storage.embedded import EmbeddedStore
 
 
 def test_token_wire_format(tiny):
@@ -26,40 +24,17 @@ def test_token_wire_format(tiny):
     assert token_dtype(2**16 + 1) == "<u4"
 
 
-def test_byte_tokenizer_ids_are_utf8_bytes():
-    text = "Héllo wörld\n\tdef train(): ✓"
-    tokenizer = byte_tokenizer()
-    ids = tokenizer.encode(text).ids
-    assert ids == list(text.encode())
-    assert tokenizer.decode(ids) == text
-    assert tokenizer.get_vocab_size() == 256
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer)
-    assert wrapped(text)["input_ids"] == ids
-
-
-def _bpe(vocab_size: int) -> bytes:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(["the model trains the stages of the model"] * 20, trainer)
-    return tokenizer.to_str().encode()
-
-
-def test_load_tokenizer_checks_the_vocabulary(tiny_data):
-    tiny_data.pop("dataset")
-    blob = _bpe(260)
-    vocab = Tokenizer.from_str(blob.decode()).get_vocab_size()
-    spec = parse_spec(
-        {
-            **tiny_data,
-            "tokenizer_cid": CID,
-            "manifest_cid": CID,
-            "config": {**tiny_data["config"], "vocab_size": vocab},
-        }
-    )
-    assert load_tokenizer(spec, {CID: blob}.__getitem__).get_vocab_size() == vocab
-    other = parse_spec({**tiny_data, "tokenizer_cid": CID, "manifest_cid": CID})
-    with pytest.raises(UserError, match=f"config.vocab_size=256 but the tokenizer has {vocab} tokens"):
-        load_tokenizer(other, {CID: blob}.__getitem__)
-    with pytest.raises(UserError, match=r"is not a tokenizer\.json"):
-        load_tokenizer(spec, {CID: b"\x00junk"}.__getitem__)
+def test_load_tokenizer_from_the_store_checks_the_vocabulary(tiny, tiny_data, tmp_path):
+    store = EmbeddedStore(tmp_path / "store", fsync=False)  # empty: the shipped data set is prepared into it
+    tokenizer = load_tokenizer(tiny, store)
+    assert tokenizer.get_vocab_size() == tiny.config.vocab_size == 512
+    text = "def train(model):\n    return model"
+    assert tokenizer.decode(tokenizer.encode(text).ids) == text
+    assert len(tokenizer.encode(text).ids) < len(text.encode())  # BPE merges, not bytes
+    with pytest.raises(UserError, match=r"config\.vocab_size=513, the tokenizer has 512 tokens"):
+        tiny.model_copy(
+            update={"config": tiny.config.model_copy(update={"vocab_size": 513})}
+        ).check_tokenizer_vocab(512)
+    wrong = parse_spec({**tiny_data, "config": {**tiny_data["config"], "vocab_size": 500}})
+    with pytest.raises(DatasetError, match="the spec's vocab_size 500 is not the tokenizer's 512"):
+        load_tokenizer(wrong, store)

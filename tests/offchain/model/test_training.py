@@ -23,7 +23,7 @@ def test_reference_training_lowers_loss(tiny):
     assert len(losses) == 8 * tiny.round_steps
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert first > 5.0
-    assert last < first - 1.5
+    assert last < first - 0.8
 
 
 def test_stages_own_their_layers_under_hugging_face_names(tiny):

@@ -8,20 +8,22 @@ import asyncio
 import pytest
 from eth_account import Account
 
+from offchain.data.shipped import shipped_dataset
 from offchain.errors import UserError
 from offchain.model.generate import PassBatcher, Sampling, check_request, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
-from offchain.model.tokens import byte_tokenizer
+from offchain.model.tokens import load_tokenizer
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
-from tests.offchain.swarm.conftest import Swarm, write_spec
+from tests.offchain.swarm.conftest import ROOT, Swarm, write_spec
 
 pytestmark = pytest.mark.slow
 
 PROMPT = "The assert statement"
-TOKENIZER = byte_tokenizer()  # the tiny spec reads its corpus as bytes
+TINY = load_spec(ROOT / "specs" / "tiny.json")
+TOKENIZER = load_tokenizer(TINY, shipped_dataset(TINY.manifest_cid).store)
 GREEDY = Sampling(max_tokens=6)
 SAMPLED = Sampling(max_tokens=6, temperature=0.8, top_k=20, seed=7)
 
@@ -72,7 +74,7 @@ def test_swarm_completion_matches_one_process_and_training_is_untouched(tmp_path
         ("x", Sampling(max_tokens=0), "max_tokens must be at least 1"),
         ("x" * 60, Sampling(max_tokens=10), "exceeds the context window of 64 tokens"),
         ("x", Sampling(max_tokens=1, temperature=-1), "temperature must be >= 0"),
-        ("x", Sampling(max_tokens=1, temperature=1, top_k=0), "top_k must be between 1 and 256"),
+        ("x", Sampling(max_tokens=1, temperature=1, top_k=0), "top_k must be between 1 and 512"),
     ],
 )
 def test_bad_requests_are_refused_before_any_work(tmp_path, prompt, sampling, message):

@@ -10,7 +10,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from offchain.model.checkpoint import average_state_bytes
-from offchain.model.data import batch_for
+from offchain.model.data import micro_batch
 from offchain.model.records import MessageHeader, Trace, message_payload
 from offchain.model.spec import ModelSpec
 from offchain.model.tokens import encode_tokens
@@ -69,14 +69,17 @@ def replica_round(spec: ModelSpec, sign, round_: int = 0) -> tuple[list[bytes], 
 
     for step in range(spec.round_steps):
         for mb in range(spec.micro_batches):
-            tokens, targets = (encode_tokens(t, spec) for t in batch_for(spec, round_, step, mb))
+            tokens, targets, source = micro_batch(spec, None, round_, step, mb)
+            tokens, targets = encode_tokens(tokens, spec), encode_tokens(targets, spec)
             middle = replicas[mb % 2]
             header = MessageHeader(0, 0, round_, step, mb, "forward")
-            a0 = first.forward(header, b"", tokens, **signed(header, b"", tokens))
+            a0 = first.forward(header, b"", tokens, **signed(header, b"", tokens), source=source)
             header = MessageHeader(0, 1, round_, step, mb, "forward")
-            a1 = middle.forward(header, a0, tokens, **signed(header, a0, tokens))
+            a1 = middle.forward(header, a0, tokens, **signed(header, a0, tokens), source=source)
             header = MessageHeader(0, 2, round_, step, mb, "forward")
-            g2, _ = last.forward_backward(header, a1, tokens, targets, **signed(header, a1, tokens, targets))
+            g2, _ = last.forward_backward(
+                header, a1, tokens, targets, **signed(header, a1, tokens, targets), source=source
+            )
             header = MessageHeader(0, 1, round_, step, mb, "backward")
             g1 = middle.backward(header, g2, **signed(header, g2))
             header = MessageHeader(0, 0, round_, step, mb, "backward")
