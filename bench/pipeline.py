@@ -1,14 +1,18 @@
-"""Swarm throughput and wire codecs over an emulated WAN, measured side by side in one run.
+"""Pipeline throughput on the small spec (a 4-stage Llama of 8.4 M parameters) against what someone
+would run instead, and how fast that baseline learns.
 
-1. tokens/s of the small spec trained in ONE process (reference.run_step: every stage, the same
-   bytes the swarm exchanges) vs the 3-stage swarm on loopback (3 `pm worker run` processes, the
-   driver in this process). Target: swarm >= 50% of single-process tokens/s.
-2. Per codec, over the swarm with the driver's transport shaped to --bandwidth-mbit and
-   --latency-ms per message: bytes/token per boundary and direction, and the wall time until the
-   smoothed training loss reaches the dense run's final loss (same batches for every codec;
-   compressed codecs may train up to twice as many steps to get there).
-   Target: compressed codecs reach it in less wall time than dense.
-Workers and single-process runs never overlap, so each measurement gets the machine's cores.
+1. tokens/s of, on the same batches (the spec's data set draw) with the same AdamW semantics and
+   torch threads:
+   a. baseline: transformers' LlamaForCausalLM in one process (offchain/model/baseline.py);
+   b. the pipeline in one process: one StageTrainer per stage exchanging the bytes the swarm would
+      (codec round trips, per-micro-batch gradients, state digests and traces every step);
+   c. the 4-stage swarm on loopback: 4 `pm worker run` processes, the driver in this process.
+   Target: c >= 50% of a. a -> b is what the protocol's bookkeeping costs, b -> c the transport
+   (RPC, serialisation, signatures, waiting on the slowest stage).
+2. Validation loss of the baseline over wall and CPU time (this process's CPU seconds, all
+   threads): target, it falls at least 3 nats below ln(vocab) within 10 CPU-minutes.
+3. Peak RSS (VmHWM) of each stage worker process of run c.
+Runs never overlap, so each gets the machine's cores. Results: bench/results/pipeline.json.
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import tempfile
 import time
 from pathlib import Path
 
+from offchain.data.shipped import shipped_dataset
+from offchain.model.baseline import UnsplitTrainer
+from offchain.model.data import validation_batches
 from offchain.model.reference import run_step
 from offchain.model.spec import ModelSpec, load_spec
 from offchain.model.trainer import StageTrainer
@@ -28,37 +36,40 @@ from offchain.swarm.identity import Identity
 from offchain.swarm.local import ROOT, LocalProcess, spawn_pm, worker_args
 from offchain.swarm.node import NetworkConfig
 from offchain.swarm.run import run_driver
-from offchain.swarm.shaping import Shaping
 
-CODECS = {
-    "dense": {"name": "dense"},
-    "fp16": {"name": "fp16"},
-    "int8": {"name": "int8", "block_size": 64},
-    "subspace": {"name": "subspace", "k": 64, "coordinates": "int8", "block_size": 64},
-}
-SMOOTH = 5  # steps in the trailing mean that decides "reached the dense loss"
+CPU_MINUTES = 10.0
+NATS_BELOW_UNIFORM = 3.0
 
 
-def single_process_tokens_per_second(spec: ModelSpec, steps: int) -> dict:
-    trainers = [StageTrainer(spec, stage) for stage in range(spec.num_stages)]
-    run_step(trainers, 0, 0)  # warm-up: allocator, first-touch
+def timed_steps(step, spec: ModelSpec, steps: int) -> dict:
+    """`step(round, step)` once to warm up (allocator, first touch), then `steps` timed steps."""
+    step(0, 0)
     started = time.perf_counter()
-    for step in range(1, steps + 1):
-        run_step(trainers, step // spec.round_steps, step % spec.round_steps)
+    for index in range(1, steps + 1):
+        step(*divmod(index, spec.round_steps))
     seconds = time.perf_counter() - started
     return {"steps": steps, "seconds": seconds, "tokens_per_second": steps * spec.tokens_per_step / seconds}
 
 
-def swarm_run(
-    spec: ModelSpec,
-    shaping: Shaping,
-    workdir: Path,
-    rounds: int,
-    target: float | None = None,
-    max_rounds: int = 0,
-) -> dict:
-    """Start one fresh worker per stage in `workdir`, train `rounds` rounds from the seed, then (with
-    a `target` loss) one more round at a time until it is reached or `max_rounds`; stop the workers."""
+def baseline_tokens_per_second(spec: ModelSpec, steps: int) -> dict:
+    return timed_steps(UnsplitTrainer(spec).step, spec, steps)
+
+
+def pipeline_tokens_per_second(spec: ModelSpec, steps: int) -> dict:
+    trainers = [StageTrainer(spec, stage) for stage in range(spec.num_stages)]
+    return timed_steps(lambda round_, step: run_step(trainers, round_, step), spec, steps)
+
+
+def peak_rss_mib(process: LocalProcess) -> float:
+    """VmHWM of a running process, in MiB."""
+    for line in Path(f"/proc/{process.popen.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for {process.name}")
+
+
+def swarm_run(spec: ModelSpec, workdir: Path, rounds: int) -> tuple[dict, list[float]]:
+    """One fresh worker per stage, `rounds` rounds from the seed; the summary and each worker's peak RSS."""
     workdir.mkdir(parents=True)
     spec_path = workdir / "spec.json"
     spec_path.write_text(spec.model_dump_json())
@@ -72,144 +83,122 @@ def swarm_run(
         for worker in workers:
             worker.maddr()
         network = NetworkConfig(initial_peers=(boot,))
-        identity = Identity.from_key(b"\x01" * 32)
-        summary = asyncio.run(run_driver(spec, identity, network, rounds=rounds, shaping=shaping))
-        while (
-            target is not None
-            and time_to_loss(summary, target) is None
-            and len(summary["rounds"]) < max_rounds
-        ):
-            more = asyncio.run(run_driver(spec, identity, network, rounds=1, shaping=shaping))
-            summary["rounds"] += more["rounds"]
-            for key in ("steps", "tokens", "training_seconds"):
-                summary[key] += more[key]
-            summary["tokens_per_second"] = summary["tokens"] / summary["training_seconds"]
-        return summary
+        summary = asyncio.run(run_driver(spec, Identity.from_key(b"\x01" * 32), network, rounds=rounds))
+        return summary, [peak_rss_mib(worker) for worker in workers]
     finally:
         for worker in workers:
             worker.stop()
 
 
-def time_to_loss(summary: dict, target: float) -> float | None:
-    """Wall seconds of training until the trailing mean of `_window` step losses is <= target."""
-    losses, times, offset = [], [], 0.0
-    for round_ in summary["rounds"]:
-        losses += round_["losses"]
-        times += [offset + seconds for seconds in round_["step_seconds"]]
-        offset += round_["seconds"]
-    window = _window(summary)
-    for index in range(window - 1, len(losses)):
-        if sum(losses[index - window + 1 : index + 1]) / window <= target:
-            return times[index]
-    return None
-
-
-def _window(summary: dict) -> int:
-    """SMOOTH steps, or a whole round when rounds are shorter."""
-    return min(SMOOTH, len(summary["rounds"][0]["losses"]))
-
-
-def _final_loss(summary: dict) -> float:
-    """Mean of the last `_window` step losses: the dense run's value is the loss every codec chases."""
-    losses = [loss for round_ in summary["rounds"] for loss in round_["losses"]]
-    return sum(losses[-_window(summary) :]) / _window(summary)
+def loss_curve(spec: ModelSpec, cpu_minutes: float, every_steps: int, val_batches: int) -> list[dict]:
+    """Train the baseline until `cpu_minutes` of this process's CPU time, evaluating every few steps."""
+    batches = validation_batches(spec, val_batches)
+    baseline = UnsplitTrainer(spec)
+    wall, cpu = time.perf_counter(), time.process_time()
+    curve = [{"step": 0, "wall_s": 0.0, "cpu_s": 0.0, "val_loss": baseline.validation_loss(batches)}]
+    step = 0
+    while time.process_time() - cpu < cpu_minutes * 60:
+        baseline.step(*divmod(step, spec.round_steps))
+        step += 1
+        if step % every_steps == 0:
+            curve.append(
+                {
+                    "step": step,
+                    "wall_s": time.perf_counter() - wall,
+                    "cpu_s": time.process_time() - cpu,
+                    "val_loss": baseline.validation_loss(batches),
+                }
+            )
+            print(
+                f"  step {step}: val loss {curve[-1]['val_loss']:.3f} at {curve[-1]['cpu_s']:.0f} CPU-s",
+                flush=True,
+            )
+    return curve
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(ROOT / "specs" / "small.json"))
-    parser.add_argument("--loopback-rounds", type=int, default=1)
-    parser.add_argument("--shaped-rounds", type=int, default=1)
-    parser.add_argument("--bandwidth-mbit", type=float, default=80.0)
-    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--rounds", type=int, default=1, help="swarm rounds (and as many steps for a and b)")
+    parser.add_argument("--cpu-minutes", type=float, default=CPU_MINUTES)
+    parser.add_argument("--eval-every", type=int, default=10, help="steps between validation losses")
+    parser.add_argument("--val-batches", type=int, default=8)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline.json"))
     args = parser.parse_args()
-    base = load_spec(args.spec)
-    shaping = Shaping(args.bandwidth_mbit, args.latency_ms)
+    spec = load_spec(args.spec)
+    shipped_dataset(spec.manifest_cid)  # prepared before any timing
+    steps = args.rounds * spec.round_steps
+    load_before = os.getloadavg()[0]
 
+    baseline = baseline_tokens_per_second(spec, steps)
+    print(f"  baseline LlamaForCausalLM: {baseline['tokens_per_second']:.0f} tok/s", flush=True)
+    pipeline = pipeline_tokens_per_second(spec, steps)
+    print(f"  pipeline, one process: {pipeline['tokens_per_second']:.0f} tok/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="pm-bench-pipeline-") as tmp:
-        workdir = Path(tmp)
-        loopback = swarm_run(base, Shaping(), workdir / "loopback", args.loopback_rounds)
-        single = single_process_tokens_per_second(base, args.loopback_rounds * base.round_steps)
-        shaped = {}
-        target = None
-        for label, codec in CODECS.items():
-            spec = ModelSpec.model_validate({**base.model_dump(), "codec": codec})
-            max_rounds = 2 * args.shaped_rounds
-            shaped[label] = swarm_run(spec, shaping, workdir / label, args.shaped_rounds, target, max_rounds)
-            if target is None:
-                target = _final_loss(shaped[label])
-            print(f"  {label}: {shaped[label]['training_seconds']:.1f} s shaped", flush=True)
+        swarm, rss = swarm_run(spec, Path(tmp) / "loopback", args.rounds)
+    print(f"  swarm: {swarm['tokens_per_second']:.0f} tok/s", flush=True)
+    curve = loss_curve(spec, args.cpu_minutes, args.eval_every, args.val_batches)
 
-    ratio = loopback["tokens_per_second"] / single["tokens_per_second"]
-    codecs = {}
-    for label, summary in shaped.items():
-        per_boundary = summary["boundary_bytes_per_token"]
-        codecs[label] = {
-            "codec": CODECS[label],
-            "bytes_per_token": per_boundary,
-            "bytes_per_token_total": sum(b["forward"] + b["backward"] for b in per_boundary),
-            "training_seconds": summary["training_seconds"],
-            "tokens_per_second": summary["tokens_per_second"],
-            "steps": summary["steps"],
-            "final_loss_smoothed": _final_loss(summary),
-            "seconds_to_dense_loss": time_to_loss(summary, target),
-        }
-    dense_time = codecs["dense"]["seconds_to_dense_loss"]
-    for label, row in codecs.items():
-        row["compression_vs_dense"] = codecs["dense"]["bytes_per_token_total"] / row["bytes_per_token_total"]
-        if label != "dense":
-            row["target"] = "reaches the dense loss in less wall time than dense"
-            row["target_met"] = (
-                row["seconds_to_dense_loss"] is not None and row["seconds_to_dense_loss"] < dense_time
-            )
+    uniform = math.log(spec.config.vocab_size)
+    goal = uniform - NATS_BELOW_UNIFORM
+    reached = next((point for point in curve if point["val_loss"] <= goal), None)
+    ratio = swarm["tokens_per_second"] / baseline["tokens_per_second"]
     report = {
-        "spec": base.name,
-        "load_average_1min_at_end": os.getloadavg()[0],
+        "spec": spec.name,
+        "params": sum(
+            p.numel()
+            for stage in range(spec.num_stages)
+            for p in StageTrainer(spec, stage).module.parameters()
+        ),
+        "stages": spec.num_stages,
+        "tokens_per_step": spec.tokens_per_step,
+        "torch_threads": spec.profile.threads,
         "cpus": os.cpu_count(),
-        "tokens_per_step": base.tokens_per_step,
-        "torch_threads": base.threads,
-        "loopback": {
-            "single_process_tokens_per_second": single["tokens_per_second"],
-            "swarm_tokens_per_second": loopback["tokens_per_second"],
-            "swarm_vs_single": ratio,
-            "target": "swarm >= 50% of single process",
+        "load_average_1min_before": load_before,
+        "load_average_1min_at_end": os.getloadavg()[0],
+        "throughput": {
+            "baseline_tokens_per_second": baseline["tokens_per_second"],
+            "pipeline_one_process_tokens_per_second": pipeline["tokens_per_second"],
+            "swarm_tokens_per_second": swarm["tokens_per_second"],
+            "swarm_vs_baseline": ratio,
+            "bookkeeping_share_of_baseline": 1
+            - pipeline["tokens_per_second"] / baseline["tokens_per_second"],
+            "transport_share_of_pipeline": 1 - swarm["tokens_per_second"] / pipeline["tokens_per_second"],
+            "target": "swarm >= 50% of a single-process LlamaForCausalLM loop",
             "target_met": ratio >= 0.5,
-            "steps": loopback["steps"],
+            "steps": steps,
         },
-        "shaping": {"bandwidth_mbit": args.bandwidth_mbit, "latency_ms": args.latency_ms},
-        "dense_target_loss": target,
-        "codecs": codecs,
+        "loss_curve": {
+            "uniform_loss": uniform,
+            "goal_loss": goal,
+            "cpu_minutes": args.cpu_minutes,
+            "final_val_loss": curve[-1]["val_loss"],
+            "cpu_s_to_goal": reached["cpu_s"] if reached else None,
+            "wall_s_to_goal": reached["wall_s"] if reached else None,
+            "target": f"val loss {NATS_BELOW_UNIFORM:g} nats under ln(vocab) in {args.cpu_minutes:g} CPU-min",
+            "target_met": reached is not None,
+            "points": curve,
+        },
+        "stage_worker_peak_rss_mib": rss,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-
     print(
-        f"\n{base.name} spec, {base.tokens_per_step} tokens/step, torch threads {base.threads}, "
-        f"load average {report['load_average_1min_at_end']:.1f} on {report['cpus']} CPUs"
+        f"\n{spec.name} spec ({report['params'] / 1e6:.2f} M params, {spec.num_stages} stages), "
+        f"{spec.tokens_per_step} tokens/step, {spec.profile.threads} torch threads, "
+        f"load average {load_before:.1f} -> {report['load_average_1min_at_end']:.1f} on {report['cpus']} CPUs"
     )
     print(
-        f"loopback: single process {single['tokens_per_second']:.0f} tok/s, 3-stage swarm "
-        f"{loopback['tokens_per_second']:.0f} tok/s = {ratio:.0%} (target >= 50%: "
-        f"{'met' if ratio >= 0.5 else 'MISSED'})"
+        f"tokens/s: baseline {baseline['tokens_per_second']:.0f}, pipeline in one process "
+        f"{pipeline['tokens_per_second']:.0f}, swarm {swarm['tokens_per_second']:.0f} = {ratio:.0%} of the "
+        f"baseline (target >= 50%: {'met' if ratio >= 0.5 else 'MISSED'})"
     )
+    last = curve[-1]
     print(
-        f"\nshaped {args.bandwidth_mbit:g} Mbit/s + {args.latency_ms:g} ms; dense loss to reach {target:.4f}"
+        f"validation loss {curve[0]['val_loss']:.2f} -> {last['val_loss']:.2f} in {last['cpu_s'] / 60:.1f} "
+        f"CPU-min ({last['wall_s'] / 60:.1f} wall-min); goal {goal:.2f} = ln({spec.config.vocab_size}) - 3: "
+        + (f"reached at {reached['cpu_s'] / 60:.1f} CPU-min" if reached else "NOT reached")
     )
-    columns = f"{'fwd B/tok':>10}{'bwd B/tok':>10}{'x fewer':>9}{'tok/s':>8}{'s to dense loss':>17}"
-    header = f"{'codec':<10}{columns}  target"
-    print(header)
-    print("-" * len(header))
-    for label, row in codecs.items():
-        first = row["bytes_per_token"][0]
-        reached = row["seconds_to_dense_loss"]
-        verdict = "" if label == "dense" else ("met" if row["target_met"] else "MISSED")
-        reached_text = f"{reached:.1f}" if reached is not None else "not reached"
-        print(
-            f"{label:<10}{first['forward']:>10.1f}{first['backward']:>10.1f}"
-            f"{row['compression_vs_dense']:>9.2f}{row['tokens_per_second']:>8.0f}{reached_text:>17}"
-            f"  {verdict}"
-        )
-    print(f"\nwrote {args.out}")
+    print(f"stage worker peak RSS (MiB): {', '.join(f'{mib:.0f}' for mib in rss)}\nwrote {args.out}")
 
 
 if __name__ == "__main__":

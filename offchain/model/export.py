@@ -52,13 +52,19 @@ def merged_weights(spec: ModelSpec, states: Sequence[bytes]) -> dict[str, torch.
     return weights
 
 
-def hf_model(spec: ModelSpec, states: Sequence[bytes]) -> LlamaForCausalLM:
-    """The whole model as transformers' LlamaForCausalLM (CPU, float32, eval mode)."""
+def llama_for_causal_lm(spec: ModelSpec, weights: dict[str, torch.Tensor]) -> LlamaForCausalLM:
+    """transformers' LlamaForCausalLM of the spec holding exactly `weights` (no key missing or
+    unexpected), on the CPU in float32; declared on the meta device, so nothing is initialised twice."""
     with torch.device("meta"):
         model = LlamaForCausalLM(hf_config(spec))
-    model.load_state_dict(merged_weights(spec, states), strict=True, assign=True)
+    model.load_state_dict({name: value.cpu() for name, value in weights.items()}, strict=True, assign=True)
     model.model.rotary_emb = type(model.model.rotary_emb)(model.config)  # its buffers were on meta
-    return model.eval()
+    return model
+
+
+def hf_model(spec: ModelSpec, states: Sequence[bytes]) -> LlamaForCausalLM:
+    """The whole model of these stage checkpoints as LlamaForCausalLM (CPU, float32, eval mode)."""
+    return llama_for_causal_lm(spec, merged_weights(spec, states)).eval()
 
 
 def _special_tokens(tokenizer: Tokenizer) -> dict[str, str]:

@@ -2,15 +2,12 @@
 logits, training: bitwise), and attention is causal on every path."""
 
 import torch
-import torch.nn.functional as F
-from transformers import LlamaForCausalLM
 
-from offchain.model.checkpoint import weights_of
+from offchain.model.baseline import UnsplitTrainer
 from offchain.model.codecs import subspace_basis
 from offchain.model.data import batch_for
 from offchain.model.export import hf_model
-from offchain.model.llama import FrozenEmbedding, build_stage, hf_config
-from offchain.model.profile import apply_profile
+from offchain.model.llama import FrozenEmbedding, build_stage
 from offchain.model.records import MessageHeader
 from offchain.model.reference import train_single_process
 from offchain.model.spec import parse_spec
@@ -93,48 +90,11 @@ def test_attention_is_causal_on_every_path(tiny):
         assert not torch.equal(before[:, t + 1 :], after[:, t + 1 :])
 
 
-def _train_unsplit(spec, steps, forward=None):
-    """transformers' LlamaForCausalLM in a plain torch loop, with the pipeline's optimizer
-    semantics: mean of the micro-batch gradients, clip and AdamW per stage's parameter set."""
-    apply_profile(spec.profile)
-    weights = {}
-    for state in train_single_process(spec, rounds=0).states:
-        weights.update(weights_of(state))  # not hf_model: it folds the subspace's frozen embedding in
-    model = LlamaForCausalLM(hf_config(spec))
-    model.load_state_dict(weights, strict=True)
-    named = dict(model.named_parameters())
-    groups = []
-    for stage in range(spec.num_stages):
-        params = [named[name] for name in sorted(dict(build_stage(spec, stage).named_parameters()))]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.optimizer.weight_decay},
-                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-            ],
-            lr=spec.optimizer.lr,
-            betas=spec.optimizer.betas,
-            eps=spec.optimizer.eps,
-            foreach=False,
-        )
-        groups.append((params, optimizer))
-    losses = []
-    for step in range(steps):
-        round_, in_round = divmod(step, spec.round_steps)
-        total = 0.0
-        for mb in range(spec.micro_batches):
-            tokens, targets = batch_for(spec, round_, in_round, mb)
-            logits = forward(spec, model, tokens) if forward else model(tokens).logits
-            loss = F.cross_entropy(logits.view(-1, spec.config.vocab_size), targets.view(-1))
-            loss.backward()
-            total += loss.item()
-        losses.append(total / spec.micro_batches)
-        for params, optimizer in groups:
-            for p in params:
-                p.grad.div_(spec.micro_batches)
-            torch.nn.utils.clip_grad_norm_(params, spec.optimizer.grad_clip, foreach=False)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    return model, losses
+def _train_unsplit(spec, steps, **forward):
+    """LlamaForCausalLM in a plain torch loop (offchain/model/baseline.py) for `steps` steps."""
+    baseline = UnsplitTrainer(spec, **forward)
+    losses = [baseline.step(*divmod(step, spec.round_steps)) for step in range(steps)]
+    return baseline.model, losses
 
 
 def _assert_stages_equal(spec, model, states):
@@ -174,7 +134,7 @@ def test_subspace_pipeline_is_the_projected_model(tiny_data):
     """What crosses a subspace boundary (k coordinates + token ids) loses nothing the projected
     model needs: forward and backward match the whole model with the projection written out."""
     spec = parse_spec({**tiny_data, "codec": {"name": "subspace", "k": 16}})
-    model, losses = _train_unsplit(spec, spec.round_steps, _projected_forward)
+    model, losses = _train_unsplit(spec, spec.round_steps, forward=_projected_forward)
     result = train_single_process(spec, 1)
     assert result.losses == losses
     _assert_stages_equal(spec, model, result.states)
