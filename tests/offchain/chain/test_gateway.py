@@ -206,7 +206,8 @@ def test_pm_infer_pays_and_gets_the_single_process_completion(stack):
         account=CUSTOMER, env=stack.env,
     )  # fmt: skip
     assert text.returncode == 0, text.stderr
-    assert "weights of round 0, 2 tokens; paid 0.000022 ETH, tx 0x" in text.stdout
+    paid_eth = PRICE * (PROMPT_TOKENS + 2) / 10**18
+    assert f"weights of round 0, 2 tokens; paid {paid_eth:.6f} ETH, tx 0x" in text.stdout
 
 
 def test_a_paid_request_is_served_once(stack):
