@@ -42,7 +42,7 @@ class ComputeProfile(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     dtype: Literal["fp32", "bf16"] = "fp32"
     threads: int = Field(default=1, gt=0, le=256)
-    attention: Attention = "flash"
+    attention: Attention = "math"
     cublas_workspace: Literal[":4096:8", ":16:8"] = ":4096:8"
 
     def digest(self) -> str:

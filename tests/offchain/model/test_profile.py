@@ -26,16 +26,16 @@ def test_digest_covers_every_field():
 
 
 def test_apply_profile_sets_every_switch():
-    apply_profile(ComputeProfile(threads=2, attention="math"))
+    apply_profile(ComputeProfile(threads=2, attention="flash"))
     assert torch.get_num_threads() == 2
     assert torch.are_deterministic_algorithms_enabled()
     assert not torch.backends.cudnn.benchmark
     assert torch.backends.cuda.matmul.fp32_precision == "ieee"
     assert not torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
-    assert torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
+    assert torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.math_sdp_enabled()
     apply_profile(ComputeProfile())
     assert torch.get_num_threads() == 1
-    assert torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.math_sdp_enabled()
+    assert torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
 
 
 def test_a_profile_this_machine_cannot_run_is_refused_in_one_line(tiny_data):
@@ -61,7 +61,7 @@ def test_a_profile_this_machine_cannot_run_is_refused_in_one_line(tiny_data):
         {"dtype": "bf16", "threads": 1, "attention": "flash"},
         {"dtype": "fp32", "threads": 2, "attention": "math"},
     ],
-    ids=["fp32", "bf16", "fp32-2threads-math"],
+    ids=["fp32-flash", "bf16-flash", "fp32-2threads-math"],
 )
 def test_rounds_replay_bitwise_under_the_profile(tiny_data, profile):
     spec = parse_spec({**tiny_data, "profile": profile})
