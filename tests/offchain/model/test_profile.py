@@ -18,7 +18,7 @@ def test_digest_covers_every_field():
         "device": "cuda",
         "dtype": "bf16",
         "threads": 2,
-        "attention": "math",
+        "attention": "flash",
         "cublas_workspace": ":16:8",
     }
     digests = {base.model_copy(update={key: value}).digest() for key, value in changes.items()}
