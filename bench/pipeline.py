@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -41,23 +43,26 @@ CPU_MINUTES = 10.0
 NATS_BELOW_UNIFORM = 3.0
 
 
-def timed_steps(step, spec: ModelSpec, steps: int) -> dict:
-    """`step(round, step)` once to warm up (allocator, first touch), then `steps` timed steps."""
-    step(0, 0)
-    started = time.perf_counter()
-    for index in range(1, steps + 1):
-        step(*divmod(index, spec.round_steps))
-    seconds = time.perf_counter() - started
-    return {"steps": steps, "seconds": seconds, "tokens_per_second": steps * spec.tokens_per_step / seconds}
-
-
-def baseline_tokens_per_second(spec: ModelSpec, steps: int) -> dict:
-    return timed_steps(UnsplitTrainer(spec).step, spec, steps)
-
-
-def pipeline_tokens_per_second(spec: ModelSpec, steps: int) -> dict:
+def interleaved_tokens_per_second(spec: ModelSpec, steps: int) -> tuple[dict, dict]:
+    """Baseline and one-process pipeline steps taken in turn on the same batches (after one warm-up
+    step each), so load from other processes hits both alike; tokens/s from each one's median step."""
+    baseline = UnsplitTrainer(spec)
     trainers = [StageTrainer(spec, stage) for stage in range(spec.num_stages)]
-    return timed_steps(lambda round_, step: run_step(trainers, round_, step), spec, steps)
+    runs = {"baseline": baseline.step, "pipeline": lambda round_, step: run_step(trainers, round_, step)}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for index in range(steps + 1):
+        for name, step in runs.items():
+            started = time.perf_counter()
+            step(*divmod(index, spec.round_steps))
+            if index:
+                seconds[name].append(time.perf_counter() - started)
+    results = []
+    for name in runs:
+        median = statistics.median(seconds[name])
+        results.append(
+            {"steps": steps, "median_step_s": median, "tokens_per_second": spec.tokens_per_step / median}
+        )
+    return results[0], results[1]
 
 
 def peak_rss_mib(process: LocalProcess) -> float:
@@ -84,6 +89,13 @@ def swarm_run(spec: ModelSpec, workdir: Path, rounds: int) -> tuple[dict, list[f
             worker.maddr()
         network = NetworkConfig(initial_peers=(boot,))
         summary = asyncio.run(run_driver(spec, Identity.from_key(b"\x01" * 32), network, rounds=rounds))
+        steps = [
+            b - a
+            for round_ in summary["rounds"]
+            for a, b in itertools.pairwise([0.0, *round_["step_seconds"]])
+        ]
+        summary["median_step_s"] = statistics.median(steps)
+        summary["median_tokens_per_second"] = spec.tokens_per_step / summary["median_step_s"]
         return summary, [peak_rss_mib(worker) for worker in workers]
     finally:
         for worker in workers:
@@ -91,28 +103,27 @@ def swarm_run(spec: ModelSpec, workdir: Path, rounds: int) -> tuple[dict, list[f
 
 
 def loss_curve(spec: ModelSpec, cpu_minutes: float, every_steps: int, val_batches: int) -> list[dict]:
-    """Train the baseline until `cpu_minutes` of this process's CPU time, evaluating every few steps."""
+    """Train the baseline for `cpu_minutes` of this process's CPU time (evaluations not counted),
+    recording the validation loss every `every_steps` steps."""
     batches = validation_batches(spec, val_batches)
     baseline = UnsplitTrainer(spec)
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, training_cpu, step = 0.0, 0.0, 0
     curve = [{"step": 0, "wall_s": 0.0, "cpu_s": 0.0, "val_loss": baseline.validation_loss(batches)}]
-    step = 0
-    while time.process_time() - cpu < cpu_minutes * 60:
-        baseline.step(*divmod(step, spec.round_steps))
-        step += 1
-        if step % every_steps == 0:
-            curve.append(
-                {
-                    "step": step,
-                    "wall_s": time.perf_counter() - wall,
-                    "cpu_s": time.process_time() - cpu,
-                    "val_loss": baseline.validation_loss(batches),
-                }
-            )
-            print(
-                f"  step {step}: val loss {curve[-1]['val_loss']:.3f} at {curve[-1]['cpu_s']:.0f} CPU-s",
-                flush=True,
-            )
+    while training_cpu < cpu_minutes * 60:
+        started, cpu = time.perf_counter(), time.process_time()
+        for _ in range(every_steps):
+            baseline.step(*divmod(step, spec.round_steps))
+            step += 1
+        wall += time.perf_counter() - started
+        training_cpu += time.process_time() - cpu
+        point = {
+            "step": step,
+            "wall_s": wall,
+            "cpu_s": training_cpu,
+            "val_loss": baseline.validation_loss(batches),
+        }
+        curve.append(point)
+        print(f"  step {step}: val loss {point['val_loss']:.3f} at {training_cpu:.0f} CPU-s", flush=True)
     return curve
 
 
@@ -130,19 +141,21 @@ def main() -> None:
     steps = args.rounds * spec.round_steps
     load_before = os.getloadavg()[0]
 
-    baseline = baseline_tokens_per_second(spec, steps)
-    print(f"  baseline LlamaForCausalLM: {baseline['tokens_per_second']:.0f} tok/s", flush=True)
-    pipeline = pipeline_tokens_per_second(spec, steps)
-    print(f"  pipeline, one process: {pipeline['tokens_per_second']:.0f} tok/s", flush=True)
+    baseline, pipeline = interleaved_tokens_per_second(spec, steps)
+    print(
+        f"  baseline LlamaForCausalLM: {baseline['tokens_per_second']:.0f} tok/s, "
+        f"pipeline in one process: {pipeline['tokens_per_second']:.0f} tok/s",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="pm-bench-pipeline-") as tmp:
         swarm, rss = swarm_run(spec, Path(tmp) / "loopback", args.rounds)
-    print(f"  swarm: {swarm['tokens_per_second']:.0f} tok/s", flush=True)
+    print(f"  swarm: {swarm['median_tokens_per_second']:.0f} tok/s", flush=True)
     curve = loss_curve(spec, args.cpu_minutes, args.eval_every, args.val_batches)
 
     uniform = math.log(spec.config.vocab_size)
     goal = uniform - NATS_BELOW_UNIFORM
     reached = next((point for point in curve if point["val_loss"] <= goal), None)
-    ratio = swarm["tokens_per_second"] / baseline["tokens_per_second"]
+    ratio = swarm["median_tokens_per_second"] / baseline["tokens_per_second"]
     report = {
         "spec": spec.name,
         "params": sum(
@@ -159,11 +172,13 @@ def main() -> None:
         "throughput": {
             "baseline_tokens_per_second": baseline["tokens_per_second"],
             "pipeline_one_process_tokens_per_second": pipeline["tokens_per_second"],
-            "swarm_tokens_per_second": swarm["tokens_per_second"],
+            "swarm_tokens_per_second": swarm["median_tokens_per_second"],
+            "swarm_tokens_per_second_whole_rounds": swarm["tokens_per_second"],
             "swarm_vs_baseline": ratio,
             "bookkeeping_share_of_baseline": 1
             - pipeline["tokens_per_second"] / baseline["tokens_per_second"],
-            "transport_share_of_pipeline": 1 - swarm["tokens_per_second"] / pipeline["tokens_per_second"],
+            "transport_share_of_pipeline": 1
+            - swarm["median_tokens_per_second"] / pipeline["tokens_per_second"],
             "target": "swarm >= 50% of a single-process LlamaForCausalLM loop",
             "target_met": ratio >= 0.5,
             "steps": steps,
@@ -187,9 +202,10 @@ def main() -> None:
         f"{spec.tokens_per_step} tokens/step, {spec.profile.threads} torch threads, "
         f"load average {load_before:.1f} -> {report['load_average_1min_at_end']:.1f} on {report['cpus']} CPUs"
     )
+    swarm_rate = swarm["median_tokens_per_second"]
     print(
         f"tokens/s: baseline {baseline['tokens_per_second']:.0f}, pipeline in one process "
-        f"{pipeline['tokens_per_second']:.0f}, swarm {swarm['tokens_per_second']:.0f} = {ratio:.0%} of the "
+        f"{pipeline['tokens_per_second']:.0f}, swarm {swarm_rate:.0f} = {ratio:.0%} of the "
         f"baseline (target >= 50%: {'met' if ratio >= 0.5 else 'MISSED'})"
     )
     last = curve[-1]
