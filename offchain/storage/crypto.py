@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -134,6 +135,18 @@ def encrypt_checkpoint(key: StageKey, plaintext: Bytes) -> bytearray:
     return blob
 
 
+_spare = threading.local()
+"""Piece buffers of this thread's finished encryption streams, reused while warm: on these machines
+a fresh 256 KiB buffer costs 0.1-0.4 ms of page faults and zeroing, a fifth of a 1 MiB put. They
+only ever hold ciphertext."""
+
+
+def _piece_buffers(size: int) -> list[bytearray]:
+    """Two piece buffers: the last finished stream's when they fit, else new ones."""
+    spare, _spare.buffers = getattr(_spare, "buffers", []), []
+    return spare if [len(buffer) for buffer in spare] == [size, size] else [bytearray(size), bytearray(size)]
+
+
 def encrypt_checkpoint_stream(
     key: StageKey, plaintext: Bytes, piece_size: int = 262144
 ) -> Iterator[memoryview]:
@@ -142,12 +155,13 @@ def encrypt_checkpoint_stream(
     AES-GCM runs as a stream into two buffers used in turn, so no ciphertext-sized buffer is ever
     allocated; with the store's chunk size as `piece_size`, `store.put` takes each piece as a
     chunk without copying. A piece stays valid until the one after next is requested (while the
-    store writes one block it hashes the next).
+    store writes one block it hashes the next), and the last ones until another stream starts
+    in this thread (the buffers are then reused).
     """
     header = _new_header(key)
     encryptor = Cipher(algorithms.AES(key.secret), modes.GCM(header[-_NONCE_LEN:])).encryptor()
     encryptor.authenticate_additional_data(header)
-    buffers = [bytearray(piece_size + 15) for _ in range(2)]  # update_into wants block size - 1 spare
+    buffers = _piece_buffers(piece_size + 15)  # update_into wants block size - 1 spare
     turn = fill = 0
     source = memoryview(plaintext).cast("B")
 
@@ -178,6 +192,7 @@ def encrypt_checkpoint_stream(
     yield from copy_in(encryptor.tag)
     if fill:
         yield flip()
+    _spare.buffers = buffers
 
 
 def decrypt_checkpoint(key: StageKey, blob: Bytes) -> bytes:

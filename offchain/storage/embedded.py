@@ -65,6 +65,7 @@ class EmbeddedStore:
     def __init__(self, folder: Path | str, *, fsync: bool = True, profile: Profile = KUBO_DEFAULT) -> None:
         self.folder = Path(folder)
         self._blocks, self._tmp = str(self.folder / "blocks"), str(self.folder / "tmp")  # str: hot path
+        self._lockfile = str(self.folder / "lock")
         self.fsync = fsync
         self.profile = profile
         for sub in ("blocks", "pins", "tmp", "quarantine"):
@@ -82,10 +83,10 @@ class EmbeddedStore:
         """Store `data` (bytes, or pieces streamed in order) as a UnixFS file and pin it; return its CID."""
         with self._lock(fcntl.LOCK_SH):  # held until pinned: a concurrent gc cannot take the new blocks
             with self._writer() as write:
-                root = build_file(chunk_bytes(data, self.profile.chunk_size), write, self.profile)
+                root = cid_text(build_file(chunk_bytes(data, self.profile.chunk_size), write, self.profile))
             if pin:
                 self._write_pin(root)
-        return cid_text(root)
+        return root
 
     def get(self, cid: str) -> bytes:
         """The file at `cid`, every block verified against its CID on the way."""
@@ -165,10 +166,10 @@ class EmbeddedStore:
         """Pin `root` after reading (and so verifying) every block under it."""
         for _ in self._walk(root):
             pass
-        self._write_pin(root)
+        self._write_pin(cid_text(root))
 
-    def _write_pin(self, root: bytes) -> None:
-        self._pin_file(cid_text(root)).touch()
+    def _write_pin(self, cid: str) -> None:
+        os.close(os.open(self._pin_file(cid), os.O_WRONLY | os.O_CREAT, 0o644))
         if self.fsync:
             fsync_path(self.folder / "pins")
 
@@ -199,9 +200,12 @@ class EmbeddedStore:
 
     @contextlib.contextmanager
     def _lock(self, mode: int) -> Iterator[None]:
-        with open(self.folder / "lock", "a+b") as handle:
-            fcntl.flock(handle, mode)
+        fd = os.open(self._lockfile, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, mode)
             yield
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def _writer(self) -> Iterator[BlockWriter]:

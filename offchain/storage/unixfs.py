@@ -79,8 +79,10 @@ def parent_block(children: list[Link]) -> bytes:
 
 
 Blob = Bytes | Iterable[Bytes]
-"""One buffer, or pieces consumed once, in order (e.g. a ciphertext stream); a piece must stay
-valid until the one after next is requested (see `chunk_bytes`)."""
+"""One buffer, or pieces consumed once, in order (e.g. a ciphertext stream). Pieces are taken as
+chunks without a copy where they line up, so each must stay valid until the chunk after next is
+requested: immutable pieces are, and so are pieces of exactly the chunk size from a producer that
+fills two buffers in turn (`encrypt_checkpoint_stream`)."""
 
 
 def as_bytes(data: Blob) -> Bytes:
@@ -93,34 +95,45 @@ def as_bytes(data: Blob) -> Bytes:
 def chunk_bytes(data: Blob, chunk_size: int) -> Iterator[memoryview]:
     """Fixed-size chunks of `data`; empty data is one empty chunk, as in kubo.
 
-    Aligned full chunks are views into the input (no copy); the rest are assembled in two buffers
-    used in turn, so each chunk stays valid until the one after next is requested (the store
-    writes a block while the next is hashed). Pieces of a streamed input must stay valid as long.
+    Aligned full chunks, and a short last one, are views into the input (no copy); the rest are
+    assembled in two buffers used in turn, so each chunk stays valid until the one after next is
+    requested (the store writes a block while the next is hashed). See `Blob` for how long the
+    pieces of a streamed input must stay valid.
     """
     pieces = [data] if isinstance(data, bytes | bytearray | memoryview) else data
-    buffers: list[bytearray] = []  # allocated when first needed: aligned input never needs them
+    buffers: list[bytearray] = []  # allocated when first needed: most inputs never need them
     turn = fill = 0
     emitted = False
+    tail: memoryview | None = None  # a short remainder: the last chunk, unless more pieces follow
     for piece in pieces:
         view = memoryview(piece).cast("B")
-        pos = 0
-        while pos < len(view):
-            if fill == 0 and len(view) - pos >= chunk_size:
-                yield view[pos : pos + chunk_size]
-                pos += chunk_size
-                emitted = True
-                continue
-            take = min(chunk_size - fill, len(view) - pos)
-            if len(buffers) == turn:
-                buffers.append(bytearray(chunk_size))
-            buffers[turn][fill : fill + take] = view[pos : pos + take]
-            fill += take
-            pos += take
-            if fill == chunk_size:
-                yield memoryview(buffers[turn])
-                turn, fill = 1 - turn, 0
-                emitted = True
-    if fill or not emitted:
+        if not len(view):
+            continue
+        parts, tail = ([tail, view] if tail is not None else [view]), None
+        for index, part in enumerate(parts):
+            pos = 0
+            while pos < len(part):
+                if fill == 0 and len(part) - pos >= chunk_size:
+                    yield part[pos : pos + chunk_size]
+                    pos += chunk_size
+                    emitted = True
+                    continue
+                if fill == 0 and index == len(parts) - 1:
+                    tail = part[pos:]
+                    break
+                take = min(chunk_size - fill, len(part) - pos)
+                if len(buffers) == turn:
+                    buffers.append(bytearray(chunk_size))
+                buffers[turn][fill : fill + take] = part[pos : pos + take]
+                fill += take
+                pos += take
+                if fill == chunk_size:
+                    yield memoryview(buffers[turn])
+                    turn, fill = 1 - turn, 0
+                    emitted = True
+    if tail is not None:
+        yield tail
+    elif fill or not emitted:
         yield memoryview(buffers[turn])[:fill] if fill else memoryview(b"")
 
 

@@ -162,3 +162,28 @@ def test_streamed_checkpoint_through_the_embedded_store(tmp_path, size):
     assert file_cid(blob) == cid and len(blob) == HEADER_LEN + size + 16
     assert decrypt_checkpoint(KEY, blob) == plaintext
     assert decrypt_checkpoint_stream(KEY, store.get_pieces(cid)) == plaintext
+
+
+def test_interleaved_streams_in_one_thread_never_share_buffers():
+    """A finished stream's buffers go to the next stream of the thread; a live one keeps its own.
+    Each piece is read only once the next one has been requested (as the store does)."""
+    plaintexts = {"a": os.urandom(1000), "b": os.urandom(700), "c": os.urandom(900)}
+    for _ in encrypt_checkpoint_stream(KEY, b"leaves its buffers spare", piece_size=64):
+        pass
+    streams = {name: encrypt_checkpoint_stream(KEY, plaintexts[name], piece_size=64) for name in "ab"}
+    blobs = {name: bytearray() for name in plaintexts}
+    held: dict[str, memoryview | bytes] = {name: b"" for name in plaintexts}
+    order = ["a", "b"] * 12 + ["c", "a"] * 12  # b ends first; c starts while a runs, after b ended
+    for name in order:
+        if name not in streams:
+            streams[name] = encrypt_checkpoint_stream(KEY, plaintexts[name], piece_size=64)
+        piece = next(streams[name], b"")
+        blobs[name] += held[name]
+        held[name] = piece
+    for name, stream in streams.items():
+        for piece in stream:
+            blobs[name] += held[name]
+            held[name] = piece
+        blobs[name] += held[name]
+    for name, plaintext in plaintexts.items():
+        assert decrypt_checkpoint(KEY, bytes(blobs[name])) == plaintext, name
