@@ -23,6 +23,7 @@ from offchain.errors import UserError
 from offchain.model.spec import BYTE_VOCAB, ModelSpec
 
 U16_VOCAB = 2**16
+BOS_TOKEN, EOS_TOKEN = "<|bos|>", "<|eos|>"  # `pm data prepare` tokenizers' specials
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -45,6 +46,22 @@ def decode_tokens(data: bytes, spec: ModelSpec) -> torch.Tensor:
     if tokens.max() >= spec.config.vocab_size:
         raise ValueError(f"token ids outside the vocabulary 0..{spec.config.vocab_size - 1}")
     return tokens
+
+
+def encode_ids(ids: list[int], spec: ModelSpec) -> bytes:
+    """A run of token ids (a completion's new positions) in the wire dtype."""
+    return np.asarray(ids, dtype=token_dtype(spec.config.vocab_size)).tobytes()
+
+
+def decode_ids(data: bytes, spec: ModelSpec) -> torch.Tensor:
+    """Inverse of encode_ids: a LongTensor [n]; refuses a ragged payload or ids outside the vocabulary."""
+    dtype = token_dtype(spec.config.vocab_size)
+    if not data or len(data) % dtype.itemsize:
+        raise ValueError(f"a token run of {len(data)} bytes is not whole {dtype.itemsize}-byte ids")
+    ids = torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.int64))
+    if ids.max() >= spec.config.vocab_size:
+        raise ValueError(f"token ids outside the vocabulary 0..{spec.config.vocab_size - 1}")
+    return ids
 
 
 def _byte_to_unicode() -> dict[int, str]:
