@@ -185,23 +185,25 @@ async def stream_completion(
     eos = eos_id(tokenizer)
     text = TextStream(tokenizer, stop)
     pending: list[int] = []
-    async for token in generate(session, ids, sampling, [] if eos is None else [eos]):
-        result.token_ids.append(token)
-        pending.append(token)
-        piece = "" if token == eos else text.push(token)
-        if token == eos or text.stopped:
-            result.finish_reason = "stop"
-        if piece or result.finish_reason == "stop":
-            result.text += piece
-            yield Delta(piece, pending)
-            pending = []
-        if text.stopped:
-            break
-    tail = text.flush()
-    result.text += tail
-    result.rounds, result.digests = list(session.rounds), list(session.digests)
-    if tail or pending:
-        yield Delta(tail, pending)
+    try:
+        async for token in generate(session, ids, sampling, [] if eos is None else [eos]):
+            result.token_ids.append(token)
+            pending.append(token)
+            piece = "" if token == eos else text.push(token)
+            if token == eos or text.stopped:
+                result.finish_reason = "stop"
+            if piece or result.finish_reason == "stop":
+                result.text += piece
+                yield Delta(piece, pending)
+                pending = []
+            if text.stopped:
+                break
+        tail = text.flush()
+        result.text += tail
+        if tail or pending:
+            yield Delta(tail, pending)
+    finally:
+        result.rounds, result.digests = list(session.rounds), list(session.digests)
 
 
 async def complete(

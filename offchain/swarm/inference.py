@@ -5,7 +5,8 @@ ids to stage 0, relays each stage's output to the next, and gets the last stage'
 stage keeps the completion's KV cache while its stream is open (offchain/swarm/sessions.py);
 closing the session closes the streams and so frees the caches.
 
-Faults. A stage whose stream fails (its worker died or restarted, or closed the session) is
+Faults. A stage whose stream fails (its worker died or restarted, or closed the session; a
+stage silent for a couple of seconds is probed, so a dead one is noticed quickly) is
 re-opened on a replica serving the same weights: the same worker once it is back, or another
 replica, waiting up to `wait_seconds` for one. The new stream is re-prefilled: the session replays
 to it every input it relayed to that stage so far, step by step as they first went (one request),
@@ -24,13 +25,14 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from offchain.model.tokens import encode_ids
-from offchain.swarm.client import PeerUnreachable, RemoteError, StageStream
+from offchain.swarm.client import PeerUnreachable, RemoteError, StageStream, call
 from offchain.swarm.driver import Driver, Replica, StageLost, WorkerFailed
 
 logger = logging.getLogger(__name__)
 
 ATTEMPTS = 3  # refusals of one step by live replicas before the completion fails
 POLL_SECONDS = 0.5
+PROBE_SECONDS = 2.0
 
 
 class SwarmPipeline:
@@ -81,8 +83,7 @@ class SwarmSession:
             replica, stream = self.streams[stage]
             steps = self.sent[stage] if fresh else self.sent[stage][-1:]
             try:
-                reply = await stream.request({"steps": steps}, timeout=self._timeout)
-                return bytes(reply["output"])
+                return bytes((await self._reply(replica, stream, steps))["output"])
             except (PeerUnreachable, RemoteError) as error:
                 await self._drop(stage)
                 if isinstance(error, PeerUnreachable):
@@ -97,6 +98,26 @@ class SwarmSession:
                     replica.short,
                     error,
                 )
+
+    async def _reply(self, replica: Replica, stream: StageStream, steps: list[dict]) -> dict:
+        """The stage's answer to `steps`. A stage silent for PROBE_SECONDS is asked on a fresh
+        stream whether it is alive (`info`): a killed worker's stream can hang until the call
+        timeout, its death should cost seconds."""
+        pending = asyncio.ensure_future(stream.request({"steps": steps}, timeout=self._timeout))
+        try:
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=PROBE_SECONDS)
+                if done:
+                    return pending.result()
+                await call(
+                    self.driver.node.p2p,
+                    replica.peer_id,
+                    "info",
+                    self._opening(),
+                    timeout=self.driver.config.info_timeout,
+                )
+        finally:
+            pending.cancel()
 
     async def _open(self, stage: int) -> None:
         """A stream to the least-loaded replica serving this completion's weights of `stage`."""
@@ -126,7 +147,9 @@ class SwarmSession:
         return self.driver.config.call_timeout
 
     def _opening(self) -> dict:
-        return {"model": self.driver.spec_digest, "model_id": self.driver.config.model_id}
+        """What opens a stage's session: the driver's request document (model, and whatever proves
+        whom this peer acts for), the same as every other RPC it makes."""
+        return self.driver._request()
 
     async def _drop(self, stage: int) -> None:
         entry, self.streams[stage] = self.streams[stage], None
