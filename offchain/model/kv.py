@@ -36,6 +36,11 @@ from offchain.model.trainer import StageTrainer
 
 MIN_ROWS = 16
 ROW_ATTENTION = "protocol-models-rows"
+SERVING_THREADS = 1
+"""Serving passes are a few token rows: a second thread only adds synchronisation, and on a
+machine shared by several stage workers, threads spinning at OpenMP barriers (measured on 2
+cores: first token 0.2-0.46 s with the small spec's 2 threads, 14 ms with 1) starve the others.
+The single-process reference serves with the same count, so results stay equal."""
 
 
 @dataclass
@@ -138,6 +143,7 @@ class ServingStage:
         blank = torch.zeros(width, dtype=torch.long)
         tokens = torch.stack([step.tokens for step in steps] + [blank] * len(idle))
         apply_profile(self.spec.profile)
+        torch.set_num_threads(SERVING_THREADS)
         with torch.inference_mode():
             tokens = tokens.to(self.device)
             hidden = tokens if self.is_first else self._activations(steps, tokens, len(idle))

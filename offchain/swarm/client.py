@@ -82,11 +82,13 @@ async def call(
 
 class StageStream:
     """A completion's open `infer` stream to one stage server (offchain/swarm/sessions.py): each
-    request goes out as one frame and is answered by one; `close` ends the stream, which frees the
-    completion's cache on the stage."""
+    request goes out as one frame and is answered by one, in order; `close` ends the stream, which
+    frees the completion's cache on the stage. The opening request is not waited for: its answer
+    (`opening`) is read just before the first reply, so it costs no round trip of its own."""
 
     def __init__(self, peer_id: str, limit: int) -> None:
         self.peer_id, self.limit = peer_id, limit
+        self.opening: dict[str, Any] | None = None
         self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._replies: FrameReader | None = None
         self._stream: AsyncIterator[BytesValue] | None = None
@@ -96,8 +98,8 @@ class StageStream:
             for chunk in framed_chunks(data):
                 yield chunk
 
-    async def open(self, p2p: P2P, request: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-        """Open the stream with its first request; returns the stage's answer to it."""
+    async def open(self, p2p: P2P, request: dict[str, Any], *, timeout: float) -> None:
+        """Open the stream and send its first request (PeerUnreachable if the stream cannot open)."""
         try:
             async with asyncio.timeout(timeout):
                 self._stream = await p2p.iterate_protobuf_handler(
@@ -108,11 +110,17 @@ class StageStream:
         except _P2P_FAILURES as error:
             raise PeerUnreachable(f"infer to {self.peer_id[-8:]} failed: {error}") from None
         self._replies = FrameReader(self._stream, self.limit)
-        return await self.request(request, timeout=timeout)
+        self._outbox.put_nowait(pack(request))
 
     async def request(self, request: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-        """Send one request on the stream and wait for its reply (RemoteError / PeerUnreachable as `call`)."""
+        """Send one request on the stream and wait for its reply (RemoteError / PeerUnreachable as
+        `call`; a refused opening raises here, at the first request)."""
         self._outbox.put_nowait(pack(request))
+        if self.opening is None:
+            self.opening = await self._reply(timeout)
+        return await self._reply(timeout)
+
+    async def _reply(self, timeout: float) -> dict[str, Any]:
         try:
             async with asyncio.timeout(timeout):
                 raw = await self._replies.read()

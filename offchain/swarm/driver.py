@@ -120,6 +120,7 @@ class Driver:
         self.banned: dict[tuple[str, str], float] = {}
         self.inference_load: Counter[str] = Counter()
         self.inference_routes: dict[int, tuple[float, list[Replica]]] = {}
+        self._refreshing: dict[int, asyncio.Task] = {}
         boundaries = max(self.num_stages - 1, 0)
         self.stats = Stats(forward_bytes=[0] * boundaries, backward_bytes=[0] * boundaries)
 
@@ -177,14 +178,20 @@ class Driver:
         return [replica for replica in found if replica is not None]
 
     async def _inference_replicas(self, stage: int) -> list[Replica]:
-        """A stage's replicas for inference: discovered once and reused across completions,
-        re-discovered after `route_seconds` or once every cached replica has failed, so a DHT
-        lookup and `info` probes are not paid per completion."""
+        """A stage's replicas for inference, discovered once and reused across completions: after
+        `route_seconds` they are re-discovered in the background (a completion does not wait for a
+        DHT lookup), and in the foreground only once every cached replica has failed."""
         cached = self.inference_routes.get(stage)
-        if cached is not None and cached[0] > time.monotonic():
-            usable = [replica for replica in cached[1] if not self._is_banned(replica)]
-            if usable:
-                return usable
+        usable = [] if cached is None else [r for r in cached[1] if not self._is_banned(r)]
+        if not usable:
+            return await self._rediscover(stage)
+        if cached[0] <= time.monotonic() and stage not in self._refreshing:
+            task = asyncio.create_task(self._rediscover(stage))
+            self._refreshing[stage] = task
+            task.add_done_callback(lambda _: self._refreshing.pop(stage, None))
+        return usable
+
+    async def _rediscover(self, stage: int) -> list[Replica]:
         replicas = await self.discover(stage)
         if replicas:
             self.inference_routes[stage] = (time.monotonic() + self.config.route_seconds, replicas)

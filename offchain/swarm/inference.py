@@ -66,6 +66,8 @@ class SwarmSession:
 
     async def step(self, ids: list[int]) -> np.ndarray:
         """Feed the next positions through every stage; the float32 logits of the last one."""
+        if all(stream is None for stream in self.streams):  # the first step: open every stage at once
+            await asyncio.gather(*(self._open(stage) for stage in range(len(self.streams))))
         tokens, output = encode_ids(ids, self.pipeline.spec), b""
         for stage in range(len(self.streams)):
             self.sent[stage].append({"tokens": tokens, "activation": output})
@@ -83,21 +85,32 @@ class SwarmSession:
             replica, stream = self.streams[stage]
             steps = self.sent[stage] if fresh else self.sent[stage][-1:]
             try:
-                return bytes((await self._reply(replica, stream, steps))["output"])
-            except (PeerUnreachable, RemoteError) as error:
-                await self._drop(stage)
-                if isinstance(error, PeerUnreachable):
-                    self.driver.drop_replica(replica, str(error))
-                else:
-                    refusals += 1
-                    if refusals >= ATTEMPTS:
-                        raise WorkerFailed(replica, str(error), unreachable=False) from None
-                logger.warning(
-                    "stage %d: completion stream to %s failed (%s); re-prefilling on a replica",
-                    stage,
-                    replica.short,
-                    error,
-                )
+                output = bytes((await self._reply(replica, stream, steps))["output"])
+                if self._same_weights(stage, stream.opening):
+                    return output
+                error: Exception = RemoteError(f"{replica.short} serves other weights than this completion's")
+            except (PeerUnreachable, RemoteError) as failure:
+                error = failure
+            await self._drop(stage)
+            if isinstance(error, PeerUnreachable):
+                self.driver.drop_replica(replica, str(error))
+            else:
+                refusals += 1
+                if refusals >= ATTEMPTS:
+                    raise WorkerFailed(replica, str(error), unreachable=False)
+            logger.warning(
+                "stage %d: completion stream to %s failed (%s); re-prefilling on a replica",
+                stage,
+                replica.short,
+                error,
+            )
+
+    def _same_weights(self, stage: int, opening: dict) -> bool:
+        """Whether the stage serves this completion's weights (any, at its first opening)."""
+        if self.digests[stage] not in ("", opening["digest"]):
+            return False
+        self.rounds[stage], self.digests[stage] = opening["round"], opening["digest"]
+        return True
 
     async def _reply(self, replica: Replica, stream: StageStream, steps: list[dict]) -> dict:
         """The stage's answer to `steps`. A stage silent for PROBE_SECONDS is asked on a fresh
@@ -120,24 +133,22 @@ class SwarmSession:
             pending.cancel()
 
     async def _open(self, stage: int) -> None:
-        """A stream to the least-loaded replica serving this completion's weights of `stage`."""
+        """A stream to the least-loaded replica serving this completion's weights of `stage` (its
+        opening is answered with the first reply)."""
         deadline = time.monotonic() + self.pipeline.wait_seconds
         while True:
             replica = await self.driver.serving_replica(stage, self.digests[stage] or None)
             if replica is not None:
                 stream = StageStream(replica.peer_id, self.pipeline.frame_limit)
                 try:
-                    opened = await stream.open(self.driver.node.p2p, self._opening(), timeout=self._timeout)
-                except (PeerUnreachable, RemoteError) as error:
+                    await stream.open(self.driver.node.p2p, self._opening(), timeout=self._timeout)
+                except PeerUnreachable as error:
                     await stream.close()
                     self.driver.drop_replica(replica, str(error))
                 else:
-                    if self.digests[stage] in ("", opened["digest"]):
-                        self.streams[stage] = (replica, stream)
-                        self.driver.inference_load[replica.peer_id] += 1
-                        self.rounds[stage], self.digests[stage] = opened["round"], opened["digest"]
-                        return
-                    await stream.close()  # its weights changed since it was discovered
+                    self.streams[stage] = (replica, stream)
+                    self.driver.inference_load[replica.peer_id] += 1
+                    return
             if time.monotonic() >= deadline:
                 raise StageLost(stage)
             await asyncio.sleep(POLL_SECONDS)

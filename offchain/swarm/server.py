@@ -28,7 +28,7 @@ import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator  # noqa: UP035 - ServicerBase reads typing.AsyncIterator hints
 
@@ -65,8 +65,9 @@ class RoundState:
     round: int
     state: bytes
 
-    @property
+    @cached_property
     def digest(self) -> str:
+        """Hashed once: `info` and every completion's session name it (a stage state is megabytes)."""
         return hashlib.sha256(self.state).hexdigest()
 
 
