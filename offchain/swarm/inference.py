@@ -130,7 +130,11 @@ class SwarmSession:
                     timeout=self.driver.config.info_timeout,
                 )
         finally:
-            pending.cancel()
+            if not pending.done():  # let it finish before the stream is closed under it
+                pending.cancel()
+                await asyncio.wait({pending})
+            if not pending.cancelled():
+                pending.exception()  # retrieved: it is the failure being handled, or None
 
     async def _open(self, stage: int) -> None:
         """A stream to the least-loaded replica serving this completion's weights of `stage` (its
