@@ -69,7 +69,8 @@ class Step:
 
 class _PassCache:
     """What the layers of one pass use as `past_key_values`: each request's DynamicCache grows by its
-    row of new keys and values, and the layer gets the per-row keys and values (for `_row_attention`)."""
+    row of new keys and values, and the layer gets the per-row keys and values (for `_row_attention`).
+    The idle rows after the requests' keep nothing."""
 
     def __init__(self, caches: list[DynamicCache]) -> None:
         self.caches = caches
@@ -94,14 +95,17 @@ def _row_attention(
     dropout: float = 0.0,
     **kwargs: object,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, one request at a time over its own keys (see the module doc)."""
+    """transformers' SDPA attention, one request at a time over its own keys (see the module doc);
+    the idle rows after the requests' (no keys) get zeros: their outputs are never read."""
     outputs = [
         sdpa_attention_forward(
             module, query[row : row + 1], key[row], value[row], attention_mask[row], scaling=scaling
         )[0]
-        for row in range(query.shape[0])
+        for row in range(len(key))
     ]
-    return torch.cat(outputs), None
+    batch, heads, width, dim = query.shape
+    idle = query.new_zeros(batch - len(key), width, heads, dim)
+    return torch.cat([*outputs, idle]), None
 
 
 AttentionInterface.register(ROW_ATTENTION, _row_attention)
@@ -133,29 +137,29 @@ class ServingStage:
         width = len(steps[0].tokens)
         if any(len(step.tokens) != width for step in steps):
             raise ValueError("the steps of one pass must have the same number of new positions")
-        idle = [RequestCache() for _ in range(max(0, -(-MIN_ROWS // width) - len(steps)))]
-        caches = [step.cache for step in steps] + idle
-        reach = max(cache.length for cache in caches) + width
+        idle = max(0, -(-MIN_ROWS // width) - len(steps))  # rows of padding after the requests'
+        lengths = [step.cache.length for step in steps]
+        reach = max(lengths) + width
         if reach > self.spec.context:
             raise ValueError(f"a request would reach {reach} positions; the context is {self.spec.context}")
-        positions = torch.tensor([cache.length for cache in caches])[:, None] + torch.arange(width)[None]
-        masks = [_causal_mask(cache.length, width).to(self.device) for cache in caches]
+        positions = torch.tensor(lengths + [0] * idle)[:, None] + torch.arange(width)[None]
+        masks = [_causal_mask(step.cache.length, width).to(self.device) for step in steps]
         blank = torch.zeros(width, dtype=torch.long)
-        tokens = torch.stack([step.tokens for step in steps] + [blank] * len(idle))
+        tokens = torch.stack([step.tokens for step in steps] + [blank] * idle)
         apply_profile(self.spec.profile)
         torch.set_num_threads(SERVING_THREADS)
         with torch.inference_mode():
             tokens = tokens.to(self.device)
-            hidden = tokens if self.is_first else self._activations(steps, tokens, len(idle))
+            hidden = tokens if self.is_first else self._activations(steps, tokens, idle)
             with autocast(self.spec.profile):
                 output = self.module(
                     hidden,
                     position_ids=positions.to(self.device),
                     attention_mask=masks,
-                    past_key_values=_PassCache([cache.cache for cache in caches]),
+                    past_key_values=_PassCache([step.cache.cache for step in steps]),
                 ).float()
-            for cache in caches:
-                cache.length += width
+            for step in steps:
+                step.cache.length += width
             if self.is_last:
                 logits = output[: len(steps), -1].cpu().numpy().astype("<f4")
                 return [row.tobytes() for row in logits]

@@ -210,6 +210,8 @@ class StageServer(ServicerBase):
             "in_round": self.in_round,
             "sessions": len(self.sessions.sessions),
             "cached_tokens": self.sessions.cached_tokens,
+            "passes": self.sessions.stats.passes,
+            "pass_steps": self.sessions.stats.steps,
         }
 
     async def _forward(self, request: dict) -> dict:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.wrappers_pb2 import BytesValue
 
-from offchain.model.batching import PassQueue
+from offchain.model.batching import PassQueue, PassStats
 from offchain.model.kv import RequestCache, ServingStage, Step
 from offchain.model.spec import ModelSpec
 from offchain.model.tokens import decode_ids
@@ -81,6 +81,7 @@ class SessionHost:
         self.spec, self.stage, self.compute = spec, stage, compute
         self.limits = limits or SessionLimits()
         self.sessions: dict[int, _Session] = {}
+        self.stats = PassStats()  # every pass served, whatever the weights
         self._ids = itertools.count()
         self._serving: _Serving | None = None
         self._building = asyncio.Lock()
@@ -155,7 +156,7 @@ class SessionHost:
         async with self._building:
             if self._serving is None or self._serving.weights.digest != weights.digest:
                 stage = await self.compute(partial(ServingStage, self.spec, self.stage, weights.state))
-                queue = PassQueue(partial(self._run, stage), self.limits.max_batch)
+                queue = PassQueue(partial(self._run, stage), self.limits.max_batch, self.stats)
                 self._serving = _Serving(weights, stage, queue)
             return self._serving
 
