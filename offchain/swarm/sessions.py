@@ -27,7 +27,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from google.protobuf.wrappers_pb2 import BytesValue
 
@@ -37,14 +37,19 @@ from offchain.model.spec import ModelSpec
 from offchain.model.tokens import decode_ids
 from offchain.swarm.wire import CHUNK_BYTES, FrameReader, WireError, framed_chunks, pack, unpack
 
-if TYPE_CHECKING:
-    from offchain.swarm.server import RoundState
-
 logger = logging.getLogger(__name__)
 
 OPEN_SECONDS = 60.0
 REPLY_LINGER = 60.0
 Compute = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+class Weights(Protocol):
+    """A committed stage state (the server's RoundState): what a session is served from."""
+
+    round: int
+    digest: str
+    state: bytes
 
 
 class SessionRefused(ValueError):
@@ -61,7 +66,7 @@ class SessionLimits:
 
 @dataclass
 class _Serving:
-    weights: RoundState
+    weights: Weights
     stage: ServingStage
     queue: PassQueue
 
@@ -93,7 +98,7 @@ class SessionHost:
         return sum(session.cache.length for session in self.sessions.values())
 
     async def serve(
-        self, requests: AsyncIterator[BytesValue], admit: Callable[[dict], Awaitable[RoundState]]
+        self, requests: AsyncIterator[BytesValue], admit: Callable[[dict], Awaitable[Weights]]
     ) -> AsyncIterator[BytesValue]:
         """One session over one stream; `admit` checks the opening request (model, caller) and
         returns the committed state to serve it from."""
@@ -151,7 +156,7 @@ class SessionHost:
             output = await session.serving.queue.submit(Step(session.cache, ids, activation))
         return output
 
-    async def _serving_for(self, weights: RoundState) -> _Serving:
+    async def _serving_for(self, weights: Weights) -> _Serving:
         """The ServingStage of `weights`, built once (on the compute thread) per committed state."""
         async with self._building:
             if self._serving is None or self._serving.weights.digest != weights.digest:
