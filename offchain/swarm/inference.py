@@ -63,11 +63,14 @@ class SwarmSession:
         self.sent: list[list[dict]] = [[] for _ in range(stages)]
         self.rounds: list[int] = [-1] * stages
         self.digests: list[str] = [""] * stages
+        self._opens: dict[int, asyncio.Future] | None = None
 
     async def step(self, ids: list[int]) -> np.ndarray:
         """Feed the next positions through every stage; the float32 logits of the last one."""
-        if all(stream is None for stream in self.streams):  # the first step: open every stage at once
-            await asyncio.gather(*(self._open(stage) for stage in range(len(self.streams))))
+        if self._opens is None:  # the first step: every stage's stream opens at once, in the background
+            self._opens = {
+                stage: asyncio.ensure_future(self._open(stage)) for stage in range(len(self.streams))
+            }
         tokens, output = encode_ids(ids, self.pipeline.spec), b""
         for stage in range(len(self.streams)):
             self.sent[stage].append({"tokens": tokens, "activation": output})
@@ -78,6 +81,8 @@ class SwarmSession:
         """The stage's output for its latest input, re-opening (and re-prefilling) its stream on a
         replica of the same weights as often as one fails."""
         refusals = 0
+        if self._opens and stage in self._opens:
+            await self._opens.pop(stage)
         while True:
             fresh = self.streams[stage] is None
             if fresh:
@@ -175,4 +180,8 @@ class SwarmSession:
 
     async def close(self) -> None:
         """End every stream: each stage frees this completion's cache."""
+        pending = list((self._opens or {}).values())
+        for opening in pending:
+            opening.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(*(self._drop(stage) for stage in range(len(self.streams))))
