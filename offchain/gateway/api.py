@@ -72,7 +72,7 @@ class _Request(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**64)
     user: str | None = None
 
     object_name: ClassVar[str]

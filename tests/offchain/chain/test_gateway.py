@@ -418,6 +418,7 @@ TICKET = "0x" + "11" * 32
         ),
         ("/v1/completions", {"prompt": "x", "max_tokens": "3"}, 400, "max_tokens", "valid integer"),
         ("/v1/completions", {"prompt": "x", "n": 2}, 400, "n", "Input should be 1"),
+        ("/v1/completions", {"prompt": "x", "seed": -1}, 400, "seed", "greater than or equal to 0"),
         (
             "/v1/completions",
             {"prompt": "x", "logprobs": 2},
