@@ -1,15 +1,19 @@
-"""Inference through the swarm and through the paid gateway, measured side by side in one run.
+"""Inference through the swarm (KV cache on every stage) and through the paid gateway, against one
+process running the same weights, measured in one run.
 
-1. Completions of the same prompt through the 3-stage swarm on loopback (3 `pm worker run`
-   processes, the Driver in this process, routes cached between tokens) and with the same
-   weights in one process (`local_forward`), requests alternating between the two so both see
-   the same machine load: latency p50/p95, tokens/s, and first-token latency (one full pass).
-   Target: first-token latency through the swarm <= 3x single process.
+1. Latency, one request at a time: completions of the same prompt through the spec's stages on
+   loopback (one `pm worker run` per stage, the client in this process: one open stream per
+   stage per completion) and with every stage in this process (`LocalPipeline`, the same serving
+   code without the network), alternating so both see the same machine load. First-token latency
+   (the prompt through every stage and the first token sampled) and decode tokens/s (every later
+   token: one-token steps through every stage). Targets: first token <= 2x one process, decode
+   tokens/s >= 50% of one process.
 2. The paid gateway: anvil with the protocol deployed by scripts/deploy.py, the model created
-   on-chain, `pm gateway run` in front of the same workers. Tickets are quoted and paid on-chain
-   up front, then 8 concurrent clients redeem them, each ticket sent twice at the same moment (a
-   double-spend attempt): requests/s served, failed tickets (no 200) and double-served tickets
-   (two 200s), then every ticket replayed once more (must be 409). Target: 0 failed, 0 double.
+   on-chain, `pm gateway run` in front of the same workers; every ticket quoted and paid on-chain
+   up front. One streaming client, requests one after another, then 8 streaming clients at once
+   (continuous batching), each ticket sent twice at the same moment (a double-spend attempt):
+   aggregate tokens/s of each, failed tickets (no complete stream) and double-served tickets
+   (two). Targets: 8 clients >= 4x one client's aggregate tokens/s; 0 failed, 0 double-served.
 """
 
 from __future__ import annotations
@@ -27,16 +31,16 @@ import httpx
 from offchain.chain.client import ChainClient
 from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
-from offchain.data.shipped import shipped_dataset
 from offchain.demo.anvil import anvil_account, free_port, start_anvil
 from offchain.demo.deploy import deploy_protocol
-from offchain.model.generate import Forward, Sampling, complete, local_forward
+from offchain.model.generate import LocalPipeline, Pipeline, Sampling, generate
 from offchain.model.reference import train_single_process
 from offchain.model.spec import ModelSpec, load_spec
-from offchain.model.tokens import load_tokenizer
+from offchain.model.tokens import shipped_tokenizer
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
+from offchain.swarm.inference import SwarmPipeline
 from offchain.swarm.local import ROOT, LocalProcess, spawn_pm, worker_args
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
 
@@ -51,105 +55,113 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def timed(forward: Forward, marks: list[float]) -> Forward:
-    async def wrapped(tokens: bytes) -> tuple[bytes, list[int]]:
-        reply = await forward(tokens)
-        marks.append(time.perf_counter())
-        return reply
-
-    return wrapped
-
-
-async def one_completion(forward: Forward, spec: ModelSpec, sampling: Sampling) -> dict:
-    marks: list[float] = []
+async def one_completion(pipeline: Pipeline, ids: list[int], sampling: Sampling) -> dict:
+    """Seconds to the first token, and decode tokens/s over the tokens after it."""
     started = time.perf_counter()
-    tokenizer = load_tokenizer(spec, shipped_dataset(spec.manifest_cid).store)
-    await complete(timed(forward, marks), spec, tokenizer, PROMPT, sampling)
-    total = time.perf_counter() - started
-    return {"first_token_s": marks[0] - started, "total_s": total}
-
-
-def summarize(runs: list[dict], tokens: int) -> dict:
-    totals = [run["total_s"] for run in runs]
-    firsts = [run["first_token_s"] for run in runs]
+    first = None
+    async with pipeline.session() as session:
+        async for _ in generate(session, ids, sampling):
+            first = first or time.perf_counter()
+    ended = time.perf_counter()
     return {
-        "requests": len(runs),
-        "latency_p50_s": percentile(totals, 0.5),
-        "latency_p95_s": percentile(totals, 0.95),
-        "first_token_p50_s": percentile(firsts, 0.5),
-        "first_token_p95_s": percentile(firsts, 0.95),
-        "tokens_per_second": tokens * len(runs) / sum(totals),
+        "first_token_s": first - started,
+        "decode_tokens_per_s": (sampling.max_tokens - 1) / (ended - first),
     }
 
 
-async def swarm_vs_single(spec: ModelSpec, bootstrap: str, requests: int, sampling: Sampling) -> dict:
+def summarize(runs: list[dict]) -> dict:
+    firsts = [run["first_token_s"] for run in runs]
+    decode = [run["decode_tokens_per_s"] for run in runs]
+    return {
+        "requests": len(runs),
+        "first_token_p50_s": percentile(firsts, 0.5),
+        "first_token_p95_s": percentile(firsts, 0.95),
+        "decode_tokens_per_s_p50": percentile(decode, 0.5),
+    }
+
+
+async def swarm_vs_single(
+    spec: ModelSpec, bootstrap: str, requests: int, ids: list[int], sampling: Sampling
+) -> dict:
     """Alternate one swarm completion and one single-process completion, after one warm-up each."""
     node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
     driver = Driver(DriverConfig(spec, Identity.from_key(b"\x01" * 32), model_id=MODEL_ID), node)
-    local = local_forward(
-        spec, train_single_process(spec, 0, model_id=MODEL_ID).states, [0] * spec.num_stages
-    )
+    swarm = SwarmPipeline(driver)
+    states = train_single_process(spec, 0, model_id=MODEL_ID).states
+    local = LocalPipeline(spec, states, [0] * spec.num_stages)
     try:
-        await one_completion(driver.infer, spec, sampling)
-        await one_completion(local, spec, sampling)
-        swarm, single = [], []
+        await one_completion(swarm, ids, sampling)
+        await one_completion(local, ids, sampling)
+        runs: dict[str, list[dict]] = {"swarm": [], "single": []}
         for _ in range(requests):
-            swarm.append(await one_completion(driver.infer, spec, sampling))
-            single.append(await one_completion(local, spec, sampling))
+            runs["swarm"].append(await one_completion(swarm, ids, sampling))
+            runs["single"].append(await one_completion(local, ids, sampling))
     finally:
         await shutdown_node(node)
-    return {"swarm": summarize(swarm, sampling.max_tokens), "single": summarize(single, sampling.max_tokens)}
+    return {name: summarize(found) for name, found in runs.items()}
 
 
-def pay_tickets(url: str, deployments: Path, gateway: str, count: int, max_tokens: int) -> list[list[dict]]:
+def pay_tickets(url: str, deployments: Path, gateway: str, clients: int, count: int, max_tokens: int) -> list:
     """`count` quotes per client, each paid on-chain from that client's own anvil account."""
     tickets: list[list[dict]] = []
-    for client in range(CLIENTS):
+    for client in range(clients):
         payer = ChainClient(url, anvil_account(2 + client))
         router = Protocol.load(payer, deployments).router
         mine = []
         for _ in range(count):
-            body = {"prompt": PROMPT, "max_tokens": max_tokens}
+            body = {"model": str(MODEL_ID), "prompt": PROMPT, "max_tokens": max_tokens}
             quote = httpx.post(f"{gateway}/v1/quote", json=body, timeout=60).json()
             amount, request_id = int(quote["amount"]), bytes.fromhex(quote["requestId"][2:])
             payer.transact(router.functions.payForInference(MODEL_ID, request_id, amount), value=amount)
-            mine.append({**body, "ticket": quote["ticket"]})
+            mine.append((body, quote["ticket"]))
         tickets.append(mine)
     return tickets
 
 
-async def redeem(gateway: str, tickets: list[list[dict]]) -> dict:
-    """8 clients at once; every ticket posted twice concurrently. Counts 200s per ticket."""
+async def redeem(gateway: str, tickets: list[list[tuple[dict, str]]], twice: bool) -> dict:
+    """Every client streams its tickets one after another, all clients at once; with `twice`, each
+    ticket is posted twice concurrently. Counts complete streams per ticket and tokens received."""
     served: list[int] = []
-    latencies: list[float] = []
+    tokens = 0
+
+    async def stream(http: httpx.AsyncClient, body: dict, ticket: str) -> bool:
+        nonlocal tokens
+        headers = {"Authorization": f"Bearer {ticket}"}
+        payload = {**body, "stream": True, "temperature": 0}
+        async with http.stream(
+            "POST", f"{gateway}/v1/completions", json=payload, headers=headers
+        ) as response:
+            if response.status_code != 200:
+                return False
+            async for line in response.aiter_lines():
+                if line == "data: [DONE]":
+                    return True
+                if line.startswith("data: {"):
+                    event = json.loads(line[6:])
+                    if "error" in event:
+                        return False
+                    tokens += len(event["choices"][0]["token_ids"]) if event["choices"] else 0
+        return False
+
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=4 * CLIENTS)) as http:
 
-        async def post(body: dict) -> int:
-            started = time.perf_counter()
-            response = await http.post(f"{gateway}/v1/completions", json=body)
-            if response.status_code == 200:
-                latencies.append(time.perf_counter() - started)
-            return response.status_code
-
-        async def client(mine: list[dict]) -> None:
-            for body in mine:
-                codes = await asyncio.gather(post(body), post(body))
-                served.append(codes.count(200))
+        async def client(mine: list[tuple[dict, str]]) -> None:
+            for body, ticket in mine:
+                copies = 2 if twice else 1
+                done = await asyncio.gather(*(stream(http, body, ticket) for _ in range(copies)))
+                served.append(sum(done))
 
         started = time.perf_counter()
         await asyncio.gather(*(client(mine) for mine in tickets))
         seconds = time.perf_counter() - started
-        replays = await asyncio.gather(*(post(body) for mine in tickets for body in mine))
     return {
+        "clients": len(tickets),
         "tickets": len(served),
         "seconds": seconds,
-        "requests_per_second": served.count(1) / seconds,
-        "latency_p50_s": percentile(latencies, 0.5),
-        "latency_p95_s": percentile(latencies, 0.95),
+        "tokens": tokens,
+        "tokens_per_second": tokens / seconds,
         "failed": served.count(0),
         "double_served": sum(1 for count in served if count > 1),
-        "replays_refused": sum(1 for code in replays if code == 409),
-        "replays_served": sum(1 for code in replays if code == 200),
     }
 
 
@@ -157,16 +169,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(ROOT / "specs" / "small.json"))
     parser.add_argument("--requests", type=int, default=8, help="completions per side in part 1")
-    parser.add_argument("--max-tokens", type=int, default=8)
-    parser.add_argument("--tickets-per-client", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--tickets-per-client", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inference.json"))
     args = parser.parse_args()
     spec = load_spec(args.spec)
     sampling = Sampling(max_tokens=args.max_tokens)
+    ids = shipped_tokenizer(spec).encode(PROMPT).ids
 
     procs: list[LocalProcess] = []
     anvil = start_anvil()
     url = anvil.url
+    load_at_start = os.getloadavg()
     try:
         with tempfile.TemporaryDirectory(prefix="pm-bench-inference-") as tmp:
             workdir = Path(tmp)
@@ -195,8 +209,8 @@ def main() -> None:
             for proc in later:
                 proc.maddr()
 
-            print("part 1: swarm vs single process", flush=True)
-            latency = asyncio.run(swarm_vs_single(spec, bootstrap, args.requests, sampling))
+            print("part 1: swarm vs single process, one request at a time", flush=True)
+            latency = asyncio.run(swarm_vs_single(spec, bootstrap, args.requests, ids, sampling))
 
             port = free_port()
             gateway = spawn(
@@ -210,52 +224,73 @@ def main() -> None:
             )  # fmt: skip
             gateway.wait_for("listening on http://")
             base = f"http://127.0.0.1:{port}"
-            print("part 2: paying tickets, then 8 concurrent clients", flush=True)
-            tickets = pay_tickets(url, deployments, base, args.tickets_per_client, args.max_tokens)
-            load = asyncio.run(redeem(base, tickets))
+            print("part 2: paying tickets, then one streaming client, then 8 at once", flush=True)
+            count = args.tickets_per_client
+            alone = pay_tickets(url, deployments, base, 1, CLIENTS, args.max_tokens)
+            together = pay_tickets(url, deployments, base, CLIENTS, count, args.max_tokens)
+            one_client = asyncio.run(redeem(base, alone, twice=False))
+            many = asyncio.run(redeem(base, together, twice=True))
     finally:
         for proc in procs:
             proc.stop()
         anvil.stop()
 
     swarm, single = latency["swarm"], latency["single"]
-    ratio = swarm["first_token_p50_s"] / single["first_token_p50_s"]
-    clean = load["failed"] == 0 and load["double_served"] == 0 and load["replays_served"] == 0
+    first_ratio = swarm["first_token_p50_s"] / single["first_token_p50_s"]
+    decode_ratio = swarm["decode_tokens_per_s_p50"] / single["decode_tokens_per_s_p50"]
+    batching = many["tokens_per_second"] / one_client["tokens_per_second"]
+    clean = all(run["failed"] == 0 and run["double_served"] == 0 for run in (one_client, many))
     report = {
         "spec": spec.name,
+        "stages": spec.num_stages,
+        "load_average_1min_at_start": load_at_start[0],
         "load_average_1min_at_end": os.getloadavg()[0],
         "cpus": os.cpu_count(),
-        "prompt_tokens": len(
-            load_tokenizer(spec, shipped_dataset(spec.manifest_cid).store).encode(PROMPT).ids
-        ),
+        "prompt_tokens": len(ids),
         "max_tokens": args.max_tokens,
         "single_process": single,
         "swarm": swarm,
-        "first_token_ratio": ratio,
-        "first_token_target": "swarm <= 3x single process",
-        "first_token_target_met": ratio <= 3.0,
-        "gateway": {"clients": CLIENTS, **load, "target": "0 failed, 0 double-served", "target_met": clean},
+        "first_token_ratio": first_ratio,
+        "first_token_target": "swarm <= 2x single process",
+        "first_token_target_met": first_ratio <= 2.0,
+        "decode_ratio": decode_ratio,
+        "decode_target": "swarm decode tokens/s at batch 1 >= 50% of single process",
+        "decode_target_met": decode_ratio >= 0.5,
+        "gateway_one_client": one_client,
+        "gateway_clients": many,
+        "batching_speedup": batching,
+        "batching_target": f"{CLIENTS} streaming clients >= 4x one client's aggregate tokens/s",
+        "batching_target_met": batching >= 4.0,
+        "serving_target": "0 failed, 0 double-served",
+        "serving_target_met": clean,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
     print(
-        f"\n{spec.name} spec, prompt {report['prompt_tokens']} tokens + {args.max_tokens} generated, "
-        f"load average {report['load_average_1min_at_end']:.1f} on {report['cpus']} CPUs"
+        f"\n{spec.name} spec, {spec.num_stages} stages, prompt {report['prompt_tokens']} tokens + "
+        f"{args.max_tokens} generated, load average {load_at_start[0]:.1f} -> "
+        f"{report['load_average_1min_at_end']:.1f} on {report['cpus']} CPUs"
     )
-    header = f"{'':<16}{'p50 s':>8}{'p95 s':>8}{'first tok p50 s':>17}{'tokens/s':>10}"
+    header = f"{'':<16}{'first tok p50 s':>17}{'p95 s':>8}{'decode tok/s':>14}"
     print(header)
     print("-" * len(header))
-    for label, row in (("single process", single), ("3-stage swarm", swarm)):
+    for label, row in (("single process", single), (f"{spec.num_stages}-stage swarm", swarm)):
         print(
-            f"{label:<16}{row['latency_p50_s']:>8.3f}{row['latency_p95_s']:>8.3f}"
-            f"{row['first_token_p50_s']:>17.4f}{row['tokens_per_second']:>10.1f}"
+            f"{label:<16}{row['first_token_p50_s']:>17.4f}{row['first_token_p95_s']:>8.4f}"
+            f"{row['decode_tokens_per_s_p50']:>14.1f}"
         )
-    print(f"first-token latency ratio {ratio:.2f}x (target <= 3x: {'met' if ratio <= 3 else 'MISSED'})")
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "MISSED"
+
+    print(f"first-token ratio {first_ratio:.2f}x (target <= 2x: {verdict(first_ratio <= 2)})")
+    print(f"decode ratio {decode_ratio:.0%} (target >= 50%: {verdict(decode_ratio >= 0.5)})")
     print(
-        f"gateway, {CLIENTS} clients, {load['tickets']} paid tickets each sent twice at once: "
-        f"{load['requests_per_second']:.2f} requests/s, p50 {load['latency_p50_s']:.2f} s, "
-        f"p95 {load['latency_p95_s']:.2f} s; failed {load['failed']}, double-served {load['double_served']}, "
-        f"replays refused {load['replays_refused']}/{load['tickets']} ({'met' if clean else 'MISSED'})"
+        f"gateway: 1 client {one_client['tokens_per_second']:.1f} tokens/s, {CLIENTS} clients "
+        f"{many['tokens_per_second']:.1f} tokens/s = {batching:.1f}x "
+        f"(target >= 4x: {verdict(batching >= 4)}); "
+        f"failed {one_client['failed'] + many['failed']}, double-served {many['double_served']} "
+        f"({verdict(clean)})"
     )
     print(f"\nwrote {args.out}")
 

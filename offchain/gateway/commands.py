@@ -43,7 +43,11 @@ def gateway_run(
         int, typer.Option("--confirmations", min=0, help="Blocks a payment must be deep before it is served.")
     ] = 0,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds before a stage call counts as failed.")
+        float,
+        typer.Option(
+            "--timeout",
+            help="Seconds before a stage call counts as failed (and a completion waits for a failed stage).",
+        ),
     ] = 30.0,
     state_dir: Annotated[
         Path, typer.Option("--state-dir", help="Served request ids and the gateway secret (keep it).")
@@ -120,7 +124,7 @@ def infer(
     reply = result.reply
     payment = f"paid {result.asset.format(paid.amount)}, tx {paid.tx_hash}" if paid.tx_hash else "paid before"
     typer.echo(
-        f"{prompt}{reply['text']}\n"
+        f"{prompt}{reply['choices'][0]['text']}\n"
         f"-- model {model_id}, weights of round {reply['round']}, "
         f"{reply['usage']['completion_tokens']} tokens; {payment}; request {paid.request_id}"
     )

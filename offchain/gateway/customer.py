@@ -1,4 +1,5 @@
-"""`pm infer`: ask a gateway for a quote, pay it on-chain from the customer's key, fetch the text.
+"""`pm infer`: ask a gateway for a quote, pay it on-chain from the customer's key, fetch the text
+(POST /v1/completions with the ticket as the API key, as any OpenAI client would).
 
 The payment is checked against what the chain says before any money moves: the quote must be
 for the requested model and name the router of this deployment, and it must not exceed the
@@ -50,7 +51,7 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.request.model_id,
-            "text": self.reply["text"],
+            "text": self.reply["choices"][0]["text"],
             "round": self.reply["round"],
             "rounds": self.reply["rounds"],
             "usage": self.reply["usage"],
@@ -66,16 +67,17 @@ class GatewayClient:
         self.url = url.rstrip("/")
         self.http = httpx.Client(timeout=HTTP_TIMEOUT_S)
 
-    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+    def post(self, path: str, body: dict[str, Any], ticket: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {ticket}"} if ticket else {}
         try:
-            return self.http.post(self.url + path, json=body)
+            return self.http.post(self.url + path, json=body, headers=headers)
         except httpx.HTTPError as error:
             raise UserError(
                 f"cannot reach the gateway at {self.url}: {type(error).__name__}: {error}"
             ) from None
 
     def quote(self, request: Request) -> dict[str, Any]:
-        body = {"model": request.model_id, "prompt": request.prompt, "max_tokens": request.max_tokens}
+        body = {"model": str(request.model_id), "prompt": request.prompt, "max_tokens": request.max_tokens}
         response = self.post("/v1/quote", body)
         if response.status_code != 200:
             raise UserError(f"the gateway refused the quote: {_error_text(response)}")
@@ -84,16 +86,15 @@ class GatewayClient:
     def complete(self, request: Request, ticket: str, wait_s: float) -> dict[str, Any]:
         """POST /v1/completions, riding out 503s (swarm or chain briefly down) until `wait_s` passes."""
         body = {
-            "model": request.model_id,
+            "model": str(request.model_id),
             "prompt": request.prompt,
             "max_tokens": request.max_tokens,
-            "ticket": ticket,
             "temperature": request.temperature,
             "top_k": request.top_k,
         }
         give_up_at = time.monotonic() + wait_s
         while True:
-            response = self.post("/v1/completions", body)
+            response = self.post("/v1/completions", body, ticket)
             if response.status_code == 200:
                 return response.json()
             retry_after = float(response.headers.get("Retry-After", "5"))
@@ -109,7 +110,7 @@ class GatewayClient:
 
 def _error_text(response: httpx.Response) -> str:
     try:
-        return f"{response.status_code} {response.json()['error']}"
+        return f"{response.status_code} {response.json()['error']['message']}"
     except (ValueError, KeyError, TypeError):
         return f"{response.status_code} {response.text[:200]}"
 
@@ -117,7 +118,7 @@ def _error_text(response: httpx.Response) -> str:
 def pay(protocol: Protocol, request: Request, quote: dict[str, Any], max_amount: int | None) -> Paid:
     """payForInference for the quote, in ETH or the model's ERC-20 (approving the router first)."""
     model = protocol.model(request.model_id)
-    if quote.get("model") != request.model_id:
+    if quote.get("model") != str(request.model_id):
         raise UserError(f"the gateway quoted model {quote.get('model')}, not model {request.model_id}")
     if Web3.to_checksum_address(quote["router"]) != protocol.router.address:
         raise UserError(
@@ -157,6 +158,6 @@ def infer(
         paid = Paid("", ticket, 0, None)
     reply = gateway.complete(request, paid.ticket, wait_s)
     if ticket is not None:
-        paid = Paid(reply["requestId"], ticket, int(reply["amount"]), None)
+        paid = Paid(reply["request_id"], ticket, int(reply["amount"]), None)
     asset = asset_of(protocol, protocol.model(request.model_id))
     return Result(request, paid, asset, reply)

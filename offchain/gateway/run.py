@@ -19,11 +19,11 @@ from offchain.gateway.served import ServedRequests
 from offchain.gateway.service import Gateway, Pricing
 from offchain.gateway.tickets import load_or_create_secret
 from offchain.holder.wallet import asset_of
-from offchain.model.generate import PassBatcher
 from offchain.model.tokens import load_tokenizer
 from offchain.storage.store import Store
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
+from offchain.swarm.inference import SwarmPipeline
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store)
             asset=asset_of(protocol, model),
             spec=spec,
             tokenizer=load_tokenizer(spec, store),
-            passes=PassBatcher(driver.infer, spec, depth=spec.num_stages),
+            # A stage that fails mid-completion is waited for as long as a call may take.
+            pipeline=SwarmPipeline(driver, wait_seconds=config.call_timeout),
             served=served,
             secret=load_or_create_secret(config.state_dir),
             pricing=Pricing(config.price_per_token),

@@ -2,8 +2,8 @@
 
 The union of every stage's weights is a `LlamaForCausalLM` state dict (the stages use its names),
 so exporting is: check that each checkpoint is its stage's, merge, load strictly into the
-transformers model, and save it with the spec's tokenizer. The folder loads with
-`AutoModelForCausalLM.from_pretrained` and `PreTrainedTokenizerFast.from_pretrained`.
+transformers model, and save it with the spec's tokenizer and the family's chat template. The folder
+loads with `AutoModelForCausalLM.from_pretrained` and `PreTrainedTokenizerFast.from_pretrained`.
 
 A model trained with the subspace codec had a frozen second token embedding added on stage 0; it is
 folded into `embed_tokens`, so the exported model is the trained one without its boundary
@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from offchain.errors import UserError
+from offchain.model.chat import CHAT_TEMPLATE
 from offchain.model.checkpoint import CheckpointError, decode_safetensors, weights_of
 from offchain.model.llama import FrozenEmbedding, hf_config
 from offchain.model.spec import ModelSpec
@@ -88,7 +89,10 @@ def export_model(spec: ModelSpec, states: Sequence[bytes], tokenizer: Tokenizer,
         raise UserError(f"--out {out} exists and is not an empty folder")
     model = hf_model(spec, states)
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, model_max_length=spec.context, **_special_tokens(tokenizer)
+        tokenizer_object=tokenizer,
+        model_max_length=spec.context,
+        chat_template=CHAT_TEMPLATE,  # the gateway's, so `apply_chat_template` gives its prompt ids
+        **_special_tokens(tokenizer),
     )
     for role in _SPECIAL_ROLES:
         setattr(model.config, f"{role}_token_id", getattr(wrapped, f"{role}_token_id"))

@@ -1,53 +1,63 @@
-"""Text completion on top of any forward-only pipeline: the swarm (Driver.infer) or one process.
+"""Text generation over any pipeline of KV-cached stages: the swarm (offchain/swarm/inference.py)
+or every stage in this process (`LocalPipeline`, the single-process baseline).
 
-The model sees fixed-shape micro-batches (micro_batch_size x context), so a request takes one
-row, right-padded: with causal attention the padding cannot change the logits of the prompt's
-positions. Each new token is one full pipeline pass (no KV cache yet: fine for small models);
-concurrent completions share passes, one row each (`PassBatcher`).
+A completion opens one `Session` on the pipeline: its prompt goes through as one step, then each
+sampled token as a one-token step; the stages keep the keys and values in between (model/kv.py),
+and concurrent sessions share passes (model/batching.py). Tokens come out one by one
+(`generate`); `TextStream` turns them into text increments that never split a UTF-8 character nor
+show the start of a stop sequence that may still complete.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 
 from offchain.errors import UserError
+from offchain.model.batching import PassQueue, RunPass
+from offchain.model.kv import RequestCache, ServingStage, Step
 from offchain.model.spec import ModelSpec
-from offchain.model.tokens import encode_tokens
-from offchain.model.trainer import StageTrainer
-
-Forward = Callable[[bytes], Awaitable[tuple[bytes, list[int]]]]
-"""tokens bytes -> (logits float32 [B, T, vocab], round each stage served)."""
+from offchain.model.tokens import EOS_TOKEN, decode_ids, encode_ids
 
 MAX_TOP_K = 1024
+
+FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
 class Sampling:
-    """How to pick each token: greedy when temperature is 0, else softmax(logits / T) over the top k."""
+    """Greedy when temperature is 0, else softmax(logits / T) restricted to the top k tokens and to
+    the smallest set whose probability reaches top_p; `seed` fixes the draws."""
 
     max_tokens: int
     temperature: float = 0.0
     top_k: int | None = None
+    top_p: float = 1.0
     seed: int = 0
 
 
-@dataclass
-class Completion:
-    prompt: str
-    text: str
-    token_ids: list[int] = field(default_factory=list)
-    rounds: list[int] = field(default_factory=list)
+class Session(Protocol):
+    """One completion's passage through a pipeline; `rounds`/`digests`: what each stage served."""
+
+    rounds: list[int]
+    digests: list[str]
+
+    async def step(self, ids: list[int]) -> np.ndarray:
+        """Feed the next positions' token ids; returns the float32 logits of the last one."""
+        ...
 
 
-def check_request(spec: ModelSpec, tokenizer: Tokenizer, prompt: str, sampling: Sampling) -> list[int]:
-    """The prompt's token ids (by the spec's tokenizer), or a UserError naming what is wrong."""
-    ids = tokenizer.encode(prompt, add_special_tokens=False).ids
+class Pipeline(Protocol):
+    def session(self) -> contextlib.AbstractAsyncContextManager[Session]: ...
+
+
+def check_request(spec: ModelSpec, ids: list[int], sampling: Sampling) -> None:
+    """A UserError naming what is wrong with a request of prompt `ids`, before any work."""
     if not ids:
         raise UserError("the prompt is empty")
     if sampling.max_tokens < 1:
@@ -62,7 +72,8 @@ def check_request(spec: ModelSpec, tokenizer: Tokenizer, prompt: str, sampling: 
     top_k_limit = min(MAX_TOP_K, spec.config.vocab_size)
     if sampling.top_k is not None and not 1 <= sampling.top_k <= top_k_limit:
         raise UserError(f"top_k must be between 1 and {top_k_limit}")
-    return ids
+    if not 0 < sampling.top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], not {sampling.top_p}")
 
 
 def pick(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
@@ -74,90 +85,172 @@ def pick(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> in
         scaled = np.where(scaled >= cutoff, scaled, -np.inf)
     probabilities = np.exp(scaled - scaled.max())
     probabilities /= probabilities.sum()
+    if sampling.top_p < 1:
+        order = np.argsort(-probabilities, kind="stable")
+        keep = np.cumsum(probabilities[order]) - probabilities[order] < sampling.top_p
+        kept = np.zeros_like(probabilities)
+        kept[order[keep]] = probabilities[order[keep]]
+        probabilities = kept / kept.sum()
     return int(rng.choice(len(probabilities), p=probabilities))
 
 
-class PassBatcher:
-    """Shares forward passes between concurrent completions: a pass carries up to
-    micro_batch_size requests, one per row. Rows never mix (causal attention within a row,
-    per-token norms) and the batch shape never changes, so a row's logits do not depend on what
-    the other rows hold: batching changes throughput, not results. Requests that arrive while
-    `depth` passes are in flight wait and leave together in the next pass (no timer: an idle
-    batcher sends a lone request at once); depth > 1 lets the stages of a pipeline overlap."""
+def eos_id(tokenizer: Tokenizer) -> int | None:
+    return tokenizer.token_to_id(EOS_TOKEN)
 
-    def __init__(self, forward: Forward, spec: ModelSpec, depth: int = 1) -> None:
-        self.forward, self.spec, self.depth = forward, spec, depth
-        self.waiting: list[tuple[list[int], asyncio.Future]] = []
-        self.in_flight: set[asyncio.Task] = set()
-        self.passes = 0
-        self.rows = 0
 
-    async def next_logits(self, ids: list[int]) -> tuple[np.ndarray, list[int]]:
-        """Logits (vocab,) at the last position of `ids`, and the round each stage served."""
-        future = asyncio.get_running_loop().create_future()
-        self.waiting.append((list(ids), future))
-        self._launch()
-        return await future
+async def generate(
+    session: Session, ids: list[int], sampling: Sampling, stop_ids: Iterable[int] = ()
+) -> AsyncIterator[int]:
+    """Token ids as they are sampled: up to max_tokens, ending early after a stop id (yielded too)."""
+    stop, rng = set(stop_ids), np.random.default_rng(sampling.seed)
+    logits = await session.step(ids)
+    for produced in range(1, sampling.max_tokens + 1):
+        token = pick(logits, sampling, rng)
+        yield token
+        if token in stop or produced == sampling.max_tokens:
+            return
+        logits = await session.step([token])
 
-    def _launch(self) -> None:
-        while self.waiting and len(self.in_flight) < self.depth:
-            rows = self.waiting[: self.spec.micro_batch_size]
-            del self.waiting[: len(rows)]
-            task = asyncio.create_task(self._run(rows))
-            self.in_flight.add(task)
-            task.add_done_callback(self._done)
 
-    def _done(self, task: asyncio.Task) -> None:
-        self.in_flight.discard(task)
-        self._launch()
+@dataclass
+class TextStream:
+    """Generated token ids in, text increments out. A byte-level token may end inside a UTF-8
+    character (held back until it completes), and the tail that could still become a stop sequence
+    is held back until it cannot; text from a stop sequence on is never shown."""
 
-    async def _run(self, rows: list[tuple[list[int], asyncio.Future]]) -> None:
-        spec = self.spec
-        try:
-            batch = torch.zeros((spec.micro_batch_size, spec.context), dtype=torch.long)
-            for row, (ids, _) in enumerate(rows):
-                batch[row, : len(ids)] = torch.tensor(ids)
-            raw, rounds = await self.forward(encode_tokens(batch, spec))
-            self.passes, self.rows = self.passes + 1, self.rows + len(rows)
-            logits = np.frombuffer(raw, dtype="<f4").reshape(
-                spec.micro_batch_size, spec.context, spec.config.vocab_size
-            )
-            for row, (ids, future) in enumerate(rows):
-                if not future.done():  # its completion may have been cancelled meanwhile
-                    future.set_result((logits[row, len(ids) - 1].copy(), rounds))
-        except asyncio.CancelledError:
-            for _, future in rows:
-                future.cancel()
-            raise
-        except Exception as error:  # noqa: BLE001 - every waiting completion gets the pass's failure
-            for _, future in rows:
-                if not future.done():
-                    future.set_exception(error)
+    tokenizer: Tokenizer
+    stop: tuple[str, ...] = ()
+    ids: list[int] = field(default_factory=list)
+    shown: str = ""
+    stopped: bool = False
+
+    def push(self, token: int) -> str:
+        """The text that can be shown now that `token` arrived ("" if none); sets `stopped` when a
+        stop sequence appeared."""
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""
+        # Nothing shown can start a stop sequence: the last (longest stop - 1) characters are held back.
+        hits = [text.find(stop, len(self.shown)) for stop in self.stop]
+        found = [hit for hit in hits if hit >= 0]
+        if found:
+            self.stopped = True
+            return self._show(text[: min(found)])
+        hold = max((len(stop) - 1 for stop in self.stop), default=0)
+        return self._show(text[: len(text) - hold] if hold else text)
+
+    def flush(self) -> str:
+        """At the end of the completion: whatever was held back (a partial character is dropped)."""
+        if self.stopped:
+            return ""
+        return self._show(self.tokenizer.decode(self.ids, skip_special_tokens=True).rstrip("\ufffd"))
+
+    def _show(self, text: str) -> str:
+        """Byte-level decoding only ever appends, so the text shown is a prefix of `text`."""
+        if len(text) <= len(self.shown):
+            return ""
+        delta, self.shown = text[len(self.shown) :], text
+        return delta
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Text that can be shown, and the token ids generated since the previous delta."""
+
+    text: str
+    token_ids: list[int]
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: FinishReason = "length"
+    rounds: list[int] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+
+
+async def stream_completion(
+    session: Session,
+    tokenizer: Tokenizer,
+    ids: list[int],
+    sampling: Sampling,
+    stop: tuple[str, ...] = (),
+    result: Completion | None = None,
+) -> AsyncIterator[Delta]:
+    """Deltas of the completion of prompt `ids` as they come; `result` (if given) collects the
+    whole completion, its finish reason and what each stage served."""
+    result = result if result is not None else Completion()
+    eos = eos_id(tokenizer)
+    text = TextStream(tokenizer, stop)
+    pending: list[int] = []
+    try:
+        async for token in generate(session, ids, sampling, [] if eos is None else [eos]):
+            result.token_ids.append(token)
+            pending.append(token)
+            piece = "" if token == eos else text.push(token)
+            if token == eos or text.stopped:
+                result.finish_reason = "stop"
+            if piece or result.finish_reason == "stop":
+                result.text += piece
+                yield Delta(piece, pending)
+                pending = []
+            if text.stopped:
+                break
+        tail = text.flush()
+        result.text += tail
+        if tail or pending:
+            yield Delta(tail, pending)
+    finally:
+        result.rounds, result.digests = list(session.rounds), list(session.digests)
 
 
 async def complete(
-    source: Forward | PassBatcher, spec: ModelSpec, tokenizer: Tokenizer, prompt: str, sampling: Sampling
+    pipeline: Pipeline, tokenizer: Tokenizer, ids: list[int], sampling: Sampling, stop: tuple[str, ...] = ()
 ) -> Completion:
-    """Generate `sampling.max_tokens` tokens; pass a shared PassBatcher to batch with other requests."""
-    ids = check_request(spec, tokenizer, prompt, sampling)
-    batcher = source if isinstance(source, PassBatcher) else PassBatcher(source, spec)
-    start, rng = len(ids), np.random.default_rng(sampling.seed)
-    rounds: list[int] = []
-    for _ in range(sampling.max_tokens):
-        logits, rounds = await batcher.next_logits(ids)
-        ids.append(pick(logits, sampling, rng))
-    text = tokenizer.decode(ids[start:], skip_special_tokens=False)
-    return Completion(prompt, text, ids[start:], rounds)
+    """The whole completion of prompt `ids` (no streaming)."""
+    result = Completion()
+    async with pipeline.session() as session:
+        async for _ in stream_completion(session, tokenizer, ids, sampling, stop, result):
+            pass
+    return result
 
 
-def local_forward(spec: ModelSpec, states: list[bytes], rounds: list[int]) -> Forward:
-    """Every stage in this process, from the given states: the single-process baseline."""
-    stages = [StageTrainer(spec, stage, state=state) for stage, state in enumerate(states)]
+class LocalPipeline:
+    """Every stage in this process from the given states: the single-process baseline. The same
+    ServingStage code, wire bytes and pass batching as the swarm's stages."""
 
-    async def forward(tokens: bytes) -> tuple[bytes, list[int]]:
-        activation = b""
-        for stage in stages:
-            activation = stage.forward_only(activation, tokens)
-        return activation, rounds
+    def __init__(
+        self, spec: ModelSpec, states: list[bytes | None], rounds: list[int], max_batch: int = 32
+    ) -> None:
+        self.spec, self.rounds = spec, rounds
+        self.stages = [ServingStage(spec, stage, state) for stage, state in enumerate(states)]
+        self.digests = ["local"] * len(states)
+        self.queues = [PassQueue(self._runner(stage), max_batch) for stage in self.stages]
 
-    return forward
+    @staticmethod
+    def _runner(stage: ServingStage) -> RunPass:
+        async def run(steps: list[Step]) -> list[bytes]:
+            return stage.run(steps)
+
+        return run
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[LocalSession]:
+        yield LocalSession(self)
+
+
+class LocalSession:
+    def __init__(self, pipeline: LocalPipeline) -> None:
+        self.pipeline = pipeline
+        self.rounds, self.digests = list(pipeline.rounds), list(pipeline.digests)
+        self.caches = [RequestCache() for _ in pipeline.stages]
+
+    async def step(self, ids: list[int]) -> np.ndarray:
+        spec = self.pipeline.spec
+        tokens = decode_ids(encode_ids(ids, spec), spec)
+        output = b""
+        for queue, cache in zip(self.pipeline.queues, self.caches, strict=True):
+            output = await queue.submit(Step(cache, tokens, output))
+        return np.frombuffer(output, dtype="<f4")

@@ -17,7 +17,7 @@ import hashlib
 
 import torch
 from torch import nn
-from transformers import LlamaConfig
+from transformers import Cache, LlamaConfig
 from transformers.masking_utils import create_causal_mask
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
@@ -77,28 +77,41 @@ class LlamaStage(nn.Module):
         self.rotary_emb: LlamaRotaryEmbedding | None = None
         self.frozen: FrozenEmbedding | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | list[torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+    ) -> torch.Tensor:
+        """Training and evaluation pass `x` alone: positions 0..T-1, causal. Serving with a KV cache
+        (offchain/model/kv.py) passes each row's positions [B, T], its attention's masks and the
+        cache the layers extend."""
         hidden = x
         if self.model.embed_tokens is not None:
             hidden = self.model.embed_tokens(x)
             if self.frozen is not None:
                 hidden = hidden + self.frozen(x)
-        position_ids = torch.arange(hidden.shape[1], device=hidden.device)[None]
+        if position_ids is None:
+            position_ids = torch.arange(hidden.shape[1], device=hidden.device)[None]
         position_embeddings = self.rotary_emb(hidden, position_ids)
-        # Built here on every path: `None` for SDPA (which then runs with is_causal), an explicit
-        # mask for eager attention, which would silently attend to the future without one.
-        mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=hidden,
-            attention_mask=None,
-            past_key_values=None,
-            position_ids=position_ids,
-        )
+        mask = attention_mask
+        if mask is None:
+            # Built here on every path: `None` for SDPA (which then runs with is_causal), an explicit
+            # mask for eager attention, which would silently attend to the future without one.
+            mask = create_causal_mask(
+                config=self.config,
+                inputs_embeds=hidden,
+                attention_mask=None,
+                past_key_values=None,
+                position_ids=position_ids,
+            )
         for layer in self.model.layers.values():
             hidden = layer(
                 hidden,
                 attention_mask=mask,
                 position_ids=position_ids,
+                past_key_values=past_key_values,
                 position_embeddings=position_embeddings,
             )
         if self.lm_head is not None:

@@ -15,11 +15,13 @@ import torch
 from tokenizers import Tokenizer
 
 from offchain.data.shards import numpy_dtype
-from offchain.data.shipped import open_spec_dataset
+from offchain.data.shipped import open_spec_dataset, shipped_dataset
 from offchain.data.tokenizer import token_dtype as shard_dtype
 from offchain.errors import UserError
 from offchain.model.spec import ModelSpec
 from offchain.storage.store import Store
+
+BOS_TOKEN, EOS_TOKEN = "<|bos|>", "<|eos|>"  # `pm data prepare` tokenizers' specials
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -44,6 +46,22 @@ def decode_tokens(data: bytes, spec: ModelSpec) -> torch.Tensor:
     return tokens
 
 
+def encode_ids(ids: list[int], spec: ModelSpec) -> bytes:
+    """A run of token ids (a completion's new positions) in the wire dtype."""
+    return np.asarray(ids, dtype=token_dtype(spec.config.vocab_size)).tobytes()
+
+
+def decode_ids(data: bytes, spec: ModelSpec) -> torch.Tensor:
+    """Inverse of encode_ids: a LongTensor [n]; refuses a ragged payload or ids outside the vocabulary."""
+    dtype = token_dtype(spec.config.vocab_size)
+    if not data or len(data) % dtype.itemsize:
+        raise ValueError(f"a token run of {len(data)} bytes is not whole {dtype.itemsize}-byte ids")
+    ids = torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.int64))
+    if ids.max() >= spec.config.vocab_size:
+        raise ValueError(f"token ids outside the vocabulary 0..{spec.config.vocab_size - 1}")
+    return ids
+
+
 def load_tokenizer(spec: ModelSpec, store: Store) -> Tokenizer:
     """The spec's tokenizer from `store`, checked against the spec's data set and vocabulary (a
     shipped data set missing from the store is prepared into it first)."""
@@ -55,3 +73,9 @@ def load_tokenizer(spec: ModelSpec, store: Store) -> Tokenizer:
         raise UserError(f"tokenizer {spec.tokenizer_cid} is not a tokenizer.json: {error}") from None
     spec.check_tokenizer_vocab(tokenizer.get_vocab_size())
     return tokenizer
+
+
+def shipped_tokenizer(spec: ModelSpec) -> Tokenizer:
+    """The tokenizer of the shipped data set a spec names, for code with no store of its own
+    (benchmarks, tests): the data set is prepared privately once per process."""
+    return load_tokenizer(spec, shipped_dataset(spec.manifest_cid).store)

@@ -1,8 +1,11 @@
-"""Calling a stage server: one msgpack request out, one msgpack reply back, over a P2P stream."""
+"""Calling a stage server over a P2P stream: one msgpack request out and one reply back (`call`),
+or a completion's stream of requests and replies (`StageStream`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf.wrappers_pb2 import BytesValue
@@ -11,7 +14,15 @@ from hivemind.p2p.p2p_daemon_bindings.control import P2PDaemonError, P2PHandlerE
 from hivemind.p2p.p2p_daemon_bindings.utils import ControlFailure
 
 from offchain.swarm.shaping import LinkTable
-from offchain.swarm.wire import pack, read_framed, stream_chunks, unpack
+from offchain.swarm.wire import (
+    FrameReader,
+    WireError,
+    framed_chunks,
+    pack,
+    read_framed,
+    stream_chunks,
+    unpack,
+)
 
 HANDLER_PREFIX = "StageServer.rpc_"
 
@@ -22,6 +33,16 @@ class RemoteError(RuntimeError):
 
 class PeerUnreachable(RuntimeError):
     """The call did not complete: the peer is gone, its daemon refused, or it timed out."""
+
+
+_P2P_FAILURES = (
+    P2PHandlerError,
+    P2PDaemonError,
+    ControlFailure,
+    ConnectionError,
+    asyncio.IncompleteReadError,
+    WireError,
+)
 
 
 async def call(
@@ -49,13 +70,7 @@ async def call(
                 await links.link(peer_id, "in").transmit(len(raw))
     except TimeoutError:
         raise PeerUnreachable(f"{method} to {peer_id[-8:]} timed out after {timeout:.0f}s") from None
-    except (
-        P2PHandlerError,
-        P2PDaemonError,
-        ControlFailure,
-        ConnectionError,
-        asyncio.IncompleteReadError,
-    ) as error:
+    except _P2P_FAILURES as error:
         raise PeerUnreachable(f"{method} to {peer_id[-8:]} failed: {error}") from None
     if raw is None:
         raise PeerUnreachable(f"{method} to {peer_id[-8:]}: connection closed before the whole reply arrived")
@@ -63,3 +78,67 @@ async def call(
     if "error" in reply:
         raise RemoteError(f"{method} refused by {peer_id[-8:]}: {reply['error']}")
     return reply
+
+
+class StageStream:
+    """A completion's open `infer` stream to one stage server (offchain/swarm/sessions.py): each
+    request goes out as one frame and is answered by one, in order; `close` ends the stream, which
+    frees the completion's cache on the stage. The opening request is not waited for: its answer
+    (`opening`) is read just before the first reply, so it costs no round trip of its own."""
+
+    def __init__(self, peer_id: str, limit: int) -> None:
+        self.peer_id, self.limit = peer_id, limit
+        self.opening: dict[str, Any] | None = None
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._replies: FrameReader | None = None
+        self._stream: AsyncIterator[BytesValue] | None = None
+
+    async def _outgoing(self) -> AsyncIterator[BytesValue]:
+        while (data := await self._outbox.get()) is not None:
+            for chunk in framed_chunks(data):
+                yield chunk
+
+    async def open(self, p2p: P2P, request: dict[str, Any], *, timeout: float) -> None:
+        """Open the stream and send its first request (PeerUnreachable if the stream cannot open)."""
+        try:
+            async with asyncio.timeout(timeout):
+                self._stream = await p2p.iterate_protobuf_handler(
+                    PeerID.from_base58(self.peer_id), HANDLER_PREFIX + "infer", self._outgoing(), BytesValue
+                )
+        except TimeoutError:
+            raise PeerUnreachable(f"infer to {self.peer_id[-8:]} timed out after {timeout:.0f}s") from None
+        except _P2P_FAILURES as error:
+            raise PeerUnreachable(f"infer to {self.peer_id[-8:]} failed: {error}") from None
+        self._replies = FrameReader(self._stream, self.limit)
+        self._outbox.put_nowait(pack(request))
+
+    async def request(self, request: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        """Send one request on the stream and wait for its reply (RemoteError / PeerUnreachable as
+        `call`; a refused opening raises here, at the first request)."""
+        self._outbox.put_nowait(pack(request))
+        if self.opening is None:
+            self.opening = await self._reply(timeout)
+        return await self._reply(timeout)
+
+    async def _reply(self, timeout: float) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(timeout):
+                raw = await self._replies.read()
+        except TimeoutError:
+            raise PeerUnreachable(
+                f"infer step to {self.peer_id[-8:]} timed out after {timeout:.0f}s"
+            ) from None
+        except _P2P_FAILURES as error:
+            raise PeerUnreachable(f"infer step to {self.peer_id[-8:]} failed: {error}") from None
+        if raw is None:
+            raise PeerUnreachable(f"infer stream to {self.peer_id[-8:]} closed")
+        reply = unpack(raw)
+        if "error" in reply:
+            raise RemoteError(f"infer refused by {self.peer_id[-8:]}: {reply['error']}")
+        return reply
+
+    async def close(self) -> None:
+        self._outbox.put_nowait(None)
+        if self._stream is not None:
+            with contextlib.suppress(*_P2P_FAILURES):  # a broken stream is closed all the same
+                await self._stream.aclose()

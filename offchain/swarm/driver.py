@@ -122,6 +122,7 @@ class Driver:
         self.banned: dict[tuple[str, str], float] = {}
         self.inference_load: Counter[str] = Counter()
         self.inference_routes: dict[int, tuple[float, list[Replica]]] = {}
+        self._refreshing: dict[int, asyncio.Task] = {}
         boundaries = max(self.num_stages - 1, 0)
         self.stats = Stats(forward_bytes=[0] * boundaries, backward_bytes=[0] * boundaries)
 
@@ -178,27 +179,21 @@ class Driver:
         found = await asyncio.gather(*(info(record.peer_id) for record in records))
         return [replica for replica in found if replica is not None]
 
-    async def infer(self, tokens: bytes) -> tuple[bytes, list[int]]:
-        """Forward-only through every stage on its committed weights (a serving copy on each worker,
-        so training state and traces are untouched). A replica that does not answer is banned and
-        the stage is retried on another; a stage with no live replica raises StageLost.
-        Returns the last stage's logits (float32 [B, T, vocab]) and the round each stage served."""
-        activation, rounds = b"", []
-        for stage in range(self.num_stages):
-            reply = await self._infer_stage(stage, activation, tokens)
-            activation = bytes(reply["output"])
-            rounds.append(reply["round"])
-        return activation, rounds
-
     async def _inference_replicas(self, stage: int) -> list[Replica]:
-        """A stage's replicas for inference: discovered once and reused across passes (a completion
-        makes one pass per token), re-discovered after `route_seconds` or once every cached
-        replica has failed, so a DHT lookup and `info` probes are not paid on every token."""
+        """A stage's replicas for inference, discovered once and reused across completions: after
+        `route_seconds` they are re-discovered in the background (a completion does not wait for a
+        DHT lookup), and in the foreground only once every cached replica has failed."""
         cached = self.inference_routes.get(stage)
-        if cached is not None and cached[0] > time.monotonic():
-            usable = [replica for replica in cached[1] if not self._is_banned(replica)]
-            if usable:
-                return usable
+        usable = [] if cached is None else [r for r in cached[1] if not self._is_banned(r)]
+        if not usable:
+            return await self._rediscover(stage)
+        if cached[0] <= time.monotonic() and stage not in self._refreshing:
+            task = asyncio.create_task(self._rediscover(stage))
+            self._refreshing[stage] = task
+            task.add_done_callback(lambda _: self._refreshing.pop(stage, None))
+        return usable
+
+    async def _rediscover(self, stage: int) -> list[Replica]:
         replicas = await self.discover(stage)
         if replicas:
             self.inference_routes[stage] = (time.monotonic() + self.config.route_seconds, replicas)
@@ -206,17 +201,19 @@ class Driver:
             self.inference_routes.pop(stage, None)
         return replicas
 
-    async def _infer_stage(self, stage: int, activation: bytes, tokens: bytes) -> dict:
-        while replicas := await self._inference_replicas(stage):
-            replica = min(replicas, key=lambda candidate: self.inference_load[candidate.peer_id])
-            self.inference_load[replica.peer_id] += 1
-            try:
-                return await self._call(replica, "infer", activation=activation, tokens=tokens)
-            except WorkerFailed as failure:
-                if not failure.unreachable:
-                    raise
-                self._ban(replica, str(failure))
-        raise StageLost(stage)
+    async def serving_replica(self, stage: int, digest: str | None = None) -> Replica | None:
+        """The usable replica of `stage` with the fewest completions open through this driver (one
+        serving the weights `digest` when given: a completion's stages never change weights halfway)."""
+        replicas = [
+            replica
+            for replica in await self._inference_replicas(stage)
+            if digest is None or replica.digest == digest
+        ]
+        return min(replicas, key=lambda r: (self.inference_load[r.peer_id], r.peer_id), default=None)
+
+    def drop_replica(self, replica: Replica, reason: str) -> None:
+        """A replica that failed a completion's stream: banned, so no completion picks it again."""
+        self._ban(replica, reason)
 
     async def discover_all(self) -> list[list[Replica]]:
         return list(await asyncio.gather(*(self.discover(stage) for stage in range(self.num_stages))))

@@ -7,7 +7,9 @@ transfer and replica averaging. `StageServer` is a `hivemind.p2p.ServicerBase`: 
 method becomes a P2P stream handler named `StageServer.rpc_*` on the worker's libp2p daemon.
 
 Compute runs on one dedicated thread (the trainer is not thread-safe, and the event loop must
-keep answering `info` and state requests while a micro-batch computes).
+keep answering `info` and state requests while a micro-batch computes). Inference shares it: each
+completion holds one `infer` stream open with a KV cache on this stage (offchain/swarm/sessions.py),
+served from the committed round's weights (a copy: never the round in progress).
 
 Round life cycle, driven by the driver:
   begin_round(r) -> forward / forward_backward / backward / apply_step ... -> end_round(r)
@@ -26,7 +28,7 @@ import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator  # noqa: UP035 - ServicerBase reads typing.AsyncIterator hints
 
@@ -40,6 +42,7 @@ from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
 from offchain.swarm.client import call
 from offchain.swarm.identity import Identity, Received, verify
+from offchain.swarm.sessions import SessionHost
 from offchain.swarm.wire import WireError, framed_chunks, join_chunks, pack, unpack
 
 if TYPE_CHECKING:
@@ -62,8 +65,9 @@ class RoundState:
     round: int
     state: bytes
 
-    @property
+    @cached_property
     def digest(self) -> str:
+        """Hashed once: `info` and every completion's session name it (a stage state is megabytes)."""
         return hashlib.sha256(self.state).hexdigest()
 
 
@@ -111,9 +115,8 @@ class StageServer(ServicerBase):
         self.on_round = on_round
         self.p2p: P2P | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage{stage}")
+        self.sessions = SessionHost(spec, stage, self._compute)
         self.trainer: StageTrainer | None = None
-        self.serving: StageTrainer | None = None  # inference copy of the committed weights
-        self.serving_digest: str | None = None
         self.committed: RoundState | None = None
         self.previous: RoundState | None = None
         self.pending: RoundState | None = None
@@ -221,6 +224,10 @@ class StageServer(ServicerBase):
             "round": self.committed.round,
             "digest": self.committed.digest,
             "in_round": self.in_round,
+            "sessions": len(self.sessions.sessions),
+            "cached_tokens": self.sessions.cached_tokens,
+            "passes": self.sessions.stats.passes,
+            "pass_steps": self.sessions.stats.steps,
         }
 
     async def _forward(self, request: dict) -> dict:
@@ -245,19 +252,10 @@ class StageServer(ServicerBase):
             parts.append(bytes(request["targets"]))
         return {"message": self.identity.sign(self._outgoing(received, self.stage + 1, "forward"), parts)}
 
-    async def _infer(self, request: dict) -> dict:
-        """Forward-only inference on the last committed round's weights: a separate copy of the stage
-        (never the round in progress), no gradients, nothing recorded in the trace."""
-        committed = self.committed
-        activation, tokens = bytes(request["activation"]), bytes(request["tokens"])
-        output = await self._compute(partial(self._serve_forward, committed, activation, tokens))
-        return {"output": output, "round": committed.round, "digest": committed.digest}
-
-    def _serve_forward(self, committed: RoundState, activation: bytes, tokens: bytes) -> bytes:
-        if self.serving_digest != committed.digest:
-            self.serving = StageTrainer(self.spec, self.stage, state=committed.state, model_id=self.model_id)
-            self.serving_digest = committed.digest
-        return self.serving.forward_only(activation, tokens)
+    async def _open_session(self, request: dict) -> RoundState:
+        """A completion's opening request: for this model; served from the committed round."""
+        self._check_model(request)
+        return self.committed
 
     async def _forward_backward(self, request: dict) -> dict:
         """Last stage: loss and backward; returns the loss and the signed grad message for stage s-1."""
@@ -431,7 +429,8 @@ class StageServer(ServicerBase):
     async def rpc_infer(
         self, requests: AsyncIterator[BytesValue], _: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._infer):
+        """A completion's stream: open, then its steps, its KV cache kept in between (sessions.py)."""
+        async for chunk in self.sessions.serve(requests, self._open_session):
             yield chunk
 
     async def rpc_forward_backward(

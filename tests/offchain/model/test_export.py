@@ -12,11 +12,11 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from offchain.creator.commands import model_export
-from offchain.data.shipped import shipped_dataset
 from offchain.errors import UserError
+from offchain.model.chat import ChatTemplate, Message
 from offchain.model.data import batch_for
 from offchain.model.reference import train_single_process
-from offchain.model.tokens import encode_tokens, load_tokenizer
+from offchain.model.tokens import encode_tokens, shipped_tokenizer
 from offchain.model.trainer import StageTrainer
 from offchain.swarm.server import RoundState, StateFile
 
@@ -76,12 +76,14 @@ def test_export_loads_in_transformers_with_the_pipelines_logits(trained, tmp_pat
 
     prompt = "The assert statement"
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    assert (
-        ids[0].tolist() == load_tokenizer(spec, shipped_dataset(spec.manifest_cid).store).encode(prompt).ids
-    )
+    assert ids[0].tolist() == shipped_tokenizer(spec).encode(prompt).ids
     generated = model.generate(ids, max_new_tokens=5, do_sample=False)
     assert generated.shape == (1, ids.shape[1] + 5)
     assert tokenizer.decode(generated[0]).startswith(prompt)
+    chat = [Message(role="user", content="hello")]
+    assert tokenizer.apply_chat_template([m.model_dump() for m in chat], add_generation_prompt=True)[
+        "input_ids"
+    ] == ChatTemplate(shipped_tokenizer(spec)).prompt_ids(chat)
 
 
 def test_export_mistakes_are_one_line_and_write_nothing(trained, tmp_path):

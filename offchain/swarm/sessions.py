@@ -1,0 +1,169 @@
+"""A stage's inference sessions: one per completion, on one `infer` stream, each with a KV cache.
+
+Protocol (msgpack frames, length-prefixed both ways: offchain/swarm/wire.py `FrameReader`):
+
+    client  {"model", "model_id"}                  open; the stage answers {"round", "digest"}: the
+                                                   committed weights the completion is served from
+    client  {"steps": [{"tokens", "activation"}]}  steps, run in order; the stage answers {"output"},
+                                                   the last step's output (more than one step only to
+                                                   rebuild a cache on a replacement, step by step)
+    client  ends the stream                        the session's cache is freed
+
+A refusal or a failure is answered {"error"} and ends the session. Whatever way a session ends
+(the client closes, disconnects or dies, a step fails, it idles past `idle_seconds`), its cache is
+freed in one place (`serve`'s finally).
+
+Bounds: at most `max_sessions` sessions and `max_tokens` cached positions on this stage (a session
+over either is refused; the client tries another replica), one completion at most the context.
+A session keeps the weights it opened with, so a round committed meanwhile does not change a
+completion halfway; the next session gets the new round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+from google.protobuf.wrappers_pb2 import BytesValue
+
+from offchain.model.batching import PassQueue, PassStats
+from offchain.model.kv import RequestCache, ServingStage, Step
+from offchain.model.spec import ModelSpec
+from offchain.model.tokens import decode_ids
+from offchain.swarm.wire import CHUNK_BYTES, FrameReader, WireError, framed_chunks, pack, unpack
+
+logger = logging.getLogger(__name__)
+
+OPEN_SECONDS = 60.0
+REPLY_LINGER = 60.0
+Compute = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+class Weights(Protocol):
+    """A committed stage state (the server's RoundState): what a session is served from."""
+
+    round: int
+    digest: str
+    state: bytes
+
+
+class SessionRefused(ValueError):
+    """A session this stage will not open or continue; the reason goes back as one line."""
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_sessions: int = 64
+    max_tokens: int = 64 * 256
+    idle_seconds: float = 60.0
+    max_batch: int = 32
+
+
+@dataclass
+class _Serving:
+    weights: Weights
+    stage: ServingStage
+    queue: PassQueue
+
+
+@dataclass
+class _Session:
+    serving: _Serving
+    cache: RequestCache = field(default_factory=RequestCache)
+
+
+class SessionHost:
+    """The sessions of one stage; passes run through `compute` (the stage's compute thread)."""
+
+    def __init__(
+        self, spec: ModelSpec, stage: int, compute: Compute, limits: SessionLimits | None = None
+    ) -> None:
+        self.spec, self.stage, self.compute = spec, stage, compute
+        self.limits = limits or SessionLimits()
+        self.sessions: dict[int, _Session] = {}
+        self.stats = PassStats()  # every pass served, whatever the weights
+        self._ids = itertools.count()
+        self._serving: _Serving | None = None
+        self._building = asyncio.Lock()
+        widest = 4 * max(spec.config.hidden_size, spec.config.vocab_size) + 64
+        self.frame_limit = spec.context * widest + CHUNK_BYTES  # a whole context's steps at once
+
+    @property
+    def cached_tokens(self) -> int:
+        return sum(session.cache.length for session in self.sessions.values())
+
+    async def serve(
+        self, requests: AsyncIterator[BytesValue], admit: Callable[[dict], Awaitable[Weights]]
+    ) -> AsyncIterator[BytesValue]:
+        """One session over one stream; `admit` checks the opening request (model, caller) and
+        returns the committed state to serve it from."""
+        frames = FrameReader(requests, self.frame_limit)
+        key = next(self._ids)
+        try:
+            opening = await asyncio.wait_for(frames.read(), OPEN_SECONDS)
+            if opening is None:
+                return
+            weights = await admit(unpack(opening))
+            if len(self.sessions) >= self.limits.max_sessions:
+                raise SessionRefused(
+                    f"stage {self.stage} is serving {len(self.sessions)} sessions, its limit"
+                )
+            self.sessions[key] = session = _Session(await self._serving_for(weights))
+            for chunk in framed_chunks(pack({"round": weights.round, "digest": weights.digest})):
+                yield chunk
+            while (frame := await asyncio.wait_for(frames.read(), self.limits.idle_seconds)) is not None:
+                output = await self._steps(session, unpack(frame))
+                for chunk in framed_chunks(pack({"output": output})):
+                    yield chunk
+        except TimeoutError:
+            logger.info(
+                "stage %d: session %d idle for %.0fs, closed", self.stage, key, self.limits.idle_seconds
+            )
+            async for chunk in self._refusal(f"session idle for {self.limits.idle_seconds:.0f}s: closed"):
+                yield chunk
+        except (SessionRefused, WireError, ValueError, KeyError, TypeError) as error:
+            logger.warning("stage %d refused session %d: %s", self.stage, key, error)
+            async for chunk in self._refusal(f"{type(error).__name__}: {error}"):
+                yield chunk
+        finally:
+            self.sessions.pop(key, None)
+
+    async def _refusal(self, message: str) -> AsyncIterator[BytesValue]:
+        for chunk in framed_chunks(pack({"error": message})):
+            yield chunk
+        # Let the caller close the stream (see offchain.swarm.wire); this wait is cancelled then.
+        await asyncio.sleep(REPLY_LINGER)
+
+    async def _steps(self, session: _Session, request: dict) -> bytes:
+        steps = request["steps"]
+        if not isinstance(steps, list) or not steps:
+            raise SessionRefused("a step request carries a non-empty list of steps")
+        tokens = [decode_ids(bytes(step["tokens"]), self.spec) for step in steps]
+        growth = sum(len(ids) for ids in tokens)
+        if self.cached_tokens + growth > self.limits.max_tokens:
+            raise SessionRefused(
+                f"stage {self.stage} caches {self.cached_tokens} positions; {growth} more exceed its "
+                f"limit of {self.limits.max_tokens}"
+            )
+        output = b""
+        for ids, step in zip(tokens, steps, strict=True):
+            activation = bytes(step.get("activation", b""))
+            output = await session.serving.queue.submit(Step(session.cache, ids, activation))
+        return output
+
+    async def _serving_for(self, weights: Weights) -> _Serving:
+        """The ServingStage of `weights`, built once (on the compute thread) per committed state."""
+        async with self._building:
+            if self._serving is None or self._serving.weights.digest != weights.digest:
+                stage = await self.compute(partial(ServingStage, self.spec, self.stage, weights.state))
+                queue = PassQueue(partial(self._run, stage), self.limits.max_batch, self.stats)
+                self._serving = _Serving(weights, stage, queue)
+            return self._serving
+
+    async def _run(self, stage: ServingStage, steps: list[Step]) -> list[bytes]:
+        return await self.compute(partial(stage.run, steps))
