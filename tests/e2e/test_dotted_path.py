@@ -4,14 +4,16 @@ deploys and runs the demo like any other.
 brownie 1.22 imports a script by the dotted form of its absolute path, so without the start-up
 hook `make setup` installs (offchain/brownie_paths.py) `brownie run scripts/deploy.py` fails there
 with ModuleNotFoundError. The clone is a `git clone` of this checkout that reuses its .venv and
-node_modules through symlinks (what `make setup` would install is already there) and gets the
-empty .env `make setup` creates.
+node_modules through symlinks (what `make setup` would install is already there), gets the
+empty .env `make setup` creates, and this checkout's compiled contracts when it has them (brownie
+then has nothing to compile).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +37,8 @@ def clone(tmp_path_factory) -> Path:
     for shared in (".venv", "node_modules"):
         (path / shared).symlink_to(REPO / shared)
     (path / ".env").touch()
+    if (REPO / "build" / "contracts").is_dir():
+        shutil.copytree(REPO / "build", path / "build", ignore=shutil.ignore_patterns("deployments"))
     return path
 
 
