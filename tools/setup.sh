@@ -50,6 +50,9 @@ fi
 ANVIL=$(ls node_modules/@foundry-rs/anvil-*/bin/anvil 2>/dev/null | head -1)
 [ -n "$ANVIL" ] && [ -x "$ANVIL" ] || die "anvil binary missing from node_modules/@foundry-rs (no build for $(uname -sm)?)"
 ln -sf "$PWD/$ANVIL" .venv/bin/anvil
+# brownie imports a script by the dotted form of its absolute path; a dot in a folder name would
+# break `brownie run scripts/deploy.py` without this start-up hook (offchain/brownie_paths.py).
+.venv/bin/python -m offchain.brownie_paths >/dev/null || die "could not install the brownie script-path hook"
 
 .venv/bin/python tools/solc/install_solc.py || die "the Solidity compiler could not be installed (see above)"
 echo "setup: ready ($(.venv/bin/anvil --version | head -1), $(.venv/bin/python -c 'import torch,hivemind;print("torch",torch.__version__,"hivemind",hivemind.__version__)'))"
