@@ -4,11 +4,23 @@ from dataclasses import dataclass
 import pytest
 from brownie import web3
 
+from offchain.demo.anvil import free_port
 from scripts import deploy
 
 SPEC_CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 PROTOCOL_FEE_BPS = 500
 OPERATOR_FEE_BPS = 1000
+
+
+def pytest_configure(config):
+    """Launch the test chain on a free port: brownie would otherwise attach to whatever already
+    listens on 8545 (a demo's anvil, another engineer's test run) and test against its state.
+    An explicit `--network` other than development is left alone. (CONFIG is imported here:
+    brownie hashes the sources of a conftest's top-level imports, and _config is compiled.)"""
+    from brownie._config import CONFIG
+
+    if config.getoption("network") in (False, ["development"]):
+        CONFIG.networks["development"]["cmd_settings"]["port"] = free_port()
 
 
 @pytest.fixture(autouse=True)
