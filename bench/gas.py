@@ -122,8 +122,19 @@ class Bench:
             if count == HOLDER_COUNTS[-1]:
                 self.transfers(shares, holders)
 
+        self.spill(registry, router)
         self.contracts_one_token(registry, router)
         self.contracts_one_deposit()
+
+    def spill(self, registry, router):
+        """The occasional payment whose fee accruals pass 64 bits (18.4 ETH) and move to the
+        model's spill slot: 400 ETH pays 20 ETH protocol and 40 ETH operator fees, both spill."""
+        _, model_id, shares = self.create_model(registry)
+        shares.mint(self.holders(1)[0], ETHER, {"from": self.minter})
+        self.pay(router, model_id, amount=400 * ETHER)  # the spill slot is written once
+        tx = self.pay(router, model_id, amount=400 * ETHER)
+        note = "every 18.4 ETH of a fee"
+        self.add("payForInference (ETH, both fee accruals spill)", tx, holders=1, note=note)
 
     def transfers(self, shares, holders):
         """Steady state is both holders having claimed or traded once (their correction slots set)."""

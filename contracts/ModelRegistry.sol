@@ -5,6 +5,7 @@ import {Ownable, Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step
 import {Clones} from "@openzeppelin/contracts/proxy/Clones.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 import {IModelShares} from "./interfaces/IModelShares.sol";
+import {IRevenueRouter} from "./interfaces/IRevenueRouter.sol";
 
 /// @title ModelRegistry
 /// @notice Registers protocol models and deploys each one's ModelShares as an EIP-1167 clone.
@@ -14,6 +15,10 @@ import {IModelShares} from "./interfaces/IModelShares.sol";
 /// sharesPerWorkUnit (96 bits) the next, the operator the third. The revenue asset is not stored
 /// here: it is an immutable arg of the model's clone. Driver and gateway roles are one byte of
 /// flags per (model, account), written only by setDriver / setGateway, so createModel pays nothing for them.
+/// The registry creates nothing but share tokens, in model-id order, so model m's token is its
+/// m-th creation and the RevenueRouter computes its address instead of asking; setStatus also
+/// tells the router (found through the share implementation), which refuses payments to a model
+/// that is not Active without calling back.
 contract ModelRegistry is IModelRegistry, Ownable2Step {
     /// @notice Upper bound on pipeline stages per model.
     uint8 public constant MAX_STAGES = 64;
@@ -129,6 +134,7 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
         if (msg.sender != record.creator) revert NotModelCreator(modelId, msg.sender);
         record.status = status;
         emit ModelStatusChanged(modelId, status);
+        IRevenueRouter(IModelShares(sharesImplementation).router()).setModelStatus(modelId, status);
     }
 
     /// @inheritdoc IModelRegistry

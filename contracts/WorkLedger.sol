@@ -206,20 +206,21 @@ contract WorkLedger is LedgerClaims {
         _unlock(worker, released);
     }
 
-    /// @dev Early resolution: every validator of the stage that is eligible now, other than the
-    /// worker and the challenger, has voted. O(validators of the stage); after the vote window
-    /// resolve does not need it.
+    /// @dev Early resolution: every validator of the stage that could vote now (eligible and holding
+    /// minValidatorStake), other than the worker and the challenger, has voted. O(validators of the
+    /// stage); after the vote window resolve does not need it.
     function _everyEligibleVoted(uint256 claimId, uint256 modelId, uint8 stage, address worker)
         private
         view
         returns (bool)
     {
         address challenger = _disputes[claimId].challenger;
+        uint256 minStake = _params.minValidatorStake;
         StageValidators storage validators = _validators[modelId][stage];
         for (uint256 i; i < validators.count; ++i) {
             address validator = validators.at[i];
-            if (validator == worker || validator == challenger) continue;
-            if (block.timestamp >= _seats[modelId][validator].eligibleAt && !_votes[claimId][validator].cast) {
+            if (validator == worker || validator == challenger || _votes[claimId][validator].cast) continue;
+            if (block.timestamp >= _seats[modelId][validator].eligibleAt && _stakes[validator].staked >= minStake) {
                 return false;
             }
         }

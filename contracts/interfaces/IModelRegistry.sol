@@ -86,6 +86,8 @@ interface IModelRegistry {
     event GatewaySet(uint256 indexed modelId, address indexed gateway, bool allowed);
 
     /// @notice Register a model and deploy its ModelShares as an EIP-1167 clone.
+    /// @dev The clone is the registry's modelId-th contract creation (CREATE at nonce modelId):
+    /// the RevenueRouter relies on it to find a model's token without a call.
     /// @param specCID IPFS CID of the model spec.
     /// @param numStages Number of pipeline stages.
     /// @param sharesPerWorkUnit Shares minted per verified unit of work.
@@ -125,7 +127,7 @@ interface IModelRegistry {
     /// @notice Latest finalized checkpoint of a stage; zero cid and round 0 before the first.
     function checkpointOf(uint256 modelId, uint8 stage) external view returns (bytes32 cid, bytes32 digest, uint64 round);
 
-    /// @notice Change a model's status. Only the creator.
+    /// @notice Change a model's status. Only the creator. The RevenueRouter is told too.
     function setStatus(uint256 modelId, ModelStatus status) external;
 
     /// @notice Advance a stage's finalized checkpoint. Only the WorkLedger; ignored unless newer.

@@ -158,21 +158,19 @@ interface IWorkLedger {
     /// @param staked Stake in the ledger, including the part locked in bonds.
     /// @param locked Part of `staked` backing open claims, challenges and votes.
     /// @param memberships Stages the account works (across models).
-    /// @param validatorships Stages the account validates (across models).
     /// @param unbonding Stake waiting for the unbonding period, no longer counted in `staked`.
     /// @param readyAt When `unbonding` can be withdrawn.
     struct StakeAccount {
         uint96 staked;
         uint96 locked;
         uint32 memberships;
-        uint32 validatorships;
         uint128 unbonding;
         uint64 readyAt;
     }
 
     /// @notice The account's (free) stake is below what the action needs.
     error InsufficientStake(address account, uint256 required, uint256 available);
-    /// @notice Unstaking would leave less than a member's or validator's minimum stake.
+    /// @notice Unstaking would leave a member with less than minWorkerStake.
     error StakeStillRequired(address account, uint256 required, uint256 remaining);
     /// @notice No unbonding stake to withdraw.
     error NothingToWithdraw(address account);
@@ -324,7 +322,9 @@ interface IWorkLedger {
 
     /// @notice Add the sent ETH to the caller's stake.
     function stake() external payable;
-    /// @notice Start unbonding `amount` of the caller's free stake; restarts the unbonding clock.
+    /// @notice Start unbonding `amount` of the caller's free stake; restarts the unbonding clock. A
+    /// worker keeps minWorkerStake; a validator's minValidatorStake is checked whenever it
+    /// registers, challenges or votes instead.
     function requestUnstake(uint256 amount) external;
     /// @notice Withdraw unbonded stake once the unbonding period has passed.
     function withdraw() external;
@@ -339,7 +339,8 @@ interface IWorkLedger {
     /// @notice The stage an account works in a model, if any.
     function stageOf(uint256 modelId, address account) external view returns (bool member, uint8 stage);
     /// @notice Validate `stage` of `modelId` (minValidatorStake); refused if the account holds
-    /// another stage of the model. Eligible to challenge and vote validatorDelay later.
+    /// another stage of the model. Eligible to challenge and vote validatorDelay later, while it
+    /// holds minValidatorStake.
     function registerValidator(uint256 modelId, uint8 stage) external;
     /// @notice Stop validating the caller's stage of a model; bonds of its open challenges and
     /// votes stay locked until they settle.

@@ -14,6 +14,10 @@ import {LedgerStake} from "./LedgerStake.sol";
 /// lane id; a worker that starts validating its own stage rewrites a slot it already has. A
 /// stage's validator list keeps its count in a slot that also remembers the registry confirmed
 /// the stage exists (stages never change), so only a stage's first registration asks the registry.
+/// A validator's stake is checked, not counted: registering writes the seat and the stage's list
+/// entry (two new slots) and nothing in the stake account, and minValidatorStake is required again
+/// whenever it challenges or votes, so a validator that unstaked below it can do neither (the
+/// bonds a dispute locks are what is at risk, not the registration).
 abstract contract LedgerSeats is LedgerStake {
     using SafeCast for uint256;
 
@@ -116,7 +120,6 @@ abstract contract LedgerSeats is LedgerStake {
         (seat.validatorIndex, seat.eligibleAt, seat.stage, seat.validator) = (index, eligibleAt, stage, true);
         validators.at[index] = msg.sender;
         validators.count = index + 1;
-        _stakes[msg.sender].validatorships += 1;
         emit ValidatorRegistered(modelId, stage, msg.sender, eligibleAt);
     }
 
@@ -133,7 +136,6 @@ abstract contract LedgerSeats is LedgerStake {
         _seats[modelId][last].validatorIndex = seat.validatorIndex;
         validators.count = lastIndex;
         seat.validator = false;
-        _stakes[msg.sender].validatorships -= 1;
         emit ValidatorLeft(modelId, stage, msg.sender);
     }
 
@@ -156,11 +158,13 @@ abstract contract LedgerSeats is LedgerStake {
         return (seat.validator, seat.stage, seat.eligibleAt);
     }
 
-    /// @dev Reverts unless `account` validates `stage` of the model and its validatorDelay has passed.
+    /// @dev Reverts unless `account` validates `stage` of the model, its validatorDelay has passed
+    /// and it holds minValidatorStake (registering does not lock it, see the contract's dev note).
     function _requireEligibleValidator(uint256 modelId, uint8 stage, address account) internal view {
         Seat storage seat = _seats[modelId][account];
         if (!seat.validator || seat.stage != stage) revert NotStageValidator(modelId, stage, account);
         if (block.timestamp < seat.eligibleAt) revert ValidatorTooNew(account, seat.eligibleAt);
+        _requireStake(account, _params.minValidatorStake);
     }
 
     /// @dev The one-stage rule: the account's other role (`holdsOther`) and its lane's open claims

@@ -189,11 +189,8 @@ abstract contract LedgerStake is IWorkLedger, Ownable2Step, ReentrancyGuardTrans
         return value;
     }
 
-    function _requiredStake(StakeAccount storage account) private view returns (uint256 required) {
-        if (account.memberships != 0) required = _params.minWorkerStake;
-        if (account.validatorships != 0 && _params.minValidatorStake > required) {
-            required = _params.minValidatorStake;
-        }
+    function _requiredStake(StakeAccount storage account) private view returns (uint256) {
+        return account.memberships != 0 ? _params.minWorkerStake : 0;
     }
 
     /// @dev Reverts InsufficientStake unless `who` has at least `minStake` staked.

@@ -9,7 +9,7 @@ every validator who must replay the stage's claims, asks a live member for it ov
                            bound to the chain id and the WorkLedger address}
     member (StageKeyKeeper.grant): recovers the signer, checks the request is fresh and addressed to
                            this deployment, checks ON-CHAIN that the signer is a member of that very
-                           stage (WorkLedger.stageOf) or a registered validator (stakeOf().validator),
+                           stage (WorkLedger.stageOf) or a validator of it (WorkLedger.validatorOf),
                            and answers with the key sealed to `recipient` (crypto.seal_key).
 
 A replayed request gains nothing: the answer opens only with the requester's X25519 private key.
@@ -146,7 +146,10 @@ class StageKeyKeeper:
         member, stage = client.call(ledger.functions.stageOf(self.model_id, account), action="stageOf")
         if member and stage == self.stage:
             return True
-        return bool(client.call(ledger.functions.stakeOf(account), action="stakeOf")[3])
+        registered, stage, _ = client.call(
+            ledger.functions.validatorOf(self.model_id, account), action="validatorOf"
+        )
+        return bool(registered) and stage == self.stage
 
 
 async def request_stage_key(

@@ -32,7 +32,6 @@ class Account:
     unbonding: int = 0
     ready_at: int = 0
     memberships: int = 0
-    validatorships: int = 0
 
 
 @dataclass
@@ -171,6 +170,8 @@ class LedgerModel:
             raise Revert("NotStageValidator")
         if self.now < seat.eligible_at:
             raise Revert("ValidatorTooNew")
+        if self.account(who).staked < self.p.min_validator_stake:
+            raise Revert("InsufficientStake")
 
     # ------------------------------------------------------------------ stake
     def stake(self, who: str, amount: int) -> None:
@@ -186,8 +187,6 @@ class LedgerModel:
         if amount > account.staked - account.locked:
             raise Revert("InsufficientStake")
         required = self.p.min_worker_stake if account.memberships else 0
-        if account.validatorships:
-            required = max(required, self.p.min_validator_stake)
         if account.staked - amount < required:
             raise Revert("StakeStillRequired")
         account.staked -= amount
@@ -239,14 +238,12 @@ class LedgerModel:
         if self.account(who).staked < self.p.min_validator_stake:
             raise Revert("InsufficientStake")
         seat.validator, seat.stage, seat.eligible_at = True, stage, self.now + self.p.validator_delay
-        self.account(who).validatorships += 1
 
     def leave_validator(self, who: str, model: int) -> None:
         seat = self.seat(model, who)
         if not seat.validator:
             raise Revert("NotStageValidator")
         seat.validator = False
-        self.account(who).validatorships -= 1
 
     def validators_of(self, model: int, stage: int) -> list[str]:
         return [w for (m, w), s in self.seats.items() if m == model and s.validator and s.stage == stage]
@@ -343,9 +340,10 @@ class LedgerModel:
     def every_eligible_voted(self, claim: Claim) -> bool:
         dispute = claim.dispute
         for validator in self.validators_of(claim.model, self.lanes[claim.lane].stage):
-            if validator in (claim.worker, dispute.challenger):
+            if validator in (claim.worker, dispute.challenger) or validator in dispute.votes:
                 continue
-            if self.now >= self.seat(claim.model, validator).eligible_at and validator not in dispute.votes:
+            can_vote = self.account(validator).staked >= self.p.min_validator_stake
+            if self.now >= self.seat(claim.model, validator).eligible_at and can_vote:
                 return False
         return True
 

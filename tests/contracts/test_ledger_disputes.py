@@ -129,6 +129,16 @@ def test_resolve_waits_for_the_window_unless_every_eligible_validator_voted(
     assert tx.events["ClaimResolved"]["outcome"] == ClaimStatus.REJECTED
 
 
+def test_a_validator_that_cannot_vote_does_not_hold_up_early_resolution(ledger, model, worker, validators):
+    """One below minValidatorStake can neither vote nor keep the others waiting for the window."""
+    claim_id = challenged(ledger, worker, validators[0], model)
+    ledger.vote(claim_id, False, {"from": validators[1]})
+    ledger.requestUnstake(4 * ETHER, {"from": validators[2]})  # 1 ETH left, below the 2 ETH minimum
+    tx = ledger.resolve(claim_id, {"from": worker})  # inside the vote window
+    assert tx.timestamp <= ledger.getClaim(claim_id)["voteDeadline"]
+    assert tx.events["ClaimResolved"]["outcome"] == ClaimStatus.PENDING  # one voter, quorum is 2
+
+
 def test_a_refuted_claim_slashes_the_worker_and_pays_the_challenger(
     ledger, protocol, model, worker, validators, treasury
 ):
