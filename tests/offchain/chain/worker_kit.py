@@ -5,6 +5,7 @@ what the workers did on-chain."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,14 @@ ETHER = 10**18
 DAY = 86_400
 SPEC = REPO / "specs" / "tiny.json"
 OWNER = anvil_account(0)  # deploys the protocol, so it owns the ledger's parameters
+
+
+def wait_until(what: str, condition, timeout: float = 60.0) -> None:
+    """Poll `condition` (a chain read) until it holds: a sent transaction lands in the next block."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f}s: {what}"
+        time.sleep(0.5)
 
 
 def worker_account(stage: int):
