@@ -33,6 +33,11 @@ class BlockCorrupted(StorageError):
         self.cid = cid
 
 
+class ContentTooLarge(StorageError):
+    """A file longer than the caller's `max_size`, or a DAG that would expand past it (the same
+    block linked over and over: a DAG bomb). Raised while fetching, before the bytes are held."""
+
+
 class KuboError(StorageError):
     """The Kubo daemon refused a request or could not be reached."""
 

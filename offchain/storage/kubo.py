@@ -5,7 +5,7 @@ Every Kubo RPC call is a POST to `<api>/api/v0/<command>` with arguments in the 
 refuses every kubo >= 0.9. Calls used here:
 
     add          chunker=size-262144 cid-version=0 raw-leaves=false pin=true  (multipart `file`)
-    cat          the file's bytes          block/get   one block      block/stat  offline=true
+    cat          the file's bytes (length= caps them)   block/get   one block      block/stat  offline=true
     pin/add      pin/rm     pin/ls type=recursive     dag/export (CAR out)     dag/import (CAR in)
     version
 
@@ -36,7 +36,13 @@ import httpx
 
 from offchain.storage.car import read_car, write_car
 from offchain.storage.cids import cid_text, parse_cid, verify_block
-from offchain.storage.errors import KuboCommandError, KuboError, KuboUnreachable, StorageError
+from offchain.storage.errors import (
+    ContentTooLarge,
+    KuboCommandError,
+    KuboError,
+    KuboUnreachable,
+    StorageError,
+)
 from offchain.storage.spool import Spool
 from offchain.storage.unixfs import KUBO_DEFAULT, Blob, Bytes, Profile, as_bytes, file_cid, file_pieces
 
@@ -89,25 +95,31 @@ class KuboStore:
             self.spool.add(cid, data, pin)
         return cid
 
-    def get(self, cid: str) -> bytes:
-        """The file at `cid`, verified against the CID (from the spool if it has not been pushed yet)."""
+    def get(self, cid: str, *, max_size: int | None = None) -> bytes:
+        """The file at `cid`, verified against the CID (from the spool if it has not been pushed yet).
+        With `max_size`, `cat` is asked for one byte more than the limit (kubo stops reading the DAG
+        there) and anything that is not a verified file within the limit is walked block by block
+        under the same limit, so neither a DAG bomb nor a lying daemon makes this read past it."""
         root = parse_cid(cid)
         cid = cid_text(root)
         spooled = self.spool.find(cid) if self.spool else None
         if spooled is not None:
+            if max_size is not None and spooled.path.stat().st_size > max_size:
+                raise ContentTooLarge(f"{cid} is larger than the {max_size}-byte limit (spooled copy)")
             data = spooled.path.read_bytes()
             if file_cid(data, self.profile) != cid:
                 raise StorageError(f"spooled copy of {cid} at {spooled.path} is corrupted")
             return data
         self._try_drain()
-        data = self._call("cat", {"arg": cid}).content
-        if file_cid(data, self.profile) == cid:
+        params = {"arg": cid} if max_size is None else {"arg": cid, "length": str(max_size + 1)}
+        data = self._call("cat", params).content
+        if (max_size is None or len(data) <= max_size) and file_cid(data, self.profile) == cid:
             return data
-        return b"".join(file_pieces(root, self._block_get))
+        return b"".join(file_pieces(root, self._block_get, max_size))
 
-    def get_pieces(self, cid: str) -> Iterator[memoryview]:
+    def get_pieces(self, cid: str, *, max_size: int | None = None) -> Iterator[memoryview]:
         """The verified file as one piece (the RPC has no cheaper way to stream a verified file)."""
-        yield memoryview(self.get(cid))
+        yield memoryview(self.get(cid, max_size=max_size))
 
     def has(self, cid: str) -> bool:
         """Whether the daemon holds the root block of `cid` (`block/stat --offline`) or it is spooled."""
