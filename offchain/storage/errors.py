@@ -17,7 +17,12 @@ class InvalidCID(StorageError):
     """A string or byte sequence that is not a CID this store understands."""
 
 
-class BlockNotFound(StorageError):
+class ContentUnavailable(StorageError):
+    """Nothing this store can reach serves the content (a block not held, or not found within the
+    Kubo daemon's fetch timeout): unlike an unreachable daemon, a fact about the content."""
+
+
+class BlockNotFound(ContentUnavailable):
     """The store does not hold a block that a DAG needs."""
 
     def __init__(self, cid: str) -> None:

@@ -16,8 +16,11 @@ built some other way, or a lying daemon) it walks the DAG with `block/get`, veri
 
 Failures: connection refused and timeouts are retried with exponential backoff, then raise
 KuboUnreachable; 401/403 (API.Authorizations), 404/405 (not the RPC port, or not POST) and
-kubo's own error messages raise KuboError with the reason. Credentials go in the URL
-(`http://user:password@host:5001`) and are sent as HTTP basic auth, never printed.
+kubo's own error messages raise KuboError with the reason, except that a `cat` or `block/get`
+kubo fails (the content not found within `fetch_timeout`, passed as kubo's own `timeout`
+option, so a CID nobody provides fails instead of hanging) raises ContentUnavailable.
+Credentials go in the URL (`http://user:password@host:5001`) and are sent as HTTP basic auth,
+never printed.
 
 A put that cannot reach the daemon is spooled (see spool.py) and pushed by the next call that
 reaches it, or by `drain()`; the CID returned is the same either way.
@@ -38,6 +41,7 @@ from offchain.storage.car import read_car, write_car
 from offchain.storage.cids import cid_text, parse_cid, verify_block
 from offchain.storage.errors import (
     ContentTooLarge,
+    ContentUnavailable,
     KuboCommandError,
     KuboError,
     KuboUnreachable,
@@ -58,6 +62,7 @@ class KuboStore:
         spool_dir: Path | str | None = None,
         *,
         timeout: float = 60.0,
+        fetch_timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.25,
         profile: Profile = KUBO_DEFAULT,
@@ -68,6 +73,7 @@ class KuboStore:
             raise KuboError(f"{api_url!r} is not a valid Kubo RPC URL ({error})") from None
         auth = httpx.BasicAuth(url.username, url.password) if url.username else None
         self.api_url = str(url.copy_with(username=None, password=None)).rstrip("/")
+        self.fetch_timeout = fetch_timeout
         self.retries = retries
         self.backoff = backoff
         self.profile = profile
@@ -111,8 +117,10 @@ class KuboStore:
                 raise StorageError(f"spooled copy of {cid} at {spooled.path} is corrupted")
             return data
         self._try_drain()
-        params = {"arg": cid} if max_size is None else {"arg": cid, "length": str(max_size + 1)}
-        data = self._call("cat", params).content
+        params = {"arg": cid, **self._fetch_params()}
+        if max_size is not None:
+            params["length"] = str(max_size + 1)
+        data = self._fetch("cat", params).content
         if (max_size is None or len(data) <= max_size) and file_cid(data, self.profile) == cid:
             return data
         return b"".join(file_pieces(root, self._block_get, max_size))
@@ -224,8 +232,19 @@ class KuboStore:
             verify_block(cid, block, f"in dag/export from {self.api_url}")
             yield cid, block
 
+    def _fetch_params(self) -> dict[str, str]:
+        """Kubo's per-command timeout: past it, a CID nobody provides fails instead of hanging."""
+        return {"timeout": f"{self.fetch_timeout:g}s"}
+
+    def _fetch(self, command: str, params: dict[str, str]) -> httpx.Response:
+        """A read of content: kubo failing it (not found within the fetch timeout) is ContentUnavailable."""
+        try:
+            return self._call(command, params)
+        except KuboCommandError as error:
+            raise ContentUnavailable(str(error)) from None
+
     def _block_get(self, cid: bytes) -> bytes:
-        block = self._call("block/get", {"arg": cid_text(cid)}).content
+        block = self._fetch("block/get", {"arg": cid_text(cid), **self._fetch_params()}).content
         verify_block(cid, block, f"as served by kubo at {self.api_url}")
         return block
 

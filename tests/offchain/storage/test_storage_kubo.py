@@ -14,6 +14,7 @@ from offchain.storage.embedded import EmbeddedStore
 from offchain.storage.errors import (
     BlockCorrupted,
     ContentTooLarge,
+    ContentUnavailable,
     KuboCommandError,
     KuboError,
     KuboUnreachable,
@@ -226,3 +227,11 @@ def test_max_size_caps_what_kubo_reads_of_a_dag_bomb(client, kubo):
     assert client.get(cid, max_size=len(data)) == data
     with pytest.raises(ContentTooLarge):
         client.get(cid, max_size=len(data) - 1)
+
+
+def test_content_nobody_provides_is_unavailable_not_unreachable(client, kubo):
+    missing = EmbeddedStore(kubo.store.folder.parent / "elsewhere").put(b"never given to this daemon")
+    with pytest.raises(ContentUnavailable, match="`cat` failed"):
+        client.get(missing)
+    _, command, query = kubo.requests[-1]
+    assert (command, query["timeout"]) == ("cat", "30s")  # kubo gives up on its own, it does not hang
