@@ -22,23 +22,29 @@ from web3.types import EventData
 
 from offchain.chain.client import ContractRevert
 from offchain.chain.events import EventPoller
-from offchain.chain.models import fetch_spec
 from offchain.chain.protocol import ClaimStatus, Protocol
+from offchain.chain.retry import is_transient
 from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
-from offchain.proofs.rounds import CheckpointMismatch, fetch_checkpoint, fetch_trace
-from offchain.storage.crypto import StageKey, decrypt_checkpoint
-from offchain.storage.errors import DecryptionError, InvalidCID, StorageError
+from offchain.storage.crypto import StageKey
+from offchain.storage.errors import ContentUnavailable, StorageError
 from offchain.storage.store import Store
 from offchain.swarm.keyshare import StageKeyUnavailable
 from offchain.verifier.check import Replayed, SubmittedClaim, Verdict, judge_group, replay_claim
-from offchain.verifier.journal import Entry, Journal
+from offchain.verifier.content import Refused, open_checkpoint, open_spec, open_trace, stage_limits
+from offchain.verifier.journal import MAX_REPLAYS, Entry, Journal
+from offchain.verifier.limits import StageLimits
 
 logger = logging.getLogger(__name__)
 
-EVENTS = ["ClaimSubmitted", "ClaimChallenged", "ClaimResolved", "ClaimFinalized", "ClaimRejected"]
+EVENTS = ["ClaimSubmitted", "ClaimChallenged", "ClaimFinalized", "ClaimRejected"]
 KeySource = Callable[[ModelSpec, int, int], Awaitable[StageKey]]
 """(spec, model id, stage) -> that stage's key (a validator is granted it by a stage member)."""
+
+
+class Undecidable(Exception):
+    """This validator cannot judge the claim, and nothing in the claim's own content is at fault (its
+    parent checkpoint is unusable, its replay never finished): no challenge, no vote."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,11 @@ class Verifier:
             start_block=protocol.first_block(),
         )
         self._read_parameters()
-        self.specs: dict[int, ModelSpec] = {}
+        self.stages: dict[tuple[int, int], tuple[ModelSpec, StageLimits] | str] = {}
+        """(model, stage) -> its spec and limits, or why its claims are refused."""
         self.end_states: dict[int, bytes] = {}
+        self.waiting: set[int] = set()
+        """Claims whose content or stage key is not there yet (logged once each)."""
 
     def _read_parameters(self) -> None:
         """The ledger's current parameters (the admin may change them while the daemon runs)."""
@@ -137,7 +146,6 @@ class Verifier:
         entry = self.journal.entries.get(claim_id)
         if event["event"] == "ClaimSubmitted":
             claim = SubmittedClaim.from_event(args)
-            self.journal.digests[claim.checkpoint_cid] = claim.checkpoint_digest
             if entry is None and self._watched(claim.model_id):
                 sampled = secrets.SystemRandom().random() < self.config.probability
                 self.journal.entries[claim_id] = Entry(claim, sampled)
@@ -149,8 +157,8 @@ class Verifier:
             return
         elif event["event"] == "ClaimChallenged":
             entry.dispute = (str(args["challenger"]), int(args["stepIndex"]))
-        else:
-            entry.done = True
+        elif event["event"] in ("ClaimFinalized", "ClaimRejected"):
+            entry.done, entry.finalized = True, event["event"] == "ClaimFinalized"
             logger.info("claim %d: %s", claim_id, event["event"].removeprefix("Claim").lower())
 
     def _watched(self, model_id: int) -> bool:
@@ -171,7 +179,7 @@ class Verifier:
             self.journal.save()
             return
         if chain.status in (ClaimStatus.FINALIZED, ClaimStatus.REJECTED):
-            entry.done = True
+            entry.done, entry.finalized = True, chain.status == ClaimStatus.FINALIZED
             self.journal.save()
             return
         now = self._now()
@@ -255,46 +263,68 @@ class Verifier:
 
     async def _judge(self, entry: Entry, chain: OnChain, now: int) -> Verdict | None:
         """The claim's verdict, or None to look again later (content not yet available, replicas
-        still to claim) while the deadline leaves time."""
+        still to claim) while the grace period lasts. Whatever the claim's content is, this returns:
+        content that is wrong refutes the claim, content withheld past the grace period too; what
+        this validator cannot judge, and any failure of its own, is a verdict of None with the
+        reason (journaled, so a restart does not try it again)."""
         claim = entry.claim
         patient = now < chain.deadline - self.challenge_window // 3
         try:
-            replayed = await self._replay(claim)
-        except StageKeyUnavailable as error:
-            logger.warning("claim %d: %s", claim.claim_id, error)
-            return None if patient else Verdict(claim.claim_id, None, reason=f"no stage key: {error}")
-        except StorageError as error:
+            replayed = await self._replay(entry)
+        except Refused as refusal:
+            return Verdict(claim.claim_id, False, 0, str(refusal))
+        except (StageKeyUnavailable, ContentUnavailable) as error:
             if patient:
+                if claim.claim_id not in self.waiting:
+                    logger.warning("claim %d: %s; waiting for the grace period", claim.claim_id, error)
+                    self.waiting.add(claim.claim_id)
                 return None
-            return Verdict(claim.claim_id, False, 0, f"content unavailable: {error}")
+            return Verdict(claim.claim_id, False, 0, f"withheld past the grace period: {error}")
+        except Undecidable as error:
+            return Verdict(claim.claim_id, None, reason=str(error))
+        except StorageError as error:  # this validator's own store (Kubo down): not the claim's doing
+            logger.warning("claim %d: cannot fetch its content (%s); trying again", claim.claim_id, error)
+            return None
+        except Exception as error:
+            if is_transient(error):
+                raise
+            logger.exception("claim %d: judging it failed", claim.claim_id)
+            return Verdict(claim.claim_id, None, reason=f"verifier error: {error!r}")
         if replayed.verdict is not None:
             return replayed.verdict
-        group = self.journal.group(claim)
         states = []
-        for member in group:
-            if member.claim.claim_id not in self.end_states:
-                try:
-                    await self._replay(member.claim)
-                except StorageError:
-                    continue
-            if member.claim.claim_id in self.end_states:
-                states.append(self.end_states[member.claim.claim_id])
+        for member in self.journal.group(claim):
+            state = self.end_states.get(member.claim.claim_id)
+            if state is None and member is not entry:
+                state = await self._member_state(member)
+            if state is not None:
+                states.append(state)
         members = self.client.call(
             self.ledger.functions.membersOf(claim.model_id, claim.stage), action="membersOf"
         )
-        verdict = judge_group(self._spec(claim.model_id), claim, states, complete=len(states) >= len(members))
+        spec, _ = self._stage(claim.model_id, claim.stage)
+        verdict = judge_group(spec, claim, states, complete=len(states) >= len(members))
         return None if verdict.valid is None and patient else verdict
 
-    async def _replay(self, claim: SubmittedClaim) -> Replayed:
-        """Fetch, decrypt and replay one claim (in a thread: the P2P node keeps serving meanwhile)."""
-        spec = self._spec(claim.model_id)
-        key = await self.keys(spec, claim.model_id, claim.stage)
+    async def _member_state(self, member: Entry) -> bytes | None:
+        """A replica's replayed end state, or None when it has none to give (its own claim fails)."""
         try:
-            trace = fetch_trace(self.store, key, claim.trace_cid, bytes.fromhex(claim.trace_root))
-            parent = self._parent(spec, claim, key)
-            fetch_checkpoint(self.store, key, claim.checkpoint_cid, bytes.fromhex(claim.checkpoint_digest))
-        except (CheckpointMismatch, DecryptionError, InvalidCID) as error:
-            return Replayed(Verdict(claim.claim_id, False, 0, f"published content refused: {error}"))
+            await self._replay(member)
+        except (Refused, Undecidable, StageKeyUnavailable, StorageError):
+            return None
+        return self.end_states.get(member.claim.claim_id)
+
+    async def _replay(self, entry: Entry) -> Replayed:
+        """Fetch, decode and check one claim's content under the stage's limits, then replay it (in a
+        thread: the P2P node keeps serving meanwhile). Refused: its content refutes it."""
+        claim = entry.claim
+        spec, limits = self._stage(claim.model_id, claim.stage)
+        key = await self.keys(spec, claim.model_id, claim.stage)
+        trace = open_trace(self.store, key, claim.trace_cid, bytes.fromhex(claim.trace_root), limits)
+        open_checkpoint(self.store, key, claim.checkpoint_cid, bytes.fromhex(claim.checkpoint_digest), limits)
+        parent = self._parent(spec, claim, key, limits)
+        if entry.replays >= MAX_REPLAYS:
+            raise Undecidable(f"its replay started {entry.replays} times and never finished")
         logger.info(
             "claim %d (stage %d round %d): replaying %d steps from parent %s",
             claim.claim_id,
@@ -303,27 +333,64 @@ class Verifier:
             len(trace.records),
             claim.parent_cid or "(seed state)",
         )
+        entry.replays += 1
+        self.journal.save()
         replayed = await asyncio.to_thread(
             replay_claim, spec, claim, parent, trace, signers=self._signers(spec, claim)
         )
+        entry.replays = 0
+        self.journal.save()
         if replayed.state is not None:
             self.end_states[claim.claim_id] = replayed.state
         return replayed
 
-    def _spec(self, model_id: int) -> ModelSpec:
-        if model_id not in self.specs:
-            self.specs[model_id] = fetch_spec(self.store, self.protocol.model(model_id).spec_cid)
-        return self.specs[model_id]
+    def _stage(self, model_id: int, stage: int) -> tuple[ModelSpec, StageLimits]:
+        """The model's spec and the stage's limits, or Refused for every claim of a stage that cannot
+        be judged (a spec that is not one, names an unknown data set, or asks more than the limits)."""
+        if (model_id, stage) not in self.stages:
+            spec_cid = self.protocol.model(model_id).spec_cid
+            try:
+                spec = open_spec(self.store, spec_cid)
+                self.stages[model_id, stage] = (spec, stage_limits(spec, stage, spec_cid))
+            except Refused as refusal:
+                self.stages[model_id, stage] = str(refusal)
+        found = self.stages[model_id, stage]
+        if isinstance(found, str):
+            raise Refused(found)
+        return found
 
-    def _parent(self, spec: ModelSpec, claim: SubmittedClaim, key: StageKey) -> bytes:
+    def _parent(self, spec: ModelSpec, claim: SubmittedClaim, key: StageKey, limits: StageLimits) -> bytes:
         """The state the round must start from: the spec's seeded init for a stage's first claim, else
-        the checkpoint at parentCID (checked against its digest when this verifier saw it claimed)."""
+        the checkpoint at parentCID, checked against the digest the chain holds for it."""
         if not claim.parent_cid:
             return StageTrainer(spec, claim.stage, model_id=claim.model_id).state_bytes()
-        digest = self.journal.digests.get(claim.parent_cid)
-        if digest is None:
-            return decrypt_checkpoint(key, self.store.get(claim.parent_cid))
-        return fetch_checkpoint(self.store, key, claim.parent_cid, bytes.fromhex(digest))
+        digest = self._parent_digest(claim)
+        try:
+            return open_checkpoint(self.store, key, claim.parent_cid, digest, limits)
+        except Refused as refusal:
+            raise Undecidable(f"its parent checkpoint is unusable: {refusal}") from None
+
+    def _parent_digest(self, claim: SubmittedClaim) -> bytes:
+        """What the chain says the parent checkpoint's digest is: the stage's finalized checkpoint
+        when it still is the parent, else the digest of the claim whose finalization made it so
+        (from that claim's ClaimSubmitted event). Never what a claim merely names."""
+        checkpoint = self.protocol.registry.functions.checkpointOf(claim.model_id, claim.stage)
+        cid, digest, _ = self.client.call(checkpoint, action="checkpointOf")
+        if cid == claim.parent_cid:
+            return bytes(digest)
+        finalized = [
+            entry.claim
+            for entry in self.journal.entries.values()
+            if entry.finalized
+            and (entry.claim.model_id, entry.claim.stage) == (claim.model_id, claim.stage)
+            and entry.claim.checkpoint_cid == claim.parent_cid
+        ]
+        if not finalized:
+            raise Undecidable(
+                f"its parent {claim.parent_cid} is neither the stage's finalized checkpoint nor that of "
+                "a claim the chain finalized"
+            )
+        return bytes.fromhex(max(finalized, key=lambda c: c.claim_id).checkpoint_digest)
 
     def _signers(self, spec: ModelSpec, claim: SubmittedClaim) -> dict[str, set[str] | None]:
         """Who may have sent this stage's messages: forward ones from the left neighbour's members

@@ -4,7 +4,8 @@ change, so a verifier killed at any point resumes where it was.
 Between two journal writes there is at most one chain action, and every action is preceded by a
 chain check (status, deadline, the validator's own VoteCast), so a crash after a transaction but
 before its journal entry never repeats it. A claim whose verdict is not journaled yet (killed
-mid-replay) is simply replayed again after the restart.
+mid-replay) is simply replayed again after the restart, up to MAX_REPLAYS times: content that
+kills the process at every replay gets a verdict (undecided) instead of a crash loop.
 """
 
 from __future__ import annotations
@@ -17,19 +18,25 @@ from typing import Any
 from offchain.durable import write_atomic
 from offchain.verifier.check import SubmittedClaim, Verdict
 
+MAX_REPLAYS = 3
+"""Replays of one claim that may start without finishing (the process died) before it is given up."""
+
 
 @dataclass
 class Entry:
     """One claim's progress. sampled: this verifier drew it for checking (drawn once, kept across
     restarts); dispute: (challenger, step) once someone challenged it; voted: this verifier's vote is
-    on-chain; done: the claim is settled (finalized or rejected)."""
+    on-chain; replays: replays started and not finished; done: the claim is settled (finalized or
+    rejected); finalized: the chain finalized it (its checkpoint became the stage's)."""
 
     claim: SubmittedClaim
     sampled: bool
     verdict: Verdict | None = None
     dispute: tuple[str, int] | None = None
     voted: bool = False
+    replays: int = 0
     done: bool = False
+    finalized: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -40,7 +47,7 @@ class Entry:
     def from_json(cls, data: dict[str, Any]) -> Entry:
         verdict = Verdict.from_json(data["verdict"]) if data["verdict"] else None
         dispute = tuple(data["dispute"]) if data["dispute"] else None
-        fields = {k: data[k] for k in ("sampled", "voted", "done")}
+        fields = {k: data[k] for k in ("sampled", "voted", "replays", "done", "finalized")}
         return cls(SubmittedClaim(**data["claim"]), verdict=verdict, dispute=dispute, **fields)
 
 
@@ -48,23 +55,17 @@ class Entry:
 class Journal:
     path: Path
     entries: dict[int, Entry] = field(default_factory=dict)
-    digests: dict[str, str] = field(default_factory=dict)
-    """checkpoint CID -> digest from every ClaimSubmitted seen: how a later claim's parentCID is checked."""
 
     @classmethod
     def load(cls, path: Path) -> Journal:
         if not path.is_file():
             return cls(path)
         data = json.loads(path.read_text())
-        entries = {int(k): Entry.from_json(v) for k, v in data["entries"].items()}
-        return cls(path, entries, data["digests"])
+        return cls(path, {int(k): Entry.from_json(v) for k, v in data["entries"].items()})
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "entries": {str(k): entry.to_json() for k, entry in self.entries.items()},
-            "digests": self.digests,
-        }
+        document = {"entries": {str(k): entry.to_json() for k, entry in self.entries.items()}}
         write_atomic(self.path, json.dumps(document, sort_keys=True).encode())
 
     def open_entries(self) -> list[Entry]:
