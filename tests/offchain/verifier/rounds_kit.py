@@ -1,10 +1,12 @@
 """Real rounds for verifier tests: signed single-process rounds, a round with two replicas of the
 middle stage (each trains half of the micro-batches, their end states are averaged), and the
-SubmittedClaim a worker would make for a published state and trace."""
+SubmittedClaim a worker would make for a published state and trace; traces edited as a liar would."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 
 from eth_account import Account
 from eth_utils import keccak
@@ -85,3 +87,13 @@ def replica_round(spec: ModelSpec, sign, round_: int = 0) -> tuple[list[bytes], 
         for index, replica in enumerate(replicas):
             replica.apply_step(round_, step, list(range(index, spec.micro_batches, 2)))
     return parents, replicas, average_state_bytes([r.state_bytes() for r in replicas])
+
+
+def reframed(trace_bytes: bytes, change) -> bytes:
+    """The trace with its JSON document changed in place by `change(document)`, payloads kept (NaN
+    allowed: what a liar writes need not be canonical)."""
+    (length,) = struct.unpack(">Q", trace_bytes[8:16])
+    document = json.loads(trace_bytes[16 : 16 + length])
+    change(document)
+    raw = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return trace_bytes[:8] + struct.pack(">Q", len(raw)) + raw + trace_bytes[16 + length :]

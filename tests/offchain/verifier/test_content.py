@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from rounds_kit import make_signer, throwaway
+from rounds_kit import make_signer, reframed, throwaway
 
 from offchain.chain.models import MAX_SPEC_BYTES, pin_spec
 from offchain.model.reference import train_single_process
@@ -47,15 +47,6 @@ def honest():
 @pytest.fixture
 def store(tmp_path):
     return EmbeddedStore(tmp_path / "store")
-
-
-def reframed(trace_bytes: bytes, change) -> bytes:
-    """The trace with its JSON document changed by `change(document)` and the payloads kept."""
-    (length,) = struct.unpack(">Q", trace_bytes[8:16])
-    document = json.loads(trace_bytes[16 : 16 + length])
-    change(document)
-    raw = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()  # NaN allowed
-    return trace_bytes[:8] + struct.pack(">Q", len(raw)) + raw + trace_bytes[16 + length :]
 
 
 def test_the_honest_round_passes(store, honest):
