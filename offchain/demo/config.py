@@ -16,6 +16,7 @@ PROMPTS = ("The model ", "def train(", "Protocol Models are ")
 # it joins stage 1 beside that stage's honest workers, so training itself stays honest.
 CHEAT_MODE = "fake-digest"
 CHEATER_STAGE = 1
+CHEAT_ROUND = 1  # it lies about this round only; its later claims chain on the lie until it is refuted
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,17 @@ class DemoConfig:
     temperature: float = 0.8
     top_k: int = 20
 
-    @property
-    def verifiers(self) -> int:
-        """A dispute is decided by validators other than the challenger (quorum 1 on a dev chain), so
-        a run with a cheater needs a second one to vote the cheat down and slash it."""
-        return 2 if self.cheater else 1
+    def validators(self, stage: int) -> int:
+        """Validators of `stage` (each registered for that stage only). A dispute is decided by the
+        stage's validators other than the challenger, so the cheater's stage needs a second one to
+        vote the cheat down and slash it."""
+        return 2 if self.cheater and stage == CHEATER_STAGE else 1
 
 
 @dataclass(frozen=True)
 class Role:
-    """One participant: its name in logs and the summary, its key, its stage if it is a worker."""
+    """One participant: its name in logs and the summary, its key, its stage if it is a worker or a
+    validator."""
 
     name: str
     account: LocalAccount
@@ -72,7 +74,11 @@ class Cast:
             return Role(name, anvil_account(next(accounts)), stage, cheat)
 
         deployer, creator, customer = role("deployer"), role("creator"), role("customer")
-        verifiers = tuple(role(f"verifier-{i}") for i in range(config.verifiers))
+        verifiers = tuple(
+            role(f"verifier-s{stage}-{i}", stage)
+            for stage in range(num_stages)
+            for i in range(config.validators(stage))
+        )
         workers = [
             role(f"worker-s{stage}-{replica}", stage)
             for stage in range(num_stages)

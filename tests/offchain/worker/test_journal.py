@@ -1,0 +1,67 @@
+"""The worker's claim journal: a claim file is the one write that takes rounds, so after any crash a
+round is either in exactly one live claim or free; an abandoned claim frees its rounds; a dropped
+round is never offered again; everything reads back the same from disk."""
+
+import hashlib
+
+from offchain.proofs.manifest import ClaimManifest
+from offchain.proofs.rounds import PublishedRound
+from offchain.worker.journal import ClaimEntry, ClaimJournal, ClaimState, RoundEntry
+
+
+def digest(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def published(swarm_round: int) -> RoundEntry:
+    stored = PublishedRound(
+        1,
+        2,
+        swarm_round,
+        f"QmCk{swarm_round}",
+        digest(f"ck{swarm_round}"),
+        f"QmTr{swarm_round}",
+        digest("t"),
+        8,
+    )
+    return RoundEntry(
+        stored, digest(f"s{swarm_round - 1}"), digest(f"s{swarm_round}"), 100 + swarm_round, swarm_round
+    )
+
+
+def claim(rounds: list[RoundEntry], first_chain_round: int) -> ClaimEntry:
+    records = tuple(e.published.record(first_chain_round + i) for i, e in enumerate(rounds))
+    manifest = ClaimManifest(1, 2, None, records)
+    return ClaimEntry(
+        manifest,
+        "QmManifest",
+        tuple(e.round for e in rounds),
+        rounds[0].parent_digest,
+        rounds[-1].state_digest,
+        7,
+    )
+
+
+def test_rounds_are_taken_by_one_claim_and_freed_by_abandoning_it(tmp_path):
+    journal = ClaimJournal(tmp_path)
+    rounds = [journal.put_round(published(r)) for r in range(1, 6)]
+    first = journal.put_claim(claim(rounds[:2], 1))
+    assert [e.round for e in journal.unclaimed_rounds()] == [3, 4, 5]
+    assert journal.claim_of_round(2) == first and journal.claim_of_round(3) is None
+    sending = journal.update_claim(first, state=ClaimState.SENDING, tx="0xabc")
+
+    reopened = ClaimJournal(tmp_path)  # what a restarted worker reads
+    assert reopened.claims() == [sending] and reopened.rounds() == rounds
+    assert reopened.claims_in(ClaimState.SENDING) == [sending]
+    submitted = reopened.update_claim(sending, state=ClaimState.SUBMITTED, claim_id=5, deadline=99)
+    assert reopened.claim_by_id(5) == submitted
+
+    later = reopened.put_claim(claim(rounds[2:4], 3))
+    reopened.update_claim(later, state=ClaimState.ABANDONED)
+    assert [e.round for e in reopened.unclaimed_rounds()] == [3, 4, 5]
+    reopened.drop_round(rounds[2])
+    assert [e.round for e in ClaimJournal(tmp_path).unclaimed_rounds()] == [4, 5]
+    assert ClaimJournal(tmp_path).claim_of_round(3) is None
+    assert ClaimState.VOIDED.terminal and not ClaimState.SUBMITTED.terminal
+    assert reopened.state_digests() == {digest(f"s{r}") for r in range(1, 6)}
+    assert claim(rounds[:2], 1).rounds == "rounds 1..2" and claim(rounds[4:], 3).rounds == "round 3"
