@@ -25,15 +25,22 @@ from offchain.errors import UserError
 from offchain.model.data import corpus_tokens
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
+from offchain.proofs.manifest import ClaimManifest, ManifestError
 from offchain.proofs.trace import merkle_root
 from offchain.storage.crypto import StageKey, decrypt_checkpoint
 from offchain.storage.errors import ContentTooLarge, DecryptionError, InvalidCID, StorageError
 from offchain.storage.store import Store
-from offchain.verifier.limits import LimitExceeded, StageLimits
+from offchain.verifier.check import SubmittedClaim
+from offchain.verifier.limits import LimitExceeded, StageLimits, manifest_bytes
 
 
 class Refused(Exception):
-    """Content that refutes the claim naming it; the message is the reason a challenge carries."""
+    """Content that refutes the claim naming it; the message is the reason a challenge carries, and
+    `round` the round of the claim it refutes (None: the claim as a whole, e.g. its manifest)."""
+
+    def __init__(self, reason: str, round: int | None = None) -> None:
+        super().__init__(reason)
+        self.round = round
 
 
 def fetch(store: Store, cid: str, max_size: int, what: str) -> bytes:
@@ -70,6 +77,45 @@ def stage_limits(spec: ModelSpec, stage: int, spec_cid: str) -> StageLimits:
         return StageLimits.of(spec, stage)
     except LimitExceeded as error:
         raise Refused(f"model spec {spec_cid}: {error}") from None
+
+
+def open_manifest(store: Store, claim: SubmittedClaim) -> ClaimManifest:
+    """The claim's manifest, which must describe exactly the claim the chain holds: its model, stage,
+    rounds, parent, last checkpoint, work units and roundsRoot."""
+    cid = claim.manifest_cid
+    blob = fetch(store, cid, manifest_bytes(len(claim.rounds)), f"manifest {cid}")
+    try:
+        manifest = ClaimManifest.from_bytes(blob)
+    except ManifestError as error:
+        raise Refused(f"manifest {cid}: {error}") from None
+    last = manifest.checkpoint
+    said = (
+        manifest.model_id,
+        manifest.stage,
+        manifest.first_round,
+        manifest.last_round,
+        manifest.parent_cid,
+        last.checkpoint_cid,
+        last.checkpoint_digest.hex(),
+        manifest.work_units,
+        manifest.rounds_root().hex(),
+    )
+    chain = (
+        claim.model_id,
+        claim.stage,
+        claim.first_round,
+        claim.last_round,
+        claim.parent_cid,
+        claim.checkpoint_cid,
+        claim.checkpoint_digest,
+        claim.work_units,
+        claim.rounds_root,
+    )
+    names = ("model", "stage", "first round", "last round", "parent", "checkpoint", "digest", "work units")
+    for name, mine, theirs in zip((*names, "rounds root"), said, chain, strict=True):
+        if mine != theirs:
+            raise Refused(f"manifest {cid}: its {name} is {mine}, the claim's is {theirs}")
+    return manifest
 
 
 def open_checkpoint(store: Store, key: StageKey, cid: str, digest: bytes, limits: StageLimits) -> bytes:

@@ -24,16 +24,17 @@ MAX_REPLAYS = 3
 
 @dataclass
 class Entry:
-    """One claim's progress. sampled: this verifier drew it for checking (drawn once, kept across
-    restarts); dispute: (challenger, step) once someone challenged it; voted: this verifier's vote is
-    on-chain; replays: replays started and not finished; done: the claim is settled (finalized or
-    rejected); finalized: the chain finalized it (its checkpoint became the stage's)."""
+    """One claim's progress. rounds: the rounds this verifier drew for checking (drawn once, kept
+    across restarts; empty = not sampled); verdict: its judgment (of those rounds, or of the dispute
+    it votes on); voted / vote_settled: its vote is on-chain / its vote bond was released; replays:
+    replays started and not finished; done: the claim is settled (finalized, rejected or voided);
+    finalized: the chain finalized it (its checkpoint became the stage's)."""
 
     claim: SubmittedClaim
-    sampled: bool
+    rounds: list[int]
     verdict: Verdict | None = None
-    dispute: tuple[str, int] | None = None
     voted: bool = False
+    vote_settled: bool = False
     replays: int = 0
     done: bool = False
     finalized: bool = False
@@ -46,9 +47,8 @@ class Entry:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
         verdict = Verdict.from_json(data["verdict"]) if data["verdict"] else None
-        dispute = tuple(data["dispute"]) if data["dispute"] else None
-        fields = {k: data[k] for k in ("sampled", "voted", "replays", "done", "finalized")}
-        return cls(SubmittedClaim(**data["claim"]), verdict=verdict, dispute=dispute, **fields)
+        fields = {k: data[k] for k in ("rounds", "voted", "vote_settled", "replays", "done", "finalized")}
+        return cls(SubmittedClaim(**data["claim"]), verdict=verdict, **fields)
 
 
 @dataclass
@@ -70,8 +70,3 @@ class Journal:
 
     def open_entries(self) -> list[Entry]:
         return [entry for _, entry in sorted(self.entries.items()) if not entry.done]
-
-    def group(self, claim: SubmittedClaim) -> list[Entry]:
-        """Entries of the claims averaged with `claim` (same model, stage, round), itself first."""
-        others = [e for e in self.entries.values() if e.claim.group == claim.group and e.claim != claim]
-        return [self.entries[claim.claim_id], *sorted(others, key=lambda e: e.claim.claim_id)]

@@ -1,5 +1,5 @@
 """The hard limits claims are judged under: how much a stage of a spec may hold, and how many bytes a
-claim's checkpoint, trace and each message in the trace may take.
+claim's manifest, checkpoints, traces and each message in a trace may take.
 
 They are protocol constants and functions of the spec, the same for every validator: a validator
 that refused what the others accept would lose its challenges. Each limit is handed to the store
@@ -31,8 +31,15 @@ STATE_HEADER_BYTES_PER_TENSOR = 512
 TRACE_BYTES_PER_MICRO_BATCH = 4 * KiB
 """JSON per micro-batch of a step: its record (digests, loss) and two signed messages (~1.3 KiB)."""
 TRACE_FIXED_BYTES = 64 * KiB
+MANIFEST_FIXED_BYTES, MANIFEST_BYTES_PER_ROUND = KiB, KiB
+"""A claim manifest (offchain/proofs/manifest.py): ~400 bytes of JSON per round it lists."""
 AEAD_OVERHEAD = HEADER_LEN + 16
 """What encryption at rest adds to a plaintext: header and GCM tag (offchain/storage/crypto.py)."""
+
+
+def manifest_bytes(rounds: int) -> int:
+    """The largest manifest a claim of `rounds` rounds may have (the chain bounds its rounds)."""
+    return MANIFEST_FIXED_BYTES + rounds * MANIFEST_BYTES_PER_ROUND
 
 
 class LimitExceeded(ValueError):

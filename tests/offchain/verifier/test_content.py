@@ -4,6 +4,7 @@ store's ContentUnavailable passes through); honest content passes."""
 
 import dataclasses
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -13,15 +14,18 @@ from rounds_kit import make_signer, reframed, throwaway
 from offchain.chain.models import MAX_SPEC_BYTES, pin_spec
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
-from offchain.proofs.rounds import publish_round
+from offchain.proofs.manifest import ClaimManifest
+from offchain.proofs.rounds import claim_input, publish_manifest, publish_round
 from offchain.storage.crypto import StageKey, encrypt_checkpoint
 from offchain.storage.embedded import EmbeddedStore
 from offchain.storage.errors import ContentUnavailable
 from offchain.storage.unixfs import KUBO_DEFAULT
+from offchain.verifier.check import SubmittedClaim
 from offchain.verifier.content import (
     Refused,
     decode_trace,
     open_checkpoint,
+    open_manifest,
     open_spec,
     open_trace,
     stage_limits,
@@ -51,7 +55,7 @@ def store(tmp_path):
 
 def test_the_honest_round_passes(store, honest):
     state, trace = honest
-    published = publish_round(store, KEY, state, trace, parent_cid="")
+    published = publish_round(store, KEY, state, trace)
     opened = open_trace(store, KEY, published.trace_cid, published.trace_root, LIMITS)
     assert opened.to_bytes() == trace.to_bytes()
     digest = published.checkpoint_digest
@@ -120,7 +124,7 @@ def test_framing_and_payloads_are_checked(honest):
 
 def test_oversized_undecryptable_and_unfaithful_content_is_refused(store, honest):
     state, trace = honest
-    published = publish_round(store, KEY, state, trace, parent_cid="")
+    published = publish_round(store, KEY, state, trace)
     bomb = dag_bomb(store, levels=3, leaf=b"\x01" * KUBO_DEFAULT.chunk_size)
     with pytest.raises(
         Refused, match=f"trace {bomb}: {bomb} is larger than the {LIMITS.encrypted_trace_bytes}-byte"
@@ -148,7 +152,7 @@ def test_oversized_undecryptable_and_unfaithful_content_is_refused(store, honest
 
 def test_content_nobody_serves_is_not_refused(store, tmp_path, honest):
     elsewhere = EmbeddedStore(tmp_path / "elsewhere")
-    published = publish_round(elsewhere, KEY, *honest, parent_cid="")
+    published = publish_round(elsewhere, KEY, *honest)
     with pytest.raises(ContentUnavailable):
         open_trace(store, KEY, published.trace_cid, published.trace_root, LIMITS)
 
@@ -191,3 +195,50 @@ def test_a_stage_over_the_limits_is_refused_before_anything_is_allocated(store):
     with pytest.raises(Refused, match="stage 3 is not a stage"):
         stage_limits(SPEC, 3, "QmTiny")
     assert stage_limits(SPEC, 1, "QmTiny") == LIMITS
+
+
+def _claim_of(manifest: ClaimManifest, manifest_cid: str, claim_id: int = 7) -> SubmittedClaim:
+    """The claim a ClaimSubmitted event would state for `manifest` (as the worker's claim_input)."""
+    (model_id, stage, first, last, parent, checkpoint, digest, root, manifest32, units) = claim_input(
+        manifest, manifest_cid
+    )
+    event = {
+        "claimId": claim_id,
+        "modelId": model_id,
+        "stage": stage,
+        "firstRound": first,
+        "lastRound": last,
+        "worker": "0x" + "11" * 20,
+        "previousClaimId": 0,
+        "parentCID": parent,
+        "checkpointCID": checkpoint,
+        "checkpointDigest": digest,
+        "roundsRoot": root,
+        "manifestCID": manifest32,
+        "workUnits": units,
+    }
+    return SubmittedClaim.from_event(event)
+
+
+def test_a_manifest_must_be_the_claim_the_chain_holds(store, honest):
+    state, trace = honest
+    published = publish_round(store, KEY, state, trace)
+    manifest = ClaimManifest(0, 1, None, (published.record(1), published.record(2)))
+    cid = publish_manifest(store, manifest)
+    claim = _claim_of(manifest, cid)
+    assert open_manifest(store, claim) == manifest
+    for change, reason in [
+        ({"stage": 2}, "its stage is 1, the claim's is 2"),
+        ({"last_round": 3}, "its last round is 2, the claim's is 3"),
+        ({"parent_cid": cid}, f"its parent is None, the claim's is {cid}"),
+        ({"work_units": claim.work_units + 1}, "its work units is"),
+        ({"rounds_root": "00" * 32}, "its rounds root is"),
+    ]:
+        with pytest.raises(Refused, match=re.escape(reason)):
+            open_manifest(store, dataclasses.replace(claim, **change))
+    spaced = store.put(manifest.canonical_bytes().replace(b",", b", "))
+    with pytest.raises(Refused, match=f"manifest {spaced}: .*not in canonical form"):
+        open_manifest(store, dataclasses.replace(claim, manifest_cid=spaced))
+    bomb = dag_bomb(store, levels=2, leaf=b"{" * KUBO_DEFAULT.chunk_size)
+    with pytest.raises(Refused, match=f"manifest {bomb}: {bomb} is larger than the 3072-byte limit"):
+        open_manifest(store, dataclasses.replace(claim, manifest_cid=bomb))
