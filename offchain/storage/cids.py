@@ -125,3 +125,19 @@ def parse_cid(text: str) -> bytes:
         raise InvalidCID(f"{text}: only dag-pb and raw CIDs are supported")
     digest_of(binary)
     return binary
+
+
+def cid_to_bytes32(cid: str) -> bytes:
+    """The bytes32 the chain stores for a CIDv0: the sha2-256 digest after its 0x12 0x20 prefix.
+    Lossless only for CIDv0 (what every put returns), so any other CID is refused."""
+    binary = parse_cid(cid)
+    if binary[:2] != _MH_PREFIX:
+        raise InvalidCID(f"{cid}: only a CIDv0 (Qm...) fits in a bytes32")
+    return digest_of(binary)
+
+
+def bytes32_to_cid(value: bytes) -> str:
+    """The CIDv0 text a bytes32 from the chain stands for (inverse of cid_to_bytes32)."""
+    if len(value) != 32:
+        raise InvalidCID(f"a CID digest is 32 bytes, not {len(value)}")
+    return cid_text(_MH_PREFIX + bytes(value))
