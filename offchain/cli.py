@@ -159,7 +159,12 @@ def demo(
         int, typer.Option("--workers-per-stage", min=1, max=4, help="Honest workers per stage.")
     ] = 1,
     cheater: Annotated[
-        bool, typer.Option("--cheater", help="Add a dishonest worker; watch it get caught and slashed.")
+        bool,
+        typer.Option(
+            "--cheater",
+            help="Add a worker that lies about round 2 and keeps claiming on top of the lie; watch it get "
+            "caught, slashed once, and its later claims voided.",
+        ),
     ] = False,
     ipfs_api: options.IpfsApi = None,
     out: Annotated[

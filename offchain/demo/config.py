@@ -16,7 +16,6 @@ PROMPTS = ("The model ", "def train(", "Protocol Models are ")
 # it joins stage 1 beside that stage's honest workers, so training itself stays honest.
 CHEAT_MODE = "fake-digest"
 CHEATER_STAGE = 1
-CHEAT_ROUND = 1  # it lies about this round only; its later claims chain on the lie until it is refuted
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,13 @@ class DemoConfig:
     # completions are sampled.
     temperature: float = 0.8
     top_k: int = 20
+
+    @property
+    def cheat_round(self) -> int:
+        """The one round the cheater lies about: round 2, so that the lie cannot be rejected before
+        round 1's claim is settled, while the cheater's later rounds are claimed on top of it (and
+        voided with it); round 1 in a one-round demo."""
+        return min(2, self.rounds)
 
     def validators(self, stage: int) -> int:
         """Validators of `stage` (each registered for that stage only). A dispute is decided by the

@@ -20,7 +20,7 @@ from rich.markup import escape
 from offchain.chain.client import ChainClient
 from offchain.chain.protocol import Protocol
 from offchain.demo.anvil import free_port, start_anvil
-from offchain.demo.config import CHEAT_ROUND, PROMPTS, Cast, DemoConfig, Role
+from offchain.demo.config import PROMPTS, Cast, DemoConfig, Role
 from offchain.demo.deploy import Deployment, deploy_protocol
 from offchain.demo.fleet import Fleet
 from offchain.demo.settle import Settler
@@ -167,7 +167,7 @@ class DemoNetwork:
         for peer in peers:
             args += ["--initial-peers", peer]
         if role.cheat:
-            args += ["--cheat", role.cheat, "--cheat-round", str(CHEAT_ROUND)]
+            args += ["--cheat", role.cheat, "--cheat-round", str(self.config.cheat_round)]
         process = self.fleet.start(role.name, args)
         self.workers[role.name] = process
         return process
@@ -276,6 +276,7 @@ class DemoNetwork:
         honest = {role.address for role in self.cast.workers if role.cheat is None}
         cheaters = {role.address for role in self.cast.workers if role.cheat}
         wanted = {(address, round_) for address in honest for round_ in rounds}
+        self.settler.settling = True
 
         def settled() -> bool:
             claims = self.settler.claims

@@ -1,10 +1,13 @@
 """Let claims settle on a local chain without letting a false one slip through, and tell the story.
 
-On a dev chain the challenge window is 30 s of *chain* time. The demo moves the chain's clock past
-a window only once every validator of each open claim's stage has logged its verdict on it (they
-check each one, probability 1), so an unchecked claim can never finalize just because time was
-skipped; workers (and validators) then finalize what is due. A disputed claim is left to the
-validators' vote; only if no vote settles it for a long while is the vote window skipped too.
+While training runs, claims pile up open, as on a testnet where a challenge window (a day) spans
+many rounds (minutes). Once training is over (`settling`), the demo moves the chain's clock just
+past the deadlines of the claims every validator of their stage has judged (they check each one,
+probability 1), never past the deadline of a claim not judged yet nor past the vote deadline of a
+dispute still missing votes: an unchecked claim never finalizes because time was skipped, and no
+vote is cut off. Workers (and validators) then finalize what is due, a lane's run of claims in one
+transaction, and a refuted claim is rejected once the claims before it are settled, voiding the
+later ones. Only if no vote settles a dispute for a long while is its vote window skipped.
 
 Each look at the chain also echoes what changed: a claim submitted (while training runs), then
 finalized, rejected or voided by the rejection of an earlier claim of its lane.
@@ -24,6 +27,7 @@ from offchain.swarm.local import LocalProcess
 
 TICK_S = 1.0
 VOTE_PATIENCE_S = 90.0
+MARGIN_S = 3  # chain seconds kept before a deadline that must not pass (blocks keep coming meanwhile)
 
 
 def rounds_text(claim: dict) -> str:
@@ -44,16 +48,24 @@ class Settler:
         self.protocol, self.model_id, self.anvil = protocol, model_id, anvil
         self.validators, self.names, self.echo = validators, names, echo
         parameters = call_struct(protocol.client, protocol.ledger.functions.parameters())
-        self.challenge_window, self.vote_window = parameters["challengeWindow"], parameters["voteWindow"]
+        self.vote_window = parameters["voteWindow"]
         self.skipped_for: set[str] = set()
         self.disputed_since: dict[str, float] = {}
         self.last_tick = 0.0
         self.claims: list[dict] = []
         self.told: dict[str, str] = {}  # claim id -> the state last echoed
+        self.settling = False  # training is over: chain time may move
 
     def judged(self, claim: dict) -> bool:
         pattern = re.compile(rf"verdict claim={claim['claim_id']} ")
         return all(pattern.search(validator.text()) for validator in self.validators[claim["stage"]])
+
+    def voted(self, claim: dict, view: dict) -> bool:
+        """Whether every validator of the disputed claim's stage, but its challenger and its worker,
+        has voted on it."""
+        validators = self.protocol.ledger.functions.validatorsOf(self.model_id, claim["stage"]).call()
+        voters = [v for v in validators if v not in (view["challenger"], view["worker"])]
+        return view["voters"] >= len(voters)
 
     def describe(self) -> str:
         """The open claims, for an error message."""
@@ -95,17 +107,38 @@ class Settler:
         self.claims = claims_of(self.protocol, self.model_id)
         self._tell()
         pending = [claim for claim in self.claims if claim["state"] == "pending"]
-        disputed = [claim["claim_id"] for claim in pending if claim["challenged"]]
-        for claim_id in disputed:
+        if self.settling and pending:
+            self._move_clock(pending, now)
+
+    def _move_clock(self, pending: list[dict], now: float) -> None:
+        client, ledger = self.protocol.client, self.protocol.ledger
+        views = {
+            c["claim_id"]: call_struct(client, ledger.functions.getClaim(int(c["claim_id"]))) for c in pending
+        }
+        chain_now = client.w3.eth.get_block("latest")["timestamp"]
+        limit, unvoted = float("inf"), []
+        for claim in pending:
+            view = views[claim["claim_id"]]
+            if claim["challenged"]:
+                if not self.voted(claim, view):
+                    unvoted.append(claim["claim_id"])
+                    limit = min(limit, view["voteDeadline"])
+            elif not self.judged(claim):
+                limit = min(limit, view["deadline"])
+        ready = [
+            views[c["claim_id"]]["deadline"]
+            for c in pending
+            if not c["challenged"] and chain_now <= views[c["claim_id"]]["deadline"] < limit - MARGIN_S
+        ]
+        if ready:
+            self.anvil.increase_time(max(ready) + 1 - chain_now)
+            return
+        for claim_id in unvoted:
             self.disputed_since.setdefault(claim_id, now)
-        if disputed:
-            stuck = [c for c in disputed if now - self.disputed_since[c] > VOTE_PATIENCE_S]
-            if stuck and not set(stuck) <= self.skipped_for:
-                self.echo(f"no vote settled claim(s) {', '.join(stuck)}: skipping the vote window")
-                self.anvil.increase_time(self.vote_window + 1)
-                self.skipped_for.update(stuck)
-            return  # votes are in flight: skipping time now would void them
-        due = [claim["claim_id"] for claim in pending if claim["claim_id"] not in self.skipped_for]
-        if due and all(self.judged(claim) for claim in pending):
-            self.anvil.increase_time(self.challenge_window + 1)
-            self.skipped_for.update(due)
+        stuck = [
+            c for c in unvoted if now - self.disputed_since[c] > VOTE_PATIENCE_S and c not in self.skipped_for
+        ]
+        if stuck:
+            self.echo(f"no vote settled claim(s) {', '.join(stuck)}: skipping the vote window")
+            self.anvil.increase_time(self.vote_window + 1)
+            self.skipped_for.update(stuck)
