@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from offchain.chain.client import ChainClient
 from offchain.chain.protocol import Protocol
+from offchain.chain.structs import call_struct
 from offchain.demo.anvil import free_port, start_anvil
 from offchain.demo.config import PROMPTS, Cast, DemoConfig, Role
 from offchain.demo.deploy import Deployment, deploy_protocol
@@ -28,6 +29,7 @@ from offchain.errors import UserError
 from offchain.swarm.local import LocalProcess
 
 STEP_LINE = re.compile(r"round (\d+) step (\d+) loss ([0-9.]+)")
+CHALLENGE_WINDOW_S = 600
 START_TIMEOUT_S = 180.0
 
 
@@ -152,6 +154,19 @@ class DemoNetwork:
         self.protocol = Protocol(ChainClient(self.rpc_url), self.deployment.document)
         for name, entry in self.deployment.document["contracts"].items():
             self.echo(f"  {name:<26} {entry['address']}")
+        self._lengthen_challenge_window()
+
+    def _lengthen_challenge_window(self) -> None:
+        """A challenge window longer than training, set by the ledger's owner: claims stay open while
+        rounds are trained, as on a testnet where the window (a day) spans hundreds of rounds, so a
+        lane holds several open claims and a refuted one voids those chained on it. It costs no wall
+        time: the settle phase moves the chain's clock past it once every claim is judged."""
+        owner = ChainClient(self.rpc_url, self.cast.deployer.account)
+        ledger = owner.contract("WorkLedger", self.protocol.ledger.address)
+        if call_struct(owner, ledger.functions.parameters())["challengeWindow"] >= CHALLENGE_WINDOW_S:
+            return
+        owner.transact(ledger.functions.setParameter(b"challengeWindow".ljust(32, b"\0"), CHALLENGE_WINDOW_S))
+        self.echo(f"  challenge window set to {CHALLENGE_WINDOW_S} s by the ledger's owner (setParameter)")
 
     def create_model(self) -> None:
         args = ["model", "create", "--spec", str(self.config.spec), "--json"]

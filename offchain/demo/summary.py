@@ -71,6 +71,7 @@ def collect(
         }
         for event in _logs(protocol, protocol.ledger, "LaneVoided", modelId=model_id)
     ]
+    runs = _logs(protocol, protocol.ledger, "ClaimsFinalized", modelId=model_id)
     paid = _logs(protocol, protocol.router, "InferencePaid", modelId=model_id)
     revenue_claimed = defaultdict(int)
     for event in _logs(protocol, shares, "RevenueClaimed"):
@@ -155,6 +156,7 @@ def collect(
         "workers": workers,
         "claims": {**claim_counts(claims), "list": claims},
         "cascades": cascades,
+        "finalize_runs": {"transactions": len(runs), "claims": sum(run["claims"] for run in runs)},
         "revenue": {
             "paid_wei": str(sum(event["amount"] for event in paid)),
             "to_holders_wei": str(sum(event["toHolders"] for event in paid)),
@@ -244,6 +246,8 @@ def render(summary: dict[str, Any], console: Console) -> None:
             f"{claims['finalized']} / {claims['rejected']} / {claims['voided']} / {claims['challenged']}",
         ),
     ]
+    runs = summary["finalize_runs"]
+    rows.append(("  finalized in runs", f"{runs['claims']} claims in {runs['transactions']} transaction(s)"))
     rows += [
         (
             f"  rejection of claim {cascade['rejected_claim_id']}",
