@@ -91,8 +91,8 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
     net = DemoNetwork(config, cast, fleet, console.print)
     with sigterm_as_interrupt():
         try:
-            console.rule("chain: anvil, contracts, model")
             net.check_storage()
+            console.rule("chain: anvil, contracts, model")
             net.start_chain()
             net.deploy()
             net.create_model()

@@ -83,6 +83,22 @@ def test_ctrl_c_stops_every_process_and_frees_every_port(out, tmp_path):
     assert f"pm-31337-{ports[0]}" not in brownie_networks
 
 
+def test_an_unreachable_kubo_is_refused_before_anything_starts(tmp_path):
+    """Workers never claim a round validators cannot fetch, so with the daemon down nothing could be
+    claimed: the demo says so in one line instead of training into a spool."""
+    run = subprocess.run(
+        [*DEMO[:4], "--rounds", "1", "--ipfs-api", "http://127.0.0.1:1", "--out", str(tmp_path / "out")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 1
+    (line,) = run.stderr.strip().splitlines()
+    assert "--ipfs-api: the Kubo RPC at http://127.0.0.1:1: cannot connect" in line and "ipfs daemon" in line
+    assert "anvil at" not in run.stdout and processes_mentioning(str(tmp_path / "out")) == []
+
+
 @pytest.fixture(scope="module")
 def killed_anvil_ports() -> list[int]:
     return []
