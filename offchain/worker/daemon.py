@@ -34,6 +34,7 @@ from eth_account.signers.local import LocalAccount
 from hivemind.dht.node import DHTNode
 
 from offchain.chain.protocol import Protocol
+from offchain.chain.structs import call_struct
 from offchain.durable import write_atomic
 from offchain.errors import UserError
 from offchain.model.records import Trace
@@ -137,9 +138,9 @@ class ChainWorker:
     def _stake_and_join(self, peer_id: bytes, encryption_key: bytes) -> bool:
         """Stake up to the minimum and join the stage if needed; True if this worker is its only member."""
         client, ledger, me = self.client, self.ledger, self.client.address
-        params = client.call(ledger.functions.parameters(), action="parameters")
-        claim_bond, min_stake = params[1], params[7]
-        staked = client.call(ledger.functions.stakeOf(me), action="stakeOf")[0]
+        params = self.keeper.parameters()
+        claim_bond, min_stake = params["claimBond"], params["minWorkerStake"]
+        staked = call_struct(client, ledger.functions.stakeOf(me), "stakeOf")["staked"]
         required = max(min_stake, claim_bond)
         if staked < required:
             receipt = client.transact(ledger.functions.stake(), value=required - staked, action="stake")

@@ -1,9 +1,11 @@
 """A refuted round on anvil with real `pm worker run` processes and a Kubo RPC (tests/offchain/storage's
 fake Kubo: real CIDs, real HTTP): stage 1's only worker lies about round 3 (`--cheat fake-digest
---cheat-round 3`) and keeps training, so its claims of rounds 4 and 5 chain on the lie. Stage 1's
-validators challenge round 3 and vote it down: it is slashed once, its claims of rounds 4 and 5 are
-voided in the same transaction with their bonds released, and the worker goes back to round 2's
-checkpoint; its next claim is round 3 again, started from that checkpoint, and finalizes.
+--cheat-round 3`) and keeps training, so its claims of rounds 4 and 5 chain on the lie. A lane
+holds at most four open claims here (maxPendingClaims), so every worker's round 5 waits (saying so
+once) until its oldest claims finalize. Stage 1's validators challenge round 3 and vote it down:
+it is slashed once, its claims of rounds 4 and 5 are voided in the same transaction with their
+bonds released, and the worker goes back to round 2's checkpoint; its next claim is round 3 again,
+started from that checkpoint, and finalizes.
 
 Before that, the Kubo daemon is down while round 1 is published: every worker keeps its files in the
 local spool and waits; no claim appears until the daemon is back and the spool drained."""
@@ -57,7 +59,7 @@ def test_a_refuted_round_voids_the_later_claims_and_the_lane_goes_on_from_round_
     kubo = FakeKubo(tmp_path / "kubo").start()
     up = True
     try:
-        swarm.set_parameters(challengeWindow=DAY, voteWindow=2 * DAY, quorum=1)
+        swarm.set_parameters(challengeWindow=DAY, voteWindow=2 * DAY, quorum=1, maxPendingClaims=4)
         (challenger, challenger_ledger), (voter, voter_ledger) = validators_of_stage_1(swarm)
         model = swarm.protocol.model(swarm.model_id)
         kubo.store.put(EmbeddedStore(tmp_path / "store").get(model.spec_cid))  # where the workers read it
@@ -91,17 +93,23 @@ def test_a_refuted_round_voids_the_later_claims_and_the_lane_goes_on_from_round_
 
         swarm.summary(swarm.driver("driver2", 4, [boot]))
         for worker in workers:
-            worker.wait_for(r"round 5 submitted: claim \d+", timeout=60)
+            worker.wait_for(
+                r"4 claims open, the most a lane may hold \(maxPendingClaims\): round 5 waits", 60
+            )
         lied = swarm.claims(1)
-        assert [c["firstRound"] for c in lied] == [1, 2, 3, 4, 5]
+        assert [c["firstRound"] for c in lied] == [1, 2, 3, 4]
         refuted = lied[2]["claimId"]
         challenger.transact(challenger_ledger.functions.challenge(refuted, 3, 1, b"\x07" * 32))
         workers[1].wait_for(r"round 3 challenged: claim \d+, round 3 step 1", timeout=60)
 
-        swarm.pass_challenge_window()  # rounds 1 and 2 come due; 3 is disputed, 4 and 5 wait behind it
+        swarm.pass_challenge_window()  # rounds 1..4 due; stage 1's round 3 is disputed, 4 waits behind it
         workers[1].wait_for(r"finalized 2 claim\(s\) in one transaction \(rounds 1\.\.2\)", timeout=60)
         for worker in (workers[0], workers[2]):
-            worker.wait_for(r"finalized 5 claim\(s\) in one transaction \(rounds 1\.\.5\)", timeout=60)
+            worker.wait_for(r"finalized 4 claim\(s\) in one transaction \(rounds 1\.\.4\)", timeout=60)
+        for worker in workers:
+            worker.wait_for(r"the lane has room again: sending round 5", timeout=60)
+            worker.wait_for(r"round 5 submitted: claim \d+", timeout=60)
+            assert worker.text().count("the most a lane may hold") == 1, "said once"
         voter.transact(voter_ledger.functions.vote(refuted, False))
         voter.transact(voter_ledger.functions.resolve(refuted))
         workers[1].wait_for(r"round 3 rejected: claim \d+, no shares", timeout=60)
@@ -116,6 +124,8 @@ def test_a_refuted_round_voids_the_later_claims_and_the_lane_goes_on_from_round_
             worker.wait_for(r"round 6 submitted: claim \d+", timeout=60)
         swarm.pass_challenge_window()
         workers[1].wait_for(r"finalized 1 claim\(s\) in one transaction \(rounds 3\.\.3\)", timeout=60)
+        for worker in (workers[0], workers[2]):
+            worker.wait_for(r"finalized 2 claim\(s\) in one transaction \(rounds 5\.\.6\)", timeout=60)
         for worker in workers:
             worker.stop()
             assert worker.popen.returncode == 0, worker.text()[-2000:]
