@@ -33,62 +33,13 @@ class CheckpointMismatch(UserError):
 
 
 @dataclass(frozen=True)
-class PublishedRound:
-    """One stage's round, stored and ready to be put in a claim. `round` is the swarm round the
-    trace was trained in; the claim gives it its on-chain round (`record`)."""
-
-    model_id: int
-    stage: int
-    round: int
-    checkpoint_cid: str
-    checkpoint_digest: bytes
-    trace_cid: str
-    trace_root: bytes
-    work_units: int
-    profile: str | None = None
+class PublishedRound(RoundRecord):
+    """One stage's round, stored and ready to be put in a claim: a round record numbered by the
+    swarm round the trace was trained in; the claim gives it its on-chain round (`record`)."""
 
     def record(self, chain_round: int) -> RoundRecord:
         """This round as round `chain_round` of a claim manifest."""
-        return RoundRecord(
-            chain_round,
-            self.checkpoint_cid,
-            self.checkpoint_digest,
-            self.trace_cid,
-            self.trace_root,
-            self.work_units,
-            self.profile,
-        )
-
-    @property
-    def cids(self) -> tuple[str, str]:
-        return (self.checkpoint_cid, self.trace_cid)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model_id": self.model_id,
-            "stage": self.stage,
-            "round": self.round,
-            "checkpoint_cid": self.checkpoint_cid,
-            "checkpoint_digest": self.checkpoint_digest.hex(),
-            "trace_cid": self.trace_cid,
-            "trace_root": self.trace_root.hex(),
-            "work_units": self.work_units,
-            "profile": self.profile,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PublishedRound:
-        return cls(
-            data["model_id"],
-            data["stage"],
-            data["round"],
-            data["checkpoint_cid"],
-            bytes.fromhex(data["checkpoint_digest"]),
-            data["trace_cid"],
-            bytes.fromhex(data["trace_root"]),
-            data["work_units"],
-            data["profile"],
-        )
+        return RoundRecord.from_json({**self.to_json(), "round": chain_round})
 
 
 def work_units(trace: Trace) -> int:
@@ -100,8 +51,6 @@ def publish_round(store: Store, key: StageKey, state: bytes, trace: Trace) -> Pu
     if not trace.records:
         raise ValueError("a round with no steps cannot be claimed")
     return PublishedRound(
-        model_id=trace.model_id,
-        stage=trace.stage,
         round=trace.round,
         checkpoint_cid=store.put(encrypt_checkpoint(key, state)),
         checkpoint_digest=hashlib.sha256(state).digest(),

@@ -15,14 +15,7 @@ def digest(label: str) -> bytes:
 
 def published(swarm_round: int) -> RoundEntry:
     stored = PublishedRound(
-        1,
-        2,
-        swarm_round,
-        f"QmCk{swarm_round}",
-        digest(f"ck{swarm_round}"),
-        f"QmTr{swarm_round}",
-        digest("t"),
-        8,
+        swarm_round, f"QmCk{swarm_round}", digest(f"ck{swarm_round}"), f"QmTr{swarm_round}", digest("t"), 8
     )
     return RoundEntry(
         stored, digest(f"s{swarm_round - 1}"), digest(f"s{swarm_round}"), 100 + swarm_round, swarm_round
