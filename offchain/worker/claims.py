@@ -171,15 +171,21 @@ class ClaimKeeper:
         checkpoint = self.checkpoint()
         return {checkpoint.digest if checkpoint.cid else self.seed_digest}
 
-    def live_digests(self, lane: Lane) -> set[bytes]:
-        """States this worker may still train on: the lane's tip and every state that descends from
-        it through claims not yet sent and unclaimed rounds (anything else can never be claimed)."""
-        live = self.tip_digests(lane)
-        prepared = self.journal.claims_in(ClaimState.PREPARED, ClaimState.SENDING)
-        for step in [*prepared, *self.journal.unclaimed_rounds()]:
+    def live_chain(self, lane: Lane) -> list[ClaimEntry | RoundEntry]:
+        """This worker's unsent claims and unclaimed rounds that descend from the lane's tip, in
+        order: the states it may still train on (anything else can never be claimed)."""
+        live, chain = self.tip_digests(lane), []
+        for step in [
+            *self.journal.claims_in(ClaimState.PREPARED, ClaimState.SENDING),
+            *self.journal.unclaimed_rounds(),
+        ]:
             if step.parent_digest in live:
                 live.add(step.state_digest)
-        return live
+                chain.append(step)
+        return chain
+
+    def live_digests(self, lane: Lane) -> set[bytes]:
+        return self.tip_digests(lane) | {step.state_digest for step in self.live_chain(lane)}
 
     def _now(self) -> int:
         return self.client.rpc("get_block", lambda: self.client.w3.eth.get_block("latest"))["timestamp"]

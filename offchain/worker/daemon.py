@@ -48,7 +48,7 @@ from offchain.swarm.discovery import lookup, stage_key
 from offchain.swarm.keyshare import EncryptionKeypair, StageKeyKeeper, request_stage_key
 from offchain.swarm.server import RoundState, StageServer, StateFile
 from offchain.worker.claims import ClaimKeeper, ClaimPolicy, crash_point
-from offchain.worker.journal import ClaimJournal, RoundEntry
+from offchain.worker.journal import ClaimEntry, ClaimJournal, RoundEntry
 
 log = logging.getLogger("offchain.worker")
 
@@ -178,10 +178,21 @@ class ChainWorker:
         write_atomic(self.key_path, key.secret)
         os.chmod(self.key_path, 0o600)
 
-    def _tip_state(self) -> tuple[str, bytes]:
-        """(what it is, plaintext) of the state the lane's next claim starts from: the newest open
-        claim's checkpoint, else the stage's finalized checkpoint, else the seed."""
+    def _newest_live_state(self) -> tuple[str, bytes]:
+        """(what it is, plaintext) of the newest state this worker may still train on: the end of
+        its live chain (rounds it published that descend from its lane's tip, fetched back from the
+        store), else the tip itself: the newest open claim's checkpoint, else the stage's finalized
+        checkpoint, else the seed."""
         lane = self.keeper.lane()
+        chain = self.keeper.live_chain(lane)
+        if chain:
+            last = chain[-1]
+            if isinstance(last, ClaimEntry):
+                record, rounds = last.manifest.checkpoint, f"swarm round {last.swarm_rounds[-1]}"
+            else:
+                record, rounds = last.published, f"swarm round {last.round}"
+            state = fetch_checkpoint(self.store, self.key, record.checkpoint_cid, record.checkpoint_digest)
+            return f"its published state after {rounds} ({record.checkpoint_cid})", state
         if lane.tip_claim_id:
             entry = self.journal.claim_by_id(lane.tip_claim_id)
             if entry is not None:
@@ -200,14 +211,14 @@ class ChainWorker:
 
     def _initial_state(self, swarm_round: int) -> RoundState:
         """The state on disk if it can still lead to claims (it descends from the lane's tip), else
-        the tip's state; served at the disk's or the swarm's round if that is ahead, to stay in step
-        with the other stages."""
+        the newest state that can (`_newest_live_state`); served at the disk's or the swarm's round
+        if that is ahead, to stay in step with the other stages."""
         local = self.state_file.load()
         lane = self.keeper.lane()
         if local is not None and sha256(local.state) in self.keeper.live_digests(lane):
             log.info("resuming stage %d from its round %d state on disk", self.stage, local.round)
             return RoundState(max(local.round, swarm_round), local.state)
-        what, state = self._tip_state()
+        what, state = self._newest_live_state()
         served = max(lane.tip_round + 1, local.round if local is not None else 0, swarm_round)
         log.info("starting stage %d from %s as round %d", self.stage, what, served)
         return RoundState(served, state)
@@ -276,8 +287,8 @@ class ChainWorker:
 
     async def _rebase(self, server: StageServer) -> None:
         """After a rejected or voided claim (or rounds that cannot be claimed), a sole member serves
-        its lane's tip unless what it serves already descends from it; with replicas, the swarm's
-        majority state decides and the driver syncs this worker."""
+        the newest state that descends from its lane's tip unless what it serves already does; with
+        replicas, the swarm's majority state decides and the driver syncs this worker."""
         if await asyncio.to_thread(self.keeper.members) != [self.client.address]:
             self.keeper.rebase = False
             return
@@ -286,7 +297,7 @@ class ChainWorker:
         if bytes.fromhex(server.committed.digest) in live:
             self.keeper.rebase = False
             return
-        what, state = await asyncio.to_thread(self._tip_state)
+        what, state = await asyncio.to_thread(self._newest_live_state)
         if server.in_round is not None:
             return  # between rounds only: the next pass tries again
         await server.adopt(RoundState(server.committed.round, state))

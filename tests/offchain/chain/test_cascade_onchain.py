@@ -8,10 +8,13 @@ bonds released, and the worker goes back to round 2's checkpoint; its next claim
 started from that checkpoint, and finalizes.
 
 Before that, the Kubo daemon is down while round 1 is published: every worker keeps its files in the
-local spool and waits; no claim appears until the daemon is back and the spool drained."""
+local spool and waits; no claim appears until the daemon is back and the spool drained. Stage 0's
+worker dies (as by kill -9) once its round-3 claim is journaled but not sent; restarted, it sends
+that claim, once."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -64,7 +67,7 @@ def test_a_refuted_round_voids_the_later_claims_and_the_lane_goes_on_from_round_
         model = swarm.protocol.model(swarm.model_id)
         kubo.store.put(EmbeddedStore(tmp_path / "store").get(model.spec_cid))  # where the workers read it
         ipfs = ["--ipfs-api", kubo.url]
-        first = swarm.worker("worker0", 0, extra=ipfs)
+        first = swarm.worker("worker0", 0, crash_at="after-prepare#3", extra=ipfs)
         boot = first.maddr()
         cheat = ["--cheat", "fake-digest", "--cheat-round", "3"]
         workers = [first, swarm.worker("worker1", 1, [boot], extra=[*ipfs, *cheat])]
@@ -91,7 +94,14 @@ def test_a_refuted_round_voids_the_later_claims_and_the_lane_goes_on_from_round_
                 kubo.store.has(cid) for r in manifest.rounds for cid in (r.checkpoint_cid, r.trace_cid)
             )
 
-        swarm.summary(swarm.driver("driver2", 4, [boot]))
+        driver = swarm.driver("driver2", 4, [boot])
+        assert first.popen.wait(timeout=120) == 137, first.text()[-2000:]  # round 3's claim journaled, unsent
+        assert re.search(r"round 3 \(swarm rounds 3\.\.3\) make one claim", first.text())
+        boot = workers[1].maddr()
+        workers[0] = swarm.worker("worker0-restart", 0, [boot], extra=ipfs)
+        workers[0].wait_for(r"round 3 submitted: claim \d+", timeout=120)
+        swarm.summary(driver)
+        assert swarm.rounds_claimed(0)[:4] == [1, 2, 3, 4], "the journaled claim sent once after the crash"
         for worker in workers:
             worker.wait_for(
                 r"4 claims open, the most a lane may hold \(maxPendingClaims\): round 5 waits", 60
