@@ -215,9 +215,9 @@ contract WorkLedger is LedgerClaims {
         returns (bool)
     {
         address challenger = _disputes[claimId].challenger;
-        address[] storage validators = _validators[modelId][stage];
-        for (uint256 i; i < validators.length; ++i) {
-            address validator = validators[i];
+        StageValidators storage validators = _validators[modelId][stage];
+        for (uint256 i; i < validators.count; ++i) {
+            address validator = validators.at[i];
             if (validator == worker || validator == challenger) continue;
             if (block.timestamp >= _seats[modelId][validator].eligibleAt && !_votes[claimId][validator].cast) {
                 return false;

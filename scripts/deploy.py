@@ -74,9 +74,9 @@ DEMO_LEDGER = LedgerParameters(
     loser_vote_slash_bps=5_000,
     no_quorum_slash_bps=1_000,
 )
-# Public testnet: a day to challenge and a day to vote; a validator waits two days before it may
-# challenge or vote, longer than a vote window, so no dispute can be decided by addresses
-# registered after it began; an unbonding week outlasts every window.
+# Public testnet: a day to challenge and a day to vote; a validator waits three days before it may
+# challenge or vote, longer than both windows together, so no claim can be challenged or voted on by
+# addresses registered after its submission; an unbonding week outlasts every window.
 TESTNET_LEDGER = LedgerParameters(
     challenge_window=24 * 3600,
     claim_bond=ETHER // 20,
@@ -89,7 +89,7 @@ TESTNET_LEDGER = LedgerParameters(
     min_validator_stake=ETHER // 2,
     max_pending_claims=64,
     availability_grace=6 * 3600,
-    validator_delay=2 * 24 * 3600,
+    validator_delay=3 * 24 * 3600,
     vote_bond=ETHER // 100,
     loser_vote_slash_bps=5_000,
     no_quorum_slash_bps=2_000,

@@ -11,7 +11,9 @@ import {LedgerStake} from "./LedgerStake.sol";
 /// (registerValidator/leaveValidator), bound to ONE stage per model across both roles, so the
 /// weights of a model are never all in one hand.
 /// @dev One storage slot per (model, account) — the seat — holds both roles and the account's
-/// lane id; a worker that starts validating its own stage rewrites a slot it already has.
+/// lane id; a worker that starts validating its own stage rewrites a slot it already has. A
+/// stage's validator list keeps its count in a slot that also remembers the registry confirmed
+/// the stage exists (stages never change), so only a stage's first registration asks the registry.
 abstract contract LedgerSeats is LedgerStake {
     using SafeCast for uint256;
 
@@ -35,10 +37,17 @@ abstract contract LedgerSeats is LedgerStake {
         uint8 stage;
     }
 
+    /// @dev Validators of one stage: `at[0..count)`, and whether the stage is known to exist.
+    struct StageValidators {
+        uint32 count;
+        bool known;
+        mapping(uint256 index => address) at;
+    }
+
     uint64 private _laneCount;
     mapping(uint256 modelId => mapping(address account => Seat)) internal _seats;
     mapping(uint256 modelId => mapping(uint8 stage => address[])) private _members;
-    mapping(uint256 modelId => mapping(uint8 stage => address[])) internal _validators;
+    mapping(uint256 modelId => mapping(uint8 stage => StageValidators)) internal _validators;
     mapping(uint256 laneId => Lane) internal _lanes;
 
     /// @inheritdoc IWorkLedger
@@ -91,20 +100,22 @@ abstract contract LedgerSeats is LedgerStake {
     /// @dev A validator may register for a model in any status: disputes of a paused model still
     /// need votes.
     function registerValidator(uint256 modelId, uint8 stage) external {
-        (, uint8 numStages,) = registry.sharesOf(modelId);
-        if (stage >= numStages) revert StageOutOfRange(modelId, stage);
+        StageValidators storage validators = _validators[modelId][stage];
+        if (!validators.known) {
+            (, uint8 numStages,) = registry.sharesOf(modelId);
+            if (stage >= numStages) revert StageOutOfRange(modelId, stage);
+            validators.known = true;
+        }
         Seat storage seat = _seats[modelId][msg.sender];
         if (seat.validator) revert AlreadyValidator(modelId, msg.sender, seat.stage);
         _requireSameStage(modelId, seat, seat.member, stage);
         _requireStake(msg.sender, _params.minValidatorStake);
 
-        address[] storage validators = _validators[modelId][stage];
+        uint32 index = validators.count;
         uint40 eligibleAt = (block.timestamp + _params.validatorDelay).toUint40();
-        seat.validatorIndex = validators.length.toUint32();
-        seat.eligibleAt = eligibleAt;
-        seat.stage = stage;
-        seat.validator = true;
-        validators.push(msg.sender);
+        (seat.validatorIndex, seat.eligibleAt, seat.stage, seat.validator) = (index, eligibleAt, stage, true);
+        validators.at[index] = msg.sender;
+        validators.count = index + 1;
         _stakes[msg.sender].validatorships += 1;
         emit ValidatorRegistered(modelId, stage, msg.sender, eligibleAt);
     }
@@ -114,19 +125,25 @@ abstract contract LedgerSeats is LedgerStake {
         Seat storage seat = _seats[modelId][msg.sender];
         uint8 stage = seat.stage;
         if (!seat.validator) revert NotStageValidator(modelId, stage, msg.sender);
-        address[] storage validators = _validators[modelId][stage];
-        address last = validators[validators.length - 1];
-        validators[seat.validatorIndex] = last;
+        StageValidators storage validators = _validators[modelId][stage];
+        // count >= 1: the caller is one of them.
+        uint32 lastIndex = validators.count - 1;
+        address last = validators.at[lastIndex];
+        validators.at[seat.validatorIndex] = last;
         _seats[modelId][last].validatorIndex = seat.validatorIndex;
-        validators.pop();
+        validators.count = lastIndex;
         seat.validator = false;
         _stakes[msg.sender].validatorships -= 1;
         emit ValidatorLeft(modelId, stage, msg.sender);
     }
 
     /// @inheritdoc IWorkLedger
-    function validatorsOf(uint256 modelId, uint8 stage) external view returns (address[] memory) {
-        return _validators[modelId][stage];
+    function validatorsOf(uint256 modelId, uint8 stage) external view returns (address[] memory list) {
+        StageValidators storage validators = _validators[modelId][stage];
+        list = new address[](validators.count);
+        for (uint256 i; i < list.length; ++i) {
+            list[i] = validators.at[i];
+        }
     }
 
     /// @inheritdoc IWorkLedger
@@ -150,6 +167,7 @@ abstract contract LedgerSeats is LedgerStake {
     /// must be of `stage` already.
     function _requireSameStage(uint256 modelId, Seat storage seat, bool holdsOther, uint8 stage) private view {
         if (holdsOther && seat.stage != stage) revert AlreadyHoldsOtherStage(modelId, msg.sender, seat.stage);
+        if (seat.laneId == 0) return;
         Lane storage lane = _lanes[seat.laneId];
         if (lane.tip != lane.settled && lane.stage != stage) {
             revert AlreadyHoldsOtherStage(modelId, msg.sender, lane.stage);

@@ -27,7 +27,28 @@ abstract contract LedgerStake is IWorkLedger, Ownable2Step, ReentrancyGuardTrans
     /// @inheritdoc IWorkLedger
     address public immutable treasury;
 
-    Parameters internal _params;
+    /// @dev The parameters packed by who reads them, so each hot path reads one slot: submitClaim
+    /// the first, disputes the second, stake and seats the third. Windows and periods fit 32 bits
+    /// (at most 365 days); the bounds in _setParameter keep every value inside its field.
+    struct Config {
+        uint88 claimBond;
+        uint32 challengeWindow;
+        uint64 maxWorkUnitsPerClaim;
+        uint16 maxPendingClaims;
+        uint8 quorum;
+        uint16 burnBps;
+        uint32 availabilityGrace;
+        uint32 voteWindow;
+        uint88 voteBond;
+        uint16 loserVoteSlashBps;
+        uint16 noQuorumSlashBps;
+        uint96 minWorkerStake;
+        uint96 minValidatorStake;
+        uint32 validatorDelay;
+        uint32 unbondingPeriod;
+    }
+
+    Config internal _params;
     mapping(address account => StakeAccount) internal _stakes;
 
     constructor(address owner_, IModelRegistry registry_, address treasury_, Parameters memory params)
@@ -98,7 +119,24 @@ abstract contract LedgerStake is IWorkLedger, Ownable2Step, ReentrancyGuardTrans
 
     /// @inheritdoc IWorkLedger
     function parameters() external view returns (Parameters memory) {
-        return _params;
+        Config storage c = _params;
+        return Parameters({
+            challengeWindow: c.challengeWindow,
+            claimBond: c.claimBond,
+            maxWorkUnitsPerClaim: c.maxWorkUnitsPerClaim,
+            quorum: c.quorum,
+            burnBps: c.burnBps,
+            voteWindow: c.voteWindow,
+            unbondingPeriod: c.unbondingPeriod,
+            minWorkerStake: c.minWorkerStake,
+            minValidatorStake: c.minValidatorStake,
+            maxPendingClaims: c.maxPendingClaims,
+            availabilityGrace: c.availabilityGrace,
+            validatorDelay: c.validatorDelay,
+            voteBond: c.voteBond,
+            loserVoteSlashBps: c.loserVoteSlashBps,
+            noQuorumSlashBps: c.noQuorumSlashBps
+        });
     }
 
     /// @inheritdoc IWorkLedger
@@ -108,10 +146,10 @@ abstract contract LedgerStake is IWorkLedger, Ownable2Step, ReentrancyGuardTrans
 
     /// @dev Every bound is checked here, so the casts below cannot truncate.
     function _setParameter(bytes32 name, uint256 value) private {
-        Parameters storage p = _params;
+        Config storage p = _params;
         if (name == "challengeWindow") {
             // The window must stay longer than the availability grace it contains.
-            p.challengeWindow = uint64(_bounded(name, value, uint256(p.availabilityGrace) + 1, MAX_WINDOW));
+            p.challengeWindow = uint32(_bounded(name, value, uint256(p.availabilityGrace) + 1, MAX_WINDOW));
         } else if (name == "claimBond") {
             p.claimBond = uint88(_bounded(name, value, 1, type(uint88).max));
         } else if (name == "maxWorkUnitsPerClaim") {
@@ -121,9 +159,9 @@ abstract contract LedgerStake is IWorkLedger, Ownable2Step, ReentrancyGuardTrans
         } else if (name == "burnBps") {
             p.burnBps = uint16(_bounded(name, value, 0, BPS));
         } else if (name == "voteWindow") {
-            p.voteWindow = uint64(_bounded(name, value, 1, MAX_WINDOW));
+            p.voteWindow = uint32(_bounded(name, value, 1, MAX_WINDOW));
         } else if (name == "unbondingPeriod") {
-            p.unbondingPeriod = uint64(_bounded(name, value, 0, MAX_UNBONDING));
+            p.unbondingPeriod = uint32(_bounded(name, value, 0, MAX_UNBONDING));
         } else if (name == "minWorkerStake") {
             p.minWorkerStake = uint96(_bounded(name, value, 0, type(uint96).max));
         } else if (name == "minValidatorStake") {
@@ -131,9 +169,9 @@ abstract contract LedgerStake is IWorkLedger, Ownable2Step, ReentrancyGuardTrans
         } else if (name == "maxPendingClaims") {
             p.maxPendingClaims = uint16(_bounded(name, value, 1, MAX_PENDING_CLAIMS));
         } else if (name == "availabilityGrace") {
-            p.availabilityGrace = uint64(_bounded(name, value, 0, uint256(p.challengeWindow) - 1));
+            p.availabilityGrace = uint32(_bounded(name, value, 0, uint256(p.challengeWindow) - 1));
         } else if (name == "validatorDelay") {
-            p.validatorDelay = uint64(_bounded(name, value, 0, MAX_WINDOW));
+            p.validatorDelay = uint32(_bounded(name, value, 0, MAX_WINDOW));
         } else if (name == "voteBond") {
             p.voteBond = uint88(_bounded(name, value, 0, type(uint88).max));
         } else if (name == "loserVoteSlashBps") {

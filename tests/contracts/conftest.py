@@ -269,3 +269,8 @@ def stakes(ledger, account):
     """(staked, locked) of an account."""
     staked, locked, *_ = ledger.stakeOf(account)
     return staked, locked
+
+
+def next_block_at(timestamp: int) -> None:
+    """Mine the next transaction's block at exactly `timestamp` (for deadline edges)."""
+    web3.provider.make_request("evm_setNextBlockTimestamp", [timestamp])

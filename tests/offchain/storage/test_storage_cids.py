@@ -21,6 +21,41 @@ def test_published_kubo_vectors():
     assert file_cid(b"") == "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
 
 
+def test_a_cidv0_round_trips_through_its_on_chain_bytes32():
+    cid = file_cid(b"hello\n")
+    raw = cid_to_bytes32(cid)
+    assert len(raw) == 32
+    assert raw == parse_cid(cid)[2:]  # the digest after the 0x12 0x20 multihash prefix
+    assert bytes32_to_cid(raw) == cid
+    assert cid_to_bytes32(f"/ipfs/{cid}") == raw
+
+
+def test_a_dag_pb_cidv1_maps_to_the_same_bytes32_as_its_cidv0():
+    cid = file_cid(b"hello\n")
+    v1 = cid_text(bytes([1, 0x70]) + parse_cid(cid))
+    assert v1.startswith("b")
+    assert cid_to_bytes32(v1) == cid_to_bytes32(cid)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("not-a-cid", "not a CID"),
+        ("", "not a CID"),
+        ("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "only dag-pb"),  # raw leaves
+    ],
+)
+def test_cids_that_do_not_fit_a_bytes32_are_refused(bad, reason):
+    with pytest.raises(InvalidCID, match=reason):
+        cid_to_bytes32(bad)
+
+
+@pytest.mark.parametrize("raw", [bytes(32), b"\x01" * 31, b"\x01" * 33])
+def test_bytes32_that_name_no_cid_are_refused(raw):
+    with pytest.raises(InvalidCID):
+        bytes32_to_cid(raw)
+
+
 def blob(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
@@ -91,7 +126,7 @@ def test_bytes32_holds_a_cidv0_losslessly():
     digest = cid_to_bytes32(cid)
     assert len(digest) == 32 and bytes32_to_cid(digest) == cid
     v1 = cid_text(b"\x01\x55" + parse_cid(cid))  # raw leaf CIDv1 with the same multihash
-    with pytest.raises(InvalidCID, match="only a CIDv0"):
+    with pytest.raises(InvalidCID, match="CIDv0"):
         cid_to_bytes32(v1)
     with pytest.raises(InvalidCID, match="32 bytes, not 31"):
         bytes32_to_cid(digest[:31])
