@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from chain_testkit import advance_time, anvil_account
-from worker_kit import DAY, ETHER, ChainSwarm, lean_spec, worker_account
+from worker_kit import DAY, ETHER, ChainSwarm, lean_spec, wait_until, worker_account
 
 from offchain.chain.client import ChainClient
 from offchain.chain.models import spec_of_model
@@ -101,7 +101,8 @@ def test_a_refuted_round_voids_the_later_claims_and_the_lane_goes_on_from_round_
         workers[0] = swarm.worker("worker0-restart", 0, [boot], extra=ipfs)
         workers[0].wait_for(r"round 3 submitted: claim \d+", timeout=120)
         swarm.summary(driver)
-        assert swarm.rounds_claimed(0)[:4] == [1, 2, 3, 4], "the journaled claim sent once after the crash"
+        wait_until("stage 0's round 4 is claimed", lambda: len(swarm.rounds_claimed(0)) >= 4)
+        assert swarm.rounds_claimed(0) == [1, 2, 3, 4], "the journaled claim sent once after the crash"
         for worker in workers:
             worker.wait_for(
                 r"4 claims open, the most a lane may hold \(maxPendingClaims\): round 5 waits", 60
