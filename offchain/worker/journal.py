@@ -3,22 +3,28 @@ disk so a restarted worker (even after kill -9) never claims a round twice nor f
 
 Two kinds of files, each written atomically (offchain/durable.py):
 - `round-<swarm round>.json`: one published round (checkpoint and trace stored), the digests of
-  the states it really started from and ended at, and whether it was DROPPED (it can never be
-  claimed: it does not follow the lane's tip);
+  the states it really started from and ended at (a round that can never be claimed, because it
+  does not follow the lane's tip, is DROPPED);
 - `claim-<first swarm round>.json`: one claim, covering consecutive published rounds, with its
   manifest. A claim moves PREPARED (manifest stored, not sent) -> SENDING (written before the
   transaction goes out) -> SUBMITTED (claim id known) -> FINALIZED, REJECTED or VOIDED (a
   rejection of an earlier claim of the lane voided it); a PREPARED claim that no longer follows
   the lane's tip when its turn comes is ABANDONED and its rounds are free again.
 
-A round belongs to at most one live claim: a claim file is the one write that takes rounds, so a
+A round belongs to at most one claim in play: a claim file is the one write that takes rounds, so a
 crash either took them or did not. A SENDING claim found after a restart may or may not have
 reached the chain: the worker looks it up (by its manifest CID) before anything else.
+
+Settled entries move to `settled/` (a finalized, rejected or voided claim with its rounds, an
+abandoned claim without them, a dropped round), so a worker that has trained for months loads and
+scans only what is still in play. The claim's settled copy is written first, its rounds moved, the
+active file removed last: a crash in between leaves an entry that the next pass settles again.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -153,12 +159,14 @@ def _load(directory: Path, pattern: str, parse: Callable[[dict[str, Any]], Any])
 
 
 class ClaimJournal:
-    """The rounds and claims of one (model, stage) of this worker, kept in `directory` (thread-safe:
-    the commit hook adds rounds while the ledger loop moves claims along)."""
+    """The rounds and claims of one (model, stage) of this worker still in play, kept in `directory`
+    (settled ones in `directory`/settled); thread-safe: the commit hook adds rounds while the ledger
+    loop moves claims along."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        self.settled = directory / "settled"
+        self.settled.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._rounds = {e.round: e for e in _load(directory, "round-*.json", RoundEntry.from_json)}
         self._claims = {e.swarm_rounds[0]: e for e in _load(directory, "claim-*.json", ClaimEntry.from_json)}
@@ -166,66 +174,77 @@ class ClaimJournal:
     def _write(self, name: str, document: dict[str, Any]) -> None:
         write_atomic(self.directory / name, json.dumps(document, indent=1).encode())
 
+    def _write_settled(self, name: str, document: dict[str, Any]) -> None:
+        write_atomic(self.settled / name, json.dumps(document, indent=1).encode())
+
     # ---- rounds -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _round_file(swarm_round: int) -> str:
+        return f"round-{swarm_round:012d}.json"
 
     def put_round(self, entry: RoundEntry) -> RoundEntry:
         """Write `entry` durably (replacing the round's previous entry) before returning it."""
         with self._lock:
-            self._write(f"round-{entry.round:012d}.json", entry.to_json())
+            self._write(self._round_file(entry.round), entry.to_json())
             self._rounds[entry.round] = entry
         return entry
 
     def drop_round(self, entry: RoundEntry) -> RoundEntry:
-        return self.put_round(replace(entry, status=RoundStatus.DROPPED))
+        """The round can never be claimed: settled as DROPPED."""
+        entry = replace(entry, status=RoundStatus.DROPPED)
+        with self._lock:
+            self._write_settled(self._round_file(entry.round), entry.to_json())
+            (self.directory / self._round_file(entry.round)).unlink(missing_ok=True)
+            self._rounds.pop(entry.round, None)
+        return entry
 
     def round(self, swarm_round: int) -> RoundEntry | None:
         with self._lock:
             return self._rounds.get(swarm_round)
 
     def rounds(self) -> list[RoundEntry]:
-        """Every published round, oldest first."""
+        """Every published round still in play, oldest first."""
         with self._lock:
             return [self._rounds[r] for r in sorted(self._rounds)]
 
     def claim_of_round(self, swarm_round: int) -> ClaimEntry | None:
-        """The live (not abandoned) claim that covers a swarm round, if any."""
-        return next(
-            (
-                claim
-                for claim in self.claims()
-                if claim.state is not ClaimState.ABANDONED and swarm_round in claim.swarm_rounds
-            ),
-            None,
-        )
+        """The claim in play that covers a swarm round, if any."""
+        return next((claim for claim in self.claims() if swarm_round in claim.swarm_rounds), None)
 
     def unclaimed_rounds(self) -> list[RoundEntry]:
-        """Published rounds no live claim covers and not dropped, oldest first."""
-        taken = {
-            r
-            for claim in self.claims()
-            if claim.state is not ClaimState.ABANDONED
-            for r in claim.swarm_rounds
-        }
-        return [e for e in self.rounds() if e.status is RoundStatus.PUBLISHED and e.round not in taken]
-
-    def state_digests(self) -> set[bytes]:
-        """Digests of every state whose round this worker published (such a state on disk may still
-        lead to claims; one whose round was never published cannot)."""
-        return {entry.state_digest for entry in self.rounds()}
+        """Published rounds in play that no claim in play covers, oldest first."""
+        taken = {r for claim in self.claims() for r in claim.swarm_rounds}
+        return [entry for entry in self.rounds() if entry.round not in taken]
 
     # ---- claims -------------------------------------------------------------------------------
 
     def put_claim(self, entry: ClaimEntry) -> ClaimEntry:
+        """Write `entry` durably before returning it; a settled claim leaves the set in play, with
+        its rounds unless it was abandoned (they are free again)."""
+        name = f"claim-{entry.swarm_rounds[0]:012d}.json"
         with self._lock:
-            self._write(f"claim-{entry.swarm_rounds[0]:012d}.json", entry.to_json())
-            self._claims[entry.swarm_rounds[0]] = entry
+            if not entry.state.terminal:
+                self._write(name, entry.to_json())
+                self._claims[entry.swarm_rounds[0]] = entry
+                return entry
+            self._write_settled(name, entry.to_json())
+            if entry.state is not ClaimState.ABANDONED:
+                for swarm_round in entry.swarm_rounds:
+                    if self._rounds.pop(swarm_round, None) is not None:
+                        os.replace(
+                            self.directory / self._round_file(swarm_round),
+                            self.settled / self._round_file(swarm_round),
+                        )
+            (self.directory / name).unlink(missing_ok=True)
+            self._claims.pop(entry.swarm_rounds[0], None)
         return entry
 
     def update_claim(self, entry: ClaimEntry, **changes: Any) -> ClaimEntry:
         return self.put_claim(replace(entry, **changes))
 
     def claims(self) -> list[ClaimEntry]:
-        """Every claim, oldest first."""
+        """Every claim still in play, oldest first."""
         with self._lock:
             return [self._claims[r] for r in sorted(self._claims)]
 

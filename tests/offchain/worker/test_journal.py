@@ -1,8 +1,10 @@
 """The worker's claim journal: a claim file is the one write that takes rounds, so after any crash a
-round is either in exactly one live claim or free; an abandoned claim frees its rounds; a dropped
-round is never offered again; everything reads back the same from disk."""
+round is either in exactly one claim in play or free; an abandoned claim frees its rounds; a dropped
+round is never offered again; settled claims leave the set in play with their rounds (kept under
+settled/); everything reads back the same from disk."""
 
 import hashlib
+import json
 
 from offchain.proofs.manifest import ClaimManifest
 from offchain.proofs.rounds import PublishedRound
@@ -35,11 +37,11 @@ def claim(rounds: list[RoundEntry], first_chain_round: int) -> ClaimEntry:
     )
 
 
-def test_rounds_are_taken_by_one_claim_and_freed_by_abandoning_it(tmp_path):
+def test_rounds_are_taken_by_one_claim_and_settled_with_it(tmp_path):
     journal = ClaimJournal(tmp_path)
-    rounds = [journal.put_round(published(r)) for r in range(1, 6)]
+    rounds = [journal.put_round(published(r)) for r in range(1, 7)]
     first = journal.put_claim(claim(rounds[:2], 1))
-    assert [e.round for e in journal.unclaimed_rounds()] == [3, 4, 5]
+    assert [e.round for e in journal.unclaimed_rounds()] == [3, 4, 5, 6]
     assert journal.claim_of_round(2) == first and journal.claim_of_round(3) is None
     sending = journal.update_claim(first, state=ClaimState.SENDING, tx="0xabc")
 
@@ -50,11 +52,25 @@ def test_rounds_are_taken_by_one_claim_and_freed_by_abandoning_it(tmp_path):
     assert reopened.claim_by_id(5) == submitted
 
     later = reopened.put_claim(claim(rounds[2:4], 3))
-    reopened.update_claim(later, state=ClaimState.ABANDONED)
-    assert [e.round for e in reopened.unclaimed_rounds()] == [3, 4, 5]
+    reopened.update_claim(later, state=ClaimState.ABANDONED)  # settled alone: its rounds are free again
+    assert [e.round for e in reopened.unclaimed_rounds()] == [3, 4, 5, 6]
     reopened.drop_round(rounds[2])
-    assert [e.round for e in ClaimJournal(tmp_path).unclaimed_rounds()] == [4, 5]
-    assert ClaimJournal(tmp_path).claim_of_round(3) is None
+    reopened.update_claim(submitted, state=ClaimState.FINALIZED)  # settled with its rounds
+
+    settled = ClaimJournal(tmp_path)
+    assert settled.claims() == [] and [e.round for e in settled.rounds()] == [4, 5, 6]
+    assert [e.round for e in settled.unclaimed_rounds()] == [4, 5, 6]
+    assert settled.claim_by_id(5) is None and settled.claim_of_round(1) is None
+    kept = sorted(path.name for path in (tmp_path / "settled").iterdir())
+    assert kept == [
+        "claim-000000000001.json",
+        "claim-000000000003.json",
+        "round-000000000001.json",
+        "round-000000000002.json",
+        "round-000000000003.json",
+    ]
+    finalized = json.loads((tmp_path / "settled" / "claim-000000000001.json").read_text())
+    assert (finalized["state"], finalized["claim_id"]) == ("finalized", 5)
+    assert json.loads((tmp_path / "settled" / "round-000000000003.json").read_text())["status"] == "dropped"
     assert ClaimState.VOIDED.terminal and not ClaimState.SUBMITTED.terminal
-    assert reopened.state_digests() == {digest(f"s{r}") for r in range(1, 6)}
-    assert claim(rounds[:2], 1).rounds == "rounds 1..2" and claim(rounds[4:], 3).rounds == "round 3"
+    assert claim(rounds[:2], 1).rounds == "rounds 1..2" and claim(rounds[4:5], 3).rounds == "round 3"
