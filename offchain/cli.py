@@ -118,7 +118,7 @@ def status(
     deployments: options.Deployments = options.DEPLOYMENTS_DIR,
     as_json: options.JsonOut = False,
 ) -> None:
-    """Show a model's stages, members, finalized rounds, claims by state, shares and revenue."""
+    """Show a model's stages (members, validators, finalized rounds), claims by state, shares and revenue."""
     from rich.table import Table
 
     from offchain.chain.protocol import open_protocol
@@ -130,16 +130,20 @@ def status(
         return
     model, claims, revenue = report["model"], report["claims"], report["revenue"]
     table = Table(title=f"model {model_id} ({model['status']}, spec {model['spec_cid']})")
-    for column in ("stage", "members", "finalized round", "checkpoint"):
+    for column in ("stage", "members", "validators", "finalized round", "checkpoint"):
         table.add_column(column)
     for stage in report["stages"]:
         members = "\n".join(stage["members"]) or "-"
-        table.add_row(str(stage["stage"]), members, str(stage["round"]), stage["checkpoint_cid"] or "-")
+        validators = "\n".join(stage["validators"]) or "-"
+        checkpoint = stage["checkpoint_cid"] or "-"
+        table.add_row(str(stage["stage"]), members, validators, str(stage["round"]), checkpoint)
     stdout = Console(soft_wrap=True)
     stdout.print(table)
     stdout.print(
         f"claims: {claims['pending']} pending, {claims['finalized']} finalized, "
-        f"{claims['rejected']} rejected ({claims['challenged']} challenged)\n"
+        f"{claims['rejected']} rejected, {claims['voided']} voided ({claims['challenged']} challenged); "
+        f"rounds: {claims['pending_rounds']} pending, {claims['finalized_rounds']} finalized, "
+        f"{claims['rejected_rounds']} rejected, {claims['voided_rounds']} voided\n"
         f"shares: {report['shares']['supply']} (wei units)\n"
         f"revenue (wei): {revenue['total_wei']} to holders, {revenue['claimed_wei']} claimed, "
         f"{revenue['held_wei']} held until the first shares",
@@ -155,7 +159,12 @@ def demo(
         int, typer.Option("--workers-per-stage", min=1, max=4, help="Honest workers per stage.")
     ] = 1,
     cheater: Annotated[
-        bool, typer.Option("--cheater", help="Add a dishonest worker; watch it get caught and slashed.")
+        bool,
+        typer.Option(
+            "--cheater",
+            help="Add a worker that lies about round 2 and keeps claiming on top of the lie; watch it get "
+            "caught, slashed once, and its later claims voided.",
+        ),
     ] = False,
     ipfs_api: options.IpfsApi = None,
     out: Annotated[

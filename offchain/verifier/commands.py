@@ -27,8 +27,9 @@ KEY_REQUEST_TIMEOUT_S = 15.0
 
 
 class P2PStageKeys:
-    """Stage keys asked from the stage's members over P2P (a validator is entitled to them), kept in
-    memory only: a restarted verifier asks again rather than keeping secrets on disk."""
+    """The key of the validated stage, asked from that stage's members over P2P (a validator is granted
+    its own stage's key only), kept in memory: a restarted verifier asks again rather than keeping
+    secrets on disk."""
 
     def __init__(self, node: DHTNode, protocol: Protocol, keypair: EncryptionKeypair) -> None:
         self.node, self.protocol, self.keypair = node, protocol, keypair
@@ -54,14 +55,17 @@ class P2PStageKeys:
 
 @verifier_app.command("run")
 def verifier_run(
-    model_id: Annotated[
-        int | None, typer.Option("--model", help="Check only this model's claims (default: every model).")
-    ] = None,
+    model_id: options.ModelId,
+    stage: Annotated[
+        int, typer.Option("--stage", min=0, help="The one stage of the model to validate (0-based).")
+    ],
     initial_peers: PeersOption = None,
     probability: Annotated[
         float,
         typer.Option(
-            "--probability", envvar="PM_VERIFY_PROBABILITY", help="Chance of checking each claim (0..1)."
+            "--probability",
+            envvar="PM_VERIFY_PROBABILITY",
+            help="Chance of replaying each round of a claim (0..1).",
         ),
     ] = 1.0,
     state_dir: Annotated[
@@ -77,7 +81,8 @@ def verifier_run(
     store: options.StoreDir = options.DEFAULT_STORE,
     ipfs_api: options.IpfsApi = None,
 ) -> None:
-    """Register as a validator, replay sampled claims, challenge false ones, vote, resolve, finalize."""
+    """Validate one stage of a model: register for it, replay sampled rounds of its claims, challenge
+    false or withheld ones, vote on its disputes, resolve them, finalize the claims it judged valid."""
     if not 0.0 <= probability <= 1.0:
         raise UserError(f"--probability must be between 0 and 1, not {probability}")
     if not initial_peers:
@@ -93,8 +98,9 @@ def verifier_run(
     protocol = open_protocol(rpc_url, key_file, deployments, signer=True)
     if protocol.ledger is None:
         raise UserError("this deployment has no WorkLedger: nothing to verify")
-    if model_id is not None:
-        protocol.model(model_id)  # an unknown id is one clear error, before anything is sent
+    model = protocol.model(model_id)  # an unknown id is one clear error, before anything is sent
+    if stage >= model.num_stages:
+        raise UserError(f"stage {stage} out of range: model {model_id} has stages 0..{model.num_stages - 1}")
 
     from offchain.storage.store import open_store
     from offchain.swarm.keyshare import EncryptionKeypair
@@ -102,7 +108,7 @@ def verifier_run(
     from offchain.verifier.daemon import Verifier, VerifierConfig
 
     keypair = EncryptionKeypair.load_or_create(state_dir / "x25519.key")
-    config = VerifierConfig(state_dir, probability, model_id, allowed)
+    config = VerifierConfig(state_dir, model_id, stage, probability, allowed)
     configure_logging()
 
     async def run() -> None:

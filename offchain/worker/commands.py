@@ -47,6 +47,24 @@ def worker_run(
         Path,
         typer.Option("--state-dir", help="Where round state, claim journal and keys are kept for restarts."),
     ] = Path(".pm/swarm-state"),
+    rounds_per_claim: Annotated[
+        int,
+        typer.Option(
+            "--rounds-per-claim",
+            min=1,
+            help="Rounds one claim covers: more rounds per claim cost less gas per round and delay "
+            "their shares until the claim's window passes.",
+        ),
+    ] = 1,
+    claim_wait: Annotated[
+        int | None,
+        typer.Option(
+            "--claim-wait",
+            min=0,
+            help="Seconds (chain time) the oldest unclaimed round may wait for --rounds-per-claim "
+            "rounds; past it, a shorter claim goes out. Default: always a full claim.",
+        ),
+    ] = None,
     cheat: Annotated[
         Cheat | None,
         typer.Option(
@@ -55,6 +73,10 @@ def worker_run(
             "with peers stays honest) so a verifier can be shown catching it; the bond is slashed.",
         ),
     ] = None,
+    cheat_round: Annotated[
+        int | None,
+        typer.Option("--cheat-round", min=1, help="TEST TOOL: with --cheat, cheat in this round only."),
+    ] = None,
     rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
     deployments: options.Deployments = options.DEPLOYMENTS_DIR,
     store: options.StoreDir = options.DEFAULT_STORE,
@@ -62,7 +84,8 @@ def worker_run(
 ) -> None:
     """Serve one stage over hivemind P2P until SIGTERM; resumes from --state-dir after a crash.
 
-    With --model ID: on-chain, for shares (stake, join, claim every round, finalize the claims).
+    With --model ID: on-chain, for shares (stake, join, claim every round as it is published,
+    chained on the worker's open claims, finalize them in runs).
     With --model-spec FILE: off-chain training only, no claims."""
     import asyncio
 
@@ -71,9 +94,13 @@ def worker_run(
 
     if (model is None) == (model_spec is None):
         raise UserError("pass exactly one of --model ID (on-chain) and --model-spec FILE (off-chain)")
+    if cheat_round is not None and cheat is None:
+        raise UserError("--cheat-round picks the round a --cheat applies to: pass --cheat too")
     if model_spec is not None:
-        if cheat is not None:
-            raise UserError("--cheat changes what a worker claims: it needs --model")
+        if cheat is not None or rounds_per_claim != 1 or claim_wait is not None:
+            raise UserError(
+                "--cheat, --rounds-per-claim and --claim-wait are about claims: they need --model"
+            )
         from offchain.model.spec import load_spec
         from offchain.swarm.stage_worker import WorkerConfig, serve_stage
 
@@ -101,14 +128,16 @@ def worker_run(
             f"stage {stage} out of range: model {model} has stages 0..{chain_model.num_stages - 1}"
         )
     from offchain.swarm.stage_worker import WorkerConfig, serve_stage
+    from offchain.worker.claims import ClaimPolicy
     from offchain.worker.daemon import ChainWorker, ChainWorkerConfig
 
     identity = Identity(bytes(account.key), account.address)
     configure_logging()
     network = network_config(initial_peers, host_maddrs, announce_maddrs)
     config = WorkerConfig(spec, stage, identity, network, model_id=model, state_dir=state_dir)
+    policy = ClaimPolicy(rounds_per_claim, claim_wait)
     role = ChainWorker(
-        ChainWorkerConfig(model, stage, spec, state_dir, cheat.value if cheat else None),
+        ChainWorkerConfig(model, stage, spec, state_dir, policy, cheat.value if cheat else None, cheat_round),
         protocol,
         content,
         account,

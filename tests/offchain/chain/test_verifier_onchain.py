@@ -11,115 +11,14 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from chain_testkit import REPO, advance_time, anvil_account, join_stage
+from chain_testkit import REPO, advance_time
 from stage_members import serving_stage_keys
+from verifier_kit import ETHER, VALIDATORS, WORKERS, Network, seed_states
 
 from offchain.chain.client import ChainClient
-from offchain.chain.models import create_model
-from offchain.chain.protocol import ClaimStatus, Protocol
-from offchain.model.reference import train_single_process
-from offchain.model.spec import load_spec
-from offchain.model.trainer import StageTrainer
-from offchain.proofs.rounds import publish_round
-from offchain.proofs.signing import sign_message
-from offchain.storage.crypto import StageKey
-from offchain.storage.embedded import EmbeddedStore
-from offchain.swarm.local import LocalProcess, spawn_pm
-from offchain.worker.cheats import apply_cheat
-
-ETHER = 10**18
-DRIVER = anvil_account(9)
-WORKERS = [anvil_account(2 + stage) for stage in range(3)]
-VALIDATORS = [anvil_account(6), anvil_account(7)]
-TIMING = {"challengeWindow": 120, "voteWindow": 120, "quorum": 1}
-"""Windows long enough that a loaded machine's real time does not close them; tests skip ahead."""
-
-
-class Network:
-    """A model on the test chain, its stage keys served by its members, and helpers to claim rounds."""
-
-    def __init__(self, url: str, deployments: Path, spec_path: Path, tmp_path: Path) -> None:
-        self.url, self.deployments, self.tmp = url, deployments, tmp_path
-        self.reader = ChainClient(url, anvil_account(1))
-        self.protocol = Protocol.load(self.reader, deployments)
-        self.store_dir = tmp_path / "store"
-        self.store = EmbeddedStore(self.store_dir)
-        self.spec = load_spec(spec_path)
-        created = create_model(
-            self.protocol,
-            self.store,
-            spec_path,
-            shares_per_work_unit=ETHER,
-            revenue_asset="eth",
-            operator=None,
-        )
-        self.model_id = created.model.model_id
-        self.workers = [ChainClient(url, account) for account in WORKERS]
-        self.ledgers = [join_stage(self.protocol, w, self.model_id, s) for s, w in enumerate(self.workers)]
-        self.keys = [StageKey.generate(self.model_id, stage) for stage in range(3)]
-        self.ledger = self.protocol.ledger
-        admin = ChainClient(url, anvil_account(0))
-        admin_ledger = admin.contract("WorkLedger", self.ledger.address)
-        for name, value in TIMING.items():  # the deployment chose public-testnet timing
-            admin.transact(admin_ledger.functions.setParameter(name.encode().ljust(32, b"\0"), value))
-        self.bond = self.ledger.functions.parameters().call()[1]
-
-    def sign(self, header, payload):
-        if header.direction == "forward":
-            account = DRIVER if header.stage == 0 else WORKERS[header.stage - 1]
-        else:
-            account = WORKERS[header.stage + 1]
-        return sign_message(account.key, header, payload), account.address
-
-    def train(self, round_: int, states: list[bytes]):
-        return train_single_process(
-            self.spec, 1, first_round=round_, states=states, model_id=self.model_id, sign=self.sign
-        )
-
-    def claim(self, stage: int, parent: bytes, state: bytes, trace, *, cheat: str | None = None) -> int:
-        """Publish (after the cheat, if any) and submitClaim as the stage's worker; returns the claim id."""
-        if cheat is not None:
-            state, trace = apply_cheat(cheat, self.spec, parent, state, trace)
-        cid, _, _ = self.protocol.registry.functions.checkpointOf(self.model_id, stage).call()
-        published = publish_round(self.store, self.keys[stage], state, trace, parent_cid=cid)
-        receipt = self.workers[stage].transact(
-            self.ledgers[stage].functions.submitClaim(published.claim_input())
-        )
-        (event,) = self.ledgers[stage].events.ClaimSubmitted().process_receipt(receipt)
-        return event["args"]["claimId"]
-
-    def status(self, claim_id: int) -> ClaimStatus:
-        return ClaimStatus(self.ledger.functions.getClaim(claim_id).call()[3])
-
-    def events(self, name: str, claim_id: int | None = None) -> list:
-        filters = {} if claim_id is None else {"claimId": claim_id}
-        found = getattr(self.ledger.events, name)().get_logs(from_block=0, argument_filters=filters)
-        return [event["args"] for event in found]
-
-    def verifier(self, name: str, validator, *extra: str) -> LocalProcess:
-        key_file = self.tmp / f"{name}.key"
-        key_file.write_text(validator.key.hex())
-        args = [
-            "verifier", "run", "--model", str(self.model_id), "--initial-peers", self.maddr,
-            "--state-dir", str(self.tmp / f"state-{validator.address}"), "--rpc-url", self.url,
-            "--key-file", str(key_file), "--deployments", str(self.deployments),
-            "--store", str(self.store_dir), *extra,
-        ]  # fmt: skip
-        return spawn_pm(name, args, self.tmp)
-
-    def wait(self, what, timeout: float = 90.0, processes: tuple[LocalProcess, ...] = ()) -> None:
-        deadline = time.monotonic() + timeout
-        while not what():
-            for process in processes:
-                if process.popen.poll() is not None:
-                    raise AssertionError(f"{process.name} exited:\n{process.text()[-3000:]}")
-            if time.monotonic() > deadline:
-                logs = "\n".join(p.text()[-2500:] for p in processes)
-                raise AssertionError(f"timed out waiting for {what.__doc__ or what}\n{logs}")
-            time.sleep(0.1)
+from offchain.chain.protocol import ClaimStatus
 
 
 @pytest.fixture
@@ -129,10 +28,6 @@ def network(chain, tmp_path):
     with serving_stage_keys(net.protocol, net.spec, net.model_id, WORKERS, net.keys) as maddr:
         net.maddr = maddr
         yield net
-
-
-def _seed_states(spec) -> list[bytes]:
-    return [StageTrainer(spec, stage).state_bytes() for stage in range(spec.num_stages)]
 
 
 def _assert_slashed(net: Network, claim_id: int, worker: int, step: int, staked_before: int) -> None:
@@ -152,7 +47,7 @@ def _assert_slashed(net: Network, claim_id: int, worker: int, step: int, staked_
 def test_honest_claims_finalize_and_every_cheat_is_slashed(network):
     net = network
     spec, units = net.spec, net.spec.round_steps * net.spec.micro_batches
-    seeds = _seed_states(spec)
+    seeds = seed_states(spec)
     staked = [net.ledger.functions.stakeOf(w.address).call()[0] for w in WORKERS]
     verifiers = [net.verifier(f"verifier-{i}", v) for i, v in enumerate(VALIDATORS)]
     try:
@@ -222,7 +117,7 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
         net.maddr = maddr
         voter = net.verifier("voter-1", VALIDATORS[1], "--probability", "0")
         try:
-            seeds = _seed_states(net.spec)
+            seeds = seed_states(net.spec)
             first = net.train(1, seeds)
             claim_id = net.claim(2, seeds[2], first.states[2], first.traces[2], cheat="fake-digest")
             challenger = ChainClient(url, VALIDATORS[0])

@@ -119,3 +119,14 @@ def test_parse_cid_round_trips_v0_and_v1():
     assert cid_text(parse_cid(f"/ipfs/{v0}")) == v0
     v1 = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
     assert cid_text(parse_cid(v1)) == v1
+
+
+def test_bytes32_holds_a_cidv0_losslessly():
+    cid = file_cid(b"a checkpoint")
+    digest = cid_to_bytes32(cid)
+    assert len(digest) == 32 and bytes32_to_cid(digest) == cid
+    v1 = cid_text(b"\x01\x55" + parse_cid(cid))  # raw leaf CIDv1 with the same multihash
+    with pytest.raises(InvalidCID, match="CIDv0"):
+        cid_to_bytes32(v1)
+    with pytest.raises(InvalidCID, match="32 bytes, not 31"):
+        bytes32_to_cid(digest[:31])
