@@ -219,7 +219,8 @@ class Verifier:
         verdict = entry.verdict
         if verdict is None:
             return
-        if verdict.valid is False and now <= chain.deadline and may_challenge:
+        never_disputed = int(chain.challenger, 16) == 0  # a claim is challenged at most once
+        if verdict.valid is False and now <= chain.deadline and may_challenge and never_disputed:
             self._challenge(entry, verdict)
         elif verdict.valid and now > chain.deadline and not self._later_due(entry, now):
             self._finalize(entry, "")
