@@ -16,6 +16,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from offchain.chain.status import cid_of
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.state import average_state_bytes
@@ -27,10 +28,6 @@ from offchain.storage.cids import bytes32_to_cid
 MAX_REPLICA_ORDERS = 24
 """Averaging orders tried for a replica group (float sums depend on the order the swarm used,
 sorted peer ids, which the chain does not record): all of them up to 4 replicas."""
-
-
-def _cid(value: bytes) -> str | None:
-    return None if value == bytes(32) else bytes32_to_cid(value)
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ class SubmittedClaim:
             int(args["lastRound"]),
             str(args["worker"]),
             int(args["previousClaimId"]),
-            _cid(bytes(args["parentCID"])),
+            cid_of(args["parentCID"]),
             bytes32_to_cid(bytes(args["checkpointCID"])),
             bytes(args["checkpointDigest"]).hex(),
             bytes(args["roundsRoot"]).hex(),

@@ -105,11 +105,12 @@ def verifier_run(
     from offchain.storage.store import open_store
     from offchain.swarm.keyshare import EncryptionKeypair
     from offchain.swarm.node import shutdown_node, start_node, stop_on_signals
-    from offchain.verifier.daemon import Verifier, VerifierConfig
+    from offchain.verifier.daemon import Verifier, VerifierConfig, ensure_validator
 
     keypair = EncryptionKeypair.load_or_create(state_dir / "x25519.key")
     config = VerifierConfig(state_dir, model_id, stage, probability, allowed)
     configure_logging()
+    ensure_validator(protocol, model_id, stage)
 
     async def run() -> None:
         stop = stop_on_signals()
@@ -118,7 +119,6 @@ def verifier_run(
             verifier = Verifier(
                 protocol, open_store(ipfs_api, store), P2PStageKeys(node, protocol, keypair), config
             )
-            verifier.ensure_validator()
             await verifier.run(stop)
         finally:
             await shutdown_node(node)

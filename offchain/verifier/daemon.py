@@ -79,6 +79,38 @@ class VerifierConfig:
     poll_interval_s: float = 0.5
 
 
+def ensure_validator(protocol: Protocol, model_id: int, stage: int) -> None:
+    """Stake up to minValidatorStake plus a challenge bond and a vote bond, then register as a
+    validator of `stage` of the model, unless this address already is one. An address validating
+    another stage of the model (or working one) is one clear error."""
+    client, ledger, me = protocol.client, protocol.ledger, protocol.client.address
+    registered, current, eligible_at = client.call(
+        ledger.functions.validatorOf(model_id, me), action="validatorOf"
+    )
+    if registered and current != stage:
+        raise UserError(
+            f"{me} already validates stage {current} of model {model_id}: an address holds one stage "
+            f"of a model (pm verifier run --stage {current}, or another key)"
+        )
+    member, worked = client.call(ledger.functions.stageOf(model_id, me), action="stageOf")
+    if member and worked != stage:
+        raise UserError(
+            f"{me} works stage {worked} of model {model_id}: an address holds one stage of a model "
+            f"across both roles (pm verifier run --stage {worked}, or another key)"
+        )
+    params = call_struct(client, ledger.functions.parameters(), "parameters")
+    staked = call_struct(client, ledger.functions.stakeOf(me), "stakeOf")["staked"]
+    want = params["minValidatorStake"] + params["claimBond"] + params["voteBond"]
+    if staked < want:
+        client.transact(ledger.functions.stake(), value=want - staked, action="stake")
+        logger.info("staked %d wei (now %d)", want - staked, want)
+    if registered:
+        logger.info("%s validates model %d stage %d (eligible from %d)", me, model_id, stage, eligible_at)
+        return
+    client.transact(ledger.functions.registerValidator(model_id, stage), action="registerValidator")
+    logger.info("registered %s as a validator of model %d stage %d", me, model_id, stage)
+
+
 class Verifier:
     def __init__(self, protocol: Protocol, store: Store, keys: KeySource, config: VerifierConfig) -> None:
         self.protocol, self.store, self.config = protocol, store, config
@@ -98,38 +130,6 @@ class Verifier:
     def _read_parameters(self) -> None:
         """The ledger's current parameters (the admin may change them while the daemon runs)."""
         self.params = call_struct(self.client, self.ledger.functions.parameters(), "parameters")
-
-    # -- setup ----------------------------------------------------------------------------------
-
-    def ensure_validator(self) -> None:
-        """Stake up to minValidatorStake plus a challenge bond and a vote bond, then register as a
-        validator of the configured stage, unless this address already is one."""
-        model_id, stage = self.config.model_id, self.config.stage
-        registered, current, eligible_at = self.client.call(
-            self.ledger.functions.validatorOf(model_id, self.me), action="validatorOf"
-        )
-        if registered and current != stage:
-            raise UserError(
-                f"{self.me} already validates stage {current} of model {model_id}: an address validates "
-                f"one stage of a model (pm verifier run --stage {current}, or another key)"
-            )
-        account = call_struct(self.client, self.ledger.functions.stakeOf(self.me), "stakeOf")
-        params = self.params
-        want = params["minValidatorStake"] + params["claimBond"] + params["voteBond"]
-        if account["staked"] < want:
-            self.client.transact(
-                self.ledger.functions.stake(), value=want - account["staked"], action="stake"
-            )
-            logger.info("staked %d wei (now %d)", want - account["staked"], want)
-        if not registered:
-            self.client.transact(
-                self.ledger.functions.registerValidator(model_id, stage), action="registerValidator"
-            )
-            logger.info("registered %s as a validator of model %d stage %d", self.me, model_id, stage)
-        else:
-            logger.info(
-                "%s validates model %d stage %d (eligible from %d)", self.me, model_id, stage, eligible_at
-            )
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -172,8 +172,8 @@ class Verifier:
                 self.journal.entries[claim_id] = Entry(claim, rounds)
                 if not rounds:
                     logger.info("claim %d (rounds %s): not sampled", claim_id, _span(claim))
-        elif entry is not None:
-            entry.done, entry.finalized = True, event["event"] == "ClaimFinalized"
+        elif entry is not None:  # settled: the next look at the chain settles this validator's part too
+            entry.finalized = event["event"] == "ClaimFinalized"
             logger.info("claim %d: %s", claim_id, event["event"].removeprefix("Claim").lower())
 
     # -- per claim ------------------------------------------------------------------------------
@@ -219,7 +219,8 @@ class Verifier:
         verdict = entry.verdict
         if verdict is None:
             return
-        if verdict.valid is False and now <= chain.deadline and may_challenge:
+        never_disputed = int(chain.challenger, 16) == 0  # a claim is challenged at most once
+        if verdict.valid is False and now <= chain.deadline and may_challenge and never_disputed:
             self._challenge(entry, verdict)
         elif verdict.valid and now > chain.deadline and not self._later_due(entry, now):
             self._finalize(entry, "")

@@ -83,7 +83,8 @@ class Judge:
         """(model, stage) -> its spec and limits, or why its claims are refused."""
         self.manifests: dict[int, ClaimManifest] = {}
         self.replays: dict[tuple[int, int], Replayed] = {}
-        """(claim id, round) -> that round replayed (its end state kept for replica groups)."""
+        """(claim id, round) -> that round replayed (its end state kept only where a replica group may
+        need it: a stage of several members, or a digest that is not its own end state)."""
         self.waiting: set[int] = set()
         """Claims whose content or stage key is not there yet (logged once each)."""
 
@@ -221,6 +222,8 @@ class Judge:
         )
         entry.replays = 0
         self.journal.save()
+        if replayed.verdict is not None and len(self._members(claim.model_id, claim.stage)) < 2:
+            replayed = Replayed(replayed.verdict)  # no replica will ever need its end state: free it
         self.replays[claim.claim_id, round_] = replayed
         return replayed
 
@@ -304,9 +307,7 @@ class Judge:
                 state = await self._member_state(other, round_)
                 if state is not None:
                     states.append(state)
-        members = self.client.call(
-            self.ledger.functions.membersOf(claim.model_id, claim.stage), action="membersOf"
-        )
+        members = self._members(claim.model_id, claim.stage)
         target = RoundClaim.of(claim, manifest.record(round_))
         verdict = judge_group(spec, target, states, complete=len(states) >= len(members))
         return None if verdict.valid is None and patient else verdict
@@ -327,11 +328,10 @@ class Judge:
         (the driver for stage 0: any valid signature unless --driver names it; stage 0's inputs are
         the spec's batches anyway), backward ones from the right neighbour's members."""
 
-        def members(stage: int) -> set[str]:
-            return set(
-                self.client.call(self.ledger.functions.membersOf(claim.model_id, stage), action="membersOf")
-            )
-
-        forward = members(claim.stage - 1) if claim.stage > 0 else (set(self.drivers) or None)
-        backward = members(claim.stage + 1) if claim.stage + 1 < spec.num_stages else set()
+        stage, model_id = claim.stage, claim.model_id
+        forward = set(self._members(model_id, stage - 1)) if stage > 0 else (set(self.drivers) or None)
+        backward = set(self._members(model_id, stage + 1)) if stage + 1 < spec.num_stages else set()
         return {"forward": forward, "backward": backward}
+
+    def _members(self, model_id: int, stage: int) -> list[str]:
+        return self.client.call(self.ledger.functions.membersOf(model_id, stage), action="membersOf")

@@ -1,5 +1,6 @@
 """A model on a test chain for verifier tests: its stage keys served by its members over hivemind,
-real rounds of its spec trained and claimed, `pm verifier run` processes, and waits on chain state."""
+real rounds of its spec trained, published and claimed (one claim may cover several rounds, chained
+on the lane's previous claim), `pm verifier run --stage` processes, and waits on chain state."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from eth_utils import keccak
 from offchain.chain.client import ChainClient
 from offchain.chain.models import create_model
 from offchain.chain.protocol import ClaimStatus, Protocol
+from offchain.chain.status import cid_of
+from offchain.chain.structs import call_struct
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
 from offchain.model.trainer import StageTrainer
-from offchain.proofs.rounds import PublishedRound, publish_round
+from offchain.proofs.manifest import ClaimManifest
+from offchain.proofs.rounds import PublishedRound, claim_input, publish_manifest, publish_round
 from offchain.proofs.signing import sign_message
 from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
@@ -27,22 +31,39 @@ ETHER = 10**18
 DRIVER = anvil_account(9)
 WORKERS = [anvil_account(2 + stage) for stage in range(3)]
 VALIDATORS = [anvil_account(6), anvil_account(7)]
-TIMING = {"challengeWindow": 120, "voteWindow": 120, "quorum": 1}
-"""Windows long enough that a loaded machine's real time does not close them; tests skip ahead."""
+TIMING = {
+    "challengeWindow": 900,
+    "availabilityGrace": 600,
+    "voteWindow": 600,
+    "quorum": 1,
+    "validatorDelay": 0,
+}
+"""Windows long enough that a loaded machine's real time never closes them; tests skip ahead."""
 
 
 class Network:
     """A model on the test chain, its stage keys served by its members, and helpers to claim rounds."""
 
-    def __init__(
-        self, url: str, deployments: Path, spec_path: Path, tmp_path: Path, timing: dict | None = None
-    ) -> None:
+    def __init__(self, url: str, deployments: Path, spec_path: Path, tmp_path: Path) -> None:
         self.url, self.deployments, self.tmp = url, deployments, tmp_path
         self.reader = ChainClient(url, anvil_account(1))
         self.protocol = Protocol.load(self.reader, deployments)
         self.store_dir = tmp_path / "store"
         self.store = EmbeddedStore(self.store_dir)
         self.spec = load_spec(spec_path)
+        self.model_id = self.create_model(spec_path)
+        self.workers = [ChainClient(url, account) for account in WORKERS]
+        for stage, worker in enumerate(self.workers):
+            join_stage(self.protocol, worker, self.model_id, stage)
+        self.keys = [StageKey.generate(self.model_id, stage) for stage in range(3)]
+        self.ledger = self.protocol.ledger
+        admin = ChainClient(url, anvil_account(0))
+        admin_ledger = admin.contract("WorkLedger", self.ledger.address)
+        for name, value in TIMING.items():  # the deployment chose public-testnet timing
+            admin.transact(admin_ledger.functions.setParameter(name.encode().ljust(32, b"\0"), value))
+        self.params = call_struct(self.reader, self.ledger.functions.parameters())
+
+    def create_model(self, spec_path: Path) -> int:
         created = create_model(
             self.protocol,
             self.store,
@@ -51,16 +72,7 @@ class Network:
             revenue_asset="eth",
             operator=None,
         )
-        self.model_id = created.model.model_id
-        self.workers = [ChainClient(url, account) for account in WORKERS]
-        self.ledgers = [join_stage(self.protocol, w, self.model_id, s) for s, w in enumerate(self.workers)]
-        self.keys = [StageKey.generate(self.model_id, stage) for stage in range(3)]
-        self.ledger = self.protocol.ledger
-        admin = ChainClient(url, anvil_account(0))
-        admin_ledger = admin.contract("WorkLedger", self.ledger.address)
-        for name, value in {**TIMING, **(timing or {})}.items():  # the deployment chose testnet timing
-            admin.transact(admin_ledger.functions.setParameter(name.encode().ljust(32, b"\0"), value))
-        self.bond = self.ledger.functions.parameters().call()[1]
+        return created.model.model_id
 
     def sign(self, header, payload):
         if header.direction == "forward":
@@ -74,18 +86,32 @@ class Network:
             self.spec, 1, first_round=round_, states=states, model_id=self.model_id, sign=self.sign
         )
 
-    def claim(self, stage: int, parent: bytes, state: bytes, trace, *, cheat: str | None = None) -> int:
-        """Publish (after the cheat, if any) and submitClaim as the stage's worker; returns the claim id."""
+    def publish(
+        self, stage: int, parent: bytes, state: bytes, trace, *, cheat: str | None = None
+    ) -> PublishedRound:
+        """Store a round's checkpoint and trace under the stage key (after the cheat, if any)."""
         if cheat is not None:
             state, trace = apply_cheat(cheat, self.spec, parent, state, trace)
-        cid, _, _ = self.protocol.registry.functions.checkpointOf(self.model_id, stage).call()
-        published = publish_round(self.store, self.keys[stage], state, trace, parent_cid=cid)
-        return self.submit(self.workers[stage], published)
+        return publish_round(self.store, self.keys[stage], state, trace)
 
-    def submit(self, worker: ChainClient, published: PublishedRound) -> int:
-        """submitClaim as `worker` (a member of the published round's stage); returns the claim id."""
+    def claim(
+        self, worker: ChainClient, rounds: list[PublishedRound], *, model_id: int | None = None, edit=None
+    ) -> int:
+        """One claim of `rounds` by `worker`, chained on its lane's tip (its newest open claim, else the
+        stage's finalized checkpoint); the manifest is stored first (its bytes passed through `edit`,
+        as a liar would). Returns the claim id."""
+        model_id = self.model_id if model_id is None else model_id
         ledger = worker.contract("WorkLedger", self.ledger.address)
-        receipt = worker.transact(ledger.functions.submitClaim(published.claim_input()))
+        lane = call_struct(worker, ledger.functions.laneOf(model_id, worker.address))
+        first = lane["tipRound"] + 1
+        records = tuple(published.record(first + i) for i, published in enumerate(rounds))
+        manifest = ClaimManifest(model_id, rounds[0].stage, cid_of(lane["tipCheckpointCID"]), records)
+        manifest_cid = (
+            self.store.put(edit(manifest.canonical_bytes()))
+            if edit
+            else publish_manifest(self.store, manifest)
+        )
+        receipt = worker.transact(ledger.functions.submitClaim(claim_input(manifest, manifest_cid)))
         (event,) = ledger.events.ClaimSubmitted().process_receipt(receipt)
         return event["args"]["claimId"]
 
@@ -97,27 +123,36 @@ class Network:
         join_stage(self.protocol, client, model_id, stage)
         return client
 
+    def claim_of(self, claim_id: int) -> dict:
+        return call_struct(self.reader, self.ledger.functions.getClaim(claim_id))
+
     def status(self, claim_id: int) -> ClaimStatus:
-        return ClaimStatus(self.ledger.functions.getClaim(claim_id).call()[3])
+        return ClaimStatus(self.claim_of(claim_id)["status"])
 
     def events(self, name: str, claim_id: int | None = None) -> list:
         filters = {} if claim_id is None else {"claimId": claim_id}
         found = getattr(self.ledger.events, name)().get_logs(from_block=0, argument_filters=filters)
         return [event["args"] for event in found]
 
-    def verifier(self, name: str, validator, *extra: str, every_model: bool = False) -> LocalProcess:
+    def staked(self, account) -> int:
+        return call_struct(self.reader, self.ledger.functions.stakeOf(account.address))["staked"]
+
+    def verifier(
+        self, name: str, validator, stage: int, *extra: str, model_id: int | None = None
+    ) -> LocalProcess:
+        """`pm verifier run` as `validator` for one stage; it stakes and registers itself."""
         key_file = self.tmp / f"{name}.key"
         key_file.write_text(validator.key.hex())
-        model = [] if every_model else ["--model", str(self.model_id)]
+        model = str(self.model_id if model_id is None else model_id)
         args = [
-            "verifier", "run", *model, "--initial-peers", self.maddr,
-            "--state-dir", str(self.tmp / f"state-{validator.address}"), "--rpc-url", self.url,
+            "verifier", "run", "--model", model, "--stage", str(stage), "--initial-peers", self.maddr,
+            "--state-dir", str(self.tmp / f"state-{model}-{validator.address}"), "--rpc-url", self.url,
             "--key-file", str(key_file), "--deployments", str(self.deployments),
             "--store", str(self.store_dir), *extra,
         ]  # fmt: skip
         return spawn_pm(name, args, self.tmp)
 
-    def wait(self, what, timeout: float = 90.0, processes: tuple[LocalProcess, ...] = ()) -> None:
+    def wait(self, what, timeout: float = 120.0, processes: tuple[LocalProcess, ...] = ()) -> None:
         deadline = time.monotonic() + timeout
         while not what():
             for process in processes:
