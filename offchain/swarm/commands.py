@@ -57,6 +57,7 @@ def driver_run(
 
     if (model is None) == (model_spec is None):
         raise UserError("pass exactly one of --model ID (on-chain) and --model-spec FILE (off-chain)")
+    protocol = None
     if model is not None:
         from offchain.chain.models import spec_of_model
         from offchain.chain.protocol import open_protocol
@@ -84,6 +85,7 @@ def driver_run(
             timeout=timeout,
             shaping=Shaping(bandwidth_mbit, latency_ms),
             progress=sys.stderr.isatty() and not as_json,
+            chain=protocol,
         )
     )
     if as_json:

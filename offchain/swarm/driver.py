@@ -28,10 +28,12 @@ from hivemind.dht.node import DHTNode
 from offchain.model.data import batch_for, encode_tokens
 from offchain.model.records import MessageHeader
 from offchain.model.spec import ModelSpec
+from offchain.swarm.authz import Binder, Domain
 from offchain.swarm.client import PeerUnreachable, RemoteError, call
 from offchain.swarm.discovery import lookup, stage_key
 from offchain.swarm.identity import Identity
 from offchain.swarm.shaping import LinkTable, Shaping
+from offchain.swarm.wire import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,11 @@ class DriverConfig:
     poll_seconds: float = 1.0
     route_seconds: float = 10.0
     shaping: Shaping = field(default_factory=Shaping)
+    domain: Domain | None = None
+    """The deployment and model the driver's messages and peer binding are bound to (None:
+    off-chain, chain id 0, `model_id`)."""
+    clock: Callable[[], int] = field(default=lambda: int(time.time()))
+    """Expiry clock of the peer binding: chain time on-chain (offchain.swarm.authz.ChainClock)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,9 @@ class Driver:
         self.config, self.node, self.spec = config, node, config.spec
         self.spec_digest = config.spec.digest()
         self.num_stages = config.spec.num_stages
+        self.domain = config.domain or Domain.offchain(config.model_id)
+        self.binder = Binder(config.identity, self.domain, node.peer_id.to_base58(), config.clock)
+        self.limits = Limits.of(config.spec, 0)
         self.links = LinkTable(config.shaping) if config.shaping.active else None
         self.banned: dict[tuple[str, str], float] = {}
         self.inference_load: Counter[str] = Counter()
@@ -125,7 +135,9 @@ class Driver:
     # ---- RPC plumbing -------------------------------------------------------------------------
 
     def _request(self, **fields: object) -> dict:
-        return {"model": self.spec_digest, "model_id": self.config.model_id, **fields}
+        """A request to a stage server, with the peer binding that proves whom this peer acts for."""
+        binding = self.binder.binding()
+        return {"model": self.spec_digest, "model_id": self.config.model_id, "binding": binding, **fields}
 
     async def _call(
         self, replica: Replica, method: str, timeout: float | None = None, **fields: object
@@ -138,6 +150,7 @@ class Driver:
                 self._request(**fields),
                 timeout=timeout or self.config.call_timeout,
                 links=self.links,
+                reply_limit=self.limits.reply(method),
             )
         except PeerUnreachable as error:
             raise WorkerFailed(replica, str(error), unreachable=True) from None
@@ -411,7 +424,8 @@ class Driver:
         tokens, targets = batch_for(spec, round_, step, mb)
         token_bytes, target_bytes = encode_tokens(tokens, spec), encode_tokens(targets, spec)
         parts = [b"", token_bytes, target_bytes] if last == 0 else [b"", token_bytes]
-        header = MessageHeader(self.config.model_id, 0, round_, step, mb, "forward")
+        chain_id, ledger = self.domain.deployment
+        header = MessageHeader(self.config.model_id, 0, round_, step, mb, "forward", chain_id, ledger)
         message = self.config.identity.sign(header, parts)
         where = {"round": round_, "step": step, "micro_batch": mb}
         for stage in range(last):

@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from offchain.model.records import Trace
+from offchain.model.records import NO_LEDGER, Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.state import average_state_bytes
 from offchain.proofs.replay import replay_round
@@ -110,9 +110,11 @@ def replay_claim(
     trace: Trace,
     *,
     signers: Collection[str] | None,
+    deployment: tuple[int, str] = (0, NO_LEDGER),
 ) -> Replayed:
     """Check the trace against the claim, replay it from `parent_state`, compare every step and the
-    claimed digest. `signers`: who may have sent this stage's messages (None: any valid signature)."""
+    claimed digest. `signers`: who may have sent this stage's messages (None: any valid signature);
+    `deployment`: the (chain id, ledger) every message must be signed for."""
     where = (trace.model_id, trace.stage, trace.round)
     if where != claim.group:
         return _refuted(claim, 0, "trace is for another model/stage/round", claim.group, where)
@@ -122,7 +124,7 @@ def replay_claim(
     if work_units(trace) != claim.work_units:
         return _refuted(claim, 0, "work units", claim.work_units, work_units(trace))
     try:
-        report = replay_round(spec, claim.stage, parent_state, trace, signers=signers)
+        report = replay_round(spec, claim.stage, parent_state, trace, signers=signers, deployment=deployment)
     except ValueError as error:
         return _refuted(claim, 0, f"trace refused: {error}")
     if not report.ok:

@@ -304,7 +304,13 @@ class Verifier:
             claim.parent_cid or "(seed state)",
         )
         replayed = await asyncio.to_thread(
-            replay_claim, spec, claim, parent, trace, signers=self._signers(spec, claim)
+            replay_claim,
+            spec,
+            claim,
+            parent,
+            trace,
+            signers=self._signers(spec, claim),
+            deployment=(self.protocol.client.chain_id, self.protocol.ledger.address.lower()),
         )
         if replayed.state is not None:
             self.end_states[claim.claim_id] = replayed.state
