@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from eth_account.signers.local import LocalAccount
 from hivemind.dht.node import DHTNode
 
 from offchain.chain.protocol import Protocol
-from offchain.durable import write_atomic
 from offchain.errors import UserError
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
@@ -40,7 +38,15 @@ from offchain.proofs.rounds import fetch_checkpoint, publish_round
 from offchain.storage.crypto import StageKey
 from offchain.storage.store import Store
 from offchain.swarm.discovery import lookup, stage_key
-from offchain.swarm.keyshare import EncryptionKeypair, StageKeyKeeper, request_stage_key
+from offchain.swarm.keyshare import (
+    EncryptionKeypair,
+    HeldKey,
+    StageKeyKeeper,
+    StageKeyring,
+    key_for_checkpoint,
+    request_held_key,
+    rotate_if_departed,
+)
 from offchain.swarm.server import RoundState, StageServer, StateFile
 from offchain.worker.claims import ClaimKeeper, crash_point
 from offchain.worker.journal import ClaimJournal, RoundEntry, RoundStatus
@@ -74,13 +80,12 @@ class ChainWorker:
         self.model_id, self.stage = config.model_id, config.stage
         lane = f"model{config.model_id}-stage{config.stage}"
         self.journal = ClaimJournal(config.state_dir / f"claims-{lane}")
-        self.key_path = config.state_dir / f"stage-key-{lane}"
+        self.keyring = StageKeyring(config.state_dir / f"stage-keys-{lane}", config.model_id, config.stage)
         self.state_file = StateFile(config.state_dir, config.spec, config.model_id, config.stage)
         self.seed = StageTrainer(config.spec, config.stage, model_id=config.model_id).state_bytes()
         self.keeper = ClaimKeeper(
             protocol, config.model_id, config.stage, self.journal, seed_digest=sha256(self.seed)
         )
-        self.key: StageKey | None = None
         self.key_keeper: StageKeyKeeper | None = None
         self._rounds: asyncio.Queue[tuple[RoundState, RoundState, Trace]] = asyncio.Queue()
 
@@ -89,13 +94,13 @@ class ChainWorker:
     async def start(self, node: DHTNode) -> RoundState:
         keypair = EncryptionKeypair.load_or_create(self.config.state_dir / "encryption-key")
         first = await asyncio.to_thread(self._stake_and_join, node.peer_id.to_bytes(), keypair.public)
-        self.key = self._load_key()
-        if self.key is None:
+        if self.keyring.current is None:
             if first:
-                self.key = StageKey.generate(self.model_id, self.stage)
+                block = self.client.rpc("block_number", lambda: self.client.w3.eth.block_number)
+                self.keyring.add(HeldKey(StageKey.generate(self.model_id, self.stage), block))
                 log.info("stage key created: first member of model %d stage %d", self.model_id, self.stage)
             else:
-                self.key = await request_stage_key(
+                held = await request_held_key(
                     node.p2p,
                     node,
                     self.protocol,
@@ -104,9 +109,10 @@ class ChainWorker:
                     self.stage,
                     self.account,
                     keypair,
+                    store=self.store,
                 )
-            self._save_key(self.key)
-        self.key_keeper = StageKeyKeeper(self.protocol, self.model_id, self.stage, self.key)
+                self.keyring.add(held)
+        self.key_keeper = StageKeyKeeper(self.protocol, self.keyring, self.account)
         swarm_round = await self._swarm_round(node)
         return await asyncio.to_thread(self._initial_state, swarm_round)
 
@@ -155,22 +161,13 @@ class ChainWorker:
         members = client.call(ledger.functions.membersOf(self.model_id, self.stage), action="membersOf")
         return list(members) == [me]
 
-    def _load_key(self) -> StageKey | None:
-        if not self.key_path.is_file():
-            return None
-        return StageKey(self.model_id, self.stage, self.key_path.read_bytes())
-
-    def _save_key(self, key: StageKey) -> None:
-        self.key_path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.key_path, key.secret)
-        os.chmod(self.key_path, 0o600)
-
     def _checkpoint_state(self) -> tuple[int, bytes]:
         """(round, plaintext) of the stage's finalized checkpoint, the seed before the first one."""
         checkpoint = self.keeper.checkpoint()
         if not checkpoint.cid:
             return 0, self.seed
-        return checkpoint.round, fetch_checkpoint(self.store, self.key, checkpoint.cid, checkpoint.digest)
+        key = key_for_checkpoint(self.keyring, self.store, checkpoint.cid)
+        return checkpoint.round, fetch_checkpoint(self.store, key, checkpoint.cid, checkpoint.digest)
 
     def _initial_state(self, swarm_round: int) -> RoundState:
         """The state on disk if its lineage can still be claimed, else the finalized checkpoint, else
@@ -214,7 +211,8 @@ class ChainWorker:
             from offchain.worker.cheats import apply_cheat
 
             state, trace = apply_cheat(self.config.cheat, self.config.spec, parent.state, state, trace)
-        published = publish_round(self.store, self.key, state, trace, parent_cid="")
+        key = rotate_if_departed(self.protocol, self.keyring)
+        published = publish_round(self.store, key, state, trace, parent_cid="")
         block = self.client.rpc("block_number", lambda: self.client.w3.eth.block_number)
         entry = RoundEntry(
             published, sha256(parent.state), sha256(committed.state), RoundStatus.PUBLISHED, block
