@@ -440,20 +440,32 @@ class Access:
 
 
 class RateLimiter:
-    """A token bucket per key (a peer id): `rate` requests per second, bursts of `burst`."""
+    """A token bucket per key (a peer id, a client address): `rate` tokens per second, `burst` at most."""
 
     def __init__(self, rate: float, burst: int, max_keys: int = 10_000) -> None:
         self.rate, self.burst, self.max_keys = rate, burst, max_keys
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def allow(self, key: str) -> bool:
+    def _tokens(self, key: str) -> float:
         now = time.monotonic()
         tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
         if len(self._buckets) >= self.max_keys and key not in self._buckets:
-            self._buckets.clear()  # a flood of fresh peer ids: start over rather than grow without bound
-        if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
+            self._buckets.clear()  # a flood of fresh keys: start over rather than grow without bound
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        self._buckets[key] = (tokens, now)
+        return tokens
+
+    def has(self, key: str) -> bool:
+        """Whether `key` has a token left (without spending it)."""
+        return self._tokens(key) >= 1.0
+
+    def spend(self, key: str) -> None:
+        tokens = self._tokens(key)
+        self._buckets[key] = (max(tokens - 1.0, 0.0), time.monotonic())
+
+    def allow(self, key: str) -> bool:
+        """Spend a token of `key` if it has one."""
+        if not self.has(key):
             return False
-        self._buckets[key] = (tokens - 1.0, now)
+        self.spend(key)
         return True
