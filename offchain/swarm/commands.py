@@ -72,7 +72,10 @@ def driver_run(
         spec = load_spec(model_spec)
     if not initial_peers:
         raise UserError("pm driver run needs --initial-peers: the multiaddr a worker printed when it started")
-    identity = Identity.load(key_file, private_key_env)
+    # On-chain the driver's address must be one of the model's drivers: a throw-away key would be refused.
+    from offchain.keys import KEY_ENV
+
+    identity = Identity.load(key_file, private_key_env or (KEY_ENV if model is not None else None))
     configure_logging()
     network = network_config(initial_peers, None, None)
     summary = asyncio.run(

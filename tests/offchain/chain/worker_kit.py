@@ -19,6 +19,9 @@ ETHER = 10**18
 SPEC = REPO / "specs" / "tiny.json"
 
 
+CREATOR = anvil_account(1)  # creates the model and drives its rounds
+
+
 def worker_account(stage: int):
     return anvil_account(2 + stage)
 
@@ -36,7 +39,7 @@ class ChainSwarm:
 
     @classmethod
     def create(cls, rpc_url: str, deployments: Path, tmp: Path) -> ChainSwarm:
-        protocol = Protocol.load(ChainClient(rpc_url, anvil_account(1)), deployments)
+        protocol = Protocol.load(ChainClient(rpc_url, CREATOR), deployments)
         created = create_model(
             protocol,
             EmbeddedStore(tmp / "store"),
@@ -45,7 +48,9 @@ class ChainSwarm:
             revenue_asset="eth",
             operator=None,
         )
-        return cls(rpc_url, deployments, tmp, protocol, created.model.model_id)
+        model_id = created.model.model_id
+        protocol.client.transact(protocol.registry.functions.setDriver(model_id, CREATOR.address, True))
+        return cls(rpc_url, deployments, tmp, protocol, model_id)
 
     def chain_args(self, rpc_url: str | None = None) -> list[str]:
         return [
@@ -91,7 +96,8 @@ class ChainSwarm:
         args += self.chain_args()
         for peer in peers:
             args += ["--initial-peers", peer]
-        return self.spawn(name, args, stdout=self.tmp / f"{name}.json")
+        env = {"PM_PRIVATE_KEY": CREATOR.key.hex()}
+        return self.spawn(name, args, env, stdout=self.tmp / f"{name}.json")
 
     def summary(self, proc: LocalProcess, timeout: float = 240.0) -> dict:
         code = proc.popen.wait(timeout=timeout)
