@@ -21,7 +21,7 @@ from offchain.gateway.tickets import load_or_create_secret
 from offchain.holder.wallet import asset_of
 from offchain.model.generate import PassBatcher
 from offchain.storage.store import Store
-from offchain.swarm.authz import ChainClock, Domain
+from offchain.swarm.authz import Access
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals
@@ -80,8 +80,7 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store,
             identity,
             model_id=model.model_id,
             call_timeout=config.call_timeout,
-            domain=Domain.of(protocol, model.model_id),
-            clock=ChainClock(protocol),
+            access=Access.on_chain(protocol, model.model_id),
         )
         driver = Driver(driver_config, node)
         gateway = Gateway(

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from offchain.model.spec import ModelSpec
-from offchain.swarm.authz import ChainClock, Domain
+from offchain.swarm.authz import Access
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals
@@ -49,7 +49,7 @@ async def run_driver(
         model_id=model_id,
         call_timeout=timeout,
         shaping=shaping or Shaping(),
-        **({"domain": Domain.of(chain, model_id), "clock": ChainClock(chain)} if chain is not None else {}),
+        access=Access.on_chain(chain, model_id) if chain is not None else None,
     )
     driver = Driver(config, node)
     bar = Progress(
