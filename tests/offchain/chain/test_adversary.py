@@ -2,7 +2,7 @@
 anvil and real hivemind peers. The adversary joins the DHT (it knows the public spec and model id)
 but is not a member; it tries to download a stage's state, to drive a round, to inject forward and
 backward messages signed by itself (also relayed by the real driver), to get inference for free, and
-to hand a fake stage key to a validator and to a newcomer. A member of stage 1 tries stage 0's and
+to hand a fake stage key to a validator and to a newcomer, and to be routed to as a stage-1 replica. A member of stage 1 tries stage 0's and
 stage 2's state. Each attempt is refused with its reason in the worker's log; then the real driver
 trains a round, every honest worker's claim finalizes, and nobody honest is slashed."""
 
@@ -26,6 +26,7 @@ from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.authz import Access, Binder, ChainClock, Domain
 from offchain.swarm.client import RemoteError, call
 from offchain.swarm.discovery import Announcement, announce, stage_key
+from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.keyshare import (
     EncryptionKeypair,
@@ -170,6 +171,12 @@ async def _attacks(swarm: ChainSwarm, boot: str, peers: list[str]) -> dict[str, 
         await server.start(evil.p2p, None)
         record = Announcement(evil.peer_id.to_base58(), "evil", MALLORY.address, 1)
         await announce(evil, stage_key(spec.digest(), swarm.model_id, 1), record)
+        # A driver routes around it: the announced peer is not a member's registered peer.
+        router = Driver(
+            DriverConfig(spec, Identity.from_key(CREATOR.key), model_id=swarm.model_id, access=access), node
+        )
+        assert [replica.peer_id for replica in await router.discover(1)] == [peers[1]]
+
         real = StageKeyring(
             swarm.state_dir(1) / f"stage-keys-model{swarm.model_id}-stage1", swarm.model_id, 1
         ).current.key
