@@ -1,10 +1,11 @@
 """An adversary on the P2P plane, against three on-chain `pm worker run --model` processes on a real
 anvil and real hivemind peers. The adversary joins the DHT (it knows the public spec and model id)
 but is not a member; it tries to download a stage's state, to drive a round, to inject forward and
-backward messages signed by itself (also relayed by the real driver), to get inference for free, and
-to hand a fake stage key to a validator and to a newcomer, and to be routed to as a stage-1 replica. A member of stage 1 tries stage 0's and
-stage 2's state. Each attempt is refused with its reason in the worker's log; then the real driver
-trains a round, every honest worker's claim finalizes, and nobody honest is slashed."""
+backward messages signed by itself (also relayed by the real driver), to get inference for free,
+to hand a fake stage key to a validator and to a newcomer, and to be routed to as a stage-1
+replica. A member of stage 1 tries stage 0's and stage 2's state. Each attempt is refused with its
+reason in the worker's log; then the real driver trains a round, every honest worker's claim
+finalizes, and nobody honest is slashed."""
 
 from __future__ import annotations
 
