@@ -35,7 +35,7 @@ from offchain.model.spec import ModelSpec, load_spec
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
-from offchain.swarm.local import ROOT, LocalProcess, spawn_pm, worker_args
+from offchain.swarm.local import LOCAL_KEY, ROOT, LocalProcess, spawn_pm, worker_args
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
 
 PROMPT = "The assert statement"
@@ -82,7 +82,7 @@ def summarize(runs: list[dict], tokens: int) -> dict:
 async def swarm_vs_single(spec: ModelSpec, bootstrap: str, requests: int, sampling: Sampling) -> dict:
     """Alternate one swarm completion and one single-process completion, after one warm-up each."""
     node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
-    driver = Driver(DriverConfig(spec, Identity.from_key(b"\x01" * 32), model_id=MODEL_ID), node)
+    driver = Driver(DriverConfig(spec, Identity.from_key(LOCAL_KEY), model_id=MODEL_ID), node)
     local = local_forward(
         spec, train_single_process(spec, 0, model_id=MODEL_ID).states, [0] * spec.num_stages
     )

@@ -96,6 +96,55 @@ def model_create(
     )
 
 
+def _set_role(
+    role: str,
+    model_id: int,
+    account: str,
+    remove: bool,
+    rpc_url: str,
+    key_file: Path | None,
+    deployments: Path,
+) -> None:
+    from offchain.chain.models import set_role
+    from offchain.chain.protocol import open_protocol
+
+    protocol = open_protocol(rpc_url, key_file, deployments, signer=True)
+    tx = set_role(protocol, model_id, role, account, not remove)
+    typer.echo(f"model {model_id}: {account} {'is no longer' if remove else 'is now'} a {role} (tx {tx})")
+
+
+RoleAccount = Annotated[str, typer.Argument(help="The account's address.")]
+RemoveRole = Annotated[bool, typer.Option("--remove", help="Take the role away instead.")]
+
+
+@model_app.command("driver")
+def model_driver(
+    model_id: options.ModelId,
+    account: RoleAccount,
+    remove: RemoveRole = False,
+    rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
+    key_file: options.KeyFile = None,
+    deployments: options.Deployments = options.DEPLOYMENTS_DIR,
+) -> None:
+    """Let ACCOUNT drive the model's training rounds (the creator's key): stage workers accept
+    round control and stage-0 inputs only from the model's drivers."""
+    _set_role("driver", model_id, account, remove, rpc_url, key_file, deployments)
+
+
+@model_app.command("gateway")
+def model_gateway(
+    model_id: options.ModelId,
+    account: RoleAccount,
+    remove: RemoveRole = False,
+    rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
+    key_file: options.KeyFile = None,
+    deployments: options.Deployments = options.DEPLOYMENTS_DIR,
+) -> None:
+    """Let ACCOUNT serve the model's inference (the operator's key): stage workers answer `infer`
+    only for the model's gateways."""
+    _set_role("gateway", model_id, account, remove, rpc_url, key_file, deployments)
+
+
 @model_app.command("show")
 def model_show(
     model_id: options.ModelId,

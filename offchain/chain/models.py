@@ -94,6 +94,18 @@ def create_model(
     return CreatedModel(model, spec, receipt["transactionHash"].hex(), receipt["blockNumber"])
 
 
+def set_role(protocol: Protocol, model_id: int, role: str, account: str, allowed: bool) -> str:
+    """Make `account` one of the model's drivers (the creator's call: ModelRegistry.setDriver) or
+    gateways (the operator's: setGateway), or stop it being one; returns the transaction hash."""
+    protocol.model(model_id)  # an unknown id is one clear error, before anything is sent
+    address = checked_address(account, role)
+    setter = (
+        protocol.registry.functions.setDriver if role == "driver" else protocol.registry.functions.setGateway
+    )
+    receipt = protocol.client.transact(setter(model_id, address, allowed), action=f"set {role}")
+    return receipt["transactionHash"].to_0x_hex()
+
+
 def spec_of_model(protocol: Protocol, store: Store, model_id: int) -> tuple[ModelInfo, ModelSpec]:
     """A registered model and its spec fetched by the CID on-chain; one UserError line if the id is
     unknown, the CID does not decode or is not in the store, or the spec disagrees with the chain."""

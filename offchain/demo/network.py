@@ -174,6 +174,12 @@ class DemoNetwork:
         created = json.loads(self.fleet.run("model-create", args))
         self.model_id = created["model_id"]
         self.echo(f"model {self.model_id}: {created['num_stages']} stages, spec {created['spec_cid']}")
+        for role in ("driver", "gateway"):  # the creator drives the rounds and, as operator, runs the gateway
+            args = ["model", role, "--model", str(self.model_id), self.cast.creator.address]
+            self.fleet.run(
+                f"model-{role}",
+                [*args, "--key-file", str(self.key_file(self.cast.creator)), *self.chain_args()],
+            )
 
     def _start_worker(self, role: Role, peers: list[str]) -> LocalProcess:
         args = ["worker", "run", "--model", str(self.model_id), "--stage", str(role.stage)]
@@ -248,7 +254,7 @@ class DemoNetwork:
         port = free_port()
         args = ["gateway", "run", "--model", str(self.model_id), "--port", str(port)]
         args += ["--initial-peers", self.founder, "--state-dir", str(self.out / "state" / "gateway")]
-        args += [*self.chain_args(), *self.store_args()]
+        args += ["--key-file", str(self.key_file(self.cast.creator)), *self.chain_args(), *self.store_args()]
         self.fleet.start("gateway", args)
         self.gateway_url = f"http://127.0.0.1:{port}"
 
@@ -263,8 +269,8 @@ class DemoNetwork:
     def train_round(self, on_step: Callable[[int, int, float], None]) -> RoundResult:
         """One `pm driver run --rounds 1`; its step lines feed `on_step` while it runs."""
         args = ["driver", "run", "--model", str(self.model_id), "--rounds", "1", "--json"]
-        args += ["--initial-peers", self.founder, *self.chain_args(), *self.store_args()]
-        process, stdout = self.fleet.launch("driver", args)
+        args += ["--initial-peers", self.founder, "--key-file", str(self.key_file(self.cast.creator))]
+        process, stdout = self.fleet.launch("driver", [*args, *self.chain_args(), *self.store_args()])
         seen = 0
 
         def follow() -> None:

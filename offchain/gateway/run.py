@@ -21,6 +21,7 @@ from offchain.gateway.tickets import load_or_create_secret
 from offchain.holder.wallet import asset_of
 from offchain.model.generate import PassBatcher
 from offchain.storage.store import Store
+from offchain.swarm.authz import Access
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals
@@ -50,7 +51,9 @@ def open_chain(rpc_url: str, deployments: Path) -> Protocol:
     return Protocol.load(ChainClient(rpc_url, retry_deadline_s=CHAIN_RETRY_SECONDS), deployments)
 
 
-async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store) -> None:
+async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store, identity: Identity) -> None:
+    """`identity`: the gateway's address, bound to its peer id in every `infer` call (the stage
+    workers serve only the model's gateways: ModelRegistry.isGateway)."""
     stop = stop_on_signals()
     model = protocol.model(config.model_id)
     if model.status is not ModelStatus.ACTIVE:
@@ -72,10 +75,14 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store)
     node = await start_node(config.network, client_mode=True)
     runner: web.AppRunner | None = None
     try:
-        identity = Identity.load(None, None)  # a throw-away swarm identity: the gateway holds no key
-        driver = Driver(
-            DriverConfig(spec, identity, model_id=model.model_id, call_timeout=config.call_timeout), node
+        driver_config = DriverConfig(
+            spec,
+            identity,
+            model_id=model.model_id,
+            call_timeout=config.call_timeout,
+            access=Access.on_chain(protocol, model.model_id),
         )
+        driver = Driver(driver_config, node)
         gateway = Gateway(
             protocol=protocol,
             model=model,

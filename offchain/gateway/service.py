@@ -26,9 +26,13 @@ from offchain.gateway.tickets import new_ticket, parse_hex32, request_id
 from offchain.holder.wallet import Asset
 from offchain.model.generate import PassBatcher, Sampling, check_request, complete
 from offchain.model.spec import ModelSpec
+from offchain.swarm.authz import RateLimiter
 from offchain.swarm.driver import StageLost, WorkerFailed
 
 logger = logging.getLogger(__name__)
+
+UNPAID_PER_SECOND, UNPAID_BURST = 1.0, 20
+"""Per client address: completions whose payment check found nothing paid (each cost a chain read)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -135,6 +139,7 @@ class Gateway:
         self.passes, self.served, self.secret, self.pricing = passes, served, secret, pricing
         self.max_tokens, self.confirmations, self.retry_after_s = max_tokens, confirmations, retry_after_s
         self.latest_rounds: list[int] | None = None
+        self.unpaid = RateLimiter(UNPAID_PER_SECOND, UNPAID_BURST)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
@@ -234,7 +239,17 @@ class Gateway:
         if body.requestId is not None and body.requestId.lower() != rid:
             raise ApiError(422, f"requestId {body.requestId} is not the request id of this ticket ({rid})")
         due = self.pricing.amount(len(ids), sampling.max_tokens)
-        await self._check_paid(ticket, rid_bytes, due, len(ids), sampling.max_tokens)
+        client = request.remote or "unknown"
+        if not self.unpaid.has(client):
+            raise ApiError(
+                429, "too many unpaid requests from this address: pay, then retry in a few seconds"
+            )
+        try:
+            await self._check_paid(ticket, rid_bytes, due, len(ids), sampling.max_tokens)
+        except ApiError as refused:
+            if refused.status == 402:  # a chain read that bought nothing: counted against the caller
+                self.unpaid.spend(client)
+            raise
         claim = self.served.claim(rid)
         if claim is Claim.SERVED:
             raise ApiError(409, f"request {rid} was already served", requestId=rid)

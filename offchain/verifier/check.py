@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from offchain.chain.status import cid_of
-from offchain.model.records import Trace
+from offchain.model.records import NO_LEDGER, Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.state import average_state_bytes
 from offchain.proofs.manifest import RoundRecord
@@ -146,11 +146,13 @@ def replay_claim(
     trace: Trace,
     *,
     signers: Collection[str] | None,
+    deployment: tuple[int, str] = (0, NO_LEDGER),
 ) -> Replayed:
     """Check the trace against the round's record, replay it from `parent_state`, compare every step
     and the recorded digest. `signers`: who may have sent this stage's messages (None: any valid
-    signature). The trace's round is the swarm round it was trained in: never below the round's
-    place in the stage's lineage (after a rollback it is above it), see offchain/proofs/manifest.py."""
+    signature); `deployment`: the (chain id, ledger) every message must be signed for. The trace's
+    round is the swarm round it was trained in: never below the round's place in the stage's
+    lineage (after a rollback it is above it), see offchain/proofs/manifest.py."""
     if (trace.model_id, trace.stage) != (target.model_id, target.stage) or trace.round < target.round:
         where = (trace.model_id, trace.stage, trace.round)
         reason = "trace is for another model/stage or an earlier round"
@@ -161,7 +163,7 @@ def replay_claim(
     if work_units(trace) != target.work_units:
         return _refuted(target, 0, "work units", target.work_units, work_units(trace))
     try:
-        report = replay_round(spec, target.stage, parent_state, trace, signers=signers)
+        report = replay_round(spec, target.stage, parent_state, trace, signers=signers, deployment=deployment)
     except ValueError as error:
         return _refuted(target, 0, f"trace refused: {error}")
     if not report.ok:

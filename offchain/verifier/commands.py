@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from offchain.chain.protocol import Protocol
     from offchain.model.spec import ModelSpec
     from offchain.storage.crypto import StageKey
+    from offchain.storage.store import Store
     from offchain.swarm.keyshare import EncryptionKeypair
 
 verifier_app = typer.Typer(help="Validator: replay claims, challenge and vote.", no_args_is_help=True)
@@ -31,8 +32,8 @@ class P2PStageKeys:
     its own stage's key only), kept in memory: a restarted verifier asks again rather than keeping
     secrets on disk."""
 
-    def __init__(self, node: DHTNode, protocol: Protocol, keypair: EncryptionKeypair) -> None:
-        self.node, self.protocol, self.keypair = node, protocol, keypair
+    def __init__(self, node: DHTNode, protocol: Protocol, keypair: EncryptionKeypair, store: Store) -> None:
+        self.node, self.protocol, self.keypair, self.store = node, protocol, keypair, store
         self.keys: dict[tuple[int, int], StageKey] = {}
 
     async def __call__(self, spec: ModelSpec, model_id: int, stage: int) -> StageKey:
@@ -49,6 +50,7 @@ class P2PStageKeys:
                 self.protocol.client.account,
                 self.keypair,
                 timeout=KEY_REQUEST_TIMEOUT_S,
+                store=self.store,
             )
         return self.keys[model_id, stage]
 
@@ -116,9 +118,8 @@ def verifier_run(
         stop = stop_on_signals()
         node = await start_node(network_config(initial_peers, None, None))
         try:
-            verifier = Verifier(
-                protocol, open_store(ipfs_api, store), P2PStageKeys(node, protocol, keypair), config
-            )
+            content = open_store(ipfs_api, store)
+            verifier = Verifier(protocol, content, P2PStageKeys(node, protocol, keypair, content), config)
             await verifier.run(stop)
         finally:
             await shutdown_node(node)

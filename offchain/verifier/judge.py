@@ -218,7 +218,13 @@ class Judge:
         self.journal.save()
         target = RoundClaim.of(claim, record)
         replayed = await asyncio.to_thread(
-            replay_claim, spec, target, parent, trace, signers=self._signers(spec, claim)
+            replay_claim,
+            spec,
+            target,
+            parent,
+            trace,
+            signers=self._signers(spec, claim),
+            deployment=(self.client.chain_id, self.ledger.address.lower()),
         )
         entry.replays = 0
         self.journal.save()

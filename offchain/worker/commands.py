@@ -4,6 +4,7 @@ torch and hivemind are imported inside the command so `pm --help` stays fast."""
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -77,6 +78,14 @@ def worker_run(
         int | None,
         typer.Option("--cheat-round", min=1, help="TEST TOOL: with --cheat, cheat in this round only."),
     ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            help="With --model-spec: an address that may take part (repeatable: every worker and the "
+            "driver); without any, every peer is refused.",
+        ),
+    ] = None,
     rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
     deployments: options.Deployments = options.DEPLOYMENTS_DIR,
     store: options.StoreDir = options.DEFAULT_STORE,
@@ -96,22 +105,31 @@ def worker_run(
         raise UserError("pass exactly one of --model ID (on-chain) and --model-spec FILE (off-chain)")
     if cheat_round is not None and cheat is None:
         raise UserError("--cheat-round picks the round a --cheat applies to: pass --cheat too")
+    from offchain.swarm.authz import Access
+
     if model_spec is not None:
         if cheat is not None or rounds_per_claim != 1 or claim_wait is not None:
             raise UserError(
                 "--cheat, --rounds-per-claim and --claim-wait are about claims: they need --model"
             )
+        from offchain.chain.models import checked_address
         from offchain.model.spec import load_spec
         from offchain.swarm.stage_worker import WorkerConfig, serve_stage
 
         spec = load_spec(model_spec)
         spec.check_stage(stage)
+        allowed = [checked_address(address, "--allow") for address in allow or ()]
         identity = Identity.load(key_file, private_key_env)
         configure_logging()
+        if not allowed:
+            logging.getLogger("offchain.worker").warning("no --allow list: every peer will be refused")
         network = network_config(initial_peers, host_maddrs, announce_maddrs)
-        config = WorkerConfig(spec, stage, identity, network, model_id=model_id, state_dir=state_dir)
+        access = Access.off_chain(model_id, allowed)
+        config = WorkerConfig(spec, stage, identity, network, access, model_id=model_id, state_dir=state_dir)
         asyncio.run(serve_stage(config))
         return
+    if allow:
+        raise UserError("--allow is for --model-spec: on-chain, the chain says who may take part")
 
     from offchain.chain.client import ChainClient
     from offchain.chain.models import spec_of_model
@@ -134,7 +152,8 @@ def worker_run(
     identity = Identity(bytes(account.key), account.address)
     configure_logging()
     network = network_config(initial_peers, host_maddrs, announce_maddrs)
-    config = WorkerConfig(spec, stage, identity, network, model_id=model, state_dir=state_dir)
+    access = Access.on_chain(protocol, model)
+    config = WorkerConfig(spec, stage, identity, network, access, model_id=model, state_dir=state_dir)
     policy = ClaimPolicy(rounds_per_claim, claim_wait)
     role = ChainWorker(
         ChainWorkerConfig(model, stage, spec, state_dir, policy, cheat.value if cheat else None, cheat_round),

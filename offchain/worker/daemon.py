@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +34,6 @@ from hivemind.dht.node import DHTNode
 
 from offchain.chain.protocol import Protocol
 from offchain.chain.structs import call_struct
-from offchain.durable import write_atomic
 from offchain.errors import UserError
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
@@ -45,7 +43,15 @@ from offchain.storage.cids import bytes32_to_cid
 from offchain.storage.crypto import StageKey
 from offchain.storage.store import Store
 from offchain.swarm.discovery import lookup, stage_key
-from offchain.swarm.keyshare import EncryptionKeypair, StageKeyKeeper, request_stage_key
+from offchain.swarm.keyshare import (
+    EncryptionKeypair,
+    HeldKey,
+    StageKeyKeeper,
+    StageKeyring,
+    key_for_checkpoint,
+    request_held_key,
+    rotate_if_departed,
+)
 from offchain.swarm.server import RoundState, StageServer, StateFile
 from offchain.worker.claims import ClaimKeeper, ClaimPolicy, crash_point
 from offchain.worker.journal import ClaimEntry, ClaimJournal, RoundEntry
@@ -81,7 +87,7 @@ class ChainWorker:
         self.model_id, self.stage = config.model_id, config.stage
         lane = f"model{config.model_id}-stage{config.stage}"
         self.journal = ClaimJournal(config.state_dir / f"claims-{lane}")
-        self.key_path = config.state_dir / f"stage-key-{lane}"
+        self.keyring = StageKeyring(config.state_dir / f"stage-keys-{lane}", config.model_id, config.stage)
         self.state_file = StateFile(config.state_dir, config.spec, config.model_id, config.stage)
         self.seed = StageTrainer(config.spec, config.stage, model_id=config.model_id).state_bytes()
         self.keeper = ClaimKeeper(
@@ -93,7 +99,6 @@ class ChainWorker:
             seed_digest=sha256(self.seed),
             policy=config.policy,
         )
-        self.key: StageKey | None = None
         self.key_keeper: StageKeyKeeper | None = None
         self._rounds: asyncio.Queue[tuple[RoundState, RoundState, Trace]] = asyncio.Queue()
 
@@ -102,13 +107,13 @@ class ChainWorker:
     async def start(self, node: DHTNode) -> RoundState:
         keypair = EncryptionKeypair.load_or_create(self.config.state_dir / "encryption-key")
         first = await asyncio.to_thread(self._stake_and_join, node.peer_id.to_bytes(), keypair.public)
-        self.key = self._load_key()
-        if self.key is None:
+        if self.keyring.current is None:
             if first:
-                self.key = StageKey.generate(self.model_id, self.stage)
+                block = self.client.rpc("block_number", lambda: self.client.w3.eth.block_number)
+                self.keyring.add(HeldKey(StageKey.generate(self.model_id, self.stage), block))
                 log.info("stage key created: first member of model %d stage %d", self.model_id, self.stage)
             else:
-                self.key = await request_stage_key(
+                held = await request_held_key(
                     node.p2p,
                     node,
                     self.protocol,
@@ -117,9 +122,10 @@ class ChainWorker:
                     self.stage,
                     self.account,
                     keypair,
+                    store=self.store,
                 )
-            self._save_key(self.key)
-        self.key_keeper = StageKeyKeeper(self.protocol, self.model_id, self.stage, self.key)
+                self.keyring.add(held)
+        self.key_keeper = StageKeyKeeper(self.protocol, self.keyring, self.account)
         swarm_round = await self._swarm_round(node)
         return await asyncio.to_thread(self._initial_state, swarm_round)
 
@@ -168,16 +174,6 @@ class ChainWorker:
         members = client.call(ledger.functions.membersOf(self.model_id, self.stage), action="membersOf")
         return list(members) == [me]
 
-    def _load_key(self) -> StageKey | None:
-        if not self.key_path.is_file():
-            return None
-        return StageKey(self.model_id, self.stage, self.key_path.read_bytes())
-
-    def _save_key(self, key: StageKey) -> None:
-        self.key_path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.key_path, key.secret)
-        os.chmod(self.key_path, 0o600)
-
     def _newest_live_state(self) -> tuple[str, bytes]:
         """(what it is, plaintext) of the newest state this worker may still train on: the end of
         its live chain (rounds it published that descend from its lane's tip, fetched back from the
@@ -191,7 +187,8 @@ class ChainWorker:
                 record, rounds = last.manifest.checkpoint, f"swarm round {last.swarm_rounds[-1]}"
             else:
                 record, rounds = last.published, f"swarm round {last.round}"
-            state = fetch_checkpoint(self.store, self.key, record.checkpoint_cid, record.checkpoint_digest)
+            key = key_for_checkpoint(self.keyring, self.store, record.checkpoint_cid)
+            state = fetch_checkpoint(self.store, key, record.checkpoint_cid, record.checkpoint_digest)
             return f"its published state after {rounds} ({record.checkpoint_cid})", state
         if lane.tip_claim_id:
             entry = self.journal.claim_by_id(lane.tip_claim_id)
@@ -202,11 +199,13 @@ class ChainWorker:
                 claim = self.keeper.claim(lane.tip_claim_id)
                 cid, digest = bytes32_to_cid(claim["checkpointCID"]), bytes(claim["checkpointDigest"])
             what = f"the checkpoint of round {lane.tip_round} (claim {lane.tip_claim_id}, {cid})"
-            return what, fetch_checkpoint(self.store, self.key, cid, digest)
+            key = key_for_checkpoint(self.keyring, self.store, cid)
+            return what, fetch_checkpoint(self.store, key, cid, digest)
         checkpoint = self.keeper.checkpoint()
         if checkpoint.cid is None:
             return "the spec's seed", self.seed
-        state = fetch_checkpoint(self.store, self.key, checkpoint.cid, checkpoint.digest)
+        key = key_for_checkpoint(self.keyring, self.store, checkpoint.cid)
+        state = fetch_checkpoint(self.store, key, checkpoint.cid, checkpoint.digest)
         return f"the finalized checkpoint of round {checkpoint.round} ({checkpoint.cid})", state
 
     def _initial_state(self, swarm_round: int) -> RoundState:
@@ -246,7 +245,8 @@ class ChainWorker:
             state, trace = apply_cheat(cheat, self.config.spec, parent.state, state, trace)
         else:
             cheat = None
-        published = publish_round(self.store, self.key, state, trace)
+        key = rotate_if_departed(self.protocol, self.keyring)
+        published = publish_round(self.store, key, state, trace)
         block = self.client.rpc("get_block", lambda: self.client.w3.eth.get_block("latest"))
         entry = RoundEntry(
             published, sha256(parent.state), sha256(committed.state), block["timestamp"], block["number"]

@@ -23,6 +23,7 @@ ETHER = 10**18
 DAY = 86_400
 SPEC = REPO / "specs" / "tiny.json"
 OWNER = anvil_account(0)  # deploys the protocol, so it owns the ledger's parameters
+CREATOR = anvil_account(1)  # creates the model and drives its rounds
 
 
 def wait_until(what: str, condition, timeout: float = 60.0) -> None:
@@ -59,7 +60,7 @@ class ChainSwarm:
 
     @classmethod
     def create(cls, rpc_url: str, deployments: Path, tmp: Path, spec: Path = SPEC) -> ChainSwarm:
-        protocol = Protocol.load(ChainClient(rpc_url, anvil_account(1)), deployments)
+        protocol = Protocol.load(ChainClient(rpc_url, CREATOR), deployments)
         created = create_model(
             protocol,
             EmbeddedStore(tmp / "store"),
@@ -68,7 +69,9 @@ class ChainSwarm:
             revenue_asset="eth",
             operator=None,
         )
-        return cls(rpc_url, deployments, tmp, protocol, created.model.model_id)
+        model_id = created.model.model_id
+        protocol.client.transact(protocol.registry.functions.setDriver(model_id, CREATOR.address, True))
+        return cls(rpc_url, deployments, tmp, protocol, model_id)
 
     def chain_args(self, rpc_url: str | None = None) -> list[str]:
         return [
@@ -114,7 +117,8 @@ class ChainSwarm:
         args += self.chain_args()
         for peer in peers:
             args += ["--initial-peers", peer]
-        return self.spawn(name, args, stdout=self.tmp / f"{name}.json")
+        env = {"PM_PRIVATE_KEY": CREATOR.key.hex()}
+        return self.spawn(name, args, env, stdout=self.tmp / f"{name}.json")
 
     def summary(self, proc: LocalProcess, timeout: float = 300.0) -> dict:
         code = proc.popen.wait(timeout=timeout)
