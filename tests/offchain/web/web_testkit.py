@@ -47,8 +47,9 @@ class WebChain:
 
 
 def set_up_chain(url: str, tmp: Path) -> WebChain:
-    """Model 1 (ETH): holder A 3 units, holder B 1 unit; model 2 (ERC-20 "REV"): holder A 2 units;
-    two payments to model 1 and one to model 2, so both holders have revenue to claim."""
+    """Model 1 (ETH): holder A 3 units, holder B 1 unit and a claim still pending; model 2 (ERC-20
+    "REV"): holder A 2 units; two payments to model 1 and one to model 2, so both holders have
+    revenue to claim."""
     deployments, store = tmp / "deployments", EmbeddedStore(tmp / "store")
     deploy_protocol(url, deployments, anvil_account(0))
     creator = ChainClient(url, anvil_account(CREATOR))
@@ -64,6 +65,9 @@ def set_up_chain(url: str, tmp: Path) -> WebChain:
     earn_shares(protocol, holder_a, ETH_MODEL, 0, 3)
     earn_shares(protocol, holder_b, ETH_MODEL, 1, 1)
     earn_shares(protocol, holder_a, TOKEN_MODEL, 0, 2)
+    ledger = holder_b.contract("WorkLedger", protocol.ledger.address)
+    pending = (ETH_MODEL, 1, 2, "QmCheckpoint1", "QmCheckpoint1b", b"\x04" * 32, b"\x05" * 32, "QmTrace2", 1)
+    holder_b.transact(ledger.functions.submitClaim(pending))
     reader = Protocol.load(ChainClient(url), deployments)
     chain = WebChain(url, creator.chain_id, deployments, tmp / "store", reader, token.address)
     chain.pay(ETH_MODEL, 7 * 10**15 + 3, b"\x01" * 32)
