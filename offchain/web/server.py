@@ -8,6 +8,7 @@ run_app turns SIGTERM/SIGINT into a clean shutdown of the listener.
 from __future__ import annotations
 
 import logging
+import os
 
 from aiohttp import web
 
@@ -51,4 +52,5 @@ def serve_web(config: WebConfig, host: str, port: int) -> None:
     try:
         web.run_app(app, host=host, port=port, print=announce, access_log=None)
     except OSError as error:
-        raise UserError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise UserError(f"cannot listen on {host}:{port}: {reason}") from None
