@@ -10,7 +10,15 @@ import re
 import pytest
 from chain_testkit import anvil_account
 from playwright.sync_api import expect
-from web_testkit import ETH_MODEL, HOLDER_A, HOLDER_B, TOKEN_MODEL, assert_keyboard_reachable, screenshot
+from web_testkit import (
+    ETH_MODEL,
+    HOLDER_A,
+    HOLDER_B,
+    TOKEN_MODEL,
+    assert_keyboard_reachable,
+    connect,
+    screenshot,
+)
 
 from offchain.holder.wallet import asset_of, holding
 
@@ -19,11 +27,6 @@ OTHER_CHAIN = 1
 
 def holder_url(web_url: str) -> str:
     return f"{web_url}#/holder"
-
-
-def connect(page):
-    page.get_by_role("button", name="Connect Test Wallet").click()
-    expect(page.locator(".wallet-bar")).to_contain_text("Test Wallet")
 
 
 def row(page, model_id: int):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chain_testkit import REPO, anvil_account, deploy, deploy_protocol, earn_shares
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from offchain.chain.client import ChainClient
 from offchain.chain.models import create_model
@@ -76,9 +76,9 @@ def set_up_chain(url: str, tmp: Path) -> WebChain:
     return chain
 
 
-def serve_web(chain: WebChain, log_dir: Path, *gateways: str) -> tuple[LocalProcess, str]:
-    """`pm web serve` on a free port; (process, base URL) once it listens."""
-    port = free_port()
+def serve_web(chain: WebChain, log_dir: Path, *gateways: str, port: int = 0) -> tuple[LocalProcess, str]:
+    """`pm web serve` on `port` (0: a free one); (process, base URL) once it listens."""
+    port = port or free_port()
     args = [
         "web",
         "serve",
@@ -94,6 +94,12 @@ def serve_web(chain: WebChain, log_dir: Path, *gateways: str) -> tuple[LocalProc
     process = spawn_pm(f"web-{port}", args, log_dir)
     process.wait_for(r"listening on http://", timeout=60)
     return process, f"http://127.0.0.1:{port}/"
+
+
+def connect(page: Page) -> None:
+    """Connect the test wallet from the wallet bar."""
+    page.get_by_role("button", name="Connect Test Wallet").click()
+    expect(page.locator(".wallet-bar")).to_contain_text("Test Wallet:")
 
 
 def screenshot(page: Page, name: str) -> Path:
