@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from chain_testkit import anvil_account, brownie, start_anvil, stop
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from web_testkit import HOLDER_A, WebChain, serve_web, set_up_chain
 
 from offchain.demo.anvil import rpc
@@ -70,8 +70,10 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def open_page(browser, web_chain) -> Iterator[Callable[..., Page]]:
-    """open_page(url, account=..., wallet_chain=..., known_chains=..., unknown_chain_error=...): a new
-    browser context with the test wallet; every console error of its pages fails the test."""
+    """open_page(url, account=..., wallet_chain=..., known_chains=..., unknown_chain_error=...,
+    http_errors=...): a new browser context with the test wallet; every console error of its pages
+    fails the test, except Chromium's own line for an HTTP status listed in `http_errors` (a test
+    that makes the gateway answer 503 on purpose)."""
     contexts, errors = [], []
 
     def open_(
@@ -80,6 +82,7 @@ def open_page(browser, web_chain) -> Iterator[Callable[..., Page]]:
         wallet_chain: int | None = None,
         known_chains: tuple[int, ...] | None = None,
         unknown_chain_error: str = "4902",
+        http_errors: tuple[int, ...] = (),
     ) -> Page:
         setup = {
             "rpcUrl": web_chain.url,
@@ -93,7 +96,15 @@ def open_page(browser, web_chain) -> Iterator[Callable[..., Page]]:
         contexts.append(context)
         context.add_init_script(f"window.__testWalletSetup = {json.dumps(setup)};\n{WALLET_JS}")
         page = context.new_page()
-        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+        expected = {
+            f"Failed to load resource: the server responded with a status of {s} " for s in http_errors
+        }
+
+        def console(message: ConsoleMessage) -> None:
+            if message.type == "error" and not any(message.text.startswith(e) for e in expected):
+                errors.append(message.text)
+
+        page.on("console", console)
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)
         return page

@@ -114,7 +114,7 @@ export function Playground({ chain, wallet }) {
     }
     if (reply.status === 409) setTickets((all) => all.filter((t) => t.ticket !== ticket.ticket));
     const later = reply.retryAfter ? ` (the gateway suggests ${reply.retryAfter} s)` : "";
-    const keep = reply.status === 409 ? "" : ` Your payment is kept: retry with the same ticket${later}; you will not pay again.`;
+    const keep = reply.status === 409 ? "" : ` Your payment is kept: Retry redeems the same ticket${later}, without paying again.`;
     setStatus({ kind: "failed", text: `The gateway did not return the completion: ${reply.body.error}.${keep}` });
   }
 
