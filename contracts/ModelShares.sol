@@ -9,7 +9,7 @@ import {Clones} from "@openzeppelin/contracts/proxy/Clones.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {Strings} from "@openzeppelin/contracts/utils/Strings.sol";
-import {IModelShares} from "./interfaces/IModelShares.sol";
+import {IModelShares, SHARE_SUPPLY_CAP} from "./interfaces/IModelShares.sol";
 
 /// @title ModelShares
 /// @notice The ownership token of one model, deployed by the ModelRegistry as an EIP-1167 clone
@@ -32,7 +32,7 @@ contract ModelShares is IModelShares, ERC20Permit, ReentrancyGuardTransient {
     /// @notice EIP-712 domain name shared by every model's token.
     string public constant EIP712_NAME = "Protocol Model Shares";
     /// @notice Supply cap: keeps the carried remainder (always below the supply) in 128 bits.
-    uint256 public constant MAX_SUPPLY = type(uint128).max;
+    uint256 public constant MAX_SUPPLY = SHARE_SUPPLY_CAP;
     uint256 private constant MAGNITUDE = 2 ** 128;
 
     /// @notice The RevenueRouter, the only depositor.

@@ -3,6 +3,10 @@ pragma solidity ^0.8.24;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
+/// @dev Cap on a model's share supply: keeps the carried revenue remainder (always below the
+/// supply) in 128 bits. The WorkLedger mints no more than what fits under it.
+uint256 constant SHARE_SUPPLY_CAP = type(uint128).max;
+
 /// @title IModelShares
 /// @notice One revenue-bearing ERC-20 per model. Shares are minted for verified training
 /// work; inference revenue deposited by the RevenueRouter accrues to holders pro rata and is

@@ -6,14 +6,14 @@ from custom_errors import reverts_with
 
 
 def stake_of(ledger, account):
-    staked, locked, memberships, validator, unbonding, ready_at = ledger.stakeOf(account)
+    staked, locked, memberships, validatorships, unbonding, ready_at = ledger.stakeOf(account)
     return {
         "staked": staked,
         "locked": locked,
         "unbonding": unbonding,
         "readyAt": ready_at,
         "memberships": memberships,
-        "validator": validator,
+        "validatorships": validatorships,
     }
 
 
@@ -54,12 +54,14 @@ def test_members_and_validators_keep_their_minimum_stake(ledger, model, accounts
     ledger.requestUnstake(ETHER, {"from": worker})
 
     ledger.stake({"from": validator, "value": 2 * ETHER})
-    ledger.registerValidator({"from": validator})
+    ledger.registerValidator(model, 1, {"from": validator})
     with reverts_with("StakeStillRequired", validator.address, 2 * ETHER, 2 * ETHER - 1):
         ledger.requestUnstake(1, {"from": validator})
 
     ledger.leave(model, {"from": worker})
     ledger.requestUnstake(2 * ETHER, {"from": worker})  # no longer a member: all of it may go
+    ledger.leaveValidator(model, {"from": validator})
+    ledger.requestUnstake(2 * ETHER, {"from": validator})
 
 
 def test_a_worker_cannot_withdraw_the_bond_of_an_open_claim(ledger, model, staked, workers):
