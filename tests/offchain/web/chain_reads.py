@@ -1,47 +1,73 @@
-"""What the dashboard shows, read with web3.py (the page's numbers are compared with these).
+"""What the dashboard shows, read with web3.py: the page's numbers are compared with these.
 
-Stages, members, finalized rounds, claims by state, supply and revenue totals come from
-offchain.chain.status (the reader `pm status` uses, kept in step with the WorkLedger's events);
-payments, fees and holders from the router's and the share token's events and views."""
+The one Python reader of the WorkLedger's events for the web tests (v2: claims over round ranges,
+claimId = laneId << 64 | seq, LaneVoided voids the later open claims of a rejected claim's lane),
+and the router's and share token's events and views for money and holders."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from offchain.chain.protocol import Protocol
-from offchain.chain.status import model_status
 
 ZERO = "0x0000000000000000000000000000000000000000"
 
 
+def _logs(contract: Any, name: str, first_block: int, **filters: Any) -> list[Any]:
+    return getattr(contract.events, name)().get_logs(from_block=first_block, argument_filters=filters or None)
+
+
+def claim_states(protocol: Protocol, model_id: int) -> dict[str, int]:
+    ledger, first = protocol.ledger, protocol.first_block()
+    finalized = {log["args"]["claimId"] for log in _logs(ledger, "ClaimFinalized", first)}
+    rejected = {log["args"]["claimId"] for log in _logs(ledger, "ClaimRejected", first)}
+    challenged = {log["args"]["claimId"] for log in _logs(ledger, "ClaimChallenged", first)}
+    voids = [
+        (log["args"]["rejectedClaimId"], (log["blockNumber"], log["logIndex"]))
+        for log in _logs(ledger, "LaneVoided", first, modelId=model_id)
+    ]
+    counts = dict.fromkeys(("pending", "finalized", "rejected", "voided", "challenged"), 0)
+    for log in _logs(ledger, "ClaimSubmitted", first, modelId=model_id):
+        claim_id, at = log["args"]["claimId"], (log["blockNumber"], log["logIndex"])
+        voided = any(r >> 64 == claim_id >> 64 and r < claim_id and at < when for r, when in voids)
+        state = (
+            "finalized" if claim_id in finalized
+            else "rejected" if claim_id in rejected
+            else "voided" if voided
+            else "pending"
+        )  # fmt: skip
+        counts[state] += 1
+        counts["challenged"] += claim_id in challenged
+    return counts
+
+
 def dashboard_facts(protocol: Protocol, model_id: int) -> dict[str, Any]:
-    status = model_status(protocol, model_id)
-    shares = protocol.shares(protocol.model(model_id))
-    first = protocol.first_block()
-    payments = protocol.router.events.InferencePaid().get_logs(
-        from_block=first, argument_filters={"modelId": model_id}
-    )
-    received = {log["args"]["to"] for log in shares.events.Transfer().get_logs(from_block=first)} - {ZERO}
+    model = protocol.model(model_id)
+    shares, router, first = protocol.shares(model), protocol.router, protocol.first_block()
+    stages = {}
+    for stage in range(model.num_stages):
+        _, _, round_ = protocol.registry.functions.checkpointOf(model_id, stage).call()
+        members = protocol.ledger.functions.membersOf(model_id, stage).call()
+        validators = protocol.ledger.functions.validatorsOf(model_id, stage).call()
+        stages[stage] = {"round": round_, "members": sorted(members), "validators": sorted(validators)}
+    payments = [log["args"] for log in _logs(router, "InferencePaid", first, modelId=model_id)]
+    received = {log["args"]["to"] for log in _logs(shares, "Transfer", first)} - {ZERO}
     holders = {address: shares.functions.balanceOf(address).call() for address in received}
-    owed_protocol, owed_operator = protocol.router.functions.feesOwed(model_id).call()
-
-    def total(field: str) -> int:
-        return sum(log["args"][field] for log in payments)
-
+    owed_protocol, owed_operator = router.functions.feesOwed(model_id).call()
     return {
-        "stages": {s["stage"]: (s["round"], sorted(s["members"])) for s in status["stages"]},
-        "claims": {key: status["claims"][key] for key in ("pending", "finalized", "rejected", "challenged")},
-        "supply": int(status["shares"]["supply"]),
+        "stages": stages,
+        "claims": claim_states(protocol, model_id),
+        "supply": shares.functions.totalSupply().call(),
         "holders": {address: balance for address, balance in holders.items() if balance},
+        "payments": len(payments),
         "money": {
-            "payments": len(payments),
-            "paid": total("amount"),
-            "to-holders": total("toHolders"),
-            "to-operator": total("toOperator"),
-            "to-protocol": total("toProtocol"),
-            "total-revenue": int(status["revenue"]["total_wei"]),
-            "claimed": int(status["revenue"]["claimed_wei"]),
-            "held": int(status["revenue"]["held_wei"]),
+            "paid": sum(p["amount"] for p in payments),
+            "to-holders": sum(p["toHolders"] for p in payments),
+            "to-operator": sum(p["toOperator"] for p in payments),
+            "to-protocol": sum(p["toProtocol"] for p in payments),
+            "total-revenue": shares.functions.totalRevenue().call(),
+            "claimed": shares.functions.totalClaimed().call(),
+            "held": shares.functions.heldRevenue().call(),
             "owed-operator": owed_operator,
             "owed-protocol": owed_protocol,
         },

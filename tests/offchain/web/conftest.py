@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from chain_testkit import anvil_account, brownie, start_anvil, stop
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 from web_testkit import HOLDER_A, WebChain, serve_web, set_up_chain
 
 from offchain.demo.anvil import rpc
@@ -23,6 +23,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
 WALLET_JS = (Path(__file__).parent / "test_wallet.js").read_text()
+expect.set_options(timeout=20_000)  # a page's first chain read can take seconds on a loaded 2-core machine
 
 
 @pytest.fixture(scope="session")

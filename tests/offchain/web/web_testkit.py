@@ -18,7 +18,7 @@ from offchain.swarm.local import LocalProcess, spawn_pm
 ETHER = 10**18
 SPEC = REPO / "specs" / "tiny.json"
 SCREENSHOTS = REPO / "reports" / "web"  # docs/web.md names this folder
-CREATOR, HOLDER_A, HOLDER_B, CUSTOMER, OPERATOR = 1, 2, 3, 5, 6
+CREATOR, HOLDER_A, HOLDER_B, CUSTOMER, OPERATOR, VALIDATOR = 1, 2, 3, 5, 6, 7
 ETH_MODEL, TOKEN_MODEL = 1, 2
 
 
@@ -47,9 +47,9 @@ class WebChain:
 
 
 def set_up_chain(url: str, tmp: Path) -> WebChain:
-    """Model 1 (ETH): holder A 3 units, holder B 1 unit and a claim still pending; model 2 (ERC-20
-    "REV"): holder A 2 units; two payments to model 1 and one to model 2, so both holders have
-    revenue to claim."""
+    """Model 1 (ETH): holder A 3 units, holder B 1 unit and a claim still pending, a validator of
+    stage 2; model 2 (ERC-20 "REV"): holder A 2 units; two payments to model 1 and one to model 2,
+    so both holders have revenue to claim."""
     deployments, store = tmp / "deployments", EmbeddedStore(tmp / "store")
     deploy_protocol(url, deployments, anvil_account(0))
     creator = ChainClient(url, anvil_account(CREATOR))
@@ -66,8 +66,27 @@ def set_up_chain(url: str, tmp: Path) -> WebChain:
     earn_shares(protocol, holder_b, ETH_MODEL, 1, 1)
     earn_shares(protocol, holder_a, TOKEN_MODEL, 0, 2)
     ledger = holder_b.contract("WorkLedger", protocol.ledger.address)
-    pending = (ETH_MODEL, 1, 2, "QmCheckpoint1", "QmCheckpoint1b", b"\x04" * 32, b"\x05" * 32, "QmTrace2", 1)
+    parent_cid, _, round_ = protocol.registry.functions.checkpointOf(ETH_MODEL, 1).call()
+    next_round = round_ + 1
+    pending = (
+        ETH_MODEL,
+        1,
+        next_round,
+        next_round,
+        parent_cid,
+        b"\x21" * 32,
+        b"\x22" * 32,
+        b"\x23" * 32,
+        b"\x24" * 32,
+        1,
+    )
     holder_b.transact(ledger.functions.submitClaim(pending))
+    validator = ChainClient(url, anvil_account(VALIDATOR))
+    seat = validator.contract("WorkLedger", protocol.ledger.address)
+    validator.transact(
+        seat.functions.stake(), value=seat.functions.parameters().call()[8]
+    )  # minValidatorStake
+    validator.transact(seat.functions.registerValidator(ETH_MODEL, 2))
     reader = Protocol.load(ChainClient(url), deployments)
     chain = WebChain(url, creator.chain_id, deployments, tmp / "store", reader, token.address)
     chain.pay(ETH_MODEL, 7 * 10**15 + 3, b"\x01" * 32)

@@ -1,11 +1,11 @@
 // The public dashboard of a model, read from the chain's state and events (no wallet needed).
-import { html, useEffect, useMemo, useState } from "../vendor/preact-htm.js";
+import { html, useMemo, useState } from "../vendor/preact-htm.js";
 import { ZeroAddress } from "../vendor/ethers.min.js";
 import { TimeChart } from "./chart.js";
 import { assetOf, blockTimes, eventLogs, listModels } from "./chain.js";
 import { formatAmount, percentOf, trimUnits } from "./format.js";
 import { CLAIM_STATES, claimsOf, stagesOf } from "./ledger.js";
-import { Address, Status, useBlock } from "./ui.js";
+import { Address, Status, useChainRead } from "./ui.js";
 
 const SHARE_DECIMALS = 18;
 
@@ -38,36 +38,49 @@ async function readModel(chain, model) {
     chain.router.protocolFeeBps({ blockTag }),
     chain.router.operatorFeeBps({ blockTag }),
   ]);
-  const times = await blockTimes(chain, [...claims.flatMap((c) => [c.submittedBlock, c.settledBlock, c.challengedBlock]), ...payments.map((p) => p.block)].filter((b) => b !== null));
+  const times = await blockTimes(chain, [chain.config.firstBlock, blockTag, ...claims.flatMap((c) => [c.submittedBlock, c.settledBlock, c.challengedBlock]), ...payments.map((p) => p.block)].filter((b) => b !== null));
   const sum = (field) => payments.reduce((total, p) => total + p.args[field], 0n);
   return {
     block: blockTag, model, asset, stages, claims, holders, payments, times, supply,
+    span: { start: Number(times.get(chain.config.firstBlock)), end: Number(times.get(blockTag)) }, // charts' time axis
     revenue: { total: revenue, claimed, held, paid: sum("amount"), toHolders: sum("toHolders"), toOperator: sum("toOperator"), toProtocol: sum("toProtocol") },
     fees: { protocolBps: Number(protocolBps), operatorBps: Number(operatorBps), owedProtocol: owed.toProtocol, owedOperator: owed.toOperator },
   };
 }
 
 /** Cumulative claims by state at every block where one changed. */
-function claimSeries(claims, times) {
+function claimSeries(claims, times, span) {
   const events = claims.flatMap((c) => [
     { block: c.submittedBlock, key: "submitted" },
     ...(c.challengedBlock !== null ? [{ block: c.challengedBlock, key: "challenged" }] : []),
     ...(c.settledBlock !== null ? [{ block: c.settledBlock, key: c.state }] : []),
   ]);
   const blocks = [...new Set(events.map((e) => e.block))].sort((a, b) => a - b);
-  const totals = { submitted: 0, challenged: 0, finalized: 0, rejected: 0 };
+  const totals = Object.fromEntries(["submitted", "challenged", ...CLAIM_STATES].map((key) => [key, 0]));
   const rows = blocks.map((block) => {
     for (const e of events.filter((e) => e.block === block)) totals[e.key] += 1;
-    return { ...totals, pending: totals.submitted - totals.finalized - totals.rejected };
+    const settled = CLAIM_STATES.filter((s) => s !== "pending").reduce((sum, s) => sum + totals[s], 0);
+    return { ...totals, pending: totals.submitted - settled };
   });
-  const column = (key) => rows.map((row) => row[key]);
+  return sinceDeployment(
+    blocks.map((b) => Number(times.get(b))),
+    [...CLAIM_STATES, "challenged"].map((state) => ({ label: state, values: rows.map((row) => row[state]) })),
+    span,
+  );
+}
+
+/** Each series from zero at the protocol's deployment to its last value at the block the page read. */
+function sinceDeployment(x, series, { start, end }) {
+  if (x.length === 0) return { x, series };
+  const head = start < x[0] ? [start] : [];
+  const tail = end > x.at(-1) ? [end] : [];
   return {
-    x: blocks.map((b) => Number(times.get(b))),
-    series: [...CLAIM_STATES, "challenged"].map((state) => ({ label: state, values: column(state) })),
+    x: [...head, ...x, ...tail],
+    series: series.map((s) => ({ ...s, values: [...head.map(() => 0), ...s.values, ...tail.map(() => s.values.at(-1))] })),
   };
 }
 
-function revenueSeries(payments, times, asset) {
+function revenueSeries(payments, times, asset, span) {
   let paid = 0n;
   let toHolders = 0n;
   const points = payments.map((p) => {
@@ -75,14 +88,15 @@ function revenueSeries(payments, times, asset) {
     toHolders += p.args.toHolders;
     return [Number(times.get(p.block)), Number(trimUnits(paid, asset.decimals)), Number(trimUnits(toHolders, asset.decimals))];
   });
-  return {
-    x: points.map((p) => p[0]),
-    series: [
-      { label: `paid (${asset.symbol})`, values: points.map((p) => p[1]) },
-      { label: `to holders (${asset.symbol})`, values: points.map((p) => p[2]) },
-    ],
-  };
+  const series = [
+    { label: `paid (${asset.symbol})`, values: points.map((p) => p[1]) },
+    { label: `to holders (${asset.symbol})`, values: points.map((p) => p[2]) },
+  ];
+  return sinceDeployment(points.map((p) => p[0]), series, span);
 }
+
+const Accounts = ({ field, accounts }) =>
+  html`<td data-field=${field}>${accounts.length ? accounts.map((a) => html`<${Address} address=${a} /> `) : "none"}</td>`;
 
 const Amount = ({ value, asset, field }) => html`<span data-field=${field} data-raw=${value.toString()}>${formatAmount(value, asset)}</span>`;
 
@@ -90,18 +104,18 @@ function ModelReport({ data }) {
   const { model, asset, stages, claims, holders, revenue, fees, supply } = data;
   const counts = Object.fromEntries(CLAIM_STATES.map((state) => [state, claims.filter((c) => c.state === state).length]));
   const challenged = claims.filter((c) => c.challenged).length;
-  const claimChart = useMemo(() => claimSeries(claims, data.times), [data]);
-  const revenueChart = useMemo(() => revenueSeries(data.payments, data.times, asset), [data]);
+  const claimChart = useMemo(() => claimSeries(claims, data.times, data.span), [data]);
+  const revenueChart = useMemo(() => revenueSeries(data.payments, data.times, asset, data.span), [data]);
   return html`<div class="report" data-model=${model.id}>
     <p>Model ${model.id} is <strong>${model.status}</strong>: ${model.numStages} stages, revenue in ${asset.symbol}, spec <code>${model.specCID}</code>; read at block <span data-field="block">${data.block}</span>.</p>
     <h3>Stages</h3>
-    <table class="stages"><thead><tr><th scope="col">Stage</th><th scope="col">Finalized round</th><th scope="col">Members</th></tr></thead>
+    <table class="stages"><thead><tr><th scope="col">Stage</th><th scope="col">Finalized round</th><th scope="col">Members</th><th scope="col">Validators</th></tr></thead>
       <tbody>${stages.map((s) => html`<tr data-stage=${s.stage}><th scope="row">${s.stage}</th><td data-field="round">${s.round}</td>
-        <td data-field="members">${s.members.length ? s.members.map((m) => html`<${Address} address=${m} /> `) : "none"}</td></tr>`)}</tbody></table>
+        <${Accounts} field="members" accounts=${s.members} /><${Accounts} field="validators" accounts=${s.validators} /></tr>`)}</tbody></table>
     <h3>Claims</h3>
     <p class="counts">${CLAIM_STATES.map((state) => html`<span>${state} <strong data-field=${`claims-${state}`}>${counts[state]}</strong></span> `)}
       <span>challenged <strong data-field="claims-challenged">${challenged}</strong></span></p>
-    <${TimeChart} title="Claims by state over time" summary=${`${claims.length} claims: ${counts.finalized} finalized, ${counts.pending} pending, ${counts.rejected} rejected`} x=${claimChart.x} series=${claimChart.series} />
+    <${TimeChart} title="Claims by state over time" summary=${`${claims.length} claims: ${CLAIM_STATES.map((state) => `${counts[state]} ${state}`).join(", ")}`} x=${claimChart.x} series=${claimChart.series} />
     <h3>Shares by holder</h3>
     <table class="holders"><caption>Supply <span data-field="supply" data-raw=${supply.toString()}>${trimUnits(supply, SHARE_DECIMALS)}</span> shares</caption>
       <thead><tr><th scope="col">Holder</th><th scope="col">Shares</th><th scope="col">Of supply</th></tr></thead>
@@ -123,31 +137,14 @@ function ModelReport({ data }) {
 }
 
 export function Dashboard({ chain }) {
-  const block = useBlock(chain);
-  const [models, setModels] = useState(null);
-  const [selected, setSelected] = useState(null);
-  const [data, setData] = useState(null);
-  const [error, setError] = useState(null);
-
-  useEffect(() => {
-    if (block === null) return;
-    listModels(chain).then((found) => {
-      setModels(found);
-      setSelected((current) => current ?? found[0]?.id ?? null);
-    }, (failure) => setError({ kind: "failed", text: `Could not read the registry: ${failure.shortMessage ?? failure.message}` }));
-  }, [chain, block]);
-  useEffect(() => {
-    const model = models?.find((m) => m.id === selected);
-    if (!model) return undefined;
-    let current = true;
-    readModel(chain, model).then(
-      (read) => current && (setData(read), setError(null)),
-      (failure) => current && setError({ kind: "failed", text: `Could not read model ${model.id}: ${failure.shortMessage ?? failure.message}` }),
-    );
-    return () => {
-      current = false;
-    };
-  }, [models, selected]);
+  const registry = useChainRead(chain, "models", () => listModels(chain));
+  const models = registry.data;
+  const [chosen, setChosen] = useState(null);
+  const selected = chosen ?? models?.[0]?.id ?? null;
+  const report = useChainRead(chain, selected, () => readModel(chain, models.find((m) => m.id === selected)));
+  const data = report.data;
+  const failure = registry.error ?? report.error;
+  const error = failure && { kind: "failed", text: `Could not read the chain: ${failure.shortMessage ?? failure.message}` };
 
   return html`<section aria-labelledby="dash-title">
     <h2 id="dash-title">Model dashboard</h2>
@@ -157,7 +154,7 @@ export function Dashboard({ chain }) {
       : models.length === 0
         ? html`<p>No model is registered on this chain yet.</p>`
         : html`<label for="dash-model">Model</label>
-            <select id="dash-model" value=${selected} onChange=${(e) => { setData(null); setSelected(Number(e.target.value)); }}>
+            <select id="dash-model" value=${selected} onChange=${(e) => setChosen(Number(e.target.value))}>
               ${models.map((m) => html`<option value=${m.id}>Model ${m.id} (${m.numStages} stages, ${m.status})</option>`)}
             </select>
             ${data && data.model.id === selected ? html`<${ModelReport} data=${data} />` : html`<p role="status">Reading model ${selected}…</p>`}`}

@@ -1,8 +1,8 @@
 // The holder's page: every model the account has shares or revenue in, claim one or all, export history.
-import { html, useEffect, useRef, useState } from "../vendor/preact-htm.js";
+import { html, useEffect, useState } from "../vendor/preact-htm.js";
 import { assetOf, blockTimes, eventLogs, listModels, receiptEvents } from "./chain.js";
 import { formatAmount, formatTime, percentOf, toCsv, trimUnits } from "./format.js";
-import { Status, useBlock, useWallet } from "./ui.js";
+import { Status, useChainRead, useWallet } from "./ui.js";
 import { transact } from "./wallet.js";
 
 const SHARE_DECIMALS = 18;
@@ -56,36 +56,12 @@ async function exportHistory(chain, account, rows) {
 
 export function HolderView({ chain, wallet }) {
   useWallet(wallet);
-  const block = useBlock(chain);
   const account = wallet.account;
-  const [holdings, setHoldings] = useState(null);
-  const [loading, setLoading] = useState(false);
-  const [error, setError] = useState(null);
+  const { data: holdings, error, refresh } = useChainRead(chain, account, () => readHoldings(chain, account));
   const [statuses, setStatuses] = useState({});
   const [claiming, setClaiming] = useState(false);
-  const latestRead = useRef(0);
 
-  async function reload() {
-    const read = ++latestRead.current;
-    setLoading(true);
-    try {
-      const result = await readHoldings(chain, account);
-      if (read === latestRead.current) setHoldings(result);
-      setError(null);
-    } catch (failure) {
-      setError({ kind: "failed", text: `Could not read the chain: ${failure.shortMessage ?? failure.message}` });
-    } finally {
-      if (read === latestRead.current) setLoading(false);
-    }
-  }
-
-  useEffect(() => {
-    setHoldings(null);
-    setStatuses({});
-  }, [account]);
-  useEffect(() => {
-    if (account && block !== null) reload();
-  }, [account, block]);
+  useEffect(() => setStatuses({}), [account]);
 
   const setStatus = (id, status) => setStatuses((all) => ({ ...all, [id]: status }));
 
@@ -106,7 +82,7 @@ export function HolderView({ chain, wallet }) {
     try {
       for (const row of rows) {
         const mined = await claimOne(row);
-        await reload();
+        await refresh(); // Claim is enabled again only on numbers read after the receipt
         if (!mined) break; // a refusal or a failure stops "claim all": the rest stay as they are
       }
     } finally {
@@ -119,11 +95,11 @@ export function HolderView({ chain, wallet }) {
       <p>Connect a wallet to see the models you hold shares of and claim the revenue they earned.</p></section>`;
   }
   const rows = holdings?.rows ?? [];
-  const locked = claiming || loading || !wallet.ready;
+  const locked = claiming || !wallet.ready;
   const claimableRows = rows.filter((row) => row.claimable > 0n);
   return html`<section aria-labelledby="holder-title">
     <h2 id="holder-title">My shares</h2>
-    <${Status} status=${error} />
+    <${Status} status=${error && { kind: "failed", text: `Could not read the chain: ${error.shortMessage ?? error.message}` }} />
     ${holdings === null
       ? html`<p role="status">Reading your shares from the chain…</p>`
       : rows.length === 0

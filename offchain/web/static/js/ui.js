@@ -1,5 +1,5 @@
 // Pieces every view shares: re-rendering on wallet changes and new blocks, status lines, the wallet bar.
-import { html, useEffect, useState } from "../vendor/preact-htm.js";
+import { html, useEffect, useRef, useState } from "../vendor/preact-htm.js";
 import { shortAddress, shortHash } from "./format.js";
 
 const BLOCK_POLL_MS = 4000;
@@ -29,6 +29,51 @@ export function useBlock(chain) {
     };
   }, [chain]);
   return block;
+}
+
+/**
+ * `read()` for `key` (null: nothing to read), again at every new block and on `refresh()`. Reads run
+ * one at a time and are never cancelled: under load a read may outlast a block, and cancelling it
+ * for the next one would never show anything. Requests that arrive while one runs collapse into
+ * one read after it, so `refresh()` resolves after a read that started after the call.
+ */
+export function useChainRead(chain, key, read) {
+  const block = useBlock(chain);
+  const [result, setResult] = useState(null); // {key, data, error}
+  const latest = useRef({ key, read });
+  latest.current = { key, read };
+  const reads = useRef({ running: null, queued: null });
+
+  function start() {
+    const { key: readKey, read: readNow } = latest.current;
+    const run = readNow().then(
+      (data) => latest.current.key === readKey && setResult({ key: readKey, data, error: null }),
+      (error) => latest.current.key === readKey && setResult((last) => ({ key: readKey, data: last?.key === readKey ? last.data : null, error })),
+    );
+    reads.current.running = run.then(() => {
+      const next = reads.current.queued;
+      reads.current = { running: null, queued: null };
+      next?.start();
+    });
+    return run;
+  }
+
+  function refresh() {
+    const { running, queued } = reads.current;
+    if (!running) return start();
+    if (!queued) {
+      let done;
+      const promise = new Promise((resolve) => (done = resolve));
+      reads.current.queued = { promise, start: () => start().then(done) };
+    }
+    return reads.current.queued.promise;
+  }
+
+  useEffect(() => {
+    if (key !== null && block !== null) refresh();
+  }, [key, block]);
+  const current = result?.key === key ? result : null;
+  return { data: current?.data ?? null, error: current?.error ?? null, refresh };
 }
 
 /** One line saying how an action went; errors are announced at once, the rest politely. */
