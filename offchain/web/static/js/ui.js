@@ -12,7 +12,7 @@ export function useWallet(wallet) {
 }
 
 /** The latest block number, polled from the read RPC (null until the first answer). */
-export function useBlock(chain) {
+function useBlock(chain) {
   const [block, setBlock] = useState(null);
   useEffect(() => {
     let alive = true;

@@ -10,7 +10,7 @@ const UNKNOWN_CHAIN = 4902;
 const INTERNAL_ERROR = -32603;
 
 /** What a wallet error means to the person in front of it: {kind, text}. */
-export function explain(error, action) {
+function explain(error, action) {
   const code = error?.code ?? error?.info?.error?.code;
   if (code === USER_REJECTED || code === "ACTION_REJECTED") {
     return { kind: "rejected", text: `You rejected the request in your wallet (${action}); nothing was sent.` };
