@@ -124,3 +124,22 @@ def test_serve_refuses_a_taken_port_in_one_line(web_url, web_chain):
     assert result.returncode == 1
     assert result.stderr.strip().endswith(f"cannot listen on 127.0.0.1:{port}: Address already in use")
     assert "Traceback" not in result.stderr
+
+
+def test_gateway_refuses_an_origin_that_is_not_one_in_one_line(web_chain):
+    chain = ["--rpc-url", web_chain.url, "--deployments", str(web_chain.deployments)]
+    peer = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWBrtC14a6TMVuJ6P8oSYyPSj4oMwcmevPUVcfLkXAjx8G"
+    args = [
+        "gateway",
+        "run",
+        "--model",
+        "1",
+        "--initial-peers",
+        peer,
+        "--allow-origin",
+        "http://127.0.0.1:8080/app",
+    ]
+    result = pm(*args, *chain)
+    assert result.returncode == 1
+    expected = "--allow-origin must be '*' or scheme://host[:port], not 'http://127.0.0.1:8080/app'\n"
+    assert result.stderr == expected
