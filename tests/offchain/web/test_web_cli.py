@@ -18,10 +18,21 @@ from offchain.web.site import VENDOR
 GATEWAY = "http://127.0.0.1:18000"
 
 
-def pm(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+def start_pm(*args: str) -> subprocess.Popen:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PM_")}
     command = [sys.executable, "-m", "offchain.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO
+    )
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def pm(*args: str) -> subprocess.CompletedProcess:
+    return finish(start_pm(*args))
 
 
 def test_build_writes_the_app_with_its_config_and_the_pinned_libraries(web_chain, tmp_path):
@@ -76,8 +87,9 @@ def test_user_mistakes_are_one_line_and_write_nothing(web_chain, tmp_path):
             "cannot reach the RPC URL http://127.0.0.1:9"
         ),
     }
+    started = {args: start_pm("web", "build", *args) for args in cases}  # side by side: each is one import
     for args, message in cases.items():
-        result = pm("web", "build", *args)
+        result = finish(started[args])
         assert result.returncode == 1, (args, result.stdout)
         assert result.stderr.count("\n") == 1 and message in result.stderr, (args, result.stderr)
     assert [p.name for p in tmp_path.iterdir()] == ["mine"] and (

@@ -146,6 +146,8 @@ export function Playground({ chain, wallet }) {
       setTickets((all) => [...all, ticket]);
       setQuote(null);
       await redeem(ticket);
+    } catch (error) {
+      setStatus({ kind: "failed", text: `Could not pay: ${error.shortMessage ?? error.message}` });
     } finally {
       setBusy(false);
     }

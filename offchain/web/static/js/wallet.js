@@ -192,7 +192,13 @@ export async function transact(chain, wallet, action, tx, contractIface, onStatu
     return null;
   }
   onStatus({ kind: "pending", text: `${action}: transaction sent, waiting for it to be mined…`, hash });
-  const receipt = await waitForReceipt(chain, hash);
+  let receipt;
+  try {
+    receipt = await waitForReceipt(chain, hash);
+  } catch (error) {
+    onStatus({ kind: "failed", text: `${action}: ${error.message}; look the transaction up before sending it again.`, hash });
+    return null;
+  }
   if (receipt.status !== 1) {
     onStatus({ kind: "failed", text: `${action}: the transaction reverted.`, hash });
     return null;
