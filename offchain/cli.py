@@ -21,6 +21,7 @@ from offchain.holder.commands import balance, claim
 from offchain.storage.commands import store_app
 from offchain.swarm.commands import driver_app
 from offchain.verifier.commands import verifier_app
+from offchain.web.commands import web_app
 from offchain.worker.commands import worker_app
 
 stderr = Console(stderr=True, soft_wrap=True)  # an error stays one line, however narrow the terminal
@@ -40,6 +41,7 @@ for sub_app, name in [
     (verifier_app, "verifier"),
     (gateway_app, "gateway"),
     (store_app, "store"),
+    (web_app, "web"),
 ]:
     app.add_typer(sub_app, name=name)
 for command in (infer, claim, balance):

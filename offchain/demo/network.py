@@ -251,10 +251,12 @@ class DemoNetwork:
         self.settler = Settler(self.protocol, self.model_id, self.fleet.anvil, validators, names, self.echo)
 
     def start_gateway(self) -> None:
-        port = free_port()
+        port, web_port = free_port(), free_port()
         args = ["gateway", "run", "--model", str(self.model_id), "--port", str(port)]
         args += ["--initial-peers", self.founder, "--state-dir", str(self.out / "state" / "gateway")]
-        args += ["--key-file", str(self.key_file(self.cast.creator)), *self.chain_args(), *self.store_args()]
+        args += ["--key-file", str(self.key_file(self.cast.creator))]
+        args += ["--allow-origin", f"http://127.0.0.1:{web_port}"]  # the web app's playground
+        args += [*self.chain_args(), *self.store_args()]
         self.fleet.start("gateway", args)
         self.gateway_url = f"http://127.0.0.1:{port}"
 
@@ -265,6 +267,13 @@ class DemoNetwork:
                 return False
 
         self.wait_until("the gateway to answer /healthz", healthy)
+        self.start_web(web_port)
+
+    def start_web(self, port: int) -> None:
+        """`pm web serve` on the demo's chain and gateway, open while the demo runs."""
+        args = ["web", "serve", "--port", str(port), *self.chain_args(), "--gateway", self.gateway_url]
+        self.fleet.start("web", args).wait_for("listening on http://", START_TIMEOUT_S)
+        self.echo(f"web app at http://127.0.0.1:{port}/ (holders claim, customers pay, model dashboards)")
 
     def train_round(self, on_step: Callable[[int, int, float], None]) -> RoundResult:
         """One `pm driver run --rounds 1`; its step lines feed `on_step` while it runs."""

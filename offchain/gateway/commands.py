@@ -45,6 +45,15 @@ def gateway_run(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds before a stage call counts as failed.")
     ] = 30.0,
+    allow_origins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            envvar="PM_GATEWAY_ALLOW_ORIGIN",
+            help="Origin of a web page allowed to call the gateway (CORS; repeatable; '*' for any), "
+            "e.g. the URL `pm web serve` prints.",
+        ),
+    ] = None,
     state_dir: Annotated[
         Path, typer.Option("--state-dir", help="Served request ids and the gateway secret (keep it).")
     ] = Path(".pm/gateway"),
@@ -62,7 +71,7 @@ def gateway_run(
     import asyncio
 
     from offchain.errors import UserError
-    from offchain.gateway.run import GatewayConfig, open_chain, serve_gateway
+    from offchain.gateway.run import GatewayConfig, checked_origin, open_chain, serve_gateway
     from offchain.keys import load_account
     from offchain.storage.store import open_store
     from offchain.swarm.identity import Identity
@@ -83,6 +92,7 @@ def gateway_run(
         max_tokens=max_tokens,
         confirmations=confirmations,
         call_timeout=timeout,
+        allowed_origins=tuple(checked_origin(origin) for origin in allow_origins or []),
     )
     identity = Identity(bytes(account.key), account.address)
     asyncio.run(serve_gateway(config, protocol, open_store(ipfs_api, store), identity))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -43,6 +44,16 @@ class GatewayConfig:
     confirmations: int = 0
     call_timeout: float = 30.0
     retry_after_s: int = 5
+    allowed_origins: tuple[str, ...] = ()  # web pages that may call the gateway (CORS)
+
+
+def checked_origin(origin: str) -> str:
+    """'*' or scheme://host[:port] as a browser sends it in Origin (a trailing slash is dropped)."""
+    origin = origin.rstrip("/")
+    parts = urlsplit(origin)
+    if origin != "*" and (parts.scheme not in ("http", "https") or not parts.hostname or parts.path):
+        raise UserError(f"--allow-origin must be '*' or scheme://host[:port], not {origin!r}")
+    return origin
 
 
 def open_chain(rpc_url: str, deployments: Path) -> Protocol:
@@ -95,6 +106,7 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store,
             max_tokens=limit,
             confirmations=config.confirmations,
             retry_after_s=config.retry_after_s,
+            allowed_origins=frozenset(config.allowed_origins),
         )
         runner = web.AppRunner(gateway.app(), access_log=None)
         await runner.setup()
