@@ -134,12 +134,17 @@ def submit_and_finalize(ledger, worker: ChainClient, claim_input: tuple) -> int:
     return submitted["args"]["claimId"]
 
 
+def earned_checkpoint(stage: int) -> bytes:
+    """The bytes32 checkpoint CID `earn_shares` claims for `stage` (what checkpointOf then holds)."""
+    return bytes([0x10 + stage]) * 32
+
+
 def earn_shares(protocol, worker: ChainClient, model_id: int, stage: int, work_units: int) -> int:
     """Take `worker` from nothing to shares: stake, join, claim round 1 of the stage (its first
     checkpoint, so no parent), finalize unchallenged. ClaimInput as in IWorkLedger v2."""
     ledger = join_stage(protocol, worker, model_id, stage)
     checkpoint_cid, digest, root, manifest_cid = (
-        bytes([0x10 + stage]) * 32,
+        earned_checkpoint(stage),
         b"\x02" * 32,
         b"\x03" * 32,
         b"\x04" * 32,
