@@ -53,7 +53,7 @@ from hivemind.p2p import P2P
 from offchain.chain.protocol import Protocol
 from offchain.durable import write_atomic
 from offchain.errors import UserError
-from offchain.storage.cids import cid_text
+from offchain.storage.cids import bytes32_to_cid
 from offchain.storage.crypto import (
     HEADER_LEN,
     StageKey,
@@ -359,7 +359,7 @@ def finalized_checkpoint(
     )
     if not any(cid):
         return None
-    text = cid_text(b"\x12\x20" + bytes(cid))
+    text = bytes32_to_cid(bytes(cid))
     header = bytes(store.get(text)[:HEADER_LEN])
     return FinalizedCheckpoint(text, bytes(digest), header[_KEY_ID_AT])
 

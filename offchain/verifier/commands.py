@@ -25,22 +25,34 @@ if TYPE_CHECKING:
 verifier_app = typer.Typer(help="Validator: replay claims, challenge and vote.", no_args_is_help=True)
 
 KEY_REQUEST_TIMEOUT_S = 15.0
+KEY_RETRY_S = 60.0
 
 
 class P2PStageKeys:
-    """The key of the validated stage, asked from that stage's members over P2P (a validator is granted
-    its own stage's key only), kept in memory: a restarted verifier asks again rather than keeping
-    secrets on disk."""
+    """The validated stage's keys, asked from that stage's members over P2P by the key id a ciphertext
+    names (members rotate the key after a departure; a validator is granted its own stage's keys
+    only), each checked against the stage's finalized checkpoint in `store` when it is that one's key.
+    Kept in memory: a restarted verifier asks again rather than keeping secrets on disk. A key that no
+    member granted is not asked for again for KEY_RETRY_S (judging goes on meanwhile)."""
 
     def __init__(self, node: DHTNode, protocol: Protocol, keypair: EncryptionKeypair, store: Store) -> None:
         self.node, self.protocol, self.keypair, self.store = node, protocol, keypair, store
-        self.keys: dict[tuple[int, int], StageKey] = {}
+        self.keys: dict[tuple[int, int, bytes], StageKey] = {}
+        self.refused: dict[tuple[int, int, bytes], tuple[float, Exception]] = {}
 
-    async def __call__(self, spec: ModelSpec, model_id: int, stage: int) -> StageKey:
-        from offchain.swarm.keyshare import request_stage_key
+    async def __call__(self, spec: ModelSpec, model_id: int, stage: int, key_id: bytes) -> StageKey:
+        import time
 
-        if (model_id, stage) not in self.keys:
-            self.keys[model_id, stage] = await request_stage_key(
+        from offchain.swarm.keyshare import StageKeyUnavailable, request_stage_key
+
+        wanted = (model_id, stage, key_id)
+        if wanted in self.keys:
+            return self.keys[wanted]
+        retry_at, refusal = self.refused.get(wanted, (0.0, None))
+        if refusal is not None and time.monotonic() < retry_at:
+            raise refusal
+        try:
+            key = await request_stage_key(
                 self.node.p2p,
                 self.node,
                 self.protocol,
@@ -51,8 +63,14 @@ class P2PStageKeys:
                 self.keypair,
                 timeout=KEY_REQUEST_TIMEOUT_S,
                 store=self.store,
+                key_id=key_id,
             )
-        return self.keys[model_id, stage]
+        except StageKeyUnavailable as error:
+            self.refused[wanted] = (time.monotonic() + KEY_RETRY_S, error)
+            raise
+        self.refused.pop(wanted, None)
+        self.keys[wanted] = key
+        return key
 
 
 @verifier_app.command("run")

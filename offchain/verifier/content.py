@@ -27,7 +27,7 @@ from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
 from offchain.proofs.manifest import ClaimManifest, ManifestError
 from offchain.proofs.trace import merkle_root
-from offchain.storage.crypto import StageKey, decrypt_checkpoint
+from offchain.storage.crypto import HEADER_LEN, StageKey, decrypt_checkpoint, key_id_of
 from offchain.storage.errors import ContentTooLarge, DecryptionError, InvalidCID, StorageError
 from offchain.storage.store import Store
 from offchain.verifier.check import SubmittedClaim
@@ -49,6 +49,22 @@ def fetch(store: Store, cid: str, max_size: int, what: str) -> bytes:
     try:
         return store.get(cid, max_size=max_size)
     except (ContentTooLarge, InvalidCID) as error:
+        raise Refused(f"{what}: {error}") from None
+
+
+def key_id_in(store: Store, cid: str, max_size: int, what: str) -> bytes:
+    """The id of the stage key the ciphertext at `cid` names in its header (members rotate their
+    stage's key after a departure, so one stage's content may be under several keys): read from the
+    file's first pieces, under the same limit as the whole file. A file that is not a ciphertext of
+    ours refutes; being unavailable does not."""
+    head = b""
+    try:
+        for piece in store.get_pieces(cid, max_size=max_size):
+            head += bytes(piece[: HEADER_LEN - len(head)])
+            if len(head) == HEADER_LEN:
+                break
+        return key_id_of(head)
+    except (ContentTooLarge, InvalidCID, DecryptionError) as error:
         raise Refused(f"{what}: {error}") from None
 
 
@@ -164,6 +180,8 @@ class _Header(_Strict):
     step: U32
     micro_batch: U32
     direction: Literal["forward", "backward"]
+    chain_id: U64
+    ledger: Annotated[str, Field(pattern=r"^0x[0-9a-f]{40}$")]  # the deployment the message is bound to
 
 
 class _Message(_Strict):

@@ -22,6 +22,7 @@ from offchain.chain.client import ContractRevert
 from offchain.chain.protocol import Protocol
 from offchain.chain.retry import is_transient
 from offchain.chain.structs import call_struct
+from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
 from offchain.proofs.manifest import ClaimManifest
@@ -33,6 +34,7 @@ from offchain.swarm.keyshare import StageKeyUnavailable
 from offchain.verifier.check import Replayed, RoundClaim, SubmittedClaim, Verdict, judge_group, replay_claim
 from offchain.verifier.content import (
     Refused,
+    key_id_in,
     open_checkpoint,
     open_manifest,
     open_spec,
@@ -44,8 +46,9 @@ from offchain.verifier.limits import StageLimits
 
 logger = logging.getLogger(__name__)
 
-KeySource = Callable[[ModelSpec, int, int], Awaitable[StageKey]]
-"""(spec, model id, stage) -> that stage's key (a validator is granted its own stage's key)."""
+KeySource = Callable[[ModelSpec, int, int, bytes], Awaitable[StageKey]]
+"""(spec, model id, stage, key id) -> that key of the stage (a validator is granted its own stage's
+keys only; a ciphertext's header names the key it is under)."""
 
 
 class Undecidable(Exception):
@@ -137,11 +140,10 @@ class Judge:
     async def _rounds(self, entry: Entry, rounds: Sequence[int], group_patient: bool) -> Verdict | None:
         claim = entry.claim
         spec, limits = self.stage(claim.model_id, claim.stage)
-        key = await self.keys(spec, claim.model_id, claim.stage)
         manifest = self.manifest(claim)
         checked = 0
         for round_ in rounds:
-            replayed = await self._replay(entry, manifest, round_, spec, limits, key)
+            replayed = await self._replay(entry, manifest, round_, spec, limits)
             verdict = replayed.verdict
             if verdict is None:
                 verdict = await self._group(entry, manifest, round_, replayed, spec, group_patient)
@@ -153,11 +155,10 @@ class Judge:
     async def _fetch_all(self, entry: Entry) -> Verdict:
         claim = entry.claim
         spec, limits = self.stage(claim.model_id, claim.stage)
-        key = await self.keys(spec, claim.model_id, claim.stage)
         for record in self.manifest(claim).rounds:
             with refuting(record.round):
-                open_trace(self.store, key, record.trace_cid, record.trace_root, limits)
-                open_checkpoint(self.store, key, record.checkpoint_cid, record.checkpoint_digest, limits)
+                await self._trace(claim, spec, limits, record.trace_cid, record.trace_root)
+                await self._checkpoint(claim, spec, limits, record.checkpoint_cid, record.checkpoint_digest)
         return Verdict(
             claim.claim_id, True, reason="fetched the manifest and every round's checkpoint and trace"
         )
@@ -184,6 +185,25 @@ class Judge:
             self.manifests[claim.claim_id] = open_manifest(self.store, claim)
         return self.manifests[claim.claim_id]
 
+    async def _key(
+        self, claim: SubmittedClaim, spec: ModelSpec, cid: str, max_size: int, what: str
+    ) -> StageKey:
+        """The key of the claim's stage that the ciphertext at `cid` names (members rotate keys)."""
+        key_id = key_id_in(self.store, cid, max_size, what)
+        return await self.keys(spec, claim.model_id, claim.stage, key_id)
+
+    async def _checkpoint(
+        self, claim: SubmittedClaim, spec: ModelSpec, limits: StageLimits, cid: str, digest: bytes
+    ) -> bytes:
+        key = await self._key(claim, spec, cid, limits.checkpoint_bytes, f"checkpoint {cid}")
+        return open_checkpoint(self.store, key, cid, digest, limits)
+
+    async def _trace(
+        self, claim: SubmittedClaim, spec: ModelSpec, limits: StageLimits, cid: str, root: bytes
+    ) -> Trace:
+        key = await self._key(claim, spec, cid, limits.encrypted_trace_bytes, f"trace {cid}")
+        return open_trace(self.store, key, cid, root, limits)
+
     async def _replay(
         self,
         entry: Entry,
@@ -191,7 +211,6 @@ class Judge:
         round_: int,
         spec: ModelSpec,
         limits: StageLimits,
-        key: StageKey,
     ) -> Replayed:
         """Fetch, decode and check one round under the stage's limits, then replay it (in a thread:
         the P2P node keeps serving meanwhile). Refused: its content refutes the claim at that round."""
@@ -200,9 +219,9 @@ class Judge:
             return self.replays[claim.claim_id, round_]
         record = manifest.record(round_)
         with refuting(round_):
-            trace = open_trace(self.store, key, record.trace_cid, record.trace_root, limits)
-            open_checkpoint(self.store, key, record.checkpoint_cid, record.checkpoint_digest, limits)
-        parent = self._parent(claim, manifest, round_, spec, limits, key)
+            trace = await self._trace(claim, spec, limits, record.trace_cid, record.trace_root)
+            await self._checkpoint(claim, spec, limits, record.checkpoint_cid, record.checkpoint_digest)
+        parent = await self._parent(claim, manifest, round_, spec, limits)
         if entry.replays >= MAX_REPLAYS:
             raise Undecidable(f"its replay started {entry.replays} times and never finished")
         start = claim.parent_cid or "the seed state"
@@ -233,14 +252,13 @@ class Judge:
         self.replays[claim.claim_id, round_] = replayed
         return replayed
 
-    def _parent(
+    async def _parent(
         self,
         claim: SubmittedClaim,
         manifest: ClaimManifest,
         round_: int,
         spec: ModelSpec,
         limits: StageLimits,
-        key: StageKey,
     ) -> bytes:
         """The state `round_` must start from: the previous round's checkpoint in the manifest (the
         claim's own content), or for the first round the claim's parent, checked against the digest
@@ -248,14 +266,14 @@ class Judge:
         if round_ > claim.first_round:
             before = manifest.record(round_ - 1)
             with refuting(round_ - 1):
-                return open_checkpoint(
-                    self.store, key, before.checkpoint_cid, before.checkpoint_digest, limits
+                return await self._checkpoint(
+                    claim, spec, limits, before.checkpoint_cid, before.checkpoint_digest
                 )
         if claim.parent_cid is None:
             return StageTrainer(spec, claim.stage, model_id=claim.model_id).state_bytes()
         digest = self._parent_digest(claim)
         try:
-            return open_checkpoint(self.store, key, claim.parent_cid, digest, limits)
+            return await self._checkpoint(claim, spec, limits, claim.parent_cid, digest)
         except Refused as refusal:
             raise Undecidable(f"its parent checkpoint is unusable: {refusal}") from None
 
@@ -323,8 +341,7 @@ class Judge:
         claim = member.claim
         try:
             spec, limits = self.stage(claim.model_id, claim.stage)
-            key = await self.keys(spec, claim.model_id, claim.stage)
-            replayed = await self._replay(member, self.manifest(claim), round_, spec, limits, key)
+            replayed = await self._replay(member, self.manifest(claim), round_, spec, limits)
         except (Refused, Undecidable, StageKeyUnavailable, StorageError):
             return None
         return replayed.state
