@@ -101,6 +101,20 @@ def worker_args(
     return args
 
 
+def chain_worker_args(
+    model_id: int, stage: int, state_dir: Path, chain_args: list[str], peers: list[str] | tuple[str, ...] = ()
+) -> list[str]:
+    """An on-chain worker (`pm worker run --model`): it stakes and joins `stage` under its libp2p peer
+    id, so the stage's members, the model's drivers and its gateways are the only peers it serves and
+    the only ones that accept it. Its key is PM_PRIVATE_KEY in its environment; `chain_args`: its
+    --rpc-url, --deployments and --store."""
+    args = ["worker", "run", "--model", str(model_id), "--stage", str(stage), "--state-dir", str(state_dir)]
+    args += chain_args
+    for peer in peers:
+        args += ["--initial-peers", peer]
+    return args
+
+
 def driver_key_args() -> list[str]:
     """What makes `pm driver run --model-spec` sign as the local swarm's allowed address."""
     return ["--private-key-env", LOCAL_KEY_ENV]

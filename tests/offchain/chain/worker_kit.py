@@ -17,7 +17,7 @@ from offchain.chain.protocol import Protocol
 from offchain.chain.status import cid_of
 from offchain.chain.structs import call_struct
 from offchain.storage.embedded import EmbeddedStore
-from offchain.swarm.local import LocalProcess, spawn_pm
+from offchain.swarm.local import LocalProcess, chain_worker_args, spawn_pm
 
 ETHER = 10**18
 DAY = 86_400
@@ -100,10 +100,8 @@ class ChainSwarm:
         crash_at: str | None = None,
         extra: list[str] = (),
     ) -> LocalProcess:
-        args = ["worker", "run", "--model", str(self.model_id), "--stage", str(stage)]
-        args += ["--state-dir", str(self.state_dir(stage)), *self.chain_args(rpc_url), *extra]
-        for peer in peers:
-            args += ["--initial-peers", peer]
+        args = chain_worker_args(self.model_id, stage, self.state_dir(stage), self.chain_args(rpc_url), peers)
+        args += extra
         env = {"PM_PRIVATE_KEY": worker_account(stage).key.hex()}
         if crash_at:
             env["PM_TEST_CRASH_AT"] = crash_at
