@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 PY := .venv/bin/python
 OFFCHAIN_PYTEST := $(PY) -m pytest -p no:pytest-brownie
 
-.PHONY: setup test test-contracts test-offchain demo lint bench constraints clean
+.PHONY: setup test test-contracts test-offchain demo lint bench constraints clean docs cli-docs
 
 setup:
 	@tools/setup.sh
@@ -26,8 +26,17 @@ lint: setup
 	ruff check offchain tests scripts bench tools
 	ruff format --check offchain tests scripts bench tools
 
+# The docs site, built offline and strict into site/ (a broken link or a page missing from the
+# nav fails it; make test runs the same build).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir site
+
+# docs/cli.md from the pm command tree (tests/offchain/test_cli_reference.py checks it is current).
+cli-docs: setup
+	$(PY) tools/cli_reference.py --write
+
 # Every benchmark (each writes bench/results/<name>.json), then bench/report.py refreshes the
-# README's benchmark-target table from those results.
+# benchmark-target table in docs/benchmarks.md from those results.
 bench: setup
 	@for bench in $(filter-out bench/report.py,$(wildcard bench/*.py)); do \
 		echo "== $$bench"; $(PY) $$bench || exit 1; done
@@ -39,4 +48,4 @@ constraints:
 	{ head -3 constraints.txt; cat .pm/pins.txt; } > constraints.txt
 
 clean:
-	rm -rf build reports .pytest_cache .hypothesis .pm
+	rm -rf build reports site .pytest_cache .hypothesis .pm

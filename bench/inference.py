@@ -41,7 +41,7 @@ from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.inference import SwarmPipeline
-from offchain.swarm.local import ROOT, LocalProcess, spawn_pm, worker_args
+from offchain.swarm.local import LOCAL_KEY, ROOT, LocalProcess, spawn_pm, worker_args
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
 
 PROMPT = "The assert statement"
@@ -85,7 +85,7 @@ async def swarm_vs_single(
 ) -> dict:
     """Alternate one swarm completion and one single-process completion, after one warm-up each."""
     node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
-    driver = Driver(DriverConfig(spec, Identity.from_key(b"\x01" * 32), model_id=MODEL_ID), node)
+    driver = Driver(DriverConfig(spec, Identity.from_key(LOCAL_KEY), model_id=MODEL_ID), node)
     swarm = SwarmPipeline(driver)
     states = train_single_process(spec, 0, model_id=MODEL_ID).states
     local = LocalPipeline(spec, states, [0] * spec.num_stages)

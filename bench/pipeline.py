@@ -35,7 +35,7 @@ from offchain.model.reference import run_step
 from offchain.model.spec import ModelSpec, load_spec
 from offchain.model.trainer import StageTrainer
 from offchain.swarm.identity import Identity
-from offchain.swarm.local import ROOT, LocalProcess, spawn_pm, worker_args
+from offchain.swarm.local import LOCAL_KEY, ROOT, LocalProcess, spawn_pm, worker_args
 from offchain.swarm.node import NetworkConfig
 from offchain.swarm.run import run_driver
 
@@ -88,7 +88,7 @@ def swarm_run(spec: ModelSpec, workdir: Path, rounds: int) -> tuple[dict, list[f
         for worker in workers:
             worker.maddr()
         network = NetworkConfig(initial_peers=(boot,))
-        summary = asyncio.run(run_driver(spec, Identity.from_key(b"\x01" * 32), network, rounds=rounds))
+        summary = asyncio.run(run_driver(spec, Identity.from_key(LOCAL_KEY), network, rounds=rounds))
         steps = [
             b - a
             for round_ in summary["rounds"]

@@ -1,10 +1,10 @@
-"""Refresh the README's benchmark-target table from bench/results/*.json (run last by `make bench`).
+"""Refresh the benchmark-target table of docs/benchmarks.md from bench/results/*.json (`make bench`).
 
 Every figure a benchmark checks against a target is recorded next to the target in its JSON: a
 key `target` (or `<name>_target`) with its verdict in `target_met` / `<name>_target_met` (gas
-rows: `withinTarget`). This collects each of them into one table between the README markers, so
-the README quotes what the last run measured, not what someone typed. The sections on each
-component keep their own detailed tables.
+rows: `withinTarget`). This collects each of them into one table between the page's markers, so
+the docs quote what the last run measured, not what someone typed. The page's sections on each
+benchmark keep their own detailed tables.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- bench-targets:start -->", "<!-- bench-targets:end -->"
 SKIP = {"target", "target_met", "withinTarget", "note", "codec"}
 
@@ -64,14 +64,14 @@ def table() -> str:
 
 
 def main() -> None:
-    text = README.read_text()
+    text = PAGE.read_text()
     pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no {START} ... {END} block to refresh")
+        raise SystemExit(f"{PAGE.relative_to(ROOT)} has no {START} ... {END} block to refresh")
     generated = table()
-    README.write_text(pattern.sub(lambda _: f"{START}\n{generated}\n{END}", text))
+    PAGE.write_text(pattern.sub(lambda _: f"{START}\n{generated}\n{END}", text))
     print(generated)
-    print(f"\nrefreshed the benchmark-target table in {README.relative_to(ROOT)}")
+    print(f"\nrefreshed the benchmark-target table in {PAGE.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

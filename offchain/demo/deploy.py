@@ -39,8 +39,20 @@ def brownie(*args: str, env: dict[str, str] | None = None, timeout_s: float = 60
     command = [shutil.which("brownie") or str(REPO / ".venv" / "bin" / "brownie"), *args]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
     if result.returncode != 0:
-        raise UserError(f"brownie {' '.join(args)} failed: {(result.stdout + result.stderr)[-2000:]}")
+        raise UserError(brownie_failure(args, result.stdout + result.stderr))
     return result.stdout
+
+
+def brownie_failure(args: tuple[str, ...], output: str) -> str:
+    """What went wrong in a brownie command: one line for the dotted-path import failure (its
+    start-up hook is missing, see offchain/brownie_paths.py), else the tail of the output."""
+    if "ModuleNotFoundError" in output and any("." in part for part in REPO.parts[1:]):
+        return (
+            f"brownie cannot import scripts/deploy.py from {REPO}: a folder in that path has a dot "
+            "and the import hook for it is not installed in this venv; run `make setup` "
+            "(or `python -m offchain.brownie_paths`)"
+        )
+    return f"brownie {' '.join(args)} failed: {output[-2000:]}"
 
 
 @contextmanager

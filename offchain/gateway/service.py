@@ -15,7 +15,11 @@ Failures: 400 a malformed body or a field out of bounds, 401 a malformed ticket,
 model or route, 503 + Retry-After when the swarm or the chain cannot serve right now (the ticket
 stays redeemable); a stream that breaks after its first token ends with an error event (the
 ticket is released). A client that disconnects mid-stream has its ticket spent on what it read.
-An unexpected exception is logged and answered 500, never with a trace.
+An unexpected exception is logged and answered 500, never with a trace. A client address whose
+completions keep finding nothing paid (each one a chain read) gets 429 for a while.
+
+Web pages from the origins the operator allows (the web app's playground) may call every /v1/
+route, with the ticket in `Authorization` or `X-Payment-Ticket` (CORS).
 """
 
 from __future__ import annotations
@@ -51,9 +55,13 @@ from offchain.holder.wallet import Asset
 from offchain.model.chat import ChatTemplate
 from offchain.model.generate import Completion, Delta, Pipeline, Sampling, check_request, stream_completion
 from offchain.model.spec import ModelSpec
+from offchain.swarm.authz import RateLimiter
 from offchain.swarm.driver import StageLost, WorkerFailed
 
 logger = logging.getLogger(__name__)
+
+UNPAID_PER_SECOND, UNPAID_BURST = 1.0, 20
+"""Per client address: completions whose payment check found nothing paid (each cost a chain read)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SWARM_FAILURES = (StageLost, WorkerFailed, TimeoutError)
@@ -86,6 +94,40 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         logger.exception("unexpected error in %s %s", request.method, request.path)
         failure = ApiError(500, "internal error (logged by the gateway)", kind="server_error")
         return web.json_response(failure.body(), status=500)
+
+
+CORS_PREFIX = "/v1/"
+CORS_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, POST",
+    "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Payment-Ticket",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def cors(allowed_origins: frozenset[str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Let pages from `allowed_origins` ("*": any) read the answers of the /v1/ routes, errors
+    included (the playground shows a 402 or 503's message); a preflight from such a page is
+    answered 204. No cookies are involved: the ticket a request carries is its only credential."""
+
+    @web.middleware
+    async def allow_origins(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = (
+            origin is not None
+            and request.path.startswith(CORS_PREFIX)
+            and ("*" in allowed_origins or origin in allowed_origins)
+        )
+        if allowed and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response: web.StreamResponse = web.Response(status=204, headers=CORS_HEADERS)
+        else:
+            response = await handler(request)
+        if allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return allow_origins
 
 
 async def _json(request: web.Request) -> object:
@@ -129,6 +171,7 @@ class Gateway:
         max_tokens: int,
         confirmations: int = 0,
         retry_after_s: int = 5,
+        allowed_origins: frozenset[str] = frozenset(),
     ) -> None:
         self.protocol, self.model, self.asset, self.spec = protocol, model, asset, spec
         self.tokenizer, self.chat, self.pipeline = tokenizer, ChatTemplate(tokenizer), pipeline
@@ -137,9 +180,12 @@ class Gateway:
         self.name = str(model.model_id)
         self.created = int(time.time())
         self._rounds: tuple[float, list[int]] | None = None
+        self.allowed_origins = allowed_origins
+        self.unpaid = RateLimiter(UNPAID_PER_SECOND, UNPAID_BURST)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
+        middlewares = [cors(self.allowed_origins), json_errors]
+        app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/v1/models/{model}", self.model_card)
@@ -306,7 +352,20 @@ class Gateway:
                 quote=self._quote(len(ids), sampling.max_tokens),
             )
         rid_bytes = request_id(self.secret, self.model.model_id, ticket)
-        due = await self._check_paid(ticket, rid_bytes, ids, sampling.max_tokens)
+        client = request.remote or "unknown"
+        if not self.unpaid.has(client):
+            raise ApiError(
+                429,
+                "too many unpaid requests from this address: pay, then retry in a few seconds",
+                kind="rate_limit_error",
+                code="rate_limit_exceeded",
+            )
+        try:
+            due = await self._check_paid(ticket, rid_bytes, ids, sampling.max_tokens)
+        except ApiError as refused:
+            if refused.status == 402:  # a chain read that bought nothing: counted against the caller
+                self.unpaid.spend(client)
+            raise
         rounds = await self.finalized_rounds()
         rid = "0x" + rid_bytes.hex()
         claim = self.served.claim(rid)

@@ -137,14 +137,20 @@ def init_parameter(param: torch.Tensor, name: str, spec: ModelSpec) -> None:
             param.copy_(values * spec.config.initializer_range)
 
 
+def declare_stage(spec: ModelSpec, stage: int) -> LlamaStage:
+    """The modules `stage` owns on the meta device: names and shapes without memory (what a
+    validator sizes a stage by before it allocates anything)."""
+    spec.check_stage(stage)
+    first, end = spec.stages[stage]
+    with torch.device("meta"):
+        return LlamaStage(hf_config(spec), range(first, end), stage == 0, stage == spec.num_stages - 1)
+
+
 def build_stage(spec: ModelSpec, stage: int) -> LlamaStage:
     """The modules `stage` owns, on the profile's device, initialised from the seed. Declared on
     the meta device first, so no memory is spent on default initialisations."""
-    spec.check_stage(stage)
-    config = hf_config(spec)
-    first, end = spec.stages[stage]
-    with torch.device("meta"):
-        module = LlamaStage(config, range(first, end), stage == 0, stage == spec.num_stages - 1)
+    module = declare_stage(spec, stage)
+    config = module.config
     device = spec.profile.torch_device
     module.to_empty(device=device)
     for name, param in module.named_parameters():

@@ -15,6 +15,7 @@ from hivemind.p2p.p2p_daemon_bindings.utils import ControlFailure
 
 from offchain.swarm.shaping import LinkTable
 from offchain.swarm.wire import (
+    CONTROL_BYTES,
     FrameReader,
     WireError,
     framed_chunks,
@@ -53,10 +54,12 @@ async def call(
     *,
     timeout: float,
     links: LinkTable | None = None,
+    reply_limit: int = CONTROL_BYTES,
 ) -> dict[str, Any]:
     """Send `request` to `peer_id`'s `rpc_<method>` and return its reply document.
 
-    Raises RemoteError when the server replied with an error, PeerUnreachable otherwise."""
+    Raises RemoteError when the server replied with an error, PeerUnreachable otherwise (also for
+    a reply larger than `reply_limit` bytes: nothing past the limit is read)."""
     data = pack(request)
     try:
         async with asyncio.timeout(timeout):
@@ -65,7 +68,7 @@ async def call(
             stream = await p2p.iterate_protobuf_handler(
                 PeerID.from_base58(peer_id), HANDLER_PREFIX + method, stream_chunks(data), BytesValue
             )
-            raw = await read_framed(stream)
+            raw = await read_framed(stream, reply_limit)
             if links is not None:
                 await links.link(peer_id, "in").transmit(len(raw))
     except TimeoutError:

@@ -58,6 +58,7 @@ def driver_run(
 
     if (model is None) == (model_spec is None):
         raise UserError("pass exactly one of --model ID (on-chain) and --model-spec FILE (off-chain)")
+    protocol = None
     if model is not None:
         from offchain.chain.models import spec_of_model
         from offchain.chain.protocol import open_protocol
@@ -76,7 +77,10 @@ def driver_run(
     )
     if not initial_peers:
         raise UserError("pm driver run needs --initial-peers: the multiaddr a worker printed when it started")
-    identity = Identity.load(key_file, private_key_env)
+    # On-chain the driver's address must be one of the model's drivers: a throw-away key would be refused.
+    from offchain.keys import KEY_ENV
+
+    identity = Identity.load(key_file, private_key_env or (KEY_ENV if model is not None else None))
     configure_logging()
     network = network_config(initial_peers, None, None)
     summary = asyncio.run(
@@ -90,6 +94,7 @@ def driver_run(
             shaping=Shaping(bandwidth_mbit, latency_ms),
             progress=sys.stderr.isatty() and not as_json,
             dataset=dataset,
+            chain=protocol,
         )
     )
     if as_json:

@@ -7,16 +7,21 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from offchain.data.dataset import Dataset
 from offchain.model.spec import ModelSpec
+from offchain.swarm.authz import Access
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals
 from offchain.swarm.shaping import Shaping
+
+if TYPE_CHECKING:
+    from offchain.chain.protocol import Protocol as ChainProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +37,13 @@ async def run_driver(
     shaping: Shaping | None = None,
     progress: bool = False,
     dataset: Dataset | None = None,
+    chain: ChainProtocol | None = None,
 ) -> dict:
     """Train `rounds` rounds from the swarm's current round, on `dataset` (None: the shipped data set
-    the spec names). SIGTERM stops after the current call."""
+    the spec names). SIGTERM stops after the current call.
+
+    `chain`: the deployment of on-chain model `model_id` (messages and the driver's peer binding are
+    bound to it, binding expiry in chain time); None off-chain."""
     stop = stop_on_signals()
     node = await start_node(network, client_mode=True)
     config = DriverConfig(
@@ -44,6 +53,7 @@ async def run_driver(
         call_timeout=timeout,
         shaping=shaping or Shaping(),
         dataset=dataset,
+        access=Access.on_chain(chain, model_id) if chain is not None else None,
     )
     driver = Driver(config, node)
     bar = Progress(

@@ -83,15 +83,15 @@ class RevenueMachine(stateful.ChainStateMachine):
         claimables = [self.shares.claimable(h) for h in self.holders]
         for i, claimable in enumerate(claimables):
             owed = self.entitled[i] - self.claimed[i]
-            # Floors leave each holder < 1 wei behind; the carried remainder can put it ahead by
-            # far less than a wei (balance / 2^128 per deposit).
-            assert owed - 1 <= claimable <= owed + Fraction(1, 10**9)
+            # Floors leave each holder < 1 wei behind, and each deposit's per-share rounding far
+            # less (balance / 2^128 wei); nothing ever puts a holder ahead.
+            assert owed - 1 - Fraction(1, 10**9) <= claimable <= owed
         total_claimed = self.shares.totalClaimed()
         assert total_claimed == sum(self.claimed)
         assert self.shares.totalRevenue() == self.revenue
         assert self.shares.heldRevenue() == self.held
         gap = self.revenue - self.held - total_claimed - sum(claimables)
-        # Undistributed dust: under one wei of fraction per holder plus the carried remainder.
+        # Undistributed dust: under one wei of fraction per holder plus the per-deposit rounding.
         assert 0 <= gap <= HOLDERS + 1
         assert self.asset_balance(self.shares) == self.revenue - total_claimed
 

@@ -2,7 +2,7 @@
 
 anvil runs as a separate process with Sepolia's chain id and a block every second (no
 instant mining, so every transaction really waits for its blocks). The protocol is deployed the
-way the README tells a user to deploy on Sepolia: the chain added as a brownie live network,
+way docs/roles/deployer.md tells a user to deploy on Sepolia: the chain added as a brownie live network,
 `brownie run scripts/deploy.py --network ...` with the deployer's key in PRIVATE_KEY; then `pm`
 talks to it with --rpc-url. The keys are fresh ones funded by the test, never anvil's unlocked
 accounts, so nothing here can pass through a development-only shortcut.
@@ -29,7 +29,7 @@ from offchain.paths import REPO
 SEPOLIA = 11155111
 ETHER = 10**18
 DAY = 86400
-# The README's "recommended public-testnet default" column, in IWorkLedger.Parameters order.
+# The "recommended public-testnet default" column of docs/protocol.md, in IWorkLedger.Parameters order.
 TESTNET_LEDGER = {
     "challenge_window": DAY,
     "claim_bond": ETHER // 20,
@@ -79,7 +79,7 @@ def test_deploy_on_a_live_network_then_pm_with_rpc_url(sepolia, tmp_path, monkey
     assert deployment.path == tmp_path / "deployments" / f"{SEPOLIA}.json"
     assert document["chainId"] == SEPOLIA
     assert document["deployer"] == deployer.address
-    # Live parameters: the public-testnet column of the README, not the demo's short windows.
+    # Live parameters: the public-testnet column of docs/protocol.md, not the demo's short windows.
     assert document["parameters"]["ledger"] == TESTNET_LEDGER
     assert (document["parameters"]["protocol_fee_bps"], document["parameters"]["treasury"]) == (
         300,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from eth_account import Account
 
 from offchain.errors import UserError
 from offchain.model.generate import LocalPipeline, Sampling, check_request, complete, stream_completion
@@ -19,6 +18,7 @@ from offchain.swarm.client import call
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.inference import SwarmPipeline
+from offchain.swarm.local import LOCAL_KEY
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
 from tests.offchain.swarm.conftest import ROOT, Swarm, write_spec
 
@@ -45,7 +45,7 @@ async def _sessions_open(driver: Driver) -> dict[str, int]:
 
 async def _over_swarm(spec, bootstrap: str, kill_mid_stream) -> tuple[list, dict, dict]:
     node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
-    driver = Driver(DriverConfig(spec, Identity.from_key(Account.create().key), call_timeout=20), node)
+    driver = Driver(DriverConfig(spec, Identity.from_key(LOCAL_KEY), call_timeout=20), node)
     pipeline = SwarmPipeline(driver, wait_seconds=60)
     try:
         served = [await complete(pipeline, TOKENIZER, IDS, sampling) for sampling in (GREEDY, SAMPLED)]
