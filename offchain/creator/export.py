@@ -14,6 +14,7 @@ from pathlib import Path
 
 from offchain.chain.models import spec_of_model
 from offchain.chain.protocol import Protocol
+from offchain.chain.status import cid_of
 from offchain.errors import UserError
 from offchain.model.spec import ModelSpec
 from offchain.proofs.rounds import fetch_checkpoint
@@ -66,10 +67,11 @@ def from_chain(protocol: Protocol, store: Store, model_id: int, secrets: Sequenc
     _, spec = spec_of_model(protocol, store, model_id)
     states, rounds = [], []
     for stage in range(spec.num_stages):
-        cid, digest, round_ = protocol.client.call(
+        raw_cid, digest, round_ = protocol.client.call(
             protocol.registry.functions.checkpointOf(model_id, stage), action="checkpointOf"
         )
-        if not cid:
+        cid = cid_of(bytes(raw_cid))  # the CIDv0 whose sha256 digest the chain holds
+        if cid is None:
             raise UserError(f"stage {stage} of model {model_id} has no finalized checkpoint yet")
         states.append(_decrypt_stage(store, model_id, stage, cid, bytes(digest), secrets))
         rounds.append(round_)

@@ -20,8 +20,9 @@ from worker_kit import CREATOR, ChainSwarm, worker_account
 from offchain.chain.client import ChainClient
 from offchain.chain.models import spec_of_model
 from offchain.chain.protocol import Protocol
-from offchain.model.data import batch_for, encode_tokens
+from offchain.model.data import batch_for
 from offchain.model.records import MessageHeader
+from offchain.model.tokens import encode_tokens
 from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.authz import Access, Binder, ChainClock, Domain

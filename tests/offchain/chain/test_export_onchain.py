@@ -17,7 +17,8 @@ from offchain.model.data import batch_for
 from offchain.model.export import hf_model
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
-from offchain.proofs.rounds import publish_round
+from offchain.proofs.manifest import ClaimManifest
+from offchain.proofs.rounds import claim_input, publish_manifest, publish_round
 from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
 
@@ -57,10 +58,9 @@ def test_holder_of_every_stage_key_exports_the_onchain_model(chain, tmp_path):
     for stage in range(spec.num_stages):
         worker = ChainClient(url, anvil_account(2 + stage))
         ledger = join_stage(protocol, worker, model_id, stage)
-        published = publish_round(
-            store, keys[stage], result.states[stage], result.traces[stage], parent_cid=""
-        )
-        submit_and_finalize(ledger, worker, published.claim_input())
+        published = publish_round(store, keys[stage], result.states[stage], result.traces[stage])
+        manifest = ClaimManifest(model_id, stage, None, (published.record(1),))
+        submit_and_finalize(ledger, worker, claim_input(manifest, publish_manifest(store, manifest)))
 
     missing = pm("model", "export", *common, *keyed[:-2])
     assert missing.returncode == 1
