@@ -8,12 +8,16 @@ process running the same weights, measured in one run.
    (the prompt through every stage and the first token sampled) and decode tokens/s (every later
    token: one-token steps through every stage). Targets: first token <= 2x one process, decode
    tokens/s >= 50% of one process.
-2. The paid gateway: anvil with the protocol deployed by scripts/deploy.py, the model created
-   on-chain, `pm gateway run` in front of the same workers; every ticket quoted and paid on-chain
-   up front. One streaming client, requests one after another, then 8 streaming clients at once
+2. The paid gateway: `pm gateway run` in front of the same workers; every ticket quoted and paid
+   on-chain up front. One streaming client, requests one after another, then 8 streaming clients at once
    (continuous batching), each ticket sent twice at the same moment (a double-spend attempt):
    aggregate tokens/s of each, failed tickets (no complete stream) and double-served tickets
    (two). Targets: 8 clients >= 4x one client's aggregate tokens/s; 0 failed, 0 double-served.
+
+Both parts run on anvil with the protocol deployed by scripts/deploy.py and the model created
+on-chain, as the authorized P2P plane requires: the stage workers are on-chain members (`pm worker
+run --model`: they stake and join), and every completion comes from a gateway of the model (the
+creator, also its operator, names its own address with setGateway and serves with its key).
 """
 
 from __future__ import annotations
@@ -38,15 +42,18 @@ from offchain.model.reference import train_single_process
 from offchain.model.spec import ModelSpec, load_spec
 from offchain.model.tokens import shipped_tokenizer
 from offchain.storage.embedded import EmbeddedStore
+from offchain.swarm.authz import Access
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.inference import SwarmPipeline
-from offchain.swarm.local import LOCAL_KEY, ROOT, LocalProcess, spawn_pm, worker_args
+from offchain.swarm.local import ROOT, LocalProcess, chain_worker_args, spawn_pm
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
 
 PROMPT = "The assert statement"
 MODEL_ID = 1  # the first model created on the fresh chain
-CLIENTS = 8
+CLIENTS = 8  # paying from anvil accounts 2..9
+CREATOR = anvil_account(1)  # creates the model, is its operator and runs its gateway
+FIRST_WORKER = 10  # stage s is served by anvil account FIRST_WORKER + s
 PRICE = 10**12
 
 
@@ -81,11 +88,14 @@ def summarize(runs: list[dict]) -> dict:
 
 
 async def swarm_vs_single(
-    spec: ModelSpec, bootstrap: str, requests: int, ids: list[int], sampling: Sampling
+    spec: ModelSpec, protocol: Protocol, bootstrap: str, requests: int, ids: list[int], sampling: Sampling
 ) -> dict:
-    """Alternate one swarm completion and one single-process completion, after one warm-up each."""
+    """Alternate one swarm completion and one single-process completion, after one warm-up each. The
+    swarm client calls the stages as the model's gateway (the creator's key)."""
     node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
-    driver = Driver(DriverConfig(spec, Identity.from_key(LOCAL_KEY), model_id=MODEL_ID), node)
+    access = Access.on_chain(protocol, MODEL_ID)
+    config = DriverConfig(spec, Identity.from_key(bytes(CREATOR.key)), model_id=MODEL_ID, access=access)
+    driver = Driver(config, node)
     swarm = SwarmPipeline(driver)
     states = train_single_process(spec, 0, model_id=MODEL_ID).states
     local = LocalPipeline(spec, states, [0] * spec.num_stages)
@@ -178,39 +188,42 @@ def main() -> None:
     ids = shipped_tokenizer(spec).encode(PROMPT).ids
 
     procs: list[LocalProcess] = []
-    anvil = start_anvil()
+    anvil = start_anvil("--accounts", str(FIRST_WORKER + spec.num_stages))
     url = anvil.url
     load_at_start = os.getloadavg()
     try:
         with tempfile.TemporaryDirectory(prefix="pm-bench-inference-") as tmp:
             workdir = Path(tmp)
+            deployments = workdir / "deployments"
+            store = workdir / "store"
+            chain_args = ["--rpc-url", url, "--deployments", str(deployments), "--store", str(store)]
 
-            def spawn(name: str, cli: list[str]) -> LocalProcess:
-                procs.append(spawn_pm(name, cli, workdir))
+            def spawn(name: str, cli: list[str], key: bytes) -> LocalProcess:
+                procs.append(spawn_pm(name, cli, workdir, env={"PM_PRIVATE_KEY": "0x" + key.hex()}))
                 return procs[-1]
 
             def worker(stage: int, peers: list[str]) -> LocalProcess:
-                cli = worker_args(Path(args.spec), stage, workdir / f"stage{stage}", peers)
-                return spawn(f"stage{stage}", [*cli, "--model-id", str(MODEL_ID)])
+                cli = chain_worker_args(MODEL_ID, stage, workdir / f"stage{stage}", chain_args, peers)
+                return spawn(f"stage{stage}", cli, bytes(anvil_account(FIRST_WORKER + stage).key))
 
-            bootstrap = worker(0, []).maddr()
-            later = [worker(stage, [bootstrap]) for stage in range(1, spec.num_stages)]
-            deployments = workdir / "deployments"
             deploy_protocol(url, deployments, anvil_account(0))
-            protocol = Protocol.load(ChainClient(url, anvil_account(1)), deployments)
+            protocol = Protocol.load(ChainClient(url, CREATOR), deployments)
             create_model(
                 protocol,
-                EmbeddedStore(workdir / "store"),
+                EmbeddedStore(store),
                 Path(args.spec),
                 shares_per_work_unit=10**18,
                 revenue_asset="eth",
                 operator=None,
             )
+            protocol.client.transact(protocol.registry.functions.setGateway(MODEL_ID, CREATOR.address, True))
+            bootstrap = worker(0, []).maddr()
+            later = [worker(stage, [bootstrap]) for stage in range(1, spec.num_stages)]
             for proc in later:
                 proc.maddr()
 
             print("part 1: swarm vs single process, one request at a time", flush=True)
-            latency = asyncio.run(swarm_vs_single(spec, bootstrap, args.requests, ids, sampling))
+            latency = asyncio.run(swarm_vs_single(spec, protocol, bootstrap, args.requests, ids, sampling))
 
             port = free_port()
             gateway = spawn(
@@ -218,9 +231,9 @@ def main() -> None:
                 [
                     "gateway", "run", "--model", str(MODEL_ID), "--port", str(port),
                     "--initial-peers", bootstrap, "--state-dir", str(workdir / "gateway"),
-                    "--price-per-token-wei", str(PRICE), "--rpc-url", url,
-                    "--deployments", str(deployments), "--store", str(workdir / "store"),
+                    "--price-per-token-wei", str(PRICE), *chain_args,
                 ],
+                bytes(CREATOR.key),
             )  # fmt: skip
             gateway.wait_for("listening on http://")
             base = f"http://127.0.0.1:{port}"
