@@ -119,9 +119,15 @@ class StageStream:
         """Send one request on the stream and wait for its reply (RemoteError / PeerUnreachable as
         `call`; a refused opening raises here, at the first request)."""
         self._outbox.put_nowait(pack(request))
+        await self.opened(timeout=timeout)
+        return await self._reply(timeout)
+
+    async def opened(self, *, timeout: float) -> dict[str, Any]:
+        """The answer to the opening request: the round and digest the stage serves the session from
+        (RemoteError if it refused the session, e.g. a caller that is not a gateway of the model)."""
         if self.opening is None:
             self.opening = await self._reply(timeout)
-        return await self._reply(timeout)
+        return self.opening
 
     async def _reply(self, timeout: float) -> dict[str, Any]:
         try:

@@ -16,7 +16,7 @@ from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
 from offchain.model.tokens import encode_tokens
 from offchain.swarm.authz import Domain, make_binding
-from offchain.swarm.client import RemoteError, call
+from offchain.swarm.client import RemoteError, StageStream, call
 from offchain.swarm.identity import Identity
 from offchain.swarm.local import LOCAL_KEY
 from offchain.swarm.node import NetworkConfig, start_node
@@ -119,7 +119,6 @@ async def _outsider(spec_path, bootstrap: str, stage0: str, stage1: str) -> list
             "backward",
             {**base, **where, "message": mallory.sign(MessageHeader(0, 0, 0, 0, 0, "backward"), [b"g"])},
         ),
-        (stage1, "infer", {**base, "activation": b"", "tokens": tokens}),
     ]
     refusals = []
     try:
@@ -127,6 +126,14 @@ async def _outsider(spec_path, bootstrap: str, stage0: str, stage1: str) -> list
             with pytest.raises(RemoteError) as caught:
                 await call(node.p2p, peer, method, request, timeout=30)
             refusals.append(f"{method}: {caught.value}")
+        session = StageStream(stage1, CONTROL_BYTES)  # infer is a stream: refused at its opening
+        try:
+            await session.open(node.p2p, base, timeout=30)
+            with pytest.raises(RemoteError) as caught:
+                await session.opened(timeout=30)
+            refusals.append(f"infer: {caught.value}")
+        finally:
+            await session.close()
         assert (await call(node.p2p, stage1, "info", base, timeout=30))["stage"] == 1
     finally:
         await node.shutdown()
