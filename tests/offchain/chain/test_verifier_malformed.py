@@ -1,9 +1,11 @@
 """A verifier that its input cannot stop (issue #13), as real `pm verifier run` processes on anvil:
 claims whose trace misses a field or has one too many, whose trace is a UnixFS DAG bomb, whose
-checkpoint is encrypted under another key, whose manifest is not the claim, on a model whose spec
-names an unknown data set, and whose trace nobody serves: each is challenged with the reason in its
-evidence (the withheld one as Unavailable once the grace period is over); the verifier is killed -9
-and restarted, never judges a refused claim again, and judges an honest claim valid."""
+checkpoint does not decrypt under the stage key it names, whose manifest is not the claim, on a
+model whose spec names an unknown data set, whose trace nobody serves, and whose checkpoint is under
+a key no member of the stage holds: each is challenged with the reason in its evidence (the last two
+as Unavailable once the grace period is over: a key nobody grants is withheld like data); the
+verifier is killed -9 and restarted, never judges a refused claim again, and judges an honest claim
+valid."""
 
 from __future__ import annotations
 
@@ -46,13 +48,17 @@ def test_malformed_claims_are_challenged_with_a_reason_and_judging_goes_on(chain
             return replace(honest, trace_cid=net.store.put(encrypt_checkpoint(key, blob)))
 
         bomb = dag_bomb(net.store, levels=3, leaf=b"\x01" * KUBO_DEFAULT.chunk_size)
+        altered = encrypt_checkpoint(key, state)
+        altered[-1] ^= 1  # the authentication tag no longer matches
+        undecryptable = net.store.put(altered)
         foreign = net.store.put(encrypt_checkpoint(StageKey(net.model_id, 1, b"\x09" * 32), state))
         unserved = EmbeddedStore(tmp_path / "elsewhere").put(b"a trace nobody will ever serve")
         rounds = {
             "missing field": with_trace(reframed(trace.to_bytes(), lambda d: d.pop("threads"))),
             "extra field": with_trace(reframed(trace.to_bytes(), lambda d: d["records"][0].update(extra=1))),
             "dag bomb": replace(honest, trace_cid=bomb),
-            "other key": replace(honest, checkpoint_cid=foreign),
+            "undecryptable": replace(honest, checkpoint_cid=undecryptable),
+            "foreign key": replace(honest, checkpoint_cid=foreign),
             "manifest": honest,
             "withheld": replace(honest, trace_cid=unserved),
         }
@@ -60,7 +66,8 @@ def test_malformed_claims_are_challenged_with_a_reason_and_judging_goes_on(chain
             "missing field": r"trace Qm\w+: malformed: threads: Field required",
             "extra field": r"trace Qm\w+: malformed: records\.0\.extra: unknown field",
             "dag bomb": rf"trace {bomb}: {bomb} is larger than the \d+-byte limit",
-            "other key": rf"checkpoint {foreign}: wrong key",
+            "undecryptable": rf"checkpoint {undecryptable}: checkpoint ciphertext failed authentication",
+            "foreign key": r"withheld past the grace period: no member of model \d+ stage 1 granted its key",
             "manifest": r"manifest Qm\w+: claim manifest is not in canonical form",
             "unknown dataset": r"model spec Qm\w+: dataset 'nowhere' not found",
             "withheld": r"withheld past the grace period: block Qm\w+ not found",
@@ -70,9 +77,10 @@ def test_malformed_claims_are_challenged_with_a_reason_and_judging_goes_on(chain
             name: net.claim(net.member(name, net.model_id, 1), [published], edit=spaced.get(name))
             for name, published in rounds.items()
         }
-        stage_0 = replace(net.publish(0, seeds[0], first.states[0], first.traces[0]), model_id=nowhere)
+        stage_0 = net.publish(0, seeds[0], first.states[0], first.traces[0])
         claims["unknown dataset"] = net.claim(net.member("nowhere", nowhere, 0), [stage_0], model_id=nowhere)
-        refused = [name for name in claims if name != "withheld"]
+        withheld = ["withheld", "foreign key"]
+        refused = [name for name in claims if name not in withheld]
 
         def challenged(names):
             def check():
@@ -95,7 +103,7 @@ def test_malformed_claims_are_challenged_with_a_reason_and_judging_goes_on(chain
             restarted.wait_for("watching claims")
             valid = net.claim(net.workers[1], [honest])
             advance_time(net.reader, net.params["availabilityGrace"] + 1)
-            net.wait(challenged(["withheld"]), processes=(restarted,))
+            net.wait(challenged(withheld), processes=(restarted,))
             pattern = rf"verdict claim={valid} model={net.model_id} stage=1 rounds=1 result=valid"
             net.wait(lambda: re.search(pattern, restarted.text()), timeout=180, processes=(restarted,))
         finally:
@@ -106,7 +114,7 @@ def test_malformed_claims_are_challenged_with_a_reason_and_judging_goes_on(chain
         (event,) = net.events("ClaimChallenged", claim_id)
         line = re.search(rf"verdict claim={claim_id} .*", first_log + second_log).group(0)
         assert "result=INVALID" in line and re.search(reasons[name], line), (name, line)
-        if name == "withheld":
+        if name in withheld:
             assert event["kind"] == ChallengeKind.UNAVAILABLE
             continue
         assert (event["kind"], event["round"], event["stepIndex"]) == (ChallengeKind.DIVERGENCE, 1, 0)

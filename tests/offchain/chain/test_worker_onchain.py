@@ -38,7 +38,7 @@ from offchain.proofs.replay import replay_round
 from offchain.proofs.rounds import fetch_checkpoint, fetch_manifest, fetch_trace
 from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
-from offchain.swarm.keyshare import EncryptionKeypair, request_stage_key
+from offchain.swarm.keyshare import EncryptionKeypair, HeldKey, StageKeyUnavailable, request_stage_key
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
 from offchain.swarm.server import RoundState
 from offchain.worker.daemon import ChainWorker, ChainWorkerConfig
@@ -60,7 +60,8 @@ def register_validators(swarm: ChainSwarm) -> None:
 
 
 async def granted_keys(swarm: ChainSwarm, peer: str, tmp_path) -> list[StageKey]:
-    """Each stage's key as that stage's validator gets it: a signed request over P2P, checked on-chain."""
+    """Each stage's key as that stage's validator gets it: a signed request over P2P, checked on-chain.
+    A validator is granted its own stage's key only: stage 1's asking for stage 2's is refused."""
     node = await start_node(NetworkConfig(initial_peers=(peer,)), client_mode=True)
     keys = []
     try:
@@ -68,19 +69,11 @@ async def granted_keys(swarm: ChainSwarm, peer: str, tmp_path) -> list[StageKey]
             protocol = Protocol.load(ChainClient(swarm.rpc_url, validator), swarm.deployments)
             _, spec = spec_of_model(protocol, EmbeddedStore(tmp_path / "store"), swarm.model_id)
             keypair = EncryptionKeypair.load_or_create(tmp_path / f"validator-key-{stage}")
-            keys.append(
-                await request_stage_key(
-                    node.p2p,
-                    node,
-                    protocol,
-                    spec.digest(),
-                    swarm.model_id,
-                    stage,
-                    validator,
-                    keypair,
-                    timeout=30,
-                )
-            )
+            ask = (node.p2p, node, protocol, spec.digest(), swarm.model_id)
+            keys.append(await request_stage_key(*ask, stage, validator, keypair, timeout=30))
+            if stage == 1:
+                with pytest.raises(StageKeyUnavailable, match="neither a member nor a validator of stage 2"):
+                    await request_stage_key(*ask, 2, validator, keypair, timeout=1)
     finally:
         await shutdown_node(node)
     return keys
@@ -304,23 +297,30 @@ def test_cheat_changes_what_is_published_never_the_state_trained_on(chain, tmp_p
     honest = train_single_process(spec, 1, first_round=1, model_id=swarm.model_id)
     parent = StageTrainer(spec, 0, model_id=swarm.model_id).state_bytes()
     assert replay_round(spec, 0, parent, honest.traces[0], require_signatures=False).ok
+
+    def keyed(worker: ChainWorker) -> StageKey:
+        """Give `worker` a stage key as its first member would have (created now: nobody departed since)."""
+        key = StageKey.generate(swarm.model_id, 0)
+        worker.keyring.add(HeldKey(key, protocol.client.w3.eth.block_number))
+        return key
+
     for mode in ("skip-steps", "fake-digest", "wrong-parent"):
         config = ChainWorkerConfig(swarm.model_id, 0, spec, tmp_path / mode, cheat=mode)
         worker = ChainWorker(config, protocol, store, account)
-        worker.key = StageKey.generate(swarm.model_id, 0)
+        key = keyed(worker)
         worker.publish(RoundState(1, parent), RoundState(2, honest.states[0]), honest.traces[0])
         (entry,) = worker.journal.rounds()
         assert entry.state_digest == hashlib.sha256(honest.states[0]).digest()
         assert entry.parent_digest == hashlib.sha256(parent).digest()
         published = entry.published
         assert published.checkpoint_digest != entry.state_digest, mode
-        trace = fetch_trace(store, worker.key, published.trace_cid, published.trace_root)
+        trace = fetch_trace(store, key, published.trace_cid, published.trace_root)
         assert not replay_round(spec, 0, parent, trace, require_signatures=False).ok, mode
     config = ChainWorkerConfig(
         swarm.model_id, 0, spec, tmp_path / "later", cheat="fake-digest", cheat_round=2
     )
     worker = ChainWorker(config, protocol, store, account)
-    worker.key = StageKey.generate(swarm.model_id, 0)
+    keyed(worker)
     worker.publish(RoundState(1, parent), RoundState(2, honest.states[0]), honest.traces[0])
     (entry,) = worker.journal.rounds()
     assert entry.published.checkpoint_digest == entry.state_digest, "--cheat-round 2: round 1 stays honest"

@@ -83,7 +83,13 @@ class Network:
 
     def train(self, round_: int, states: list[bytes]):
         return train_single_process(
-            self.spec, 1, first_round=round_, states=states, model_id=self.model_id, sign=self.sign
+            self.spec,
+            1,
+            first_round=round_,
+            states=states,
+            model_id=self.model_id,
+            sign=self.sign,
+            deployment=(self.reader.chain_id, self.ledger.address.lower()),
         )
 
     def publish(
@@ -97,15 +103,16 @@ class Network:
     def claim(
         self, worker: ChainClient, rounds: list[PublishedRound], *, model_id: int | None = None, edit=None
     ) -> int:
-        """One claim of `rounds` by `worker`, chained on its lane's tip (its newest open claim, else the
-        stage's finalized checkpoint); the manifest is stored first (its bytes passed through `edit`,
-        as a liar would). Returns the claim id."""
+        """One claim of `rounds` by `worker` for the stage it joined, chained on its lane's tip (its newest
+        open claim, else the stage's finalized checkpoint); the manifest is stored first (its bytes
+        passed through `edit`, as a liar would). Returns the claim id."""
         model_id = self.model_id if model_id is None else model_id
         ledger = worker.contract("WorkLedger", self.ledger.address)
         lane = call_struct(worker, ledger.functions.laneOf(model_id, worker.address))
+        _, stage = ledger.functions.stageOf(model_id, worker.address).call()
         first = lane["tipRound"] + 1
         records = tuple(published.record(first + i) for i, published in enumerate(rounds))
-        manifest = ClaimManifest(model_id, rounds[0].stage, cid_of(lane["tipCheckpointCID"]), records)
+        manifest = ClaimManifest(model_id, stage, cid_of(lane["tipCheckpointCID"]), records)
         manifest_cid = (
             self.store.put(edit(manifest.canonical_bytes()))
             if edit
