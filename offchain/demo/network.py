@@ -20,12 +20,14 @@ from rich.markup import escape
 from offchain.chain.client import ChainClient
 from offchain.chain.protocol import Protocol
 from offchain.chain.structs import call_struct
+from offchain.data.shipped import SHIPPED
 from offchain.demo.anvil import free_port, start_anvil
 from offchain.demo.config import PROMPTS, Cast, DemoConfig, Role
 from offchain.demo.deploy import Deployment, deploy_protocol
 from offchain.demo.fleet import Fleet
 from offchain.demo.settle import Settler
 from offchain.errors import UserError
+from offchain.model.spec import load_spec
 from offchain.swarm.local import LocalProcess
 
 STEP_LINE = re.compile(r"round (\d+) step (\d+) loss ([0-9.]+)")
@@ -167,6 +169,28 @@ class DemoNetwork:
             return
         owner.transact(ledger.functions.setParameter(b"challengeWindow".ljust(32, b"\0"), CHALLENGE_WINDOW_S))
         self.echo(f"  challenge window set to {CHALLENGE_WINDOW_S} s by the ledger's owner (setParameter)")
+
+    def prepare_data(self) -> None:
+        """The spec's training data, prepared from the shipped corpus as a creator prepares their own
+        (echoed, so it can be replayed by hand) into the store everyone reads: `pm model create`
+        then checks the spec against it, the driver draws batches from it, validators check them."""
+        manifest_cid = load_spec(self.config.spec).manifest_cid
+        shipped = SHIPPED.get(manifest_cid)
+        if shipped is None:  # a spec of one's own: its data set must already be in the store
+            self.echo(f"data set {manifest_cid}: not a shipped one, read from the store")
+            return
+        args = shipped.command(self.out / "data", self.store_dir)
+        if self.config.ipfs_api:
+            args += ["--ipfs-api", self.config.ipfs_api]
+        prepared = json.loads(self.fleet.run("data-prepare", args))
+        if prepared["manifest_cid"] != manifest_cid:
+            raise UserError(
+                f"pm data prepare made data set {prepared['manifest_cid']}, the spec names {manifest_cid}"
+            )
+        self.echo(
+            f"data set {manifest_cid}: {prepared['vocab_size']}-token BPE, {prepared['train_tokens']} train "
+            f"and {prepared['validation_tokens']} validation tokens"
+        )
 
     def create_model(self) -> None:
         args = ["model", "create", "--spec", str(self.config.spec), "--json"]

@@ -1,6 +1,6 @@
 """`pm demo` from start to end: each phase in order, every process stopped at the end whatever happens.
 
-chain      anvil + scripts/deploy.py (brownie live path) + `pm model create`
+chain      anvil + scripts/deploy.py (brownie live path) + `pm data prepare` + `pm model create`
 swarm      3 stages x K `pm worker run --model` (+ a `--cheat` worker), `pm verifier run`, `pm gateway run`
 train      `pm driver run --rounds 1`, N times, with live loss, tokens/s and bytes on the wire
 settle     chain time moved past each challenge window once every verifier judged every open claim
@@ -95,6 +95,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
             console.rule("chain: anvil, contracts, model")
             net.start_chain()
             net.deploy()
+            net.prepare_data()
             net.create_model()
             extra = ", two on the cheater's" if config.cheater else ""
             console.rule(
