@@ -22,8 +22,9 @@ import pytest
 
 from offchain.paths import REPO
 from offchain.proofs.manifest import ClaimManifest
-from offchain.storage.crypto import StageKey, decrypt_checkpoint
+from offchain.storage.crypto import HEADER_LEN, decrypt_checkpoint, key_id_of
 from offchain.storage.embedded import EmbeddedStore
+from offchain.swarm.keyshare import StageKeyring
 
 pytestmark = pytest.mark.slow
 DEMO = [sys.executable, "-m", "offchain.cli", "demo", "--rounds", "3", "--cheater"]
@@ -192,18 +193,27 @@ def test_revenue_paid_was_split_and_claimed_to_the_wei(summary):
         assert int(worker["revenue_claimed_wei"]) == int(worker["revenue_received_wei"]) > 0
 
 
+def _opened(store: EmbeddedStore, keyrings: list[StageKeyring], cid: str) -> bytes:
+    """Decrypted with the stage key its header names (a slash makes a stage rotate its key)."""
+    blob = store.get(cid)
+    (held, *_) = [held for ring in keyrings if (held := ring.get(key_id_of(blob[:HEADER_LEN])))]
+    return decrypt_checkpoint(held.key, blob)
+
+
 def test_every_checkpoint_and_trace_is_in_the_store_and_decrypts(summary, out):
     store = EmbeddedStore(out / "store")
     assert len(summary["checkpoints"]) == 3 * 3 + 1, "every round of every finalized claim"
     for checkpoint in summary["checkpoints"]:
         manifest = ClaimManifest.from_bytes(store.get(checkpoint["manifest_cid"]))
         assert manifest.record(checkpoint["round"]).checkpoint_cid == checkpoint["cid"]
-        stage = checkpoint["stage"]
-        (key_file, *_) = sorted((out / "state").glob(f"worker-s{stage}-*/stage-key-*"))
-        key = StageKey(summary["model_id"], stage, key_file.read_bytes())
-        state = decrypt_checkpoint(key, store.get(checkpoint["cid"]))
+        stage, model_id = checkpoint["stage"], summary["model_id"]
+        keyrings = [
+            StageKeyring(path, model_id, stage)
+            for path in (out / "state").glob(f"worker-s{stage}-*/stage-keys-model{model_id}-stage{stage}")
+        ]
+        state = _opened(store, keyrings, checkpoint["cid"])
         assert "0x" + hashlib.sha256(state).hexdigest() == checkpoint["digest"]
-        assert decrypt_checkpoint(key, store.get(checkpoint["trace_cid"]))
+        assert _opened(store, keyrings, checkpoint["trace_cid"])
     assert store.get(summary["spec_cid"])
 
 
