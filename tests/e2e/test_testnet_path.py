@@ -95,7 +95,10 @@ def test_deploy_on_a_live_network_then_pm_with_rpc_url(sepolia, tmp_path, monkey
     # brownie's live path waited for 2 confirmations of each transaction before sending the next:
     # each one is mined at least 2 blocks after the one before it.
     output = re.sub(r"\x1b\[[0-9;]*m", "", deployment.output)
-    assert output.count("Required confirmations: 2/2") == 5
+    # (brownie's progress line for the last confirmation is sometimes overwritten before it prints,
+    # so the transactions are counted by their "confirmed" lines)
+    assert len(re.findall(r"\.(constructor|wire) confirmed", output)) == 5
+    assert "Required confirmations: 0/2" in output
     blocks = [entry["block"] for entry in document["contracts"].values()]
     assert all(later - earlier >= 2 for earlier, later in itertools.pairwise(blocks)), blocks
     client = ChainClient(sepolia.url)
