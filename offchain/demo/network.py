@@ -324,9 +324,12 @@ class DemoNetwork:
             bytes_per_token=report["boundary_bytes_per_token"],
         )
 
-    def settle(self, rounds: list[int], timeout_s: float = 300.0) -> None:
+    def settle(self, rounds: list[int], timeout_s: float = CHALLENGE_WINDOW_S) -> None:
         """Until every honest worker's claims cover every trained round and are finalized, the
-        cheater has a rejected claim, and no claim is open."""
+        cheater has a rejected claim, and no claim is open. The timeout is a whole challenge window
+        of (1-s block) chain time: a replica whose partner lied about the last round stays undecided
+        until its validators stop waiting for the group (two thirds of the window), and the settler
+        moves time only past claims every validator of their stage judged."""
         honest = {role.address for role in self.cast.workers if role.cheat is None}
         cheaters = {role.address for role in self.cast.workers if role.cheat}
         wanted = {(address, round_) for address in honest for round_ in rounds}
