@@ -22,6 +22,7 @@ from offchain.chain.client import ContractRevert
 from offchain.chain.protocol import Protocol
 from offchain.chain.retry import is_transient
 from offchain.chain.structs import call_struct
+from offchain.crash import crash_point
 from offchain.data.dataset import Dataset
 from offchain.data.errors import DatasetError
 from offchain.data.shipped import open_spec_dataset
@@ -258,6 +259,7 @@ class Judge:
         )
         entry.replays += 1
         self.journal.save()
+        crash_point("mid-replay")
         target = RoundClaim.of(claim, record)
         replayed = await asyncio.to_thread(
             replay_claim,
