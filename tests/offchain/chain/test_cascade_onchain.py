@@ -28,8 +28,8 @@ from offchain.chain.status import model_status
 from offchain.chain.structs import call_struct
 from offchain.proofs.replay import replay_round
 from offchain.proofs.rounds import fetch_checkpoint, fetch_manifest, fetch_trace
-from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
+from offchain.swarm.keyshare import StageKeyring, key_for_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))
 from fake_kubo import FakeKubo  # a helper of the storage tests, not a package
@@ -159,15 +159,19 @@ def test_a_refuted_round_voids_the_later_claims_and_the_lane_goes_on_from_round_
     again = swarm.claims(1)[-1]
     assert (again["firstRound"], again["lastRound"], again["previousClaimId"]) == (3, 3, 0)
     assert again["parentCID"] == lied[1]["checkpointCID"], "round 3 again, from round 2's checkpoint"
-    key_file = next((tmp_path / "worker1").glob("stage-key-*"))
-    key = StageKey(swarm.model_id, 1, key_file.read_bytes())
+    keyring = StageKeyring(next((tmp_path / "worker1").glob("stage-keys-*")), swarm.model_id, 1)
     _, spec = spec_of_model(swarm.protocol, kubo.store, swarm.model_id)
     manifest = fetch_manifest(kubo.store, again["manifestCID"], bytes(again["roundsRoot"]))
     (record,) = manifest.rounds
+    key = key_for_checkpoint(keyring, kubo.store, record.trace_cid)  # each ciphertext names its key
     trace = fetch_trace(kubo.store, key, record.trace_cid, record.trace_root)
     assert (record.round, trace.round) == (3, 6), "lineage round 3, trained in swarm round 6"
-    parent = fetch_checkpoint(kubo.store, key, lied[1]["checkpointCID"], bytes(lied[1]["checkpointDigest"]))
-    assert replay_round(spec, 1, parent, trace).ok, "it really trained from round 2's checkpoint"
+    parent_cid = lied[1]["checkpointCID"]
+    parent_key = key_for_checkpoint(keyring, kubo.store, parent_cid)
+    parent = fetch_checkpoint(kubo.store, parent_key, parent_cid, bytes(lied[1]["checkpointDigest"]))
+    deployment = (swarm.protocol.client.chain_id, ledger.address.lower())
+    report = replay_round(spec, 1, parent, trace, deployment=deployment)
+    assert report.ok, "it really trained from round 2's checkpoint"
 
     units = spec.round_steps * spec.micro_batches
     shares = swarm.protocol.shares(swarm.protocol.model(swarm.model_id))
