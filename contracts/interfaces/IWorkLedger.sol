@@ -197,7 +197,8 @@ interface IWorkLedger {
     error NotStageValidator(uint256 modelId, uint8 stage, address account);
     /// @notice The account already validates `stage` of this model.
     error AlreadyValidator(uint256 modelId, address account, uint8 stage);
-    /// @notice The validator registered less than validatorDelay ago.
+    /// @notice The validator becomes eligible at `eligibleAt` (validatorDelay after registering): a
+    /// challenge needs it eligible now, a vote eligible when the dispute was opened.
     error ValidatorTooNew(address account, uint64 eligibleAt);
     /// @notice The lane already holds maxPendingClaims open claims.
     error TooManyPendingClaims(uint256 modelId, address worker, uint256 limit);
@@ -363,10 +364,12 @@ interface IWorkLedger {
     /// until its deadline. Same bond and eligibility as challenge.
     function challengeUnavailable(uint256 claimId) external;
     /// @notice Vote on a challenged claim with the weight of the caller's stake, locking voteBond.
-    /// Eligible validators of the claim's stage other than the worker and the challenger.
+    /// Validators of the claim's stage that were already eligible when the dispute was opened (so
+    /// no address registered after a challenge votes on it), other than the worker and the challenger.
     function vote(uint256 claimId, bool claimValid) external;
-    /// @notice End a dispute after its vote window, or earlier once every eligible validator of the
-    /// stage (other than the worker and the challenger) voted. With at least `quorum` voters and
+    /// @notice End a dispute after its vote window, or earlier once every validator of the stage that
+    /// may vote on it (eligible when it opened, holding minValidatorStake, neither the worker nor the
+    /// challenger) voted. With at least `quorum` voters and
     /// unequal weights the heavier side wins: Upheld (the challenger's bond is slashed, the claim is
     /// due) or Rejected (the worker's bond is slashed; needs every earlier claim of the lane
     /// settled, EarlierClaimOpen otherwise; voids every later open claim of the lane in O(1)).

@@ -158,12 +158,16 @@ abstract contract LedgerSeats is LedgerStake {
         return (seat.validator, seat.stage, seat.eligibleAt);
     }
 
-    /// @dev Reverts unless `account` validates `stage` of the model, its validatorDelay has passed
-    /// and it holds minValidatorStake (registering does not lock it, see the contract's dev note).
-    function _requireEligibleValidator(uint256 modelId, uint8 stage, address account) internal view {
+    /// @dev Reverts unless `account` validates `stage` of the model, was eligible at time `since`
+    /// (now for a challenge, the challenge's time for a vote) and holds minValidatorStake
+    /// (registering does not lock it, see the contract's dev note).
+    function _requireEligibleValidator(uint256 modelId, uint8 stage, address account, uint256 since)
+        internal
+        view
+    {
         Seat storage seat = _seats[modelId][account];
         if (!seat.validator || seat.stage != stage) revert NotStageValidator(modelId, stage, account);
-        if (block.timestamp < seat.eligibleAt) revert ValidatorTooNew(account, seat.eligibleAt);
+        if (since < seat.eligibleAt) revert ValidatorTooNew(account, seat.eligibleAt);
         _requireStake(account, _params.minValidatorStake);
     }
 

@@ -53,6 +53,7 @@ class Vote:
 @dataclass
 class Dispute:
     challenger: str
+    opened_at: int
     vote_deadline: int
     bond: int
     voters: int = 0
@@ -164,11 +165,13 @@ class LedgerModel:
             return tip.cid, tip.last
         return self.checkpoints[(model, stage)]
 
-    def eligible(self, model: int, stage: int, who: str) -> None:
+    def eligible(self, model: int, stage: int, who: str, since: int) -> None:
+        """`since`: when the validator must have been eligible (now to challenge, the challenge's
+        time to vote)."""
         seat = self.seat(model, who)
         if not seat.validator or seat.stage != stage:
             raise Revert("NotStageValidator")
-        if self.now < seat.eligible_at:
+        if since < seat.eligible_at:
             raise Revert("ValidatorTooNew")
         if self.account(who).staked < self.p.min_validator_stake:
             raise Revert("InsufficientStake")
@@ -311,10 +314,10 @@ class LedgerModel:
             raise Revert("ChallengeWindowClosed")
         if who == claim.worker:
             raise Revert("CannotChallengeOwnClaim")
-        self.eligible(claim.model, self.lanes[claim.lane].stage, who)
+        self.eligible(claim.model, self.lanes[claim.lane].stage, who, self.now)
         self.lock(who, claim.bond)
         claim.status = ClaimStatus.CHALLENGED
-        claim.dispute = Dispute(who, self.now + self.p.vote_window, claim.bond)
+        claim.dispute = Dispute(who, self.now, self.now + self.p.vote_window, claim.bond)
 
     def vote(self, who: str, claim: Claim, valid: bool) -> None:
         status = self.status_or_unknown(claim)
@@ -323,7 +326,7 @@ class LedgerModel:
         dispute = claim.dispute
         if who in (claim.worker, dispute.challenger):
             raise Revert("CannotVoteOnOwnDispute")
-        self.eligible(claim.model, self.lanes[claim.lane].stage, who)
+        self.eligible(claim.model, self.lanes[claim.lane].stage, who, dispute.opened_at)
         if self.now > dispute.vote_deadline:
             raise Revert("VoteWindowClosed")
         if who in dispute.votes:
@@ -343,7 +346,7 @@ class LedgerModel:
             if validator in (claim.worker, dispute.challenger) or validator in dispute.votes:
                 continue
             can_vote = self.account(validator).staked >= self.p.min_validator_stake
-            if self.now >= self.seat(claim.model, validator).eligible_at and can_vote:
+            if dispute.opened_at >= self.seat(claim.model, validator).eligible_at and can_vote:
                 return False
         return True
 
