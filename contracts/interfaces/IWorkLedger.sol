@@ -125,7 +125,8 @@ interface IWorkLedger {
     /// @param quorum Distinct voters a dispute needs to be decided (1..255).
     /// @param burnBps Share of a slashed bond that goes to the treasury instead of the winner (0..10,000).
     /// @param voteWindow Seconds after a challenge during which stage validators vote (1 s..30 days).
-    /// @param unbondingPeriod Seconds between requestUnstake and withdraw (0..365 days).
+    /// @param unbondingPeriod Seconds between requestUnstake and withdraw (0..365 days); the wait is
+    /// at least voteWindow + 1 whatever this is set to.
     /// @param minWorkerStake Stake required to join a stage.
     /// @param minValidatorStake Stake required to validate a stage.
     /// @param maxPendingClaims Open claims a lane may hold (1..MAX_PENDING_CLAIMS).
@@ -323,9 +324,10 @@ interface IWorkLedger {
 
     /// @notice Add the sent ETH to the caller's stake.
     function stake() external payable;
-    /// @notice Start unbonding `amount` of the caller's free stake; restarts the unbonding clock. A
-    /// worker keeps minWorkerStake; a validator's minValidatorStake is checked whenever it
-    /// registers, challenges or votes instead.
+    /// @notice Start unbonding `amount` of the caller's free stake; restarts the unbonding clock,
+    /// which runs unbondingPeriod but always longer than voteWindow (stake counted in a vote cannot
+    /// leave and weigh again in the same dispute). A worker keeps minWorkerStake; a validator's
+    /// minValidatorStake is checked whenever it registers, challenges or votes instead.
     function requestUnstake(uint256 amount) external;
     /// @notice Withdraw unbonded stake once the unbonding period has passed.
     function withdraw() external;

@@ -194,7 +194,7 @@ class LedgerModel:
             raise Revert("StakeStillRequired")
         account.staked -= amount
         account.unbonding += amount
-        account.ready_at = self.now + self.p.unbonding_period
+        account.ready_at = self.now + max(self.p.unbonding_period, self.p.vote_window + 1)
 
     def withdraw(self, who: str) -> None:
         account = self.account(who)
