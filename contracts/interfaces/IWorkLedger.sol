@@ -2,7 +2,7 @@
 pragma solidity ^0.8.24;
 
 /// @title IWorkLedger (v2)
-/// @notice Stake, stage membership (workers AND validators, one stage per model per address),
+/// @notice Stake, stage membership (workers AND validators, one stage per model per address, for good),
 /// chained multi-round claims, challenges (divergence or unavailability), stake-weighted votes
 /// after a vote window, slashing, and the minting of shares for claims that survive.
 /// @dev Claims live in lanes, one per (model, worker). A lane holds up to maxPendingClaims open
@@ -185,8 +185,8 @@ interface IWorkLedger {
     error ModelNotActive(uint256 modelId);
     /// @notice The stage is not below the model's numStages.
     error StageOutOfRange(uint256 modelId, uint8 stage);
-    /// @notice The account already holds `stage` of this model in some role (worker, validator,
-    /// or a lane with open claims) and the action would give it a different one.
+    /// @notice The account holds, or once held, `stage` of this model (as worker or validator) and
+    /// the action would give it a different one: an address takes one stage of a model for good.
     error AlreadyHoldsOtherStage(uint256 modelId, address account, uint8 stage);
     /// @notice The account already works `stage` of this model.
     error AlreadyMemberOfModel(uint256 modelId, address account, uint8 stage);
@@ -332,8 +332,8 @@ interface IWorkLedger {
     /// @notice Withdraw unbonded stake once the unbonding period has passed.
     function withdraw() external;
 
-    /// @notice Work one stage of a model (minWorkerStake). Refused if the account holds another
-    /// stage of the model as a validator or through its lane's open claims.
+    /// @notice Work one stage of a model (minWorkerStake). Refused if the account holds or ever held
+    /// another stage of the model, as worker or validator.
     function join(uint256 modelId, uint8 stage, bytes calldata peerId, bytes32 encryptionKey) external;
     /// @notice Stop working the caller's stage of a model; open claims still settle.
     function leave(uint256 modelId) external;
@@ -341,9 +341,9 @@ interface IWorkLedger {
     function membersOf(uint256 modelId, uint8 stage) external view returns (address[] memory);
     /// @notice The stage an account works in a model, if any.
     function stageOf(uint256 modelId, address account) external view returns (bool member, uint8 stage);
-    /// @notice Validate `stage` of `modelId` (minValidatorStake); refused if the account holds
-    /// another stage of the model. Eligible to challenge and vote validatorDelay later, while it
-    /// holds minValidatorStake.
+    /// @notice Validate `stage` of `modelId` (minValidatorStake); refused if the account holds or
+    /// ever held another stage of the model. Eligible to challenge and vote validatorDelay later,
+    /// while it holds minValidatorStake.
     function registerValidator(uint256 modelId, uint8 stage) external;
     /// @notice Stop validating the caller's stage of a model; bonds of its open challenges and
     /// votes stay locked until they settle.

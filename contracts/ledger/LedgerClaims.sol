@@ -131,8 +131,8 @@ abstract contract LedgerClaims is LedgerSeats {
             ClaimSlot storage tip = _rings[laneId][lane.tip % MAX_PENDING_CLAIMS];
             (view_.tipRound, view_.tipCheckpointCID) = (tip.lastRound, tip.checkpointCID);
         } else {
-            uint8 stage = seat.member || seat.validator ? seat.stage : lane.stage;
-            (view_.tipCheckpointCID,, view_.tipRound) = registry.checkpointOf(modelId, stage);
+            // A lane's owner holds one stage of the model for good (LedgerSeats): its seat's.
+            (view_.tipCheckpointCID,, view_.tipRound) = registry.checkpointOf(modelId, seat.stage);
         }
     }
 

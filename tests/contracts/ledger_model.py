@@ -152,10 +152,10 @@ class LedgerModel:
         self.account(winner).staked += amount - burn
         self.account(self.treasury).staked += burn
 
-    def holds_other_stage(self, seat: Seat, holds_other: bool, stage: int) -> bool:
-        lane = self.lanes.get(seat.lane)
-        lane_open = lane is not None and lane.open_count != 0
-        return (holds_other and seat.stage != stage) or (lane_open and lane.stage != stage)
+    @staticmethod
+    def holds_other_stage(seat: Seat, stage: int) -> bool:
+        """The first stage an address takes in a model (as worker or validator) is its stage for good."""
+        return (seat.lane != 0 or seat.eligible_at != 0) and seat.stage != stage
 
     def parent_of(self, model: int, who: str, stage: int) -> tuple[str, int]:
         """(parent CID, parent round) the next claim of the lane must name."""
@@ -212,7 +212,7 @@ class LedgerModel:
         seat = self.seat(model, who)
         if seat.member:
             raise Revert("AlreadyMemberOfModel")
-        if self.holds_other_stage(seat, seat.validator, stage):
+        if self.holds_other_stage(seat, stage):
             raise Revert("AlreadyHoldsOtherStage")
         if self.account(who).staked < self.p.min_worker_stake:
             raise Revert("InsufficientStake")
@@ -236,7 +236,7 @@ class LedgerModel:
         seat = self.seat(model, who)
         if seat.validator:
             raise Revert("AlreadyValidator")
-        if self.holds_other_stage(seat, seat.member, stage):
+        if self.holds_other_stage(seat, stage):
             raise Revert("AlreadyHoldsOtherStage")
         if self.account(who).staked < self.p.min_validator_stake:
             raise Revert("InsufficientStake")
