@@ -58,7 +58,8 @@ contract WorkLedger is LedgerClaims {
     /// @inheritdoc IWorkLedger
     function challengeUnavailable(uint256 claimId) external {
         ClaimSlot storage slot = _slotOf(claimId);
-        // submittedAt + availabilityGrace < deadline: the grace is shorter than the window.
+        // The grace in force now: one raised since the claim was submitted may end after the
+        // claim's deadline, and then _openDispute refuses with ChallengeWindowClosed.
         uint64 graceEndsAt = slot.submittedAt + _params.availabilityGrace;
         if (block.timestamp < graceEndsAt) revert AvailabilityGraceNotOver(claimId, graceEndsAt);
         _openDispute(claimId, slot, ChallengeKind.Unavailable, 0, 0);

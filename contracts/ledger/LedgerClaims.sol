@@ -98,7 +98,7 @@ abstract contract LedgerClaims is LedgerSeats {
             slot.status = ClaimStatus.Finalized;
             uint256 shares_ = uint256(slot.workUnits) * sharesPerWorkUnit;
             if (shares_ > room) shares_ = room;
-            // shares_ <= room, and minted + room never exceeds the cap.
+            // shares_ <= room, and minted + room stays what mintable() returned (< 2^128).
             unchecked {
                 room -= shares_;
                 minted += shares_;
