@@ -4,7 +4,8 @@ claims; a 2-round claim lying about its second round is challenged at that (roun
 down and slashed once, and the claim chained on it is voided, never challenged; an honest 2-round
 claim finalizes and mints its work units; a stage-2 claim is none of their business (and the chain
 refuses their challenge of it). Withheld content is challenged as Unavailable and slashed, while
-content that was only slow is upheld. A voter killed -9 mid-replay votes once after its restart."""
+content that was only slow is upheld. A voter killed -9 mid-replay votes once after its restart;
+a validator registered after the challenge does not vote."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from chain_testkit import REPO, advance_time
+from chain_testkit import REPO, advance_time, anvil_account
 from stage_members import serving_stage_keys
 from verifier_kit import ETHER, VALIDATORS, WORKERS, Network, seed_states
 
@@ -26,6 +27,8 @@ from offchain.chain.protocol import ChallengeKind, ClaimStatus
 from offchain.chain.status import cid_of
 from offchain.proofs.rounds import publish_round
 from offchain.storage.embedded import EmbeddedStore
+
+LATE_VALIDATOR = anvil_account(8)  # registers after a challenge (no other role on the test chain)
 
 
 @pytest.fixture
@@ -154,7 +157,8 @@ def test_withheld_content_is_slashed_and_slow_content_is_upheld(network, tmp_pat
 def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(chain, tmp_path):
     """A longer round (so its replay takes a while) is challenged by a validator; a verifier that
     samples nothing but judges every dispute of its stage is killed while replaying it, restarted,
-    and votes once."""
+    and votes once. A validator that registered after the challenge is not in the dispute's
+    electorate: it says so once and sends no vote."""
     url, deployments = chain
     spec_path = tmp_path / "long.json"
     tiny = json.loads((REPO / "specs" / "tiny.json").read_text())
@@ -163,6 +167,8 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
     with serving_stage_keys(net.protocol, net.spec, net.model_id, WORKERS, net.keys) as maddr:
         net.maddr = maddr
         voter = net.verifier("voter-1", VALIDATORS[1], 2, "--probability", "0")
+        voter.wait_for("watching claims")  # registered: it may vote on disputes opened from now on
+        late = None
         try:
             seeds = seed_states(net.spec)
             first = net.train(1, seeds)
@@ -176,6 +182,7 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
             challenger.transact(ledger.functions.registerValidator(net.model_id, 2))
             last_step = net.spec.round_steps - 1
             challenger.transact(ledger.functions.challenge(claim_id, 1, last_step, b"\x01" * 32))
+            late = net.verifier("late", LATE_VALIDATOR, 2, "--probability", "0")
 
             replaying = rf"claim {claim_id} \(stage 2 round 1\): replaying"
             deadline = time.monotonic() + 120
@@ -195,8 +202,12 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
             assert [(v["validator"], v["claimValid"]) for v in votes] == [(VALIDATORS[1].address, False)]
             assert "AlreadyVoted" not in voter.text()
             assert re.search(rf"voted claim {claim_id} invalid \(disputed: divergence round 1;", voter.text())
+            late.wait_for(rf"not voting on claim {claim_id}: registered after it was challenged")
+            assert late.text().count("not voting on claim") == 1 and "vote skipped" not in late.text()
         finally:
             voter.stop()
+            if late is not None:
+                late.stop()
 
 
 def test_bad_input_is_one_line_and_a_nonzero_exit(chain, tmp_path):
