@@ -79,6 +79,7 @@ def gateway_run(
 
     if not initial_peers:
         raise UserError("pm gateway run needs --initial-peers: the multiaddr a stage worker printed")
+    origins = tuple(checked_origin(origin) for origin in allow_origins or [])  # before any secret is read
     account = load_account(key_file)
     protocol = open_chain(rpc_url, deployments)
     configure_logging()
@@ -92,7 +93,7 @@ def gateway_run(
         max_tokens=max_tokens,
         confirmations=confirmations,
         call_timeout=timeout,
-        allowed_origins=tuple(checked_origin(origin) for origin in allow_origins or []),
+        allowed_origins=origins,
     )
     identity = Identity(bytes(account.key), account.address)
     asyncio.run(serve_gateway(config, protocol, open_store(ipfs_api, store), identity))
