@@ -22,8 +22,9 @@ import pytest
 
 from offchain.paths import REPO
 from offchain.proofs.manifest import ClaimManifest
-from offchain.storage.crypto import StageKey, decrypt_checkpoint
+from offchain.storage.crypto import decrypt_checkpoint
 from offchain.storage.embedded import EmbeddedStore
+from offchain.swarm.keyshare import StageKeyring, key_for_checkpoint
 
 pytestmark = pytest.mark.slow
 DEMO = [sys.executable, "-m", "offchain.cli", "demo", "--rounds", "3", "--cheater"]
@@ -199,11 +200,13 @@ def test_every_checkpoint_and_trace_is_in_the_store_and_decrypts(summary, out):
         manifest = ClaimManifest.from_bytes(store.get(checkpoint["manifest_cid"]))
         assert manifest.record(checkpoint["round"]).checkpoint_cid == checkpoint["cid"]
         stage = checkpoint["stage"]
-        (key_file, *_) = sorted((out / "state").glob(f"worker-s{stage}-*/stage-key-*"))
-        key = StageKey(summary["model_id"], stage, key_file.read_bytes())
+        (path, *_) = sorted((out / "state").glob(f"worker-s{stage}-*/stage-keys-*"))
+        keyring = StageKeyring(path, summary["model_id"], stage)  # an honest member holds every key
+        key = key_for_checkpoint(keyring, store, checkpoint["cid"])  # the one its header names
         state = decrypt_checkpoint(key, store.get(checkpoint["cid"]))
         assert "0x" + hashlib.sha256(state).hexdigest() == checkpoint["digest"]
-        assert decrypt_checkpoint(key, store.get(checkpoint["trace_cid"]))
+        trace_key = key_for_checkpoint(keyring, store, checkpoint["trace_cid"])
+        assert decrypt_checkpoint(trace_key, store.get(checkpoint["trace_cid"]))
     assert store.get(summary["spec_cid"])
 
 
