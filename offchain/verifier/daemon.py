@@ -228,34 +228,30 @@ class Verifier:
     async def _challenged(self, entry: Entry, chain: OnChain, now: int, may_vote: bool) -> None:
         claim = entry.claim
         if may_vote and not entry.voted and now <= chain.vote_deadline:
-            if self._needs_dispute_verdict(entry, chain):
-                # A voter keeps trying to fetch withheld content until the vote window is half over.
+            if self._needs_dispute_verdict(entry):
+                # The vote is on the claim, whatever the challenge names: every round is judged (a decoy
+                # challenge may name an honest round of a false claim). A voter keeps trying to fetch
+                # withheld content until the vote window is half over (slow is not withheld).
                 patient = now < chain.vote_deadline - self.params["voteWindow"] // 2
-                if chain.kind == ChallengeKind.UNAVAILABLE:
-                    verdict = await self.judge.available(entry, patient=patient)
-                else:
-                    round_ = chain.challenged_round
-                    verdict = await self.judge.claim(entry, [round_], patient=patient, group_patient=patient)
-                    if verdict is not None and round_ not in entry.rounds:
-                        entry.rounds = sorted({*entry.rounds, round_})
+                verdict = await self.judge.claim(entry, claim.rounds, patient=patient, group_patient=patient)
+                if verdict is not None:
+                    entry.rounds = list(claim.rounds)
                 self._record(entry, verdict)
             if entry.verdict is not None and entry.verdict.valid is not None:
                 self._vote(entry, entry.verdict, chain)
         if now > chain.vote_deadline or chain.voters >= self._eligible_voters(chain):
             self._send(self.ledger.functions.resolve(claim.claim_id), f"resolved claim {claim.claim_id}")
 
-    def _needs_dispute_verdict(self, entry: Entry, chain: OnChain) -> bool:
-        """Whether this validator's verdict so far does not answer the dispute: none yet; content it
-        could not fetch before (voters try again: slow is not withheld); valid on rounds that do not
-        include the disputed one, or (Unavailable) that are not all of the claim's rounds."""
+    def _needs_dispute_verdict(self, entry: Entry) -> bool:
+        """Whether this validator's verdict so far does not answer the dispute. A vote is on the claim,
+        not on the round (or the kind) the challenge names, so only a verdict on the whole claim
+        answers it: invalid at any round, undecided (it abstains), or valid on every round. Not yet:
+        no verdict; content it could not fetch before (voters try again: slow is not withheld); valid
+        on only the rounds it sampled."""
         verdict = entry.verdict
         if verdict is None or verdict.withheld:
             return True
-        if verdict.valid is not True:
-            return False
-        if chain.kind == ChallengeKind.UNAVAILABLE:
-            return len(entry.rounds) < len(entry.claim.rounds)
-        return chain.challenged_round not in entry.rounds
+        return verdict.valid is True and set(entry.rounds) != set(entry.claim.rounds)
 
     # -- lane order -----------------------------------------------------------------------------
 
