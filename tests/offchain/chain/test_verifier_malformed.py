@@ -90,7 +90,8 @@ def test_malformed_claims_are_challenged_with_a_reason_and_judging_goes_on(chain
             return check
 
         verifier = net.verifier("verifier-1", VALIDATORS[0], 1)
-        other_model = net.verifier("verifier-nowhere", VALIDATORS[0], 0, model_id=nowhere)
+        # Its own key: two processes sending from one account race for nonces ("nonce too low").
+        other_model = net.verifier("verifier-nowhere", VALIDATORS[1], 0, model_id=nowhere)
         try:
             net.wait(challenged(refused), timeout=240, processes=(verifier, other_model))
         finally:
