@@ -3,10 +3,12 @@
     python bench/gas.py                 # launches anvil on a free port through brownie
     python bench/gas.py --network ID    # any brownie network id instead
 
-Every figure is `gasUsed` of one transaction (21,000 base included) in steady state: the
-contracts and slots the operation touches already exist, as they do after the first payment or
-claim of a model. Payments and claims are repeated with 1, 10 and 100 holders to show that
-their cost does not depend on the number of holders.
+Every figure is `gasUsed` of one transaction receipt (21,000 base included) in steady state: the
+contracts and slots the operation touches already exist, as they do after the first payment of a
+model or once a worker's lane has cycled through its ring of claim slots. Payments and claims are
+repeated with 1, 10 and 100 holders to show that their cost does not depend on the number of
+holders. The ledger section also prints what one worker spends per day at 5-minute rounds with
+1 and 12 rounds per claim, and what 1000 such workers would take of an L1's daily gas.
 """
 
 import argparse
@@ -14,10 +16,11 @@ import contextlib
 import io
 import json
 import os
-import socket
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from offchain.demo.anvil import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "gas.json"
@@ -38,12 +41,6 @@ class Row:
     @property
     def within_target(self) -> bool | None:
         return None if self.target is None else self.gas <= self.target
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def connect(network_id: str | None):
@@ -125,8 +122,19 @@ class Bench:
             if count == HOLDER_COUNTS[-1]:
                 self.transfers(shares, holders)
 
+        self.spill(registry, router)
         self.contracts_one_token(registry, router)
         self.contracts_one_deposit()
+
+    def spill(self, registry, router):
+        """The occasional payment whose fee accruals pass 64 bits (18.4 ETH) and move to the
+        model's spill slot: 400 ETH pays 20 ETH protocol and 40 ETH operator fees, both spill."""
+        _, model_id, shares = self.create_model(registry)
+        shares.mint(self.holders(1)[0], ETHER, {"from": self.minter})
+        self.pay(router, model_id, amount=400 * ETHER)  # the spill slot is written once
+        tx = self.pay(router, model_id, amount=400 * ETHER)
+        note = "every 18.4 ETH of a fee"
+        self.add("payForInference (ETH, both fee accruals spill)", tx, holders=1, note=note)
 
     def transfers(self, shares, holders):
         """Steady state is both holders having claimed or traded once (their correction slots set)."""
@@ -160,55 +168,174 @@ class Bench:
         self.add("depositRevenue (ETH, called directly)", tx, holders=1)
 
     def contracts_two(self):
-        """WorkLedger: the system wired as scripts/deploy.py wires it, with a 1-hour window."""
+        """WorkLedger, wired as scripts/deploy.py wires it, with a 1-hour window."""
         from brownie import accounts, chain
 
         sender = {"from": self.deployer}
         registry = self.p.ModelRegistry.deploy(self.deployer, sender)
         router = self.p.RevenueRouter.deploy(self.deployer, registry, self.treasury, 500, 1000, sender)
-        # IWorkLedger.Parameters: challengeWindow, claimBond, maxWorkUnitsPerClaim, quorum, burnBps,
-        # voteWindow, unbondingPeriod, minWorkerStake, minValidatorStake
-        params = (3600, ETHER // 10, 10_000, 1, 1_000, 3600, 3600, ETHER // 2, ETHER // 2)
-        ledger = self.p.WorkLedger.deploy(self.deployer, registry, self.treasury, params, sender)
+        ledger = self.p.WorkLedger.deploy(self.deployer, registry, self.treasury, LEDGER_PARAMETERS, sender)
         implementation = self.p.ModelShares.deploy(router, ledger, sender)
         registry.wire(implementation, ledger, sender)
         _, model_id, _ = self.create_model(registry)
+        self.registry, self.ledger, self.model_id, self.chain = registry, ledger, model_id, chain
         first, worker, validator, voter = accounts[5], accounts[6], accounts[7], accounts[8]
         key = b"\x01" * 32
 
-        ledger.stake({"from": first, "value": ETHER})
-        self.add("stake (first)", ledger.stake({"from": worker, "value": ETHER}))
-        self.add("stake (top-up)", ledger.stake({"from": worker, "value": ETHER}))
-        for account in (validator, voter):
-            ledger.stake({"from": account, "value": ETHER})
-            ledger.registerValidator({"from": account})
+        ledger.stake({"from": first, "value": 100 * ETHER})
+        self.add("stake (first)", ledger.stake({"from": worker, "value": 50 * ETHER}))
+        self.add("stake (top-up)", ledger.stake({"from": worker, "value": 50 * ETHER}))
         ledger.join(model_id, 0, b"12D3KooWFirstPeerIdBytes", key, {"from": first})
         tx = ledger.join(model_id, 0, b"12D3KooWSecondPeerIdBytes", key, {"from": worker})
         self.add("join (a stage with members)", tx, target=100_000)
+        for account in (validator, voter):
+            ledger.stake({"from": account, "value": 10 * ETHER})
+        ledger.registerValidator(model_id, 0, {"from": validator})
+        tx = ledger.registerValidator(model_id, 0, {"from": voter})
+        self.add("registerValidator (a stage with validators)", tx, target=80_000)
 
-        def claim(round_, parent):
-            cid = f"QmBenchCheckpointRound{round_:03d}xxxxxxxxxxxxxxxxxxxxxx"
-            digest = self.web3.keccak(text=f"state-{round_}")
-            root = self.web3.keccak(text=f"trace-{round_}")
-            trace = f"QmBenchTraceRound{round_:03d}xxxxxxxxxxxxxxxxxxxxxxxxxx"
-            inp = (model_id, 0, round_, parent, cid, digest, root, trace, 100)
-            tx = ledger.submitClaim(inp, {"from": worker})
-            return tx, tx.events["ClaimSubmitted"]["claimId"], cid
+        lane = Lane(self, worker)
+        self.add("submitClaim (a lane's first)", lane.submit(1), note="new slots")
+        lane.cycle(RING)  # every slot of the ring written once: the steady state
+        on_checkpoint = lane.submit(1)  # an empty lane: the parent is the stage's finalized checkpoint
+        submit_k1 = lane.submit(1)  # chained on the lane's tip, as claims are while others are pending
+        lane.submit_many(8, 1)
+        run_k1 = lane.finalize_all()
+        lane.submit(12)
+        submit_k12 = lane.submit(12)
+        lane.submit_many(8, 12)
+        run_k12 = lane.finalize_all()
+        self.add("submitClaim (warm lane, on the stage checkpoint, K=1)", on_checkpoint)
+        self.add("submitClaim (warm lane, on its tip, K=1)", submit_k1, target=90_000)
+        self.add("finalize (run of 10 due claims, K=1)", run_k1, target=300_000)
+        self.add("submitClaim (warm lane, on its tip, K=12)", submit_k12)
+        self.add("finalize (run of 10 due claims, K=12)", run_k12)
+        per_claim = {
+            1: submit_k1.gas_used + run_k1.gas_used / 10,
+            12: submit_k12.gas_used + run_k12.gas_used / 10,
+        }
+        self.rows.append(Row("submit + finalize per claimed round (K=12)", round(per_claim[12] / 12), 15_000))
+        self.worker_day = worker_day(per_claim)
 
-        tx, claim_id, cid = claim(1, "")
-        self.add("submitClaim (a lane's first)", tx, note="new slots")
-        chain.sleep(3601)
-        tx = ledger.finalize(claim_id, {"from": worker})
-        self.add("finalize (first: new holder, first checkpoint)", tx, note="new slots")
-        tx, claim_id, cid = claim(2, cid)
-        self.add("submitClaim (next round, same lane)", tx, target=150_000)
-        chain.sleep(3601)
-        self.add("finalize (next round)", ledger.finalize(claim_id, {"from": worker}), target=120_000)
-
-        _, claim_id, cid = claim(3, cid)
-        self.add("challenge", ledger.challenge(claim_id, 17, "QmBenchEvidence", {"from": validator}))
+        claim_id = lane.submit(1).events["ClaimSubmitted"]["claimId"]
+        self.add("challenge", ledger.challenge(claim_id, lane.round, 17, b"\xee" * 32, {"from": validator}))
         self.add("vote", ledger.vote(claim_id, True, {"from": voter}))
-        self.add("resolve (upheld, challenger slashed)", ledger.resolve(claim_id, {"from": worker}))
+        tx = ledger.resolve(claim_id, {"from": worker})
+        self.add("resolve (upheld, challenger slashed; every validator voted)", tx)
+        self.add("settleVote", ledger.settleVote(claim_id, {"from": voter}))
+        lane.finalize_all()
+        self.rejections(accounts, validator, voter, key)
+
+    def rejections(self, accounts, validator, voter, key):
+        """Rejecting a lane's head with 60 later open claims against rejecting it alone."""
+        ledger = self.ledger
+        ledger.setParameter(b"maxPendingClaims".ljust(32, b"\0"), 64, {"from": self.deployer})
+        gas = {}
+        for later, account in ((0, accounts[4]), (0, accounts[9]), (60, accounts[3])):
+            ledger.stake({"from": account, "value": 10 * ETHER})
+            ledger.join(self.model_id, 0, b"12D3KooWCheater", key, {"from": account})
+            lane = Lane(self, account)
+            head = lane.submit(1).events["ClaimSubmitted"]["claimId"]
+            ledger.challenge(head, lane.round, 0, b"\xee" * 32, {"from": validator})
+            lane.submit_many(later, 1)
+            ledger.vote(head, False, {"from": voter})
+            gas[later] = ledger.resolve(head, {"from": validator})  # the first of 0 warms the treasury's slot
+        self.add("resolve (rejected, no later open claim)", gas[0])
+        self.add("resolve (rejected, 60 later open claims voided)", gas[60], target=gas[0].gas_used + 5_000)
+
+
+RING = 64
+# IWorkLedger.Parameters: challengeWindow, claimBond, maxWorkUnitsPerClaim, quorum, burnBps,
+# voteWindow, unbondingPeriod, minWorkerStake, minValidatorStake, maxPendingClaims,
+# availabilityGrace, validatorDelay, voteBond, loserVoteSlashBps, noQuorumSlashBps
+LEDGER_PARAMETERS = (
+    3600,
+    ETHER // 10,
+    10_000,
+    1,
+    1_000,
+    3600,
+    3600,
+    ETHER // 2,
+    ETHER // 2,
+    64,
+    600,
+    0,
+    ETHER // 100,
+    5_000,
+    1_000,
+)
+ROUNDS_PER_DAY = 24 * 60 // 5
+L1_BLOCKS_PER_DAY = 7_200
+L1_GAS_LIMITS = (30_000_000, 45_000_000)
+WORKERS = 1_000
+
+
+class Lane:
+    """One worker's lane: claims chained on its tip (first on the stage's finalized checkpoint),
+    K rounds each, finalized in runs."""
+
+    def __init__(self, bench: Bench, worker) -> None:
+        self.bench, self.worker, self.claims = bench, worker, []
+        self.parent, _, self.round = bench.registry.checkpointOf(bench.model_id, 0)
+
+    def submit(self, rounds: int):
+        web3, first = self.bench.web3, self.round + 1
+        self.round += rounds
+        cid = web3.keccak(text=f"{self.worker.address}-checkpoint-{self.round}")
+        digest, root = web3.keccak(text=f"state-{cid.hex()}"), web3.keccak(text=f"rounds-{cid.hex()}")
+        manifest = web3.keccak(text=f"manifest-{cid.hex()}")
+        inp = (
+            self.bench.model_id,
+            0,
+            first,
+            self.round,
+            self.parent,
+            cid,
+            digest,
+            root,
+            manifest,
+            rounds * 4,
+        )
+        tx = self.bench.ledger.submitClaim(inp, {"from": self.worker})
+        self.parent = cid
+        self.claims.append(tx.events["ClaimSubmitted"]["claimId"])
+        return tx
+
+    def submit_many(self, count: int, rounds: int) -> None:
+        for _ in range(count):
+            self.submit(rounds)
+
+    def finalize_all(self):
+        """Finalize every open claim of the lane in one run (after the window)."""
+        self.bench.chain.sleep(3601)
+        return self.bench.ledger.finalize(self.claims[-1], {"from": self.worker})
+
+    def cycle(self, claims: int) -> None:
+        """Submit `claims` more claims, finalized in runs of 10."""
+        for done in range(claims):
+            self.submit(1)
+            if done % 10 == 9:
+                self.finalize_all()
+        self.finalize_all()
+
+
+def worker_day(gas_per_claim: dict[int, float]) -> dict:
+    """Gas per worker-day at 5-minute rounds (claims finalized in runs of 10), and the share of an
+    L1's daily gas that 1000 such workers would take."""
+    days = {}
+    for rounds, gas in gas_per_claim.items():
+        per_day = ROUNDS_PER_DAY / rounds * gas
+        share = {
+            f"{limit // 1_000_000}M": WORKERS * per_day / (L1_BLOCKS_PER_DAY * limit)
+            for limit in L1_GAS_LIMITS
+        }
+        days[f"K={rounds}"] = {
+            "gas_per_claim": round(gas),
+            "gas_per_worker_day": round(per_day),
+            "l1_share_1000_workers": share,
+        }
+    return days
 
 
 def table(rows: list[Row]) -> str:
@@ -218,6 +345,15 @@ def table(rows: list[Row]) -> str:
         ok = {True: "yes", False: "NO", None: ""}[row.within_target]
         holders = row.holders if row.holders is not None else "-"
         lines.append(f"{row.operation:<44} {holders:>7} {row.gas:>9,} {target:>9}  {ok}")
+    return "\n".join(lines)
+
+
+def day_table(days: dict) -> str:
+    header = f"{'per worker, 5-minute rounds':<30} {'gas/claim':>10} {'gas/day':>12}"
+    lines = ["", f"{header}  1000 workers of L1 daily gas"]
+    for name, day in days.items():
+        share = " / ".join(f"{v:.1%} at {k}" for k, v in day["l1_share_1000_workers"].items())
+        lines.append(f"{name:<30} {day['gas_per_claim']:>10,} {day['gas_per_worker_day']:>12,}  {share}")
     return "\n".join(lines)
 
 
@@ -240,12 +376,14 @@ def main(argv: list[str]) -> int:
             "solc": compiler["version"],
             "optimizer": compiler["optimizer"],
             "rows": [asdict(row) | {"withinTarget": row.within_target} for row in bench.rows],
+            "worker_day_5min_rounds": bench.worker_day,
         }
     finally:
         network.disconnect()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(document, indent=2) + "\n")
     print(table(bench.rows))
+    print(day_table(bench.worker_day))
     print(f"written to {RESULTS.relative_to(ROOT)}")
     return 0
 

@@ -1,12 +1,16 @@
 """Inference through the swarm and through the paid gateway, measured side by side in one run.
 
+Both run on anvil with the protocol deployed by scripts/deploy.py and the model created on-chain:
+the stage workers are on-chain members (`pm worker run --model`, which stake and join), and every
+inference call comes from a gateway of the model (the creator, also its operator, set by setGateway),
+as the authorized P2P plane requires.
+
 1. Completions of the same prompt through the 3-stage swarm on loopback (3 `pm worker run`
-   processes, the Driver in this process, routes cached between tokens) and with the same
-   weights in one process (`local_forward`), requests alternating between the two so both see
-   the same machine load: latency p50/p95, tokens/s, and first-token latency (one full pass).
-   Target: first-token latency through the swarm <= 3x single process.
-2. The paid gateway: anvil with the protocol deployed by scripts/deploy.py, the model created
-   on-chain, `pm gateway run` in front of the same workers. Tickets are quoted and paid on-chain
+   processes, the Driver in this process with the gateway's key, routes cached between tokens) and
+   with the same weights in one process (`local_forward`), requests alternating between the two so
+   both see the same machine load: latency p50/p95, tokens/s, and first-token latency (one full
+   pass). Target: first-token latency through the swarm <= 3x single process.
+2. The paid gateway: `pm gateway run` in front of the same workers. Tickets are quoted and paid on-chain
    up front, then 8 concurrent clients redeem them, each ticket sent twice at the same moment (a
    double-spend attempt): requests/s served, failed tickets (no 200) and double-served tickets
    (two 200s), then every ticket replayed once more (must be 409). Target: 0 failed, 0 double.
@@ -33,14 +37,17 @@ from offchain.model.generate import Forward, Sampling, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import ModelSpec, load_spec
 from offchain.storage.embedded import EmbeddedStore
+from offchain.swarm.authz import Access
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
-from offchain.swarm.local import ROOT, LocalProcess, spawn_pm, worker_args
+from offchain.swarm.local import ROOT, LocalProcess, chain_worker_args, spawn_pm
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
 
 PROMPT = "The assert statement"
 MODEL_ID = 1  # the first model created on the fresh chain
-CLIENTS = 8
+CLIENTS = 8  # paying from anvil accounts 2..9
+CREATOR = anvil_account(1)  # creates the model, is its operator and runs its gateway
+STAGE_WORKERS = (10, 11, 12)  # anvil account of each stage's worker (anvil started with 13 accounts)
 PRICE = 10**12
 
 
@@ -79,10 +86,14 @@ def summarize(runs: list[dict], tokens: int) -> dict:
     }
 
 
-async def swarm_vs_single(spec: ModelSpec, bootstrap: str, requests: int, sampling: Sampling) -> dict:
+async def swarm_vs_single(
+    spec: ModelSpec, protocol: Protocol, bootstrap: str, requests: int, sampling: Sampling
+) -> dict:
     """Alternate one swarm completion and one single-process completion, after one warm-up each."""
     node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
-    driver = Driver(DriverConfig(spec, Identity.from_key(b"\x01" * 32), model_id=MODEL_ID), node)
+    access = Access.on_chain(protocol, MODEL_ID)
+    config = DriverConfig(spec, Identity.from_key(CREATOR.key), model_id=MODEL_ID, access=access)
+    driver = Driver(config, node)
     local = local_forward(
         spec, train_single_process(spec, 0, model_id=MODEL_ID).states, [0] * spec.num_stages
     )
@@ -162,25 +173,31 @@ def main() -> None:
     sampling = Sampling(max_tokens=args.max_tokens)
 
     procs: list[LocalProcess] = []
-    anvil = start_anvil()
+    anvil = start_anvil("--accounts", str(max(STAGE_WORKERS) + 1))
     url = anvil.url
     try:
         with tempfile.TemporaryDirectory(prefix="pm-bench-inference-") as tmp:
             workdir = Path(tmp)
+            deployments = workdir / "deployments"
+            chain_args = [
+                "--rpc-url",
+                url,
+                "--deployments",
+                str(deployments),
+                "--store",
+                str(workdir / "store"),
+            ]
 
-            def spawn(name: str, cli: list[str]) -> LocalProcess:
-                procs.append(spawn_pm(name, cli, workdir))
+            def spawn(name: str, cli: list[str], key: str) -> LocalProcess:
+                procs.append(spawn_pm(name, cli, workdir, env={"PM_PRIVATE_KEY": key}))
                 return procs[-1]
 
             def worker(stage: int, peers: list[str]) -> LocalProcess:
-                cli = worker_args(Path(args.spec), stage, workdir / f"stage{stage}", peers)
-                return spawn(f"stage{stage}", [*cli, "--model-id", str(MODEL_ID)])
+                cli = chain_worker_args(MODEL_ID, stage, workdir / f"stage{stage}", chain_args, peers)
+                return spawn(f"stage{stage}", cli, anvil_account(STAGE_WORKERS[stage]).key.hex())
 
-            bootstrap = worker(0, []).maddr()
-            later = [worker(stage, [bootstrap]) for stage in range(1, spec.num_stages)]
-            deployments = workdir / "deployments"
             deploy_protocol(url, deployments, anvil_account(0))
-            protocol = Protocol.load(ChainClient(url, anvil_account(1)), deployments)
+            protocol = Protocol.load(ChainClient(url, CREATOR), deployments)
             create_model(
                 protocol,
                 EmbeddedStore(workdir / "store"),
@@ -189,11 +206,15 @@ def main() -> None:
                 revenue_asset="eth",
                 operator=None,
             )
+            registry = protocol.registry.functions
+            protocol.client.transact(registry.setGateway(MODEL_ID, CREATOR.address, True))
+            bootstrap = worker(0, []).maddr()
+            later = [worker(stage, [bootstrap]) for stage in range(1, spec.num_stages)]
             for proc in later:
                 proc.maddr()
 
             print("part 1: swarm vs single process", flush=True)
-            latency = asyncio.run(swarm_vs_single(spec, bootstrap, args.requests, sampling))
+            latency = asyncio.run(swarm_vs_single(spec, protocol, bootstrap, args.requests, sampling))
 
             port = free_port()
             gateway = spawn(
@@ -201,9 +222,9 @@ def main() -> None:
                 [
                     "gateway", "run", "--model", str(MODEL_ID), "--port", str(port),
                     "--initial-peers", bootstrap, "--state-dir", str(workdir / "gateway"),
-                    "--price-per-token-wei", str(PRICE), "--rpc-url", url,
-                    "--deployments", str(deployments), "--store", str(workdir / "store"),
+                    "--price-per-token-wei", str(PRICE), *chain_args,
                 ],
+                CREATOR.key.hex(),
             )  # fmt: skip
             gateway.wait_for("listening on http://")
             base = f"http://127.0.0.1:{port}"

@@ -25,7 +25,7 @@ from offchain.model.reference import run_step
 from offchain.model.spec import ModelSpec, load_spec
 from offchain.model.trainer import StageTrainer
 from offchain.swarm.identity import Identity
-from offchain.swarm.local import ROOT, LocalProcess, spawn_pm, worker_args
+from offchain.swarm.local import LOCAL_KEY, ROOT, LocalProcess, spawn_pm, worker_args
 from offchain.swarm.node import NetworkConfig
 from offchain.swarm.run import run_driver
 from offchain.swarm.shaping import Shaping
@@ -72,7 +72,7 @@ def swarm_run(
         for worker in workers:
             worker.maddr()
         network = NetworkConfig(initial_peers=(boot,))
-        identity = Identity.from_key(b"\x01" * 32)
+        identity = Identity.from_key(LOCAL_KEY)
         summary = asyncio.run(run_driver(spec, identity, network, rounds=rounds, shaping=shaping))
         while (
             target is not None

@@ -3,9 +3,11 @@
 "Compute" is the stage's own share of the single-process reference training (the same StageTrainer
 calls the swarm makes: forward / forward_backward / backward / apply_step, timed per stage; no
 network, so the fairest baseline for the work a claim covers). "Replay" is what `pm verifier run`
-does for one claim: decrypt the parent checkpoint and the trace from the embedded store, then
-replay_round with signatures checked against the neighbour stages (loading the parent, checking
-every batch, message signature and digest). Rounds are signed by throwaway keys, as in the swarm.
+does for one round of a claim: fetch the parent checkpoint and the trace from the embedded store
+under the stage's hard limits, decrypt them, check the trace against its strict schema and Merkle
+root (offchain/verifier/content.py), then replay_round with signatures checked against the
+neighbour stages (loading the parent, checking every batch, message signature and digest). Rounds
+are signed by throwaway keys, as in the swarm.
 
 Network overhead at probability p: each claim is replayed by a verifier with probability p, so
 the verification work added to the network is p * sum(replay) / sum(compute) per verifier
@@ -29,10 +31,12 @@ from offchain.model.reference import run_step
 from offchain.model.spec import load_spec
 from offchain.model.trainer import StageTrainer
 from offchain.proofs.replay import replay_round
-from offchain.proofs.rounds import fetch_checkpoint, fetch_trace, publish_round
+from offchain.proofs.rounds import publish_round
 from offchain.proofs.signing import sign_message
 from offchain.storage.crypto import StageKey, encrypt_checkpoint
 from offchain.storage.embedded import EmbeddedStore
+from offchain.verifier.content import open_checkpoint, open_trace
+from offchain.verifier.limits import StageLimits
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.2
@@ -100,6 +104,7 @@ def main() -> None:
         return {"forward": forward, "backward": {members[stage + 1].address} if stage + 1 < stages else set()}
 
     keys = [StageKey.generate(1, stage) for stage in range(stages)]
+    limits = [StageLimits.of(spec, stage) for stage in range(stages)]
     timed = [TimedStage(StageTrainer(spec, stage, model_id=1)) for stage in range(stages)]
     fetch, replay = [Clock() for _ in range(stages)], [Clock() for _ in range(stages)]
     run_step([StageTrainer(spec, stage) for stage in range(stages)], 0, 0)  # warm-up: first-call costs
@@ -112,12 +117,11 @@ def main() -> None:
             for s, stage in enumerate(timed):
                 trainer = stage.trainer
                 parent_cid = store.put(encrypt_checkpoint(keys[s], parents[s]))
-                claim = publish_round(
-                    store, keys[s], trainer.state_bytes(), trainer.trace, parent_cid=parent_cid
-                )
+                claim = publish_round(store, keys[s], trainer.state_bytes(), trainer.trace)
                 with fetch[s].running():
-                    parent = fetch_checkpoint(store, keys[s], parent_cid, hashlib.sha256(parents[s]).digest())
-                    trace = fetch_trace(store, keys[s], claim.trace_cid, claim.trace_root)
+                    digest = hashlib.sha256(parents[s]).digest()
+                    parent = open_checkpoint(store, keys[s], parent_cid, digest, limits[s])
+                    trace = open_trace(store, keys[s], claim.trace_cid, claim.trace_root, limits[s])
                 with replay[s].running():
                     report = replay_round(spec, s, parent, trace, signers=signers(s))
                 if not report.ok:

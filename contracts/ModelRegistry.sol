@@ -5,6 +5,8 @@ import {Ownable, Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step
 import {Clones} from "@openzeppelin/contracts/proxy/Clones.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 import {IModelShares} from "./interfaces/IModelShares.sol";
+import {IRevenueRouter} from "./interfaces/IRevenueRouter.sol";
+import {CreateAddress} from "./libraries/CreateAddress.sol";
 
 /// @title ModelRegistry
 /// @notice Registers protocol models and deploys each one's ModelShares as an EIP-1167 clone.
@@ -12,10 +14,18 @@ import {IModelShares} from "./interfaces/IModelShares.sol";
 /// their creators. A model takes three storage slots plus its spec CID: the share token, stage
 /// count and status share one slot (the router reads it on every payment), creator and
 /// sharesPerWorkUnit (96 bits) the next, the operator the third. The revenue asset is not stored
-/// here: it is an immutable arg of the model's clone.
+/// here: it is an immutable arg of the model's clone. Driver and gateway roles are one byte of
+/// flags per (model, account), written only by setDriver / setGateway, so createModel pays nothing for them.
+/// The registry creates nothing but share tokens, in model-id order, so model m's token is its
+/// m-th creation and the RevenueRouter computes its address instead of asking (createModel checks
+/// that the clone landed there, so a chain where it would not refuses every model); setStatus also
+/// tells the router (found through the share implementation), which refuses payments to a model
+/// that is not Active without calling back.
 contract ModelRegistry is IModelRegistry, Ownable2Step {
     /// @notice Upper bound on pipeline stages per model.
     uint8 public constant MAX_STAGES = 64;
+    uint8 private constant DRIVER = 1;
+    uint8 private constant GATEWAY = 2;
 
     struct ModelRecord {
         address shares;
@@ -36,6 +46,7 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
 
     mapping(uint256 modelId => ModelRecord) private _models;
     mapping(uint256 modelId => mapping(uint8 stage => Checkpoint)) private _checkpoints;
+    mapping(uint256 modelId => mapping(address account => uint8 roles)) private _roles;
 
     constructor(address owner_) Ownable(owner_) {}
 
@@ -68,6 +79,8 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
 
         modelId = ++modelCount;
         address shares = Clones.cloneWithImmutableArgs(implementation, abi.encode(revenueAsset, modelId));
+        address expected = CreateAddress.compute(address(this), modelId);
+        if (shares != expected) revert SharesAddressMismatch(expected, shares);
         _models[modelId] = ModelRecord({
             shares: shares,
             numStages: numStages,
@@ -113,11 +126,7 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
     }
 
     /// @inheritdoc IModelRegistry
-    function checkpointOf(uint256 modelId, uint8 stage)
-        external
-        view
-        returns (string memory cid, bytes32 digest, uint64 round)
-    {
+    function checkpointOf(uint256 modelId, uint8 stage) external view returns (bytes32 cid, bytes32 digest, uint64 round) {
         _checkStage(modelId, stage);
         Checkpoint storage checkpoint = _checkpoints[modelId][stage];
         return (checkpoint.cid, checkpoint.digest, checkpoint.round);
@@ -129,10 +138,11 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
         if (msg.sender != record.creator) revert NotModelCreator(modelId, msg.sender);
         record.status = status;
         emit ModelStatusChanged(modelId, status);
+        IRevenueRouter(IModelShares(sharesImplementation).router()).setModelStatus(modelId, status);
     }
 
     /// @inheritdoc IModelRegistry
-    function recordCheckpoint(uint256 modelId, uint8 stage, uint64 round, string calldata cid, bytes32 digest)
+    function recordCheckpoint(uint256 modelId, uint8 stage, uint64 round, bytes32 cid, bytes32 digest)
         external
         returns (bool accepted)
     {
@@ -145,6 +155,36 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
         checkpoint.round = round;
         emit CheckpointAccepted(modelId, stage, round, cid);
         return true;
+    }
+
+    /// @inheritdoc IModelRegistry
+    function setDriver(uint256 modelId, address driver, bool allowed) external {
+        if (msg.sender != _record(modelId).creator) revert NotModelCreator(modelId, msg.sender);
+        _setRole(modelId, driver, DRIVER, allowed);
+        emit DriverSet(modelId, driver, allowed);
+    }
+
+    /// @inheritdoc IModelRegistry
+    function setGateway(uint256 modelId, address gateway, bool allowed) external {
+        if (msg.sender != _record(modelId).operator) revert NotModelOperator(modelId, msg.sender);
+        _setRole(modelId, gateway, GATEWAY, allowed);
+        emit GatewaySet(modelId, gateway, allowed);
+    }
+
+    /// @inheritdoc IModelRegistry
+    function isDriver(uint256 modelId, address account) external view returns (bool) {
+        return _roles[modelId][account] & DRIVER != 0;
+    }
+
+    /// @inheritdoc IModelRegistry
+    function isGateway(uint256 modelId, address account) external view returns (bool) {
+        return _roles[modelId][account] & GATEWAY != 0;
+    }
+
+    function _setRole(uint256 modelId, address account, uint8 role, bool allowed) private {
+        if (account == address(0)) revert ZeroAddress();
+        uint8 roles = _roles[modelId][account];
+        _roles[modelId][account] = allowed ? roles | role : roles & ~role;
     }
 
     function _record(uint256 modelId) private view returns (ModelRecord storage record) {

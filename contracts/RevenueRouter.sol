@@ -9,13 +9,19 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 import {IModelShares} from "./interfaces/IModelShares.sol";
 import {IRevenueRouter} from "./interfaces/IRevenueRouter.sol";
+import {CreateAddress} from "./libraries/CreateAddress.sol";
 
 /// @title RevenueRouter
 /// @notice Takes inference payments in ETH or a model's ERC-20, records each request id once,
 /// accrues the protocol and operator fees, and deposits the rest into the model's ModelShares.
-/// @dev Gas: one payment writes the request record (a new slot), one packed fee slot per model and
-/// the shares' accounting; fees are pulled later instead of pushed, which costs less and means a
-/// treasury or operator that rejects transfers cannot block payments.
+/// @dev Gas: a payment writes the request record (a new slot) and one slot per model, which holds
+/// the holders' revenue total, both fee accruals and the model's status; ModelShares then updates
+/// its revenue per share. Nothing asks the registry: the share token's address is computed (see
+/// IRevenueRouter) and the registry pushes status changes here. Fees are pulled later instead of
+/// pushed, which costs less and means a treasury or operator that rejects transfers cannot block
+/// payments. A fee accrual kept in the model's slot holds up to 2^64-1 (18.4 ETH in wei); one
+/// that would grow past that moves whole to the model's full-width spill slot, so the hot slot
+/// stays one word and no amount is ever capped.
 contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
@@ -29,7 +35,16 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
         uint192 amount;
     }
 
-    struct Fees {
+    /// @dev What one payment updates: the holders' total (2^120 - 1 is past any real revenue; a
+    /// larger total reverts rather than wraps) and the fee accruals below the spill.
+    struct ModelAccount {
+        uint120 holderRevenue;
+        uint64 protocolFees;
+        uint64 operatorFees;
+        IModelRegistry.ModelStatus status;
+    }
+
+    struct SpilledFees {
         uint128 toProtocol;
         uint128 toOperator;
     }
@@ -45,7 +60,8 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
     uint16 public operatorFeeBps;
 
     mapping(bytes32 requestId => Payment) private _payments;
-    mapping(uint256 modelId => Fees) private _fees;
+    mapping(uint256 modelId => ModelAccount) private _accounts;
+    mapping(uint256 modelId => SpilledFees) private _spilled;
 
     constructor(address owner_, IModelRegistry registry_, address treasury_, uint16 protocolFeeBps_, uint16 operatorFeeBps_)
         Ownable(owner_)
@@ -61,9 +77,11 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
     /// asset (saving a call) and ModelShares.depositRevenue refuses ETH for an ERC-20 model.
     function payForInference(uint256 modelId, bytes32 requestId, uint256 amount) external payable nonReentrant {
         if (amount == 0) revert ZeroPayment();
-        if (_payments[requestId].amount != 0) revert RequestAlreadyPaid(requestId);
-        (address shares,, IModelRegistry.ModelStatus status) = registry.sharesOf(modelId);
-        if (status != IModelRegistry.ModelStatus.Active) revert ModelNotActive(modelId);
+        Payment storage payment = _payments[requestId];
+        if (payment.amount != 0) revert RequestAlreadyPaid(requestId);
+        address shares = _sharesOf(modelId);
+        ModelAccount storage account = _accounts[modelId];
+        if (account.status != IModelRegistry.ModelStatus.Active) revert ModelNotActive(modelId);
         address token;
         if (msg.value != 0) {
             if (msg.value != amount) revert PaymentValueMismatch(amount, msg.value);
@@ -73,17 +91,12 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
             _pullExactly(token, amount);
         }
 
-        (uint16 protocolBps, uint16 operatorBps) = (protocolFeeBps, operatorFeeBps);
-        uint256 toProtocol = amount * protocolBps / BPS;
-        uint256 toOperator = amount * operatorBps / BPS;
+        uint256 toProtocol = amount * protocolFeeBps / BPS;
+        uint256 toOperator = amount * operatorFeeBps / BPS;
         // The fees sum to at most MAX_TOTAL_FEE_BPS / BPS of amount, so this cannot underflow.
         uint256 toHolders = amount - toProtocol - toOperator;
-        _payments[requestId] = Payment({modelId: modelId.toUint64(), amount: amount.toUint192()});
-        if (toProtocol != 0 || toOperator != 0) {
-            Fees storage fees = _fees[modelId];
-            fees.toProtocol += toProtocol.toUint128();
-            fees.toOperator += toOperator.toUint128();
-        }
+        (payment.modelId, payment.amount) = (modelId.toUint64(), amount.toUint192());
+        _credit(modelId, account, toHolders, toProtocol, toOperator);
         emit InferencePaid(modelId, requestId, msg.sender, amount, toHolders, toOperator, toProtocol);
 
         if (token == address(0)) {
@@ -107,25 +120,39 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
 
     /// @inheritdoc IRevenueRouter
     function feesOwed(uint256 modelId) external view returns (uint256 toProtocol, uint256 toOperator) {
-        Fees storage fees = _fees[modelId];
-        return (fees.toProtocol, fees.toOperator);
+        ModelAccount storage account = _accounts[modelId];
+        SpilledFees storage spilled = _spilled[modelId];
+        return (spilled.toProtocol + account.protocolFees, spilled.toOperator + account.operatorFees);
+    }
+
+    /// @inheritdoc IRevenueRouter
+    function holderRevenueOf(uint256 modelId) external view returns (uint256) {
+        return _accounts[modelId].holderRevenue;
+    }
+
+    /// @inheritdoc IRevenueRouter
+    function setModelStatus(uint256 modelId, IModelRegistry.ModelStatus status) external {
+        if (msg.sender != address(registry)) revert NotRegistry(msg.sender);
+        _accounts[modelId].status = status;
     }
 
     /// @inheritdoc IRevenueRouter
     function withdrawProtocolFees(uint256 modelId) external nonReentrant returns (uint256 amount) {
-        Fees storage fees = _fees[modelId];
-        amount = fees.toProtocol;
+        ModelAccount storage account = _accounts[modelId];
+        SpilledFees storage spilled = _spilled[modelId];
+        amount = spilled.toProtocol + account.protocolFees;
         if (amount == 0) return 0;
-        fees.toProtocol = 0;
+        (spilled.toProtocol, account.protocolFees) = (0, 0);
         _payOut(modelId, treasury, amount);
     }
 
     /// @inheritdoc IRevenueRouter
     function withdrawOperatorFees(uint256 modelId) external nonReentrant returns (uint256 amount) {
-        Fees storage fees = _fees[modelId];
-        amount = fees.toOperator;
+        ModelAccount storage account = _accounts[modelId];
+        SpilledFees storage spilled = _spilled[modelId];
+        amount = spilled.toOperator + account.operatorFees;
         if (amount == 0) return 0;
-        fees.toOperator = 0;
+        (spilled.toOperator, account.operatorFees) = (0, 0);
         _payOut(modelId, registry.getModel(modelId).operator, amount);
     }
 
@@ -139,6 +166,38 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
         _setTreasury(treasury_);
     }
 
+    /// @dev The model's share token: the registry's modelId-th creation (a contract's nonce starts
+    /// at 1 and the registry creates nothing but share tokens, one per model id in order). No code
+    /// there means no such model yet.
+    function _sharesOf(uint256 modelId) private view returns (address shares) {
+        shares = CreateAddress.compute(address(registry), modelId);
+        if (shares.code.length == 0) revert UnknownModel(modelId);
+    }
+
+    /// @dev Adds one payment to the model's slot in a single write; a fee accrual that would pass
+    /// 64 bits moves whole to the spill slot first.
+    function _credit(
+        uint256 modelId,
+        ModelAccount storage account,
+        uint256 toHolders,
+        uint256 toProtocol,
+        uint256 toOperator
+    ) private {
+        uint256 protocolFees = account.protocolFees + toProtocol;
+        uint256 operatorFees = account.operatorFees + toOperator;
+        if (protocolFees > type(uint64).max) {
+            _spilled[modelId].toProtocol += protocolFees.toUint128();
+            protocolFees = 0;
+        }
+        if (operatorFees > type(uint64).max) {
+            _spilled[modelId].toOperator += operatorFees.toUint128();
+            operatorFees = 0;
+        }
+        // Both fee accruals are at most type(uint64).max here.
+        (account.holderRevenue, account.protocolFees, account.operatorFees) =
+            ((account.holderRevenue + toHolders).toUint120(), uint64(protocolFees), uint64(operatorFees));
+    }
+
     /// @dev Pulls `amount` tokens from the payer and insists they all arrived, which refuses
     /// fee-on-transfer tokens (and rebasing ones that move during the call).
     function _pullExactly(address token, uint256 amount) private {
@@ -150,8 +209,7 @@ contract RevenueRouter is IRevenueRouter, Ownable2Step, ReentrancyGuardTransient
 
     function _payOut(uint256 modelId, address to, uint256 amount) private {
         emit FeesWithdrawn(modelId, to, amount);
-        (address shares,,) = registry.sharesOf(modelId);
-        address asset = IModelShares(shares).revenueAsset();
+        address asset = IModelShares(_sharesOf(modelId)).revenueAsset();
         if (asset == address(0)) {
             (bool ok,) = to.call{value: amount}("");
             if (!ok) revert FeeTransferFailed(to, amount);

@@ -1,448 +1,239 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {Ownable, Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
-import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
-import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
-import {IModelShares} from "./interfaces/IModelShares.sol";
 import {IWorkLedger} from "./interfaces/IWorkLedger.sol";
+import {LedgerClaims} from "./ledger/LedgerClaims.sol";
+import {LedgerStake} from "./ledger/LedgerStake.sol";
 
 /// @title WorkLedger
-/// @notice Stake, stage membership, proof-of-work claims with challenges, votes and slashing,
-/// and the minting of shares for work that survives the challenge window.
-/// @dev ETH accounting: the ledger's balance always equals the sum over accounts of
-/// staked + unbonding. Bonds are the `locked` part of `staked`; slashing moves stake between
-/// accounts (the treasury's burn share is credited to the treasury's stake), so nothing but
-/// withdraw() sends ETH out. Claims live in one lane per (model, worker), see IWorkLedger.
-contract WorkLedger is IWorkLedger, Ownable2Step, ReentrancyGuardTransient {
-    using SafeCast for uint256;
-
-    uint256 private constant BPS = 10_000;
-    uint256 private constant MAX_WINDOW = 30 days;
-    uint256 private constant MAX_UNBONDING = 365 days;
-
-    /// @dev A lane holds a worker's latest claim in one model; slots are rewritten every round.
-    struct Lane {
-        address worker;
-        uint64 round;
-        uint8 stage;
-        ClaimStatus status;
-        uint64 modelId;
-        uint64 workUnits;
-        uint40 deadline;
-        uint88 bond;
+/// @notice Turns verified training work into ownership: stake (LedgerStake), one stage per model
+/// per address as worker or validator (LedgerSeats), chained multi-round claims (LedgerClaims),
+/// and here the disputes: a stage validator challenges a claim, the stage's validators vote with
+/// the weight of their stake, and resolve slashes the loser after the vote window.
+/// @dev Disputes are keyed by claim id, outside the claim ring, so a dispute of a voided claim
+/// can still be resolved (returning the challenger's bond) after its ring slot was reused.
+/// Defences against a dispute decided by fresh addresses in one block: validators challenge
+/// and vote only validatorDelay after registering; resolve waits for the vote window unless every
+/// eligible validator of the stage voted; votes weigh by stake; a challenge without a decision
+/// costs the challenger noQuorumSlashBps of its bond; losing voters lose loserVoteSlashBps of
+/// their vote bond.
+contract WorkLedger is LedgerClaims {
+    struct Dispute {
         address challenger;
+        ChallengeKind kind;
         uint40 voteDeadline;
-        uint32 challengedStep;
-        uint8 votesValid;
-        uint8 votesInvalid;
-        bytes32 checkpointDigest;
-        string checkpointCID;
+        uint32 voters;
+        ClaimStatus outcome; // None while open
+        uint64 round;
+        uint32 step;
+        uint88 bond;
+        uint40 openedAt;
+        uint128 weightValid;
+        uint128 weightInvalid;
     }
 
-    struct Member {
-        uint64 laneId;
-        uint32 index;
-        uint8 stage;
-        bool active;
+    struct Vote {
+        uint88 bond;
+        bool cast;
+        bool claimValid;
+        bool settled;
     }
 
-    /// @notice The registry of models, checkpoints and share tokens.
-    IModelRegistry public immutable registry;
-    /// @inheritdoc IWorkLedger
-    address public immutable treasury;
-
-    Parameters private _params;
-    uint64 private _laneCount;
-    mapping(address account => StakeAccount) private _stakes;
-    mapping(uint256 modelId => mapping(address account => Member)) private _members;
-    mapping(uint256 modelId => mapping(uint8 stage => address[])) private _stageMembers;
-    mapping(uint256 laneId => Lane) private _lanes;
-    mapping(uint256 claimId => mapping(address validator => bool)) private _voted;
+    mapping(uint256 claimId => Dispute) private _disputes;
+    mapping(uint256 claimId => mapping(address validator => Vote)) private _votes;
 
     constructor(address owner_, IModelRegistry registry_, address treasury_, Parameters memory params)
-        Ownable(owner_)
-    {
-        if (address(registry_) == address(0) || treasury_ == address(0)) revert ZeroAddress();
-        registry = registry_;
-        treasury = treasury_;
-        _setParameter("challengeWindow", params.challengeWindow);
-        _setParameter("voteWindow", params.voteWindow);
-        _setParameter("unbondingPeriod", params.unbondingPeriod);
-        _setParameter("claimBond", params.claimBond);
-        _setParameter("minWorkerStake", params.minWorkerStake);
-        _setParameter("minValidatorStake", params.minValidatorStake);
-        _setParameter("maxWorkUnitsPerClaim", params.maxWorkUnitsPerClaim);
-        _setParameter("quorum", params.quorum);
-        _setParameter("burnBps", params.burnBps);
-    }
-
-    // ----------------------------------------------------------------------------- stake
+        LedgerStake(owner_, registry_, treasury_, params)
+    {}
 
     /// @inheritdoc IWorkLedger
-    function stake() external payable {
-        if (msg.value == 0) revert ZeroAmount();
-        StakeAccount storage account = _stakes[msg.sender];
-        account.staked += msg.value.toUint96();
-        emit Staked(msg.sender, msg.value, account.staked);
+    function challenge(uint256 claimId, uint64 round, uint32 stepIndex, bytes32 evidenceCID) external {
+        ClaimSlot storage slot = _slotOf(claimId);
+        if (round < slot.firstRound || round > slot.lastRound) revert RoundOutsideClaim(claimId, round);
+        _openDispute(claimId, slot, ChallengeKind.Divergence, round, stepIndex);
+        emit ClaimChallenged(claimId, msg.sender, ChallengeKind.Divergence, round, stepIndex, evidenceCID);
     }
 
     /// @inheritdoc IWorkLedger
-    function requestUnstake(uint256 amount) external {
-        if (amount == 0) revert ZeroAmount();
-        StakeAccount storage account = _stakes[msg.sender];
-        uint256 free = account.staked - account.locked;
-        if (amount > free) revert InsufficientStake(msg.sender, amount, free);
-        uint256 remaining = account.staked - amount;
-        uint256 required = _requiredStake(account);
-        if (remaining < required) revert StakeStillRequired(msg.sender, required, remaining);
-        // amount <= free <= staked < 2^96.
-        account.staked = uint96(remaining);
-        account.unbonding += uint128(amount);
-        uint64 readyAt = uint64(block.timestamp) + _params.unbondingPeriod;
-        account.readyAt = readyAt;
-        emit UnstakeRequested(msg.sender, amount, readyAt);
-    }
-
-    /// @inheritdoc IWorkLedger
-    function withdraw() external nonReentrant {
-        StakeAccount storage account = _stakes[msg.sender];
-        uint256 amount = account.unbonding;
-        if (amount == 0) revert NothingToWithdraw(msg.sender);
-        if (block.timestamp < account.readyAt) revert UnbondingNotOver(msg.sender, account.readyAt);
-        account.unbonding = 0;
-        emit Withdrawn(msg.sender, amount);
-        (bool ok,) = msg.sender.call{value: amount}("");
-        if (!ok) revert TransferFailed(msg.sender, amount);
-    }
-
-    // ------------------------------------------------------------------------ membership
-
-    /// @inheritdoc IWorkLedger
-    function join(uint256 modelId, uint8 stage, bytes calldata peerId, bytes32 encryptionKey) external {
-        (, uint8 numStages, IModelRegistry.ModelStatus status) = registry.sharesOf(modelId);
-        if (status != IModelRegistry.ModelStatus.Active) revert ModelNotActive(modelId);
-        if (stage >= numStages) revert StageOutOfRange(modelId, stage);
-        Member storage member = _members[modelId][msg.sender];
-        if (member.active) revert AlreadyMemberOfModel(modelId, msg.sender, member.stage);
-        StakeAccount storage account = _stakes[msg.sender];
-        uint256 minStake = _params.minWorkerStake;
-        if (account.staked < minStake) revert InsufficientStake(msg.sender, minStake, account.staked);
-
-        if (member.laneId == 0) member.laneId = ++_laneCount;
-        address[] storage members = _stageMembers[modelId][stage];
-        member.index = members.length.toUint32();
-        member.stage = stage;
-        member.active = true;
-        members.push(msg.sender);
-        account.memberships += 1;
-        emit Joined(modelId, stage, msg.sender, peerId, encryptionKey);
-    }
-
-    /// @inheritdoc IWorkLedger
-    function leave(uint256 modelId) external {
-        Member storage member = _members[modelId][msg.sender];
-        if (!member.active) revert NotModelMember(modelId, msg.sender);
-        uint8 stage = member.stage;
-        address[] storage members = _stageMembers[modelId][stage];
-        address last = members[members.length - 1];
-        members[member.index] = last;
-        _members[modelId][last].index = member.index;
-        members.pop();
-        member.active = false;
-        _stakes[msg.sender].memberships -= 1;
-        emit Left(modelId, stage, msg.sender);
-    }
-
-    /// @inheritdoc IWorkLedger
-    function membersOf(uint256 modelId, uint8 stage) external view returns (address[] memory) {
-        return _stageMembers[modelId][stage];
-    }
-
-    /// @inheritdoc IWorkLedger
-    function stageOf(uint256 modelId, address account) external view returns (bool member, uint8 stage) {
-        Member storage record = _members[modelId][account];
-        return (record.active, record.stage);
-    }
-
-    /// @inheritdoc IWorkLedger
-    function registerValidator() external {
-        StakeAccount storage account = _stakes[msg.sender];
-        if (account.validator) revert AlreadyValidator(msg.sender);
-        uint256 minStake = _params.minValidatorStake;
-        if (account.staked < minStake) revert InsufficientStake(msg.sender, minStake, account.staked);
-        account.validator = true;
-        emit ValidatorRegistered(msg.sender);
-    }
-
-    // ---------------------------------------------------------------------------- claims
-
-    /// @inheritdoc IWorkLedger
-    function submitClaim(ClaimInput calldata input) external returns (uint256 claimId) {
-        uint256 laneId = _checkClaim(input);
-        uint88 bond = _params.claimBond;
-        _lock(msg.sender, bond);
-        Lane storage lane = _lanes[laneId];
-        lane.worker = msg.sender;
-        lane.round = input.round;
-        lane.stage = input.stage;
-        lane.status = ClaimStatus.Pending;
-        lane.modelId = input.modelId.toUint64();
-        lane.workUnits = input.workUnits;
-        // Timestamps fit 40 bits until the year 36812; windows are capped at 30 days.
-        lane.deadline = uint40(block.timestamp + _params.challengeWindow);
-        lane.bond = bond;
-        if (lane.challenger != address(0)) _clearDispute(lane);
-        lane.checkpointDigest = input.checkpointDigest;
-        lane.checkpointCID = input.checkpointCID;
-        claimId = _claimId(laneId, input.round);
-        _emitClaimSubmitted(claimId, input);
-    }
-
-    /// @inheritdoc IWorkLedger
-    function challenge(uint256 claimId, uint32 stepIndex, string calldata evidenceCID) external {
-        Lane storage lane = _claim(claimId);
-        if (lane.status != ClaimStatus.Pending) revert WrongClaimStatus(claimId, lane.status);
-        if (block.timestamp > lane.deadline) revert ChallengeWindowClosed(claimId, lane.deadline);
-        if (!_stakes[msg.sender].validator) revert NotValidator(msg.sender);
-        if (msg.sender == lane.worker) revert CannotChallengeOwnClaim(claimId, msg.sender);
-        _lock(msg.sender, lane.bond);
-        lane.status = ClaimStatus.Challenged;
-        lane.challenger = msg.sender;
-        lane.voteDeadline = uint40(block.timestamp + _params.voteWindow);
-        lane.challengedStep = stepIndex;
-        emit ClaimChallenged(claimId, msg.sender, stepIndex, evidenceCID);
+    function challengeUnavailable(uint256 claimId) external {
+        ClaimSlot storage slot = _slotOf(claimId);
+        // The grace in force now: one raised since the claim was submitted may end after the
+        // claim's deadline, and then _openDispute refuses with ChallengeWindowClosed.
+        uint64 graceEndsAt = slot.submittedAt + _params.availabilityGrace;
+        if (block.timestamp < graceEndsAt) revert AvailabilityGraceNotOver(claimId, graceEndsAt);
+        _openDispute(claimId, slot, ChallengeKind.Unavailable, 0, 0);
+        emit ClaimChallenged(claimId, msg.sender, ChallengeKind.Unavailable, 0, 0, 0);
     }
 
     /// @inheritdoc IWorkLedger
     function vote(uint256 claimId, bool claimValid) external {
-        Lane storage lane = _claim(claimId);
-        if (lane.status != ClaimStatus.Challenged) revert WrongClaimStatus(claimId, lane.status);
-        if (!_stakes[msg.sender].validator) revert NotValidator(msg.sender);
-        if (msg.sender == lane.worker || msg.sender == lane.challenger) {
-            revert CannotVoteOnOwnDispute(claimId, msg.sender);
-        }
-        if (block.timestamp > lane.voteDeadline) revert VoteWindowClosed(claimId, lane.voteDeadline);
-        if (_voted[claimId][msg.sender]) revert AlreadyVoted(claimId, msg.sender);
-        _voted[claimId][msg.sender] = true;
-        if (claimValid) lane.votesValid += 1;
-        else lane.votesInvalid += 1;
-        emit VoteCast(claimId, msg.sender, claimValid);
+        ClaimStatus status = _statusOf(claimId);
+        if (status != ClaimStatus.Challenged) revert WrongClaimStatus(claimId, status);
+        Dispute storage dispute = _disputes[claimId];
+        (address worker, uint256 modelId) = _ownerOf(claimId);
+        if (msg.sender == worker || msg.sender == dispute.challenger) revert CannotVoteOnOwnDispute(claimId, msg.sender);
+        // Only the stage's validators when the dispute opened vote on it: none registered after.
+        _requireEligibleValidator(modelId, _lanes[claimId >> 64].stage, msg.sender, dispute.openedAt);
+        if (block.timestamp > dispute.voteDeadline) revert VoteWindowClosed(claimId, dispute.voteDeadline);
+        Vote storage ballot = _votes[claimId][msg.sender];
+        if (ballot.cast) revert AlreadyVoted(claimId, msg.sender);
+        uint88 bond = _params.voteBond;
+        _lock(msg.sender, bond);
+        uint96 weight = _stakes[msg.sender].staked;
+        (ballot.bond, ballot.cast, ballot.claimValid) = (bond, true, claimValid);
+        dispute.voters += 1;
+        // The sum of the voters' stakes is below the ledger's ETH (< 2^96).
+        if (claimValid) dispute.weightValid += weight;
+        else dispute.weightInvalid += weight;
+        emit VoteCast(claimId, msg.sender, claimValid, weight);
     }
 
     /// @inheritdoc IWorkLedger
     function resolve(uint256 claimId) external {
-        Lane storage lane = _claim(claimId);
-        if (lane.status != ClaimStatus.Challenged) revert WrongClaimStatus(claimId, lane.status);
-        uint256 quorum = _params.quorum;
-        (uint8 valid, uint8 invalid) = (lane.votesValid, lane.votesInvalid);
-        uint256 bond = lane.bond;
-        if (valid >= quorum && valid > invalid) {
-            // The worker was right: the challenger's bond is slashed, the worker's stays locked until finalize.
-            lane.status = ClaimStatus.Upheld;
+        Dispute storage dispute = _disputes[claimId];
+        (uint64 laneId, uint64 seq) = _split(claimId);
+        Lane storage lane = _lanes[laneId];
+        if (dispute.challenger == address(0) || dispute.outcome != ClaimStatus.None) {
+            revert WrongClaimStatus(claimId, _statusOf(claimId));
+        }
+        (address worker, uint256 modelId) = _ownerOf(claimId);
+        if (seq <= lane.settled) {
+            // An earlier claim of the lane was rejected while this one was disputed.
+            dispute.outcome = ClaimStatus.Voided;
+            emit ClaimResolved(claimId, ClaimStatus.Voided, false);
+            _unlock(dispute.challenger, dispute.bond);
+            return;
+        }
+        if (block.timestamp <= dispute.voteDeadline && !_everyEligibleVoted(claimId, modelId, lane.stage, worker)) {
+            revert VoteWindowOpen(claimId, dispute.voteDeadline);
+        }
+        ClaimSlot storage slot = _rings[laneId][seq % MAX_PENDING_CLAIMS];
+        (uint256 valid, uint256 invalid) = (dispute.weightValid, dispute.weightInvalid);
+        if (dispute.voters < _params.quorum || valid == invalid) {
+            _standWithoutDecision(claimId, slot, dispute, worker);
+        } else if (valid > invalid) {
+            (slot.status, dispute.outcome) = (ClaimStatus.Upheld, ClaimStatus.Upheld);
             emit ClaimResolved(claimId, ClaimStatus.Upheld, true);
-            _slash(lane.challenger, lane.worker, bond);
-        } else if (invalid >= quorum && invalid > valid) {
-            lane.status = ClaimStatus.Rejected;
+            _slash(dispute.challenger, worker, dispute.bond);
+        } else {
+            if (seq != lane.settled + 1) revert EarlierClaimOpen(claimId, claimId - seq + lane.settled + 1);
+            (slot.status, dispute.outcome) = (ClaimStatus.Rejected, ClaimStatus.Rejected);
             emit ClaimResolved(claimId, ClaimStatus.Rejected, true);
             emit ClaimRejected(claimId);
-            _slash(lane.worker, lane.challenger, bond);
-            _unlock(lane.challenger, bond);
-        } else if (block.timestamp > lane.voteDeadline) {
-            // No quorum in time: the claim mints nothing and nobody is slashed.
-            lane.status = ClaimStatus.Rejected;
-            emit ClaimResolved(claimId, ClaimStatus.Rejected, false);
-            emit ClaimRejected(claimId);
-            _unlock(lane.worker, bond);
-            _unlock(lane.challenger, bond);
-        } else {
-            revert NotResolvable(claimId);
+            _voidLater(claimId, lane, slot.bond, modelId, worker);
+            _slash(worker, dispute.challenger, slot.bond);
+            _unlock(dispute.challenger, dispute.bond);
         }
     }
 
     /// @inheritdoc IWorkLedger
-    function finalize(uint256 claimId) external nonReentrant {
-        Lane storage lane = _claim(claimId);
-        ClaimStatus status = lane.status;
-        if (status == ClaimStatus.Pending) {
-            if (block.timestamp <= lane.deadline) revert ChallengeWindowOpen(claimId, lane.deadline);
-        } else if (status != ClaimStatus.Upheld) {
-            revert WrongClaimStatus(claimId, status);
+    function settleVote(uint256 claimId) external {
+        Vote storage ballot = _votes[claimId][msg.sender];
+        if (!ballot.cast || ballot.settled) revert NothingToSettle(claimId, msg.sender);
+        ClaimStatus outcome = _disputes[claimId].outcome;
+        (uint64 laneId, uint64 seq) = _split(claimId);
+        if (outcome == ClaimStatus.None && seq > _lanes[laneId].settled) {
+            revert WrongClaimStatus(claimId, ClaimStatus.Challenged);
         }
-        lane.status = ClaimStatus.Finalized;
-        address worker = lane.worker;
-        uint256 modelId = lane.modelId;
-        _unlock(worker, lane.bond);
-        (address shares, uint256 sharesPerWorkUnit) = registry.workTermsOf(modelId);
-        uint256 minted = uint256(lane.workUnits) * sharesPerWorkUnit;
-        emit ClaimFinalized(claimId, minted);
-        IModelShares(shares).mint(worker, minted);
-        registry.recordCheckpoint(modelId, lane.stage, lane.round, lane.checkpointCID, lane.checkpointDigest);
+        bool lost = (outcome == ClaimStatus.Upheld && !ballot.claimValid)
+            || (outcome == ClaimStatus.Rejected && ballot.claimValid);
+        uint256 slashed = lost ? uint256(ballot.bond) * _params.loserVoteSlashBps / BPS : 0;
+        ballot.settled = true;
+        emit VoteSettled(claimId, msg.sender, slashed);
+        _unlock(msg.sender, ballot.bond - slashed);
+        if (slashed != 0) _slash(msg.sender, treasury, slashed);
     }
 
     /// @inheritdoc IWorkLedger
-    function getClaim(uint256 claimId) external view returns (Claim memory) {
-        Lane storage lane = _claim(claimId);
-        return Claim({
-            worker: lane.worker,
-            round: lane.round,
-            stage: lane.stage,
-            status: lane.status,
-            modelId: lane.modelId,
-            workUnits: lane.workUnits,
-            deadline: lane.deadline,
-            bond: lane.bond,
-            challenger: lane.challenger,
-            voteDeadline: lane.voteDeadline,
-            challengedStep: lane.challengedStep,
-            votesValid: lane.votesValid,
-            votesInvalid: lane.votesInvalid,
-            checkpointDigest: lane.checkpointDigest,
-            checkpointCID: lane.checkpointCID
-        });
+    function getClaim(uint256 claimId) external view returns (Claim memory claim) {
+        ClaimSlot storage slot = _slotOf(claimId);
+        (claim.worker, claim.modelId) = _ownerOf(claimId);
+        (claim.stage, claim.status) = (slot.stage, _statusOf(claimId));
+        (claim.firstRound, claim.lastRound, claim.workUnits) = (slot.firstRound, slot.lastRound, slot.workUnits);
+        (claim.submittedAt, claim.deadline, claim.bond) = (slot.submittedAt, slot.deadline, slot.bond);
+        (claim.checkpointCID, claim.checkpointDigest, claim.roundsRoot) =
+            (slot.checkpointCID, slot.checkpointDigest, slot.roundsRoot);
+        if (slot.chained) claim.previousClaimId = claimId - 1;
+        Dispute storage dispute = _disputes[claimId];
+        (claim.challenger, claim.kind, claim.challengedRound, claim.challengedStep) =
+            (dispute.challenger, dispute.kind, dispute.round, dispute.step);
+        (claim.voteDeadline, claim.voters, claim.weightValid, claim.weightInvalid) =
+            (dispute.voteDeadline, dispute.voters, dispute.weightValid, dispute.weightInvalid);
     }
 
-    // ------------------------------------------------------------------------ parameters
-
-    /// @inheritdoc IWorkLedger
-    function stakeOf(address account) external view returns (StakeAccount memory) {
-        return _stakes[account];
+    /// @dev Checks shared by both challenge kinds, then the dispute record and the challenger's bond.
+    function _openDispute(uint256 claimId, ClaimSlot storage slot, ChallengeKind kind, uint64 round, uint32 step)
+        private
+    {
+        ClaimStatus status = _statusOf(claimId);
+        Dispute storage dispute = _disputes[claimId];
+        if (dispute.challenger != address(0)) revert AlreadyChallenged(claimId, dispute.challenger);
+        if (status != ClaimStatus.Pending) revert WrongClaimStatus(claimId, status);
+        if (block.timestamp > slot.deadline) revert ChallengeWindowClosed(claimId, slot.deadline);
+        (address worker, uint256 modelId) = _ownerOf(claimId);
+        if (msg.sender == worker) revert CannotChallengeOwnClaim(claimId, msg.sender);
+        _requireEligibleValidator(modelId, _lanes[claimId >> 64].stage, msg.sender, block.timestamp);
+        _lock(msg.sender, slot.bond);
+        slot.status = ClaimStatus.Challenged;
+        (dispute.challenger, dispute.kind) = (msg.sender, kind);
+        // Timestamps fit 40 bits until the year 36812; the vote window is capped at 30 days.
+        (dispute.round, dispute.step, dispute.bond, dispute.openedAt) =
+            (round, step, slot.bond, uint40(block.timestamp));
+        dispute.voteDeadline = uint40(block.timestamp + _params.voteWindow);
     }
 
-    /// @inheritdoc IWorkLedger
-    function parameters() external view returns (Parameters memory) {
-        return _params;
+    /// @dev No decision: the claim is Pending again (due once past its deadline) and the
+    /// challenger loses noQuorumSlashBps of its bond to the worker (less the burn).
+    function _standWithoutDecision(uint256 claimId, ClaimSlot storage slot, Dispute storage dispute, address worker)
+        private
+    {
+        uint256 penalty = uint256(dispute.bond) * _params.noQuorumSlashBps / BPS;
+        (slot.status, dispute.outcome) = (ClaimStatus.Pending, ClaimStatus.Pending);
+        emit ClaimResolved(claimId, ClaimStatus.Pending, penalty != 0);
+        _unlock(dispute.challenger, dispute.bond - penalty);
+        if (penalty != 0) _slash(dispute.challenger, worker, penalty);
     }
 
-    /// @inheritdoc IWorkLedger
-    function setParameter(bytes32 name, uint256 value) external onlyOwner {
-        _setParameter(name, value);
+    /// @dev Voids every open claim of the lane after the rejected head in O(1): `settled` jumps to
+    /// the tip (their stored statuses now read as Voided) and their bonds are released at once.
+    function _voidLater(uint256 claimId, Lane storage lane, uint256 rejectedBond, uint256 modelId, address worker)
+        private
+    {
+        (uint64 settled, uint64 tip) = (lane.settled, lane.tip);
+        // openBonds includes the rejected claim's bond.
+        uint256 released = lane.openBonds - rejectedBond;
+        (lane.settled, lane.openBonds) = (tip, 0);
+        // The rejected claim is settled + 1 and at most MAX_PENDING_CLAIMS are open.
+        uint32 voided = uint32(tip - settled - 1);
+        if (voided != 0) emit LaneVoided(modelId, worker, claimId, voided, released);
+        _unlock(worker, released);
     }
 
-    function _setParameter(bytes32 name, uint256 value) private {
-        if (name == "challengeWindow") {
-            _params.challengeWindow = uint64(_bounded(name, value, 1, MAX_WINDOW));
-        } else if (name == "voteWindow") {
-            _params.voteWindow = uint64(_bounded(name, value, 1, MAX_WINDOW));
-        } else if (name == "unbondingPeriod") {
-            _params.unbondingPeriod = uint64(_bounded(name, value, 0, MAX_UNBONDING));
-        } else if (name == "claimBond") {
-            _params.claimBond = uint88(_bounded(name, value, 1, type(uint88).max));
-        } else if (name == "minWorkerStake") {
-            _params.minWorkerStake = uint96(_bounded(name, value, 0, type(uint96).max));
-        } else if (name == "minValidatorStake") {
-            _params.minValidatorStake = uint96(_bounded(name, value, 0, type(uint96).max));
-        } else if (name == "maxWorkUnitsPerClaim") {
-            _params.maxWorkUnitsPerClaim = uint64(_bounded(name, value, 1, type(uint64).max));
-        } else if (name == "quorum") {
-            _params.quorum = uint8(_bounded(name, value, 1, type(uint8).max));
-        } else if (name == "burnBps") {
-            _params.burnBps = uint16(_bounded(name, value, 0, BPS));
-        } else {
-            revert UnknownParameter(name);
+    /// @dev Early resolution: every validator of the stage that could vote now (eligible when the
+    /// dispute opened and holding minValidatorStake), other than the worker and the challenger, has
+    /// voted. O(validators of the stage); after the vote window resolve does not need it.
+    function _everyEligibleVoted(uint256 claimId, uint256 modelId, uint8 stage, address worker)
+        private
+        view
+        returns (bool)
+    {
+        Dispute storage dispute = _disputes[claimId];
+        (address challenger, uint256 openedAt) = (dispute.challenger, dispute.openedAt);
+        uint256 minStake = _params.minValidatorStake;
+        StageValidators storage validators = _validators[modelId][stage];
+        for (uint256 i; i < validators.count; ++i) {
+            address validator = validators.at[i];
+            if (validator == worker || validator == challenger || _votes[claimId][validator].cast) continue;
+            if (openedAt >= _seats[modelId][validator].eligibleAt && _stakes[validator].staked >= minStake) {
+                return false;
+            }
         }
-        emit ParameterChanged(name, value);
+        return true;
     }
 
-    // --------------------------------------------------------------------------- helpers
-
-    /// @dev Every precondition of submitClaim; returns the caller's lane in the model.
-    function _checkClaim(ClaimInput calldata input) private view returns (uint256 laneId) {
-        Member storage member = _members[input.modelId][msg.sender];
-        if (!member.active || member.stage != input.stage) {
-            revert NotStageMember(input.modelId, input.stage, msg.sender);
-        }
-        (,, IModelRegistry.ModelStatus status) = registry.sharesOf(input.modelId);
-        if (status != IModelRegistry.ModelStatus.Active) revert ModelNotActive(input.modelId);
-        uint64 maxWorkUnits = _params.maxWorkUnitsPerClaim;
-        if (input.workUnits == 0 || input.workUnits > maxWorkUnits) {
-            revert InvalidWorkUnits(input.workUnits, maxWorkUnits);
-        }
-        if (bytes(input.checkpointCID).length == 0) revert EmptyCheckpointCID();
-
-        laneId = member.laneId;
-        Lane storage lane = _lanes[laneId];
-        if (_isOpen(lane.status)) revert PreviousClaimOpen(_claimId(laneId, lane.round));
-        (string memory parent,, uint64 parentRound) = registry.checkpointOf(input.modelId, input.stage);
-        if (keccak256(bytes(parent)) != keccak256(bytes(input.parentCID))) {
-            revert ParentMismatch(parent, input.parentCID);
-        }
-        uint64 lastRound = lane.round > parentRound ? lane.round : parentRound;
-        if (input.round <= lastRound) revert RoundNotIncreasing(input.round, lastRound);
-    }
-
-    function _emitClaimSubmitted(uint256 claimId, ClaimInput calldata input) private {
-        emit ClaimSubmitted(
-            claimId,
-            input.modelId,
-            input.stage,
-            input.round,
-            msg.sender,
-            input.parentCID,
-            input.checkpointCID,
-            input.checkpointDigest,
-            input.traceRoot,
-            input.traceCID,
-            input.workUnits
-        );
-    }
-
-    function _bounded(bytes32 name, uint256 value, uint256 min, uint256 max) private pure returns (uint256) {
-        if (value < min || value > max) revert ParameterOutOfBounds(name, value);
-        return value;
-    }
-
-    function _requiredStake(StakeAccount storage account) private view returns (uint256 required) {
-        if (account.memberships != 0) required = _params.minWorkerStake;
-        if (account.validator && _params.minValidatorStake > required) required = _params.minValidatorStake;
-    }
-
-    function _lock(address who, uint256 amount) private {
-        StakeAccount storage account = _stakes[who];
-        uint256 free = account.staked - account.locked;
-        if (free < amount) revert InsufficientStake(who, amount, free);
-        // amount <= free, so locked stays <= staked < 2^96.
-        account.locked += uint96(amount);
-    }
-
-    function _unlock(address who, uint256 amount) private {
-        // Only bonds locked by _lock are unlocked, so locked >= amount.
-        _stakes[who].locked -= uint96(amount);
-    }
-
-    /// @dev Takes `amount` of `loser`'s locked bond: burnBps of it to the treasury's stake, the
-    /// rest to `winner`'s stake.
-    function _slash(address loser, address winner, uint256 amount) private {
-        StakeAccount storage account = _stakes[loser];
-        // The bond is locked, so staked >= locked >= amount; amount fits in 88 bits.
-        account.locked -= uint96(amount);
-        account.staked -= uint96(amount);
-        uint256 toTreasury = amount * _params.burnBps / BPS;
-        uint256 toWinner = amount - toTreasury;
-        _stakes[winner].staked += uint96(toWinner);
-        _stakes[treasury].staked += uint96(toTreasury);
-        emit Slashed(loser, amount, winner, toWinner);
-    }
-
-    function _clearDispute(Lane storage lane) private {
-        lane.challenger = address(0);
-        lane.voteDeadline = 0;
-        lane.challengedStep = 0;
-        lane.votesValid = 0;
-        lane.votesInvalid = 0;
-    }
-
-    function _claim(uint256 claimId) private view returns (Lane storage lane) {
-        lane = _lanes[claimId >> 64];
-        if (lane.status == ClaimStatus.None || lane.round != uint64(claimId)) revert UnknownClaim(claimId);
-    }
-
-    function _claimId(uint256 laneId, uint64 round) private pure returns (uint256) {
-        return laneId << 64 | round;
-    }
-
-    function _isOpen(ClaimStatus status) private pure returns (bool) {
-        return status == ClaimStatus.Pending || status == ClaimStatus.Challenged || status == ClaimStatus.Upheld;
+    function _ownerOf(uint256 claimId) private view returns (address worker, uint256 modelId) {
+        LaneOwner storage owner = _owners[claimId >> 64];
+        return (owner.worker, owner.modelId);
     }
 }

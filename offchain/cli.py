@@ -21,6 +21,7 @@ from offchain.holder.commands import balance, claim
 from offchain.storage.commands import store_app
 from offchain.swarm.commands import driver_app
 from offchain.verifier.commands import verifier_app
+from offchain.web.commands import web_app
 from offchain.worker.commands import worker_app
 
 stderr = Console(stderr=True, soft_wrap=True)  # an error stays one line, however narrow the terminal
@@ -40,6 +41,7 @@ for sub_app, name in [
     (verifier_app, "verifier"),
     (gateway_app, "gateway"),
     (store_app, "store"),
+    (web_app, "web"),
 ]:
     app.add_typer(sub_app, name=name)
 for command in (infer, claim, balance):
@@ -96,6 +98,55 @@ def model_create(
     )
 
 
+def _set_role(
+    role: str,
+    model_id: int,
+    account: str,
+    remove: bool,
+    rpc_url: str,
+    key_file: Path | None,
+    deployments: Path,
+) -> None:
+    from offchain.chain.models import set_role
+    from offchain.chain.protocol import open_protocol
+
+    protocol = open_protocol(rpc_url, key_file, deployments, signer=True)
+    tx = set_role(protocol, model_id, role, account, not remove)
+    typer.echo(f"model {model_id}: {account} {'is no longer' if remove else 'is now'} a {role} (tx {tx})")
+
+
+RoleAccount = Annotated[str, typer.Argument(help="The account's address.")]
+RemoveRole = Annotated[bool, typer.Option("--remove", help="Take the role away instead.")]
+
+
+@model_app.command("driver")
+def model_driver(
+    model_id: options.ModelId,
+    account: RoleAccount,
+    remove: RemoveRole = False,
+    rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
+    key_file: options.KeyFile = None,
+    deployments: options.Deployments = options.DEPLOYMENTS_DIR,
+) -> None:
+    """Let ACCOUNT drive the model's training rounds (the creator's key): stage workers accept
+    round control and stage-0 inputs only from the model's drivers."""
+    _set_role("driver", model_id, account, remove, rpc_url, key_file, deployments)
+
+
+@model_app.command("gateway")
+def model_gateway(
+    model_id: options.ModelId,
+    account: RoleAccount,
+    remove: RemoveRole = False,
+    rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
+    key_file: options.KeyFile = None,
+    deployments: options.Deployments = options.DEPLOYMENTS_DIR,
+) -> None:
+    """Let ACCOUNT serve the model's inference (the operator's key): stage workers answer `infer`
+    only for the model's gateways."""
+    _set_role("gateway", model_id, account, remove, rpc_url, key_file, deployments)
+
+
 @model_app.command("show")
 def model_show(
     model_id: options.ModelId,
@@ -118,7 +169,7 @@ def status(
     deployments: options.Deployments = options.DEPLOYMENTS_DIR,
     as_json: options.JsonOut = False,
 ) -> None:
-    """Show a model's stages, members, finalized rounds, claims by state, shares and revenue."""
+    """Show a model's stages (members, validators, finalized rounds), claims by state, shares and revenue."""
     from rich.table import Table
 
     from offchain.chain.protocol import open_protocol
@@ -130,16 +181,20 @@ def status(
         return
     model, claims, revenue = report["model"], report["claims"], report["revenue"]
     table = Table(title=f"model {model_id} ({model['status']}, spec {model['spec_cid']})")
-    for column in ("stage", "members", "finalized round", "checkpoint"):
+    for column in ("stage", "members", "validators", "finalized round", "checkpoint"):
         table.add_column(column)
     for stage in report["stages"]:
         members = "\n".join(stage["members"]) or "-"
-        table.add_row(str(stage["stage"]), members, str(stage["round"]), stage["checkpoint_cid"] or "-")
+        validators = "\n".join(stage["validators"]) or "-"
+        checkpoint = stage["checkpoint_cid"] or "-"
+        table.add_row(str(stage["stage"]), members, validators, str(stage["round"]), checkpoint)
     stdout = Console(soft_wrap=True)
     stdout.print(table)
     stdout.print(
         f"claims: {claims['pending']} pending, {claims['finalized']} finalized, "
-        f"{claims['rejected']} rejected ({claims['challenged']} challenged)\n"
+        f"{claims['rejected']} rejected, {claims['voided']} voided ({claims['challenged']} challenged); "
+        f"rounds: {claims['pending_rounds']} pending, {claims['finalized_rounds']} finalized, "
+        f"{claims['rejected_rounds']} rejected, {claims['voided_rounds']} voided\n"
         f"shares: {report['shares']['supply']} (wei units)\n"
         f"revenue (wei): {revenue['total_wei']} to holders, {revenue['claimed_wei']} claimed, "
         f"{revenue['held_wei']} held until the first shares",
@@ -155,7 +210,12 @@ def demo(
         int, typer.Option("--workers-per-stage", min=1, max=4, help="Honest workers per stage.")
     ] = 1,
     cheater: Annotated[
-        bool, typer.Option("--cheater", help="Add a dishonest worker; watch it get caught and slashed.")
+        bool,
+        typer.Option(
+            "--cheater",
+            help="Add a worker that lies about round 2 and keeps claiming on top of the lie; watch it get "
+            "caught, slashed once, and its later claims voided.",
+        ),
     ] = False,
     ipfs_api: options.IpfsApi = None,
     out: Annotated[

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -57,3 +58,18 @@ def _from_keystore(text: str, key_file: Path) -> LocalAccount:
     except ValueError:
         raise UserError(f"key file {key_file}: wrong password") from None
     return Account.from_key(key)
+
+
+def redact_url(url: str) -> str:
+    """`url` fit for a log line or an error: scheme, host and port only. RPC providers put API keys
+    in the path (/v3/<key>), the query or the user info, so all of those become `***`."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "***"
+    if not parts.scheme or not host:
+        return "***"
+    secret = parts.username or parts.password or parts.path.strip("/") or parts.query
+    return f"{parts.scheme}://{host}{port}{'/***' if secret else ''}"

@@ -44,11 +44,19 @@ class LedgerParameters:
     unbonding_period: int
     min_worker_stake: int
     min_validator_stake: int
+    max_pending_claims: int
+    availability_grace: int
+    validator_delay: int
+    vote_bond: int
+    loser_vote_slash_bps: int
+    no_quorum_slash_bps: int
 
     def as_tuple(self) -> tuple:
         return tuple(asdict(self).values())
 
 
+# Demo: windows of seconds so a run settles while you watch; validators may act 1 s after they
+# register; one other validator decides a dispute.
 DEMO_LEDGER = LedgerParameters(
     challenge_window=30,
     claim_bond=ETHER // 10,
@@ -59,7 +67,16 @@ DEMO_LEDGER = LedgerParameters(
     unbonding_period=60,
     min_worker_stake=ETHER // 2,
     min_validator_stake=ETHER // 2,
+    max_pending_claims=64,
+    availability_grace=10,
+    validator_delay=1,
+    vote_bond=ETHER // 100,
+    loser_vote_slash_bps=5_000,
+    no_quorum_slash_bps=1_000,
 )
+# Public testnet: a day to challenge and a day to vote; a validator waits three days before it may
+# challenge or vote, longer than both windows together, so no claim can be challenged or voted on by
+# addresses registered after its submission; an unbonding week outlasts every window.
 TESTNET_LEDGER = LedgerParameters(
     challenge_window=24 * 3600,
     claim_bond=ETHER // 20,
@@ -70,6 +87,12 @@ TESTNET_LEDGER = LedgerParameters(
     unbonding_period=7 * 24 * 3600,
     min_worker_stake=ETHER // 10,
     min_validator_stake=ETHER // 2,
+    max_pending_claims=64,
+    availability_grace=6 * 3600,
+    validator_delay=3 * 24 * 3600,
+    vote_bond=ETHER // 100,
+    loser_vote_slash_bps=5_000,
+    no_quorum_slash_bps=2_000,
 )
 
 

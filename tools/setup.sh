@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-command, idempotent environment setup: Python venv + deps, npm toolchain, solc, anvil.
+# One-command, idempotent environment setup: Python venv + deps, npm toolchain, solc, anvil, and
+# Debian's chromium for the web app's browser tests.
 # Every failure ends in one line that names what is missing; details go to .pm/setup-logs/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,14 @@ ln -sf "$PWD/$ANVIL" .venv/bin/anvil
 # brownie imports a script by the dotted form of its absolute path; a dot in a folder name would
 # break `brownie run scripts/deploy.py` without this start-up hook (offchain/brownie_paths.py).
 .venv/bin/python -m offchain.brownie_paths >/dev/null || die "could not install the brownie script-path hook"
+
+# The web app's tests drive the system chromium (Playwright's own browser download is not used).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: apt-get install chromium (headless browser for the web app's tests)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  { $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends chromium; } >"$LOGDIR/apt.log" 2>&1 \
+    || die "apt-get install chromium failed: run it as root, or install Chromium yourself (see $LOGDIR/apt.log)"
+fi
 
 .venv/bin/python tools/solc/install_solc.py || die "the Solidity compiler could not be installed (see above)"
 echo "setup: ready ($(.venv/bin/anvil --version | head -1), $(.venv/bin/python -c 'import torch,hivemind;print("torch",torch.__version__,"hivemind",hivemind.__version__)'))"

@@ -3,8 +3,10 @@ pragma solidity ^0.8.24;
 
 /// @title IModelRegistry
 /// @notice The registry of protocol models: what each model is (its spec on IPFS), how many
-/// pipeline stages it has, which ERC-20 of ownership shares belongs to it, and the latest
-/// finalized checkpoint of every stage.
+/// pipeline stages it has, which ERC-20 of ownership shares belongs to it, the latest
+/// finalized checkpoint of every stage, and who may drive its training rounds (drivers, named
+/// by the creator) and serve its inference (gateways, named by the operator) on the P2P plane.
+/// @dev Checkpoint CIDs are bytes32: the sha2-256 digest inside a CIDv0 (base58btc of 0x12 0x20 + digest).
 interface IModelRegistry {
     /// @notice Lifecycle of a model. Only Active models accept new members and claims.
     enum ModelStatus {
@@ -34,8 +36,11 @@ interface IModelRegistry {
     }
 
     /// @notice Latest finalized checkpoint of one stage.
+    /// @param cid CIDv0 digest of the encrypted checkpoint (0 before the first).
+    /// @param digest sha256 of the plaintext canonical stage state.
+    /// @param round The round it closes (0 before the first).
     struct Checkpoint {
-        string cid;
+        bytes32 cid;
         bytes32 digest;
         uint64 round;
     }
@@ -62,6 +67,12 @@ interface IModelRegistry {
     error NotModelCreator(uint256 modelId, address account);
     /// @notice Only the WorkLedger may do this.
     error NotWorkLedger(address account);
+    /// @notice Only the model's operator may do this.
+    error NotModelOperator(uint256 modelId, address account);
+    /// @notice The new share token is not at the registry's CREATE address for nonce modelId, where
+    /// the RevenueRouter looks for it (a chain whose contract nonces start at 0, or whose CREATE
+    /// derives addresses otherwise, such as zkSync): no model can be created there.
+    error SharesAddressMismatch(address expected, address created);
 
     /// @notice A model was registered and its share token deployed.
     event ModelCreated(
@@ -72,9 +83,16 @@ interface IModelRegistry {
     /// @notice A model's status changed.
     event ModelStatusChanged(uint256 indexed modelId, ModelStatus status);
     /// @notice A stage's finalized checkpoint advanced.
-    event CheckpointAccepted(uint256 indexed modelId, uint8 indexed stage, uint64 round, string cid);
+    event CheckpointAccepted(uint256 indexed modelId, uint8 indexed stage, uint64 round, bytes32 cid);
+    /// @notice The creator authorized (or deauthorized) `driver` to drive the model's training rounds.
+    event DriverSet(uint256 indexed modelId, address indexed driver, bool allowed);
+    /// @notice The operator authorized (or deauthorized) `gateway` to serve the model's inference.
+    event GatewaySet(uint256 indexed modelId, address indexed gateway, bool allowed);
 
     /// @notice Register a model and deploy its ModelShares as an EIP-1167 clone.
+    /// @dev The clone is the registry's modelId-th contract creation (CREATE at nonce modelId):
+    /// the RevenueRouter relies on it to find a model's token without a call, and createModel
+    /// checks it (SharesAddressMismatch), so no payment can reach another model's token.
     /// @param specCID IPFS CID of the model spec.
     /// @param numStages Number of pipeline stages.
     /// @param sharesPerWorkUnit Shares minted per verified unit of work.
@@ -111,18 +129,27 @@ interface IModelRegistry {
     /// @notice Number of models created so far (the highest model id).
     function modelCount() external view returns (uint256);
 
-    /// @notice Latest finalized checkpoint of a stage; empty cid and round 0 before the first.
-    function checkpointOf(uint256 modelId, uint8 stage)
-        external
-        view
-        returns (string memory cid, bytes32 digest, uint64 round);
+    /// @notice Latest finalized checkpoint of a stage; zero cid and round 0 before the first.
+    function checkpointOf(uint256 modelId, uint8 stage) external view returns (bytes32 cid, bytes32 digest, uint64 round);
 
-    /// @notice Change a model's status. Only the creator.
+    /// @notice Change a model's status. Only the creator. The RevenueRouter is told too.
     function setStatus(uint256 modelId, ModelStatus status) external;
 
     /// @notice Advance a stage's finalized checkpoint. Only the WorkLedger; ignored unless newer.
     /// @return accepted Whether the checkpoint advanced.
-    function recordCheckpoint(uint256 modelId, uint8 stage, uint64 round, string calldata cid, bytes32 digest)
+    function recordCheckpoint(uint256 modelId, uint8 stage, uint64 round, bytes32 cid, bytes32 digest)
         external
         returns (bool accepted);
+
+    /// @notice Authorize or deauthorize a driver of the model's training rounds. Only the creator.
+    function setDriver(uint256 modelId, address driver, bool allowed) external;
+
+    /// @notice Authorize or deauthorize a gateway serving the model's inference. Only the operator.
+    function setGateway(uint256 modelId, address gateway, bool allowed) external;
+
+    /// @notice Whether `account` may drive the model's training rounds.
+    function isDriver(uint256 modelId, address account) external view returns (bool);
+
+    /// @notice Whether `account` may serve the model's inference.
+    function isGateway(uint256 modelId, address account) external view returns (bool);
 }

@@ -3,11 +3,14 @@ pragma solidity ^0.8.24;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
+/// @dev Cap on a model's share supply. The WorkLedger mints no more than what fits under it.
+uint256 constant SHARE_SUPPLY_CAP = type(uint128).max;
+
 /// @title IModelShares
 /// @notice One revenue-bearing ERC-20 per model. Shares are minted for verified training
 /// work; inference revenue deposited by the RevenueRouter accrues to holders pro rata and is
-/// pulled with claim(). Accounting is magnified revenue per share (2^128) with the division
-/// remainder carried, and per-holder corrections kept on every mint, burn and transfer.
+/// pulled with claim(). Accounting is magnified revenue per share (2^128, rounded down per
+/// deposit) and per-holder corrections kept on every mint, burn and transfer.
 /// @dev Revenue that arrives while the supply is zero is held and distributed to the holders of
 /// the first mint (see heldRevenue), so no payment is ever stranded.
 interface IModelShares is IERC20 {
@@ -21,7 +24,8 @@ interface IModelShares is IERC20 {
     error RevenueNotReceived(uint256 expected, uint256 received);
     /// @notice Paying out a claim failed.
     error RevenueTransferFailed(address holder, uint256 amount);
-    /// @notice Minting would push the supply above the cap that keeps the carried remainder in 128 bits.
+    /// @notice Minting would push the supply above `cap`: SHARE_SUPPLY_CAP, or less once revenue per
+    /// share is too high for more shares to fit the accounting (see mintable).
     error SupplyCapExceeded(uint256 supply, uint256 cap);
     /// @notice A zero address where one is required.
     error ZeroAddress();
@@ -33,8 +37,13 @@ interface IModelShares is IERC20 {
     /// @notice A holder pulled its revenue.
     event RevenueClaimed(address indexed holder, uint256 amount);
 
-    /// @notice Mint shares for verified work. Only the WorkLedger.
+    /// @notice Mint shares for verified work. Only the WorkLedger, which mints at most mintable().
     function mint(address to, uint256 amount) external;
+
+    /// @notice Shares that can still be minted: up to SHARE_SUPPLY_CAP, and no more than keeps
+    /// magnified revenue per share x supply within 2^254, so that every holder's entitlement stays
+    /// computable (only revenue on the order of 2^100 units of the asset per share lowers it).
+    function mintable() external view returns (uint256);
 
     /// @notice Credit inference revenue to the current holders. Only the RevenueRouter.
     /// @dev ETH models: msg.value must equal amount. ERC-20 models: the contract pulls `amount`
@@ -49,7 +58,8 @@ interface IModelShares is IERC20 {
     /// @return amount The amount paid.
     function claim() external returns (uint256 amount);
 
-    /// @notice Total revenue ever credited (including revenue still held for the first holders).
+    /// @notice Total revenue ever credited (including revenue still held for the first holders);
+    /// the RevenueRouter keeps this total (IRevenueRouter.holderRevenueOf).
     function totalRevenue() external view returns (uint256);
 
     /// @notice Total revenue ever paid out by claim().
@@ -63,4 +73,7 @@ interface IModelShares is IERC20 {
 
     /// @notice The model this token belongs to.
     function modelId() external view returns (uint256);
+
+    /// @notice The RevenueRouter, the only depositor (the registry tells it about status changes).
+    function router() external view returns (address);
 }

@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {IModelRegistry} from "./IModelRegistry.sol";
+
 /// @title IRevenueRouter
 /// @notice Takes inference payments and splits them: a protocol fee to the treasury, an
 /// operator fee to the model's operator, and the rest to the model's share holders.
 /// @dev Fees accrue per model in the router and are pulled with withdrawProtocolFees /
-/// withdrawOperatorFees, so a reverting treasury or operator can never block a payment.
+/// withdrawOperatorFees, so a reverting treasury or operator can never block a payment. The
+/// router also keeps, per model, the revenue it credited to the holders (ModelShares.totalRevenue
+/// reads it) and a copy of the model's status that the registry updates, so a payment never calls
+/// the registry: model m's share token is the registry's m-th contract creation, its address
+/// computed from the registry's address and m.
 interface IRevenueRouter {
     /// @notice This request id was already paid.
     error RequestAlreadyPaid(bytes32 requestId);
@@ -13,6 +19,10 @@ interface IRevenueRouter {
     error ZeroPayment();
     /// @notice The model is not Active.
     error ModelNotActive(uint256 modelId);
+    /// @notice The model id does not exist.
+    error UnknownModel(uint256 modelId);
+    /// @notice Only the ModelRegistry may do this.
+    error NotRegistry(address account);
     /// @notice ETH sent does not match the amount, or no ETH was sent to an ETH model.
     error PaymentValueMismatch(uint256 expected, uint256 received);
     /// @notice The router received a different amount of tokens (fee-on-transfer or rebasing token).
@@ -56,6 +66,12 @@ interface IRevenueRouter {
 
     /// @notice Fees accrued for a model and not yet withdrawn, in the model's revenue asset.
     function feesOwed(uint256 modelId) external view returns (uint256 toProtocol, uint256 toOperator);
+
+    /// @notice Revenue credited to a model's share holders so far (what ModelShares.totalRevenue reports).
+    function holderRevenueOf(uint256 modelId) external view returns (uint256);
+
+    /// @notice Record a model's new status. Only the ModelRegistry, from setStatus.
+    function setModelStatus(uint256 modelId, IModelRegistry.ModelStatus status) external;
 
     /// @notice Pay a model's accrued protocol fees to the treasury (anyone may call).
     function withdrawProtocolFees(uint256 modelId) external returns (uint256 amount);

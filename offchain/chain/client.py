@@ -24,6 +24,7 @@ from web3.types import TxReceipt
 from offchain.chain.artifacts import DecodedError, decode_revert, load_artifact
 from offchain.chain.retry import with_retries
 from offchain.errors import UserError
+from offchain.keys import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,10 @@ class ChainClient:
             chain_id = lambda: self.w3.eth.chain_id  # noqa: E731
             return with_retries(chain_id, what="eth_chainId", deadline_s=5.0, log_level=logging.DEBUG)
         except (requests.ConnectionError, requests.Timeout):
-            raise UserError(f"cannot reach the RPC URL {self.rpc_url}") from None
+            raise UserError(f"cannot reach the RPC URL {redact_url(self.rpc_url)}") from None
         except (requests.HTTPError, ValueError, Web3RPCError) as error:
             raise UserError(
-                f"{self.rpc_url} is not an Ethereum JSON-RPC node ({type(error).__name__})"
+                f"{redact_url(self.rpc_url)} is not an Ethereum JSON-RPC node ({type(error).__name__})"
             ) from None
 
     def rpc(self, what: str, call: Any) -> Any:

@@ -21,6 +21,8 @@ from offchain.storage.errors import StorageError
 from offchain.storage.store import Store
 
 MAX_SHARES_PER_WORK_UNIT = 2**96 - 1
+MAX_SPEC_BYTES = 64 * 1024
+"""A spec is a few hundred bytes of canonical JSON: a CID naming more is not read past this."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,9 @@ def pin_spec(store: Store, spec: ModelSpec) -> str:
 
 
 def fetch_spec(store: Store, cid: str) -> ModelSpec:
-    """The model spec stored at `cid`; anything that is not a valid spec is a UserError naming the CID."""
-    raw = store.get(cid)
+    """The model spec stored at `cid`; anything that is not a valid spec is a UserError naming the CID
+    (ContentTooLarge, a StorageError, past MAX_SPEC_BYTES)."""
+    raw = store.get(cid, max_size=MAX_SPEC_BYTES)
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -74,6 +77,8 @@ def create_model(
     spec = load_spec(spec_path)
     if not 1 <= shares_per_work_unit <= MAX_SHARES_PER_WORK_UNIT:
         raise UserError(f"--shares-per-work-unit must be between 1 and 2^96-1, not {shares_per_work_unit}")
+    if len(spec.canonical_json()) > MAX_SPEC_BYTES:
+        raise UserError(f"{spec_path}: the spec's canonical JSON is over {MAX_SPEC_BYTES} bytes")
     client = protocol.client
     spec_cid = pin_spec(store, spec)
     function = protocol.registry.functions.createModel(
@@ -87,6 +92,18 @@ def create_model(
     (created,) = protocol.registry.events.ModelCreated().process_receipt(receipt, errors=DISCARD)
     model = protocol.model(created["args"]["modelId"])
     return CreatedModel(model, spec, receipt["transactionHash"].hex(), receipt["blockNumber"])
+
+
+def set_role(protocol: Protocol, model_id: int, role: str, account: str, allowed: bool) -> str:
+    """Make `account` one of the model's drivers (the creator's call: ModelRegistry.setDriver) or
+    gateways (the operator's: setGateway), or stop it being one; returns the transaction hash."""
+    protocol.model(model_id)  # an unknown id is one clear error, before anything is sent
+    address = checked_address(account, role)
+    setter = (
+        protocol.registry.functions.setDriver if role == "driver" else protocol.registry.functions.setGateway
+    )
+    receipt = protocol.client.transact(setter(model_id, address, allowed), action=f"set {role}")
+    return receipt["transactionHash"].to_0x_hex()
 
 
 def spec_of_model(protocol: Protocol, store: Store, model_id: int) -> tuple[ModelInfo, ModelSpec]:

@@ -29,7 +29,8 @@ class ModelStatus(IntEnum):
 
 
 class ClaimStatus(IntEnum):
-    """IWorkLedger.ClaimStatus."""
+    """IWorkLedger.ClaimStatus. VOIDED: an earlier claim of the lane was rejected while this one was
+    open; it mints nothing and its bond was released."""
 
     NONE = 0
     PENDING = 1
@@ -37,6 +38,15 @@ class ClaimStatus(IntEnum):
     UPHELD = 3
     FINALIZED = 4
     REJECTED = 5
+    VOIDED = 6
+
+
+class ChallengeKind(IntEnum):
+    """IWorkLedger.ChallengeKind: what a challenge disputes."""
+
+    NONE = 0
+    DIVERGENCE = 1  # a replay of (round, step) disagrees with the claim's records
+    UNAVAILABLE = 2  # the claim's checkpoint, trace or manifest could not be fetched
 
 
 @dataclass(frozen=True)

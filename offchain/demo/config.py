@@ -34,15 +34,23 @@ class DemoConfig:
     top_k: int = 20
 
     @property
-    def verifiers(self) -> int:
-        """A dispute is decided by validators other than the challenger (quorum 1 on a dev chain), so
-        a run with a cheater needs a second one to vote the cheat down and slash it."""
-        return 2 if self.cheater else 1
+    def cheat_round(self) -> int:
+        """The one round the cheater lies about: round 2, so that the lie cannot be rejected before
+        round 1's claim is settled, while the cheater's later rounds are claimed on top of it (and
+        voided with it); round 1 in a one-round demo."""
+        return min(2, self.rounds)
+
+    def validators(self, stage: int) -> int:
+        """Validators of `stage` (each registered for that stage only). A dispute is decided by the
+        stage's validators other than the challenger, so the cheater's stage needs a second one to
+        vote the cheat down and slash it."""
+        return 2 if self.cheater and stage == CHEATER_STAGE else 1
 
 
 @dataclass(frozen=True)
 class Role:
-    """One participant: its name in logs and the summary, its key, its stage if it is a worker."""
+    """One participant: its name in logs and the summary, its key, its stage if it is a worker or a
+    validator."""
 
     name: str
     account: LocalAccount
@@ -72,7 +80,11 @@ class Cast:
             return Role(name, anvil_account(next(accounts)), stage, cheat)
 
         deployer, creator, customer = role("deployer"), role("creator"), role("customer")
-        verifiers = tuple(role(f"verifier-{i}") for i in range(config.verifiers))
+        verifiers = tuple(
+            role(f"verifier-s{stage}-{i}", stage)
+            for stage in range(num_stages)
+            for i in range(config.validators(stage))
+        )
         workers = [
             role(f"worker-s{stage}-{replica}", stage)
             for stage in range(num_stages)

@@ -111,9 +111,15 @@ class Fleet:
                 raise UserError(f"{process.name} exited with code {code}: {tail[0]} (log: {process.log})")
 
     def close(self) -> None:
-        """Stop one-shot commands, then daemons (newest first), then the chain. Never raises."""
+        """Stop every command and daemon (SIGTERM to all at once: each finishes its current step on
+        its own, so they shut down side by side), then the chain they used. Never raises."""
         with deferred_signals():
-            for process in [*reversed(self.commands), *reversed(self.daemons)]:
+            processes = [*reversed(self.commands), *reversed(self.daemons)]
+            for process in processes:
+                with contextlib.suppress(Exception):
+                    if process.popen.poll() is None:
+                        process.popen.send_signal(signal.SIGTERM)
+            for process in processes:
                 with contextlib.suppress(Exception):
                     process.stop(timeout=15)
             if self.anvil is not None:

@@ -6,6 +6,7 @@ the `Fleet` that owns every process. Each phase is one method, called in order b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -18,6 +19,7 @@ from rich.markup import escape
 
 from offchain.chain.client import ChainClient
 from offchain.chain.protocol import Protocol
+from offchain.chain.structs import call_struct
 from offchain.demo.anvil import free_port, start_anvil
 from offchain.demo.config import PROMPTS, Cast, DemoConfig, Role
 from offchain.demo.deploy import Deployment, deploy_protocol
@@ -27,6 +29,7 @@ from offchain.errors import UserError
 from offchain.swarm.local import LocalProcess
 
 STEP_LINE = re.compile(r"round (\d+) step (\d+) loss ([0-9.]+)")
+CHALLENGE_WINDOW_S = 600
 START_TIMEOUT_S = 180.0
 
 
@@ -113,6 +116,29 @@ class DemoNetwork:
 
     # -- phases -------------------------------------------------------------------------------
 
+    @property
+    def num_stages(self) -> int:
+        return len({role.stage for role in self.cast.workers})
+
+    def check_storage(self) -> None:
+        """With --ipfs-api, the Kubo daemon must answer before anything starts: workers never claim a
+        round validators cannot fetch, so with the daemon down no round could ever be claimed."""
+        if not self.config.ipfs_api:
+            return
+        from offchain.storage.errors import StorageError
+        from offchain.storage.kubo import KuboStore
+
+        try:
+            kubo = KuboStore(self.config.ipfs_api, retries=1)
+            with contextlib.closing(kubo):
+                version = kubo.version()
+        except StorageError as error:
+            raise UserError(
+                f"--ipfs-api: {error}. Start the daemon (`ipfs daemon`) or leave --ipfs-api out to use "
+                "the embedded store"
+            ) from None
+        self.echo(f"Kubo {version} at {self.config.ipfs_api}: checkpoints, traces and manifests go there")
+
     def start_chain(self) -> None:
         """anvil on a free port with one funded account per participant and a block every second:
         daemons read the time from the latest block, so the chain's clock must move on its own, as
@@ -128,6 +154,19 @@ class DemoNetwork:
         self.protocol = Protocol(ChainClient(self.rpc_url), self.deployment.document)
         for name, entry in self.deployment.document["contracts"].items():
             self.echo(f"  {name:<26} {entry['address']}")
+        self._lengthen_challenge_window()
+
+    def _lengthen_challenge_window(self) -> None:
+        """A challenge window longer than training, set by the ledger's owner: claims stay open while
+        rounds are trained, as on a testnet where the window (a day) spans hundreds of rounds, so a
+        lane holds several open claims and a refuted one voids those chained on it. It costs no wall
+        time: the settle phase moves the chain's clock past it once every claim is judged."""
+        owner = ChainClient(self.rpc_url, self.cast.deployer.account)
+        ledger = owner.contract("WorkLedger", self.protocol.ledger.address)
+        if call_struct(owner, ledger.functions.parameters())["challengeWindow"] >= CHALLENGE_WINDOW_S:
+            return
+        owner.transact(ledger.functions.setParameter(b"challengeWindow".ljust(32, b"\0"), CHALLENGE_WINDOW_S))
+        self.echo(f"  challenge window set to {CHALLENGE_WINDOW_S} s by the ledger's owner (setParameter)")
 
     def create_model(self) -> None:
         args = ["model", "create", "--spec", str(self.config.spec), "--json"]
@@ -135,6 +174,12 @@ class DemoNetwork:
         created = json.loads(self.fleet.run("model-create", args))
         self.model_id = created["model_id"]
         self.echo(f"model {self.model_id}: {created['num_stages']} stages, spec {created['spec_cid']}")
+        for role in ("driver", "gateway"):  # the creator drives the rounds and, as operator, runs the gateway
+            args = ["model", role, "--model", str(self.model_id), self.cast.creator.address]
+            self.fleet.run(
+                f"model-{role}",
+                [*args, "--key-file", str(self.key_file(self.cast.creator)), *self.chain_args()],
+            )
 
     def _start_worker(self, role: Role, peers: list[str]) -> LocalProcess:
         args = ["worker", "run", "--model", str(self.model_id), "--stage", str(role.stage)]
@@ -143,7 +188,7 @@ class DemoNetwork:
         for peer in peers:
             args += ["--initial-peers", peer]
         if role.cheat:
-            args += ["--cheat", role.cheat]
+            args += ["--cheat", role.cheat, "--cheat-round", str(self.config.cheat_round)]
         process = self.fleet.start(role.name, args)
         self.workers[role.name] = process
         return process
@@ -177,30 +222,40 @@ class DemoNetwork:
         self.echo(f"{len(self.cast.workers)} stage workers serving, swarm entry {self.founder}")
 
     def start_verifiers(self) -> None:
+        """One validator per stage (two on the cheater's stage), each registered for its stage only."""
+        validators: dict[int, list[LocalProcess]] = {stage: [] for stage in range(self.num_stages)}
         for role in self.cast.verifiers:
-            args = ["verifier", "run", "--model", str(self.model_id), "--initial-peers", self.founder]
-            args += ["--probability", "1", "--key-file", str(self.key_file(role))]
+            args = ["verifier", "run", "--model", str(self.model_id), "--stage", str(role.stage)]
+            args += ["--initial-peers", self.founder, "--probability", "1"]
             args += [
+                "--key-file",
+                str(self.key_file(role)),
                 "--state-dir",
                 str(self.out / "state" / role.name),
-                *self.chain_args(),
-                *self.store_args(),
             ]
-            self.verifiers.append(self.fleet.start(role.name, args))
+            args += [*self.chain_args(), *self.store_args()]
+            process = self.fleet.start(role.name, args)
+            self.verifiers.append(process)
+            validators[role.stage].append(process)
         ledger = self.protocol.ledger
-        wanted = {role.address for role in self.cast.verifiers}
+        wanted = {(role.address, role.stage) for role in self.cast.verifiers}
 
         def registered() -> bool:
-            logs = ledger.events.ValidatorRegistered().get_logs(from_block=0)
-            return wanted <= {log["args"]["account"] for log in logs}
+            logs = ledger.events.ValidatorRegistered().get_logs(
+                from_block=0, argument_filters={"modelId": self.model_id}
+            )
+            return wanted <= {(log["args"]["account"], log["args"]["stage"]) for log in logs}
 
-        self.wait_until("the verifiers to register", registered)
-        self.settler = Settler(self.protocol, self.model_id, self.fleet.anvil, self.verifiers, self.echo)
+        self.wait_until("the validators to register", registered)
+        names = {role.address: role.name for role in (*self.cast.workers, *self.cast.verifiers)}
+        self.settler = Settler(self.protocol, self.model_id, self.fleet.anvil, validators, names, self.echo)
 
     def start_gateway(self) -> None:
-        port = free_port()
+        port, web_port = free_port(), free_port()
         args = ["gateway", "run", "--model", str(self.model_id), "--port", str(port)]
         args += ["--initial-peers", self.founder, "--state-dir", str(self.out / "state" / "gateway")]
+        args += ["--key-file", str(self.key_file(self.cast.creator))]
+        args += ["--allow-origin", f"http://127.0.0.1:{web_port}"]  # the web app's playground
         args += [*self.chain_args(), *self.store_args()]
         self.fleet.start("gateway", args)
         self.gateway_url = f"http://127.0.0.1:{port}"
@@ -212,12 +267,19 @@ class DemoNetwork:
                 return False
 
         self.wait_until("the gateway to answer /healthz", healthy)
+        self.start_web(web_port)
+
+    def start_web(self, port: int) -> None:
+        """`pm web serve` on the demo's chain and gateway, open while the demo runs."""
+        args = ["web", "serve", "--port", str(port), *self.chain_args(), "--gateway", self.gateway_url]
+        self.fleet.start("web", args).wait_for("listening on http://", START_TIMEOUT_S)
+        self.echo(f"web app at http://127.0.0.1:{port}/ (holders claim, customers pay, model dashboards)")
 
     def train_round(self, on_step: Callable[[int, int, float], None]) -> RoundResult:
         """One `pm driver run --rounds 1`; its step lines feed `on_step` while it runs."""
         args = ["driver", "run", "--model", str(self.model_id), "--rounds", "1", "--json"]
-        args += ["--initial-peers", self.founder, *self.chain_args(), *self.store_args()]
-        process, stdout = self.fleet.launch("driver", args)
+        args += ["--initial-peers", self.founder, "--key-file", str(self.key_file(self.cast.creator))]
+        process, stdout = self.fleet.launch("driver", [*args, *self.chain_args(), *self.store_args()])
         seen = 0
 
         def follow() -> None:
@@ -239,15 +301,21 @@ class DemoNetwork:
         )
 
     def settle(self, rounds: list[int], timeout_s: float = 300.0) -> None:
-        """Until every honest worker's claim of every trained round is finalized, the cheater's
-        claims are rejected, and no claim is open."""
+        """Until every honest worker's claims cover every trained round and are finalized, the
+        cheater has a rejected claim, and no claim is open."""
         honest = {role.address for role in self.cast.workers if role.cheat is None}
         cheaters = {role.address for role in self.cast.workers if role.cheat}
         wanted = {(address, round_) for address in honest for round_ in rounds}
+        self.settler.settling = True
 
         def settled() -> bool:
             claims = self.settler.claims
-            finalized = {(c["worker"], c["round"]) for c in claims if c["state"] == "finalized"}
+            finalized = {
+                (c["worker"], r)
+                for c in claims
+                if c["state"] == "finalized"
+                for r in range(c["first_round"], c["last_round"] + 1)
+            }
             caught = {c["worker"] for c in claims if c["state"] == "rejected"}
             open_ = [c for c in claims if c["state"] == "pending"]
             return wanted <= finalized and cheaters <= caught and not open_

@@ -25,6 +25,7 @@ from offchain.demo.network import DemoNetwork, RoundResult
 from offchain.demo.summary import collect, render, write_outputs
 from offchain.errors import UserError
 from offchain.model.spec import load_spec
+from offchain.storage.store import open_store
 
 MARKER = ".pm-demo"
 PIDS = "pids"
@@ -90,25 +91,32 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
     net = DemoNetwork(config, cast, fleet, console.print)
     with sigterm_as_interrupt():
         try:
+            net.check_storage()
             console.rule("chain: anvil, contracts, model")
             net.start_chain()
             net.deploy()
             net.create_model()
+            extra = ", two on the cheater's" if config.cheater else ""
             console.rule(
-                f"swarm: {len(cast.workers)} stage workers, {len(cast.verifiers)} verifier(s), a gateway"
+                f"swarm: {len(cast.workers)} stage workers, {len(cast.verifiers)} validators "
+                f"(one per stage{extra}), a gateway"
             )
             net.start_workers()
             net.start_verifiers()
             net.start_gateway()
             console.rule(f"train: {config.rounds} rounds of {spec.round_steps} steps")
             rounds = train(net, config.rounds, spec.round_steps, console)
-            console.rule("settle: verifiers replay every claim, chain time skips each challenge window")
+            trained_by = net.protocol.client.w3.eth.block_number
+            console.rule("settle: validators replay every claim, chain time skips each challenge window")
             net.settle([result.round for result in rounds])
             console.rule("serve: a customer pays for completions")
             completions = net.infer()
             console.rule("claim: every holder claims its revenue")
             claimed = net.claim_revenue()
-            summary = collect(net.protocol, net.model_id, cast, rounds, completions, claimed)
+            store = open_store(config.ipfs_api, net.store_dir)
+            summary = collect(
+                net.protocol, store, net.model_id, cast, rounds, completions, claimed, trained_by
+            )
             summary["seconds"] = round(time.monotonic() - started, 1)
             console.rule("summary")
             render(summary, console)

@@ -1,4 +1,5 @@
-"""What a demo run achieved, read back from the chain (not from what the demo believes it did).
+"""What a demo run achieved, read back from the chain and the claims' manifests (not from what the demo
+believes it did).
 
 `collect` builds the summary.json document; `render` prints it as tables; `write_outputs` puts
 summary.json, loss.png and every checkpoint and trace named in the summary under --out.
@@ -16,9 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from offchain.chain.protocol import Protocol
-from offchain.chain.status import claims_of
+from offchain.chain.status import STATES, claim_counts, claims_of
 from offchain.demo.config import Cast
 from offchain.demo.network import RoundResult
+from offchain.proofs.rounds import fetch_manifest
+from offchain.storage.store import Store
 
 ETHER = 10**18
 
@@ -29,21 +32,46 @@ def _logs(protocol: Protocol, contract: Any, name: str, **filters: Any) -> list[
     return [dict(log["args"]) for log in found]
 
 
+def covered(claims: list[dict[str, Any]], state: str) -> list[int]:
+    """Every round covered by the claims in `state`, sorted."""
+    return sorted(
+        r
+        for claim in claims
+        if claim["state"] == state
+        for r in range(claim["first_round"], claim["last_round"] + 1)
+    )
+
+
 def collect(
     protocol: Protocol,
+    store: Store,
     model_id: int,
     cast: Cast,
     rounds: list[RoundResult],
     completions: list[dict[str, Any]],
     claimed: dict[str, int],
+    trained_by: int,
 ) -> dict[str, Any]:
+    """The summary document; `trained_by` is the block at which training ended."""
     model = protocol.model(model_id)
     shares = protocol.shares(model)
     supply = shares.functions.totalSupply().call()
     claims = claims_of(protocol, model_id)
     slashed: dict[str, int] = defaultdict(int)
+    slashes: dict[str, int] = defaultdict(int)
     for event in _logs(protocol, protocol.ledger, "Slashed"):
         slashed[event["account"]] += event["amount"]
+        slashes[event["account"]] += 1
+    cascades = [
+        {
+            "worker": event["worker"],
+            "rejected_claim_id": str(event["rejectedClaimId"]),
+            "voided_claims": event["voidedClaims"],
+            "bonds_released_wei": str(event["bondsReleased"]),
+        }
+        for event in _logs(protocol, protocol.ledger, "LaneVoided", modelId=model_id)
+    ]
+    runs = _logs(protocol, protocol.ledger, "ClaimsFinalized", modelId=model_id)
     paid = _logs(protocol, protocol.router, "InferencePaid", modelId=model_id)
     revenue_claimed = defaultdict(int)
     for event in _logs(protocol, shares, "RevenueClaimed"):
@@ -52,7 +80,6 @@ def collect(
     workers = []
     for role in cast.workers:
         mine = [claim for claim in claims if claim["worker"] == role.address]
-        finalized = [claim for claim in mine if claim["state"] == "finalized"]
         balance = shares.functions.balanceOf(role.address).call()
         workers.append(
             {
@@ -60,26 +87,51 @@ def collect(
                 "address": role.address,
                 "stage": role.stage,
                 "cheat": role.cheat,
-                "rounds": sorted(claim["round"] for claim in finalized),
-                "rejected_rounds": sorted(claim["round"] for claim in mine if claim["state"] == "rejected"),
-                "finalized_work_units": sum(claim["work_units"] for claim in finalized),
+                "claims": len(mine),
+                "rounds": covered(mine, "finalized"),
+                "rejected_rounds": covered(mine, "rejected"),
+                "voided_rounds": covered(mine, "voided"),
+                "voided_claims": sum(claim["state"] == "voided" for claim in mine),
+                "finalized_work_units": sum(c["work_units"] for c in mine if c["state"] == "finalized"),
                 "shares": str(balance),
                 "percent_of_supply": 100 * balance / supply if supply else 0.0,
                 "revenue_claimed_wei": str(revenue_claimed[role.address]),
                 "claimable_wei": str(shares.functions.claimable(role.address).call()),
                 "revenue_received_wei": str(claimed.get(role.address, 0)),
                 "slashed_wei": str(slashed[role.address]),
+                "slashes": slashes[role.address],
             }
         )
 
     by_round: dict[int, dict[str, int]] = defaultdict(
-        lambda: {"finalized": 0, "rejected": 0, "challenged": 0}
+        lambda: {"claimed": 0, "claimed_while_training": 0, **dict.fromkeys(STATES[1:], 0), "challenged": 0}
     )
     for claim in claims:
-        counts = by_round[claim["round"]]
-        counts["challenged"] += claim["challenged"]
-        if claim["state"] in ("finalized", "rejected"):
-            counts[claim["state"]] += 1
+        for round_ in range(claim["first_round"], claim["last_round"] + 1):
+            counts = by_round[round_]
+            counts["claimed"] += 1
+            counts["claimed_while_training"] += claim["block"] <= trained_by
+            counts["challenged"] += claim["challenged"]
+            if claim["state"] != "pending":
+                counts[claim["state"]] += 1
+    checkpoints = []
+    for claim in claims:
+        if claim["state"] != "finalized":
+            continue
+        manifest = fetch_manifest(store, claim["manifest_cid"], bytes.fromhex(claim["rounds_root"][2:]))
+        checkpoints += [
+            {
+                "stage": claim["stage"],
+                "round": record.round,
+                "worker": claim["worker"],
+                "claim_id": claim["claim_id"],
+                "manifest_cid": claim["manifest_cid"],
+                "cid": record.checkpoint_cid,
+                "digest": "0x" + record.checkpoint_digest.hex(),
+                "trace_cid": record.trace_cid,
+            }
+            for record in manifest.rounds
+        ]
     deployment = protocol.deployment
     return {
         "chain_id": deployment["chainId"],
@@ -102,13 +154,9 @@ def collect(
             for result in rounds
         ],
         "workers": workers,
-        "claims": {
-            "finalized": sum(claim["state"] == "finalized" for claim in claims),
-            "rejected": sum(claim["state"] == "rejected" for claim in claims),
-            "challenged": sum(claim["challenged"] for claim in claims),
-            "pending": sum(claim["state"] == "pending" for claim in claims),
-            "list": claims,
-        },
+        "claims": {**claim_counts(claims), "list": claims},
+        "cascades": cascades,
+        "finalize_runs": {"transactions": len(runs), "claims": sum(run["claims"] for run in runs)},
         "revenue": {
             "paid_wei": str(sum(event["amount"] for event in paid)),
             "to_holders_wei": str(sum(event["toHolders"] for event in paid)),
@@ -119,18 +167,8 @@ def collect(
             "payments": len(paid),
         },
         "slashed_wei": str(sum(slashed.values())),
-        "checkpoints": [
-            {
-                "stage": claim["stage"],
-                "round": claim["round"],
-                "worker": claim["worker"],
-                "cid": claim["checkpoint_cid"],
-                "digest": claim["checkpoint_digest"],
-                "trace_cid": claim["trace_cid"],
-            }
-            for claim in claims
-            if claim["state"] == "finalized"
-        ],
+        "slashes": sum(slashes.values()),
+        "checkpoints": checkpoints,
         "completions": completions,
     }
 
@@ -149,6 +187,7 @@ def render(summary: dict[str, Any], console: Console) -> None:
         "% supply",
         "revenue claimed (ETH)",
         "slashed (ETH)",
+        "voided claims",
     ):
         workers.add_column(column, justify="left" if column == "worker" else "right")
     for worker in summary["workers"]:
@@ -162,37 +201,62 @@ def render(summary: dict[str, Any], console: Console) -> None:
             f"{int(worker['shares']) / ETHER:g}",
             f"{worker['percent_of_supply']:.1f}",
             _eth(worker["revenue_claimed_wei"]),
-            _eth(worker["slashed_wei"]),
+            _eth(worker["slashed_wei"]) + (f" ({worker['slashes']}x)" if worker["slashes"] else ""),
+            str(worker["voided_claims"]),
         )
-    rounds = Table(title="rounds")
-    for column in ("round", "loss", "tokens", "tokens/s", "wire MB", "claims finalized", "rejected"):
+    rounds = Table(title="rounds (claims covering each round)")
+    for column in (
+        "round",
+        "loss",
+        "tokens",
+        "tokens/s",
+        "wire MB",
+        "claimed while training",
+        "finalized",
+        "rejected",
+        "voided",
+    ):
         rounds.add_column(column, justify="right")
     for entry in summary["rounds"]:
+        counts = entry["claims"]
         rounds.add_row(
             str(entry["round"]),
             f"{entry['loss']:.4f}",
             str(entry["tokens"]),
             f"{entry['tokens_per_second']:.0f}",
             f"{entry['wire_bytes'] / 1e6:.2f}",
-            str(entry["claims"]["finalized"]),
-            str(entry["claims"]["rejected"]),
+            f"{counts['claimed_while_training']} of {counts['claimed']}",
+            str(counts["finalized"]),
+            str(counts["rejected"]),
+            str(counts["voided"]),
         )
     revenue, claims = summary["revenue"], summary["claims"]
     totals = Table(title="totals", show_header=False)
     totals.add_column(justify="left")
     totals.add_column(justify="right")
     fees = int(revenue["to_operator_wei"]) + int(revenue["to_protocol_wei"])
-    for label, value in (
+    rows = [
         ("revenue paid", _eth(revenue["paid_wei"]) + " ETH"),
         ("  to holders", _eth(revenue["to_holders_wei"]) + " ETH"),
         ("  fees (operator + protocol)", _eth(fees) + " ETH"),
         ("claimed by holders", _eth(revenue["claimed_wei"]) + " ETH"),
-        ("slashed", _eth(summary["slashed_wei"]) + " ETH"),
+        ("slashed", f"{_eth(summary['slashed_wei'])} ETH in {summary['slashes']} slash(es)"),
         (
-            "claims finalized / rejected / challenged",
-            f"{claims['finalized']} / {claims['rejected']} / {claims['challenged']}",
+            "claims finalized / rejected / voided / challenged",
+            f"{claims['finalized']} / {claims['rejected']} / {claims['voided']} / {claims['challenged']}",
         ),
-    ):
+    ]
+    runs = summary["finalize_runs"]
+    rows.append(("  finalized in runs", f"{runs['claims']} claims in {runs['transactions']} transaction(s)"))
+    rows += [
+        (
+            f"  rejection of claim {cascade['rejected_claim_id']}",
+            f"voided {cascade['voided_claims']} later claim(s), "
+            f"released {_eth(cascade['bonds_released_wei'])} ETH of bonds",
+        )
+        for cascade in summary["cascades"]
+    ]
+    for label, value in rows:
         totals.add_row(label, value)
     for table in (workers, rounds, totals):
         console.print(table)
@@ -220,11 +284,12 @@ def plot_loss(rounds: list[dict[str, Any]], path: Path) -> None:
 
 
 def cids_of(summary: dict[str, Any]) -> list[str]:
-    """Every content id the summary names: the spec, each finalized checkpoint and its trace."""
+    """Every content id the summary names: the spec, each finalized claim's manifest, every round's
+    checkpoint and trace."""
     cids = [summary["spec_cid"]]
     for checkpoint in summary["checkpoints"]:
-        cids += [checkpoint["cid"], checkpoint["trace_cid"]]
-    return cids
+        cids += [checkpoint["manifest_cid"], checkpoint["cid"], checkpoint["trace_cid"]]
+    return list(dict.fromkeys(cids))
 
 
 def copy_to_folder(ipfs_api: str, store_dir: Path, cids: list[str]) -> None:

@@ -45,24 +45,42 @@ def gateway_run(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds before a stage call counts as failed.")
     ] = 30.0,
+    allow_origins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            envvar="PM_GATEWAY_ALLOW_ORIGIN",
+            help="Origin of a web page allowed to call the gateway (CORS; repeatable; '*' for any), "
+            "e.g. the URL `pm web serve` prints.",
+        ),
+    ] = None,
     state_dir: Annotated[
         Path, typer.Option("--state-dir", help="Served request ids and the gateway secret (keep it).")
     ] = Path(".pm/gateway"),
+    key_file: options.KeyFile = None,
     rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
     deployments: options.Deployments = options.DEPLOYMENTS_DIR,
     store: options.StoreDir = options.DEFAULT_STORE,
     ipfs_api: options.IpfsApi = None,
 ) -> None:
-    """Serve paid completions of one model over HTTP until SIGTERM (payments checked on-chain)."""
+    """Serve paid completions of one model over HTTP until SIGTERM (payments checked on-chain).
+
+    The key (--key-file or PM_PRIVATE_KEY) is the gateway's address: the model's operator must have
+    made it a gateway (ModelRegistry.setGateway) for the stage workers to serve it. It sends no
+    transactions."""
     import asyncio
 
     from offchain.errors import UserError
-    from offchain.gateway.run import GatewayConfig, open_chain, serve_gateway
+    from offchain.gateway.run import GatewayConfig, checked_origin, open_chain, serve_gateway
+    from offchain.keys import load_account
     from offchain.storage.store import open_store
+    from offchain.swarm.identity import Identity
     from offchain.swarm.node import LOOPBACK, NetworkConfig
 
     if not initial_peers:
         raise UserError("pm gateway run needs --initial-peers: the multiaddr a stage worker printed")
+    origins = tuple(checked_origin(origin) for origin in allow_origins or [])  # before any secret is read
+    account = load_account(key_file)
     protocol = open_chain(rpc_url, deployments)
     configure_logging()
     config = GatewayConfig(
@@ -75,8 +93,10 @@ def gateway_run(
         max_tokens=max_tokens,
         confirmations=confirmations,
         call_timeout=timeout,
+        allowed_origins=origins,
     )
-    asyncio.run(serve_gateway(config, protocol, open_store(ipfs_api, store)))
+    identity = Identity(bytes(account.key), account.address)
+    asyncio.run(serve_gateway(config, protocol, open_store(ipfs_api, store), identity))
 
 
 def infer(

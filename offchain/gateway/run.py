@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from offchain.gateway.tickets import load_or_create_secret
 from offchain.holder.wallet import asset_of
 from offchain.model.generate import PassBatcher
 from offchain.storage.store import Store
+from offchain.swarm.authz import Access
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals
@@ -42,6 +44,16 @@ class GatewayConfig:
     confirmations: int = 0
     call_timeout: float = 30.0
     retry_after_s: int = 5
+    allowed_origins: tuple[str, ...] = ()  # web pages that may call the gateway (CORS)
+
+
+def checked_origin(origin: str) -> str:
+    """'*' or scheme://host[:port] as a browser sends it in Origin (a trailing slash is dropped)."""
+    origin = origin.rstrip("/")
+    parts = urlsplit(origin)
+    if origin != "*" and (parts.scheme not in ("http", "https") or not parts.hostname or parts.path):
+        raise UserError(f"--allow-origin must be '*' or scheme://host[:port], not {origin!r}")
+    return origin
 
 
 def open_chain(rpc_url: str, deployments: Path) -> Protocol:
@@ -50,7 +62,9 @@ def open_chain(rpc_url: str, deployments: Path) -> Protocol:
     return Protocol.load(ChainClient(rpc_url, retry_deadline_s=CHAIN_RETRY_SECONDS), deployments)
 
 
-async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store) -> None:
+async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store, identity: Identity) -> None:
+    """`identity`: the gateway's address, bound to its peer id in every `infer` call (the stage
+    workers serve only the model's gateways: ModelRegistry.isGateway)."""
     stop = stop_on_signals()
     model = protocol.model(config.model_id)
     if model.status is not ModelStatus.ACTIVE:
@@ -72,10 +86,14 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store)
     node = await start_node(config.network, client_mode=True)
     runner: web.AppRunner | None = None
     try:
-        identity = Identity.load(None, None)  # a throw-away swarm identity: the gateway holds no key
-        driver = Driver(
-            DriverConfig(spec, identity, model_id=model.model_id, call_timeout=config.call_timeout), node
+        driver_config = DriverConfig(
+            spec,
+            identity,
+            model_id=model.model_id,
+            call_timeout=config.call_timeout,
+            access=Access.on_chain(protocol, model.model_id),
         )
+        driver = Driver(driver_config, node)
         gateway = Gateway(
             protocol=protocol,
             model=model,
@@ -88,6 +106,7 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store)
             max_tokens=limit,
             confirmations=config.confirmations,
             retry_after_s=config.retry_after_s,
+            allowed_origins=frozenset(config.allowed_origins),
         )
         runner = web.AppRunner(gateway.app(), access_log=None)
         await runner.setup()

@@ -4,6 +4,8 @@ Every answer is JSON, errors included: 400 malformed JSON, 404 unknown model or 
 or underpaid (with a quote to pay), 409 a request id already served, 422 a field out of bounds,
 503 + Retry-After when the swarm or the chain cannot serve right now (the paid request stays
 redeemable). An unexpected exception is logged and answered 500 with a JSON body, never a trace.
+Web pages from the origins the operator allows (the web app's playground) may call the model,
+quote and completion routes (CORS).
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ from offchain.gateway.tickets import new_ticket, parse_hex32, request_id
 from offchain.holder.wallet import Asset
 from offchain.model.generate import PassBatcher, Sampling, check_request, complete
 from offchain.model.spec import ModelSpec
+from offchain.swarm.authz import RateLimiter
 from offchain.swarm.driver import StageLost, WorkerFailed
 
 logger = logging.getLogger(__name__)
+
+UNPAID_PER_SECOND, UNPAID_BURST = 1.0, 20
+"""Per client address: completions whose payment check found nothing paid (each cost a chain read)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -94,6 +100,40 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _error_response(500, "internal error (logged by the gateway)")
 
 
+CORS_PATHS = frozenset({"/v1/models", "/v1/quote", "/v1/completions"})
+CORS_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, POST",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+
+
+def cors(allowed_origins: frozenset[str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Let pages from `allowed_origins` ("*": any) read the answers of CORS_PATHS, errors included
+    (the playground shows a 402 or 503's message); a preflight from such a page is answered 204.
+    No credentials are involved: a ticket in the body is what a request carries."""
+
+    @web.middleware
+    async def allow_origins(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = (
+            origin is not None
+            and request.path in CORS_PATHS
+            and ("*" in allowed_origins or origin in allowed_origins)
+        )
+        if allowed and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response: web.StreamResponse = web.Response(status=204, headers=CORS_HEADERS)
+        else:
+            response = await handler(request)
+        if allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return allow_origins
+
+
 def _first_error(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
@@ -130,14 +170,18 @@ class Gateway:
         max_tokens: int,
         confirmations: int = 0,
         retry_after_s: int = 5,
+        allowed_origins: frozenset[str] = frozenset(),
     ) -> None:
         self.protocol, self.model, self.asset, self.spec = protocol, model, asset, spec
         self.passes, self.served, self.secret, self.pricing = passes, served, secret, pricing
         self.max_tokens, self.confirmations, self.retry_after_s = max_tokens, confirmations, retry_after_s
+        self.allowed_origins = allowed_origins
         self.latest_rounds: list[int] | None = None
+        self.unpaid = RateLimiter(UNPAID_PER_SECOND, UNPAID_BURST)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
+        middlewares = [cors(self.allowed_origins), json_errors]
+        app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/quote", self.quote)
@@ -234,7 +278,17 @@ class Gateway:
         if body.requestId is not None and body.requestId.lower() != rid:
             raise ApiError(422, f"requestId {body.requestId} is not the request id of this ticket ({rid})")
         due = self.pricing.amount(len(ids), sampling.max_tokens)
-        await self._check_paid(ticket, rid_bytes, due, len(ids), sampling.max_tokens)
+        client = request.remote or "unknown"
+        if not self.unpaid.has(client):
+            raise ApiError(
+                429, "too many unpaid requests from this address: pay, then retry in a few seconds"
+            )
+        try:
+            await self._check_paid(ticket, rid_bytes, due, len(ids), sampling.max_tokens)
+        except ApiError as refused:
+            if refused.status == 402:  # a chain read that bought nothing: counted against the caller
+                self.unpaid.spend(client)
+            raise
         claim = self.served.claim(rid)
         if claim is Claim.SERVED:
             raise ApiError(409, f"request {rid} was already served", requestId=rid)

@@ -15,7 +15,6 @@ separate served-request records, and a ticket issued for one model pays no other
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -58,9 +57,5 @@ def load_or_create_secret(state_dir: Path) -> bytes:
         return secret
     state_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_bytes(TICKET_BYTES)
-    old_umask = os.umask(0o077)
-    try:
-        write_atomic(path, secret)
-    finally:
-        os.umask(old_umask)
+    write_atomic(path, secret, mode=0o600)
     return secret

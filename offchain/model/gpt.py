@@ -107,8 +107,9 @@ def init_parameter(param: torch.Tensor, name: str, spec: ModelSpec) -> None:
             param.copy_(torch.randn(param.shape, generator=_generator(spec.seed, name)) * std)
 
 
-def build_model(spec: ModelSpec, stage: int | None = None) -> GPT:
-    """The whole model (stage=None) or only the modules `stage` owns, initialised from the seed."""
+def declare_model(spec: ModelSpec, stage: int | None = None) -> GPT:
+    """The whole model (stage=None) or only the modules `stage` owns, on the meta device: shapes and
+    names without memory (what a validator sizes a stage by before it allocates anything)."""
     with torch.device("meta"):
         model = GPT(spec)
     if stage is not None:
@@ -120,6 +121,12 @@ def build_model(spec: ModelSpec, stage: int | None = None) -> GPT:
             model.tok_emb = model.pos_emb = None
         if stage != spec.num_stages - 1:
             model.norm = model.head = None
+    return model
+
+
+def build_model(spec: ModelSpec, stage: int | None = None) -> GPT:
+    """The whole model (stage=None) or only the modules `stage` owns, initialised from the seed."""
+    model = declare_model(spec, stage)
     model.to_empty(device="cpu")
     for name, param in model.named_parameters():
         init_parameter(param, name, spec)

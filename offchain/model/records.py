@@ -14,8 +14,10 @@ from typing import Literal
 
 Direction = Literal["forward", "backward"]
 _DIRECTIONS: tuple[Direction, ...] = ("forward", "backward")
-_HEADER = struct.Struct(">6sQHQIIB")
-_HEADER_MAGIC = b"PMMSG1"
+_HEADER = struct.Struct(">6sQ20sQHQIIB")
+_HEADER_MAGIC = b"PMMSG2"
+NO_LEDGER = "0x" + "00" * 20
+"""The `ledger` of messages in an off-chain swarm (`--model-spec`, chain id 0)."""
 _TRACE_MAGIC = b"PMTRACE1"
 
 
@@ -26,7 +28,10 @@ def sha256_hex(data: bytes) -> str:
 @dataclass(frozen=True)
 class MessageHeader:
     """Identifies one message between stages. `stage` is the stage that RECEIVES the message:
-    a forward message to stage s carries stage s-1's activation, a backward one stage s+1's grad."""
+    a forward message to stage s carries stage s-1's activation, a backward one stage s+1's grad.
+
+    `chain_id` and `ledger` (the WorkLedger address) name the deployment the message belongs to, so
+    a signature made for one chain or deployment is worthless on another (0 / NO_LEDGER off-chain)."""
 
     model_id: int
     stage: int
@@ -34,11 +39,23 @@ class MessageHeader:
     step: int
     micro_batch: int
     direction: Direction
+    chain_id: int = 0
+    ledger: str = NO_LEDGER
+
+    def __post_init__(self) -> None:
+        if not (
+            len(self.ledger) == 42
+            and self.ledger.startswith("0x")
+            and self.ledger[2:] == self.ledger[2:].lower()
+        ):
+            raise ValueError(f"message ledger {self.ledger!r} is not a lowercase 0x-prefixed address")
 
     def encode(self) -> bytes:
         """Fixed-width big-endian bytes: what a signature covers (with the payload digest)."""
         return _HEADER.pack(
             _HEADER_MAGIC,
+            self.chain_id,
+            bytes.fromhex(self.ledger.removeprefix("0x")),
             self.model_id,
             self.stage,
             self.round,
@@ -51,10 +68,12 @@ class MessageHeader:
     def decode(cls, data: bytes) -> MessageHeader:
         if len(data) != _HEADER.size:
             raise ValueError(f"message header has {len(data)} bytes, expected {_HEADER.size}")
-        magic, model_id, stage, round_, step, micro_batch, direction = _HEADER.unpack(data)
+        magic, chain_id, ledger, model_id, stage, round_, step, micro_batch, direction = _HEADER.unpack(data)
         if magic != _HEADER_MAGIC or direction >= len(_DIRECTIONS):
             raise ValueError("not a protocol-models message header")
-        return cls(model_id, stage, round_, step, micro_batch, _DIRECTIONS[direction])
+        return cls(
+            model_id, stage, round_, step, micro_batch, _DIRECTIONS[direction], chain_id, "0x" + ledger.hex()
+        )
 
 
 def message_payload(*parts: bytes) -> bytes:

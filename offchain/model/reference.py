@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from offchain.model.data import batch_for, encode_tokens
-from offchain.model.records import MessageHeader, Trace, message_payload
+from offchain.model.records import NO_LEDGER, MessageHeader, Trace, message_payload
 from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
 
@@ -36,12 +36,19 @@ def _signed(sign: Signer | None, header: MessageHeader, *parts: bytes) -> dict:
 
 
 def run_step(
-    trainers: list[StageTrainer], round: int, step: int, model_id: int = 0, sign: Signer | None = None
+    trainers: list[StageTrainer],
+    round: int,
+    step: int,
+    model_id: int = 0,
+    sign: Signer | None = None,
+    deployment: tuple[int, str] = (0, NO_LEDGER),
 ) -> tuple[float, int]:
     """One optimizer step through every stage: per micro-batch, forward left to right, loss, backward
     right to left; then apply_step on every stage. Returns (mean loss, bytes that crossed stage
     boundaries: activations + gradients, token ids not counted). With `sign`, every message is
-    signed as its sender would and filed in the receiver's trace."""
+    signed as its sender would and filed in the receiver's trace; every header names `deployment`
+    (chain id, lowercase WorkLedger address), as an on-chain swarm's do, so a verifier of that
+    deployment replays the trace."""
     spec = trainers[0].spec
     last = len(trainers) - 1
     losses = []
@@ -51,17 +58,17 @@ def run_step(
         token_bytes, target_bytes = encode_tokens(tokens, spec), encode_tokens(targets, spec)
         activation = b""
         for stage in range(last):
-            header = MessageHeader(model_id, stage, round, step, mb, "forward")
+            header = MessageHeader(model_id, stage, round, step, mb, "forward", *deployment)
             signed = _signed(sign, header, activation, token_bytes)
             activation = trainers[stage].forward(header, activation, token_bytes, **signed)
             crossed += len(activation)
-        header = MessageHeader(model_id, last, round, step, mb, "forward")
+        header = MessageHeader(model_id, last, round, step, mb, "forward", *deployment)
         signed = _signed(sign, header, activation, token_bytes, target_bytes)
         grad, loss = trainers[last].forward_backward(header, activation, token_bytes, target_bytes, **signed)
         losses.append(loss)
         for stage in range(last - 1, -1, -1):
             crossed += len(grad)
-            header = MessageHeader(model_id, stage, round, step, mb, "backward")
+            header = MessageHeader(model_id, stage, round, step, mb, "backward", *deployment)
             grad = trainers[stage].backward(header, grad, **_signed(sign, header, grad))
     for trainer in trainers:
         trainer.apply_step(round, step)
@@ -76,8 +83,10 @@ def train_single_process(
     states: list[bytes] | None = None,
     model_id: int = 0,
     sign: Signer | None = None,
+    deployment: tuple[int, str] = (0, NO_LEDGER),
 ) -> ReferenceResult:
-    """Train `rounds` rounds of `spec` from the seeded init (or from `states`, one per stage)."""
+    """Train `rounds` rounds of `spec` from the seeded init (or from `states`, one per stage); the
+    messages are bound to `deployment` (run_step)."""
     trainers = [
         StageTrainer(spec, stage, state=states[stage] if states else None, model_id=model_id)
         for stage in range(spec.num_stages)
@@ -85,7 +94,7 @@ def train_single_process(
     result = ReferenceResult()
     for round in range(first_round, first_round + rounds):
         for step in range(spec.round_steps):
-            loss, crossed = run_step(trainers, round, step, model_id, sign)
+            loss, crossed = run_step(trainers, round, step, model_id, sign, deployment)
             result.losses.append(loss)
             result.boundary_bytes += crossed
     result.states = [trainer.state_bytes() for trainer in trainers]

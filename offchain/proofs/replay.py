@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from offchain.model.data import batch_for, encode_tokens
 from offchain.model.records import (
+    NO_LEDGER,
     MessageHeader,
     MicroBatchRecord,
     SignedMessage,
@@ -64,8 +65,10 @@ class _Replayer:
         trace: Trace,
         signers: Signers,
         require_signatures: bool,
+        deployment: tuple[int, str],
     ) -> None:
         self.spec, self.trainer, self.trace = spec, trainer, trace
+        self.chain_id, self.ledger = deployment
         by_direction = signers if isinstance(signers, Mapping) else {"forward": signers, "backward": signers}
         self.signers = {
             direction: None if allowed is None else {address.lower() for address in allowed}
@@ -73,6 +76,14 @@ class _Replayer:
         }
         self.require_signatures = require_signatures
         self.messages = {(m.header.step, m.header.micro_batch, m.header.direction): m for m in trace.messages}
+
+    def header(self, step: int, micro_batch: int, direction: str) -> MessageHeader:
+        """The header the message into this stage must carry: the trace's model, stage and round, this
+        replay's deployment (a message signed for another chain or ledger does not match)."""
+        trace = self.trace
+        return MessageHeader(
+            trace.model_id, trace.stage, trace.round, step, micro_batch, direction, self.chain_id, self.ledger
+        )
 
     def payload(self, mb: MicroBatchRecord, name: str) -> bytes:
         digest = mb.inputs.get(name)
@@ -133,7 +144,7 @@ class _Replayer:
                 "micro-batch indices are not distinct, ascending and in range", None, str(indices)
             )
         for mb in record.micro_batches:
-            header = MessageHeader(trace.model_id, trace.stage, trace.round, index, mb.index, "forward")
+            header = self.header(index, mb.index, "forward")
             activation = b"" if trainer.is_first else self.payload(mb, "activation")
             tokens = self.payload(mb, "tokens")
             if trainer.is_last:
@@ -155,7 +166,7 @@ class _Replayer:
                 )
         if not trainer.is_last:
             for mb in record.micro_batches:
-                header = MessageHeader(trace.model_id, trace.stage, trace.round, index, mb.index, "backward")
+                header = self.header(index, mb.index, "backward")
                 grad = self.payload(mb, "grad")
                 self.verify_message(header, [grad])
                 sent = trainer.backward(header, grad)
@@ -173,13 +184,15 @@ def replay_round(
     *,
     signers: Signers = None,
     require_signatures: bool = True,
+    deployment: tuple[int, str] = (0, NO_LEDGER),
 ) -> ReplayReport:
     """Recompute `trace`'s round from `parent_state`. `signers`: addresses allowed to have sent
     this stage's input messages (the driver and the neighbour stages' members), or a mapping
     direction -> addresses (forward messages come from the left, backward ones from the right);
-    None = any valid signature. Raises ValueError when the trace is for another stage, spec or
-    thread count (the finding: results differ bitwise between thread counts, so replay only runs
-    the recorded one)."""
+    None = any valid signature. `deployment` = (chain id, lowercase WorkLedger address) every
+    message must be bound to ((0, NO_LEDGER) off-chain). Raises ValueError when the trace is for
+    another stage, spec or thread count (the finding: results differ bitwise between thread
+    counts, so replay only runs the recorded one)."""
     if trace.stage != stage:
         raise ValueError(f"trace is for stage {trace.stage}, not stage {stage}")
     if trace.spec_digest != spec.digest():
@@ -192,7 +205,7 @@ def replay_round(
     if sha256_hex(parent_state) != trace.parent_digest:
         return ReplayReport(0, 0, "parent state", trace.parent_digest, sha256_hex(parent_state))
     trainer = StageTrainer(spec, stage, state=parent_state, model_id=trace.model_id)
-    replayer = _Replayer(spec, trainer, trace, signers, require_signatures)
+    replayer = _Replayer(spec, trainer, trace, signers, require_signatures, deployment)
     for index, record in enumerate(trace.records):
         try:
             replayer.step(index, record)

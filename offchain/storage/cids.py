@@ -125,3 +125,26 @@ def parse_cid(text: str) -> bytes:
         raise InvalidCID(f"{text}: only dag-pb and raw CIDs are supported")
     digest_of(binary)
     return binary
+
+
+def cid_to_bytes32(cid: str) -> bytes:
+    """The 32 bytes a CID is kept as on-chain: the sha2-256 digest inside a CIDv0.
+
+    A CIDv0 is base58btc of 0x12 0x20 + digest, so the digest alone names it losslessly. Only
+    dag-pb sha2-256 CIDs (v0, or the same content as a v1) map to one; a raw-leaves CIDv1 names
+    different bytes than the CIDv0 of the same digest would, so it is refused."""
+    binary = parse_cid(cid)
+    if codec_of(binary) != DAG_PB:
+        raise InvalidCID(f"{cid.strip()}: only dag-pb CIDs (CIDv0) fit in a bytes32")
+    return digest_of(binary)
+
+
+def bytes32_to_cid(raw: bytes) -> str:
+    """The CIDv0 text of an on-chain bytes32 digest. The zero digest means "no CID" on-chain
+    (e.g. the parent of a stage's first claim), so it is refused rather than named: check for it first."""
+    raw = bytes(raw)
+    if len(raw) != 32:
+        raise InvalidCID(f"a CIDv0 digest is 32 bytes, not {len(raw)}")
+    if raw == bytes(32):
+        raise InvalidCID("the zero digest names no CID")
+    return cid_text(_MH_PREFIX + raw)

@@ -98,8 +98,12 @@ def _new_header(key: StageKey) -> bytes:
     return CHECKPOINT_MAGIC + bytes([VERSION]) + key.key_id + os.urandom(_NONCE_LEN)
 
 
-def _check_header(key: StageKey, header: bytes) -> bytes:
-    """Validate a checkpoint header for `key`; return its nonce."""
+def key_id_of(head: Bytes) -> bytes:
+    """The id of the stage key a checkpoint ciphertext was encrypted under, from its header (the
+    ciphertext's first HEADER_LEN bytes): a stage's content may be under several keys (rotation)."""
+    header = bytes(memoryview(head)[:HEADER_LEN])
+    if len(header) < HEADER_LEN:
+        raise _truncated(len(header))
     if header[:4] != CHECKPOINT_MAGIC:
         raise DecryptionError(
             "not a checkpoint ciphertext (bad magic): was it encrypted with encrypt_checkpoint?"
@@ -108,7 +112,12 @@ def _check_header(key: StageKey, header: bytes) -> bytes:
         raise DecryptionError(
             f"unsupported checkpoint ciphertext version {header[4]} (this code reads {VERSION})"
         )
-    key_id = header[5 : 5 + _KEY_ID_LEN]
+    return header[5 : 5 + _KEY_ID_LEN]
+
+
+def _check_header(key: StageKey, header: bytes) -> bytes:
+    """Validate a checkpoint header for `key`; return its nonce."""
+    key_id = key_id_of(header)
     if key_id != key.key_id:
         raise DecryptionError(
             f"wrong key: the checkpoint was encrypted under key id {key_id.hex()}, "

@@ -80,13 +80,13 @@ class EmbeddedStore:
                 self._write_pin(root)
         return cid_text(root)
 
-    def get(self, cid: str) -> bytes:
-        """The file at `cid`, every block verified against its CID on the way."""
-        return b"".join(self.get_pieces(cid))
+    def get(self, cid: str, *, max_size: int | None = None) -> bytes:
+        """The file at `cid`, every block verified against its CID on the way (at most `max_size` bytes)."""
+        return b"".join(self.get_pieces(cid, max_size=max_size))
 
-    def get_pieces(self, cid: str) -> Iterator[memoryview]:
+    def get_pieces(self, cid: str, *, max_size: int | None = None) -> Iterator[memoryview]:
         """The file at `cid` as consecutive pieces, each from a block verified before it is yielded."""
-        return file_pieces(parse_cid(cid), self._read_block)
+        return file_pieces(parse_cid(cid), self._read_block, max_size)
 
     def has(self, cid: str) -> bool:
         """Whether the root block of `cid` is here (like `ipfs block stat --offline`)."""

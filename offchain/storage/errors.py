@@ -17,7 +17,12 @@ class InvalidCID(StorageError):
     """A string or byte sequence that is not a CID this store understands."""
 
 
-class BlockNotFound(StorageError):
+class ContentUnavailable(StorageError):
+    """Nothing this store can reach serves the content (a block not held, or not found within the
+    Kubo daemon's fetch timeout): unlike an unreachable daemon, a fact about the content."""
+
+
+class BlockNotFound(ContentUnavailable):
     """The store does not hold a block that a DAG needs."""
 
     def __init__(self, cid: str) -> None:
@@ -31,6 +36,11 @@ class BlockCorrupted(StorageError):
     def __init__(self, cid: str, where: str) -> None:
         super().__init__(f"block {cid} is corrupted ({where}): its bytes do not match its CID")
         self.cid = cid
+
+
+class ContentTooLarge(StorageError):
+    """A file longer than the caller's `max_size`, or a DAG that would expand past it (the same
+    block linked over and over: a DAG bomb). Raised while fetching, before the bytes are held."""
 
 
 class KuboError(StorageError):

@@ -5,7 +5,7 @@ Every Kubo RPC call is a POST to `<api>/api/v0/<command>` with arguments in the 
 refuses every kubo >= 0.9. Calls used here:
 
     add          chunker=size-262144 cid-version=0 raw-leaves=false pin=true  (multipart `file`)
-    cat          the file's bytes          block/get   one block      block/stat  offline=true
+    cat          the file's bytes (length= caps them)   block/get   one block      block/stat  offline=true
     pin/add      pin/rm     pin/ls type=recursive     dag/export (CAR out)     dag/import (CAR in)
     version
 
@@ -16,8 +16,11 @@ built some other way, or a lying daemon) it walks the DAG with `block/get`, veri
 
 Failures: connection refused and timeouts are retried with exponential backoff, then raise
 KuboUnreachable; 401/403 (API.Authorizations), 404/405 (not the RPC port, or not POST) and
-kubo's own error messages raise KuboError with the reason. Credentials go in the URL
-(`http://user:password@host:5001`) and are sent as HTTP basic auth, never printed.
+kubo's own error messages raise KuboError with the reason, except that a `cat` or `block/get`
+kubo fails (the content not found within `fetch_timeout`, passed as kubo's own `timeout`
+option, so a CID nobody provides fails instead of hanging) raises ContentUnavailable.
+Credentials go in the URL (`http://user:password@host:5001`) and are sent as HTTP basic auth,
+never printed.
 
 A put that cannot reach the daemon is spooled (see spool.py) and pushed by the next call that
 reaches it, or by `drain()`; the CID returned is the same either way.
@@ -36,7 +39,14 @@ import httpx
 
 from offchain.storage.car import read_car, write_car
 from offchain.storage.cids import cid_text, parse_cid, verify_block
-from offchain.storage.errors import KuboCommandError, KuboError, KuboUnreachable, StorageError
+from offchain.storage.errors import (
+    ContentTooLarge,
+    ContentUnavailable,
+    KuboCommandError,
+    KuboError,
+    KuboUnreachable,
+    StorageError,
+)
 from offchain.storage.spool import Spool
 from offchain.storage.unixfs import KUBO_DEFAULT, Blob, Bytes, Profile, as_bytes, file_cid, file_pieces
 
@@ -52,6 +62,7 @@ class KuboStore:
         spool_dir: Path | str | None = None,
         *,
         timeout: float = 60.0,
+        fetch_timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.25,
         profile: Profile = KUBO_DEFAULT,
@@ -62,6 +73,7 @@ class KuboStore:
             raise KuboError(f"{api_url!r} is not a valid Kubo RPC URL ({error})") from None
         auth = httpx.BasicAuth(url.username, url.password) if url.username else None
         self.api_url = str(url.copy_with(username=None, password=None)).rstrip("/")
+        self.fetch_timeout = fetch_timeout
         self.retries = retries
         self.backoff = backoff
         self.profile = profile
@@ -89,25 +101,33 @@ class KuboStore:
             self.spool.add(cid, data, pin)
         return cid
 
-    def get(self, cid: str) -> bytes:
-        """The file at `cid`, verified against the CID (from the spool if it has not been pushed yet)."""
+    def get(self, cid: str, *, max_size: int | None = None) -> bytes:
+        """The file at `cid`, verified against the CID (from the spool if it has not been pushed yet).
+        With `max_size`, `cat` is asked for one byte more than the limit (kubo stops reading the DAG
+        there) and anything that is not a verified file within the limit is walked block by block
+        under the same limit, so neither a DAG bomb nor a lying daemon makes this read past it."""
         root = parse_cid(cid)
         cid = cid_text(root)
         spooled = self.spool.find(cid) if self.spool else None
         if spooled is not None:
+            if max_size is not None and spooled.path.stat().st_size > max_size:
+                raise ContentTooLarge(f"{cid} is larger than the {max_size}-byte limit (spooled copy)")
             data = spooled.path.read_bytes()
             if file_cid(data, self.profile) != cid:
                 raise StorageError(f"spooled copy of {cid} at {spooled.path} is corrupted")
             return data
         self._try_drain()
-        data = self._call("cat", {"arg": cid}).content
-        if file_cid(data, self.profile) == cid:
+        params = {"arg": cid, **self._fetch_params()}
+        if max_size is not None:
+            params["length"] = str(max_size + 1)
+        data = self._fetch("cat", params).content
+        if (max_size is None or len(data) <= max_size) and file_cid(data, self.profile) == cid:
             return data
-        return b"".join(file_pieces(root, self._block_get))
+        return b"".join(file_pieces(root, self._block_get, max_size))
 
-    def get_pieces(self, cid: str) -> Iterator[memoryview]:
+    def get_pieces(self, cid: str, *, max_size: int | None = None) -> Iterator[memoryview]:
         """The verified file as one piece (the RPC has no cheaper way to stream a verified file)."""
-        yield memoryview(self.get(cid))
+        yield memoryview(self.get(cid, max_size=max_size))
 
     def has(self, cid: str) -> bool:
         """Whether the daemon holds the root block of `cid` (`block/stat --offline`) or it is spooled."""
@@ -212,8 +232,19 @@ class KuboStore:
             verify_block(cid, block, f"in dag/export from {self.api_url}")
             yield cid, block
 
+    def _fetch_params(self) -> dict[str, str]:
+        """Kubo's per-command timeout: past it, a CID nobody provides fails instead of hanging."""
+        return {"timeout": f"{self.fetch_timeout:g}s"}
+
+    def _fetch(self, command: str, params: dict[str, str]) -> httpx.Response:
+        """A read of content: kubo failing it (not found within the fetch timeout) is ContentUnavailable."""
+        try:
+            return self._call(command, params)
+        except KuboCommandError as error:
+            raise ContentUnavailable(str(error)) from None
+
     def _block_get(self, cid: bytes) -> bytes:
-        block = self._call("block/get", {"arg": cid_text(cid)}).content
+        block = self._fetch("block/get", {"arg": cid_text(cid), **self._fetch_params()}).content
         verify_block(cid, block, f"as served by kubo at {self.api_url}")
         return block
 

@@ -24,11 +24,13 @@ class Store(Protocol):
         UnixFS file; return its CID (what `ipfs add` prints for the same bytes)."""
         ...
 
-    def get(self, cid: str) -> bytes:
-        """The bytes of the file at `cid`, verified against the CID block by block."""
+    def get(self, cid: str, *, max_size: int | None = None) -> bytes:
+        """The bytes of the file at `cid`, verified against the CID block by block. `max_size`:
+        ContentTooLarge as soon as the file (or the expansion of its DAG) is known to exceed it,
+        before more is fetched: what every reader of untrusted CIDs passes."""
         ...
 
-    def get_pieces(self, cid: str) -> Iterator[memoryview]:
+    def get_pieces(self, cid: str, *, max_size: int | None = None) -> Iterator[memoryview]:
         """The same bytes as consecutive pieces, each verified before it is yielded (for
         `decrypt_checkpoint_stream`, which decrypts from them without joining them first)."""
         ...

@@ -20,9 +20,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from offchain.storage.cids import DAG_PB, RAW, cid_text, cid_v0, codec_of, encode_varint, read_varint
-from offchain.storage.errors import StorageError
+from offchain.storage.errors import ContentTooLarge, StorageError
 
 UNIXFS_RAW, UNIXFS_DIRECTORY, UNIXFS_FILE = 0, 1, 2
+MIN_BYTES_PER_BLOCK = 1024
+"""With a size limit, a DAG may use at most one block per this many bytes of the limit (plus the root):
+kubo's layout needs one per 256 KiB, while a DAG of empty leaves would cost a fetch per block and
+yield nothing, so without this bound a few distinct blocks could keep a reader busy for hours."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,7 @@ class UnixFSData:
 
     type: int = -1
     data: memoryview | None = None
+    filesize: int | None = None
 
 
 def _fields(buf: memoryview) -> Iterator[tuple[int, int | memoryview]]:
@@ -208,28 +213,52 @@ def decode_unixfs(data: memoryview) -> UnixFSData:
             parsed.type = value
         elif number == 2 and isinstance(value, memoryview):
             parsed.data = value
+        elif number == 3 and isinstance(value, int):
+            parsed.filesize = value
     return parsed
 
 
-def file_pieces(root: bytes, get_block: Callable[[bytes], bytes]) -> Iterator[memoryview]:
-    """The bytes of the UnixFS file at `root`, in order, as views into blocks from `get_block`."""
+def file_pieces(
+    root: bytes, get_block: Callable[[bytes], bytes], max_size: int | None = None
+) -> Iterator[memoryview]:
+    """The bytes of the UnixFS file at `root`, in order, as views into blocks from `get_block`.
+
+    With `max_size`, ContentTooLarge is raised as soon as the file is known to be longer (the root's
+    declared size, or the bytes yielded so far) or its DAG to need more blocks than such a file
+    could (blocks fetched plus links still to follow): a DAG bomb costs at most that many fetches."""
+    max_blocks = None if max_size is None else 1 + max_size // MIN_BYTES_PER_BLOCK
+    size = fetched = 0
     stack = [root]
     while stack:
         cid = stack.pop()
         block = get_block(cid)
+        fetched += 1
         codec = codec_of(cid)
         if codec == RAW:
-            yield memoryview(block)
-            continue
-        if codec != DAG_PB:
+            node, unixfs = PBNode(), UnixFSData(UNIXFS_RAW, memoryview(block))
+        elif codec != DAG_PB:
             raise StorageError(f"{cid_text(cid)}: not a UnixFS file (codec 0x{codec:x})")
-        try:
-            node = decode_node(block)
-            unixfs = decode_unixfs(node.data if node.data is not None else memoryview(b""))
-        except ValueError as error:
-            raise StorageError(f"{cid_text(cid)}: malformed dag-pb/UnixFS node ({error})") from None
-        if unixfs.type not in (UNIXFS_FILE, UNIXFS_RAW):
-            raise StorageError(f"{cid_text(cid)}: not a UnixFS file (UnixFS type {unixfs.type})")
+        else:
+            try:
+                node = decode_node(block)
+                unixfs = decode_unixfs(node.data if node.data is not None else memoryview(b""))
+            except ValueError as error:
+                raise StorageError(f"{cid_text(cid)}: malformed dag-pb/UnixFS node ({error})") from None
+            if unixfs.type not in (UNIXFS_FILE, UNIXFS_RAW):
+                raise StorageError(f"{cid_text(cid)}: not a UnixFS file (UnixFS type {unixfs.type})")
+        if max_size is not None:
+            declared = unixfs.filesize if cid == root and unixfs.filesize is not None else 0
+            size += len(unixfs.data) if unixfs.data is not None else 0
+            if max(size, declared) > max_size:
+                raise ContentTooLarge(
+                    f"{cid_text(root)} is larger than the {max_size}-byte limit "
+                    f"({max(size, declared)} bytes {'declared' if declared > size else 'so far'})"
+                )
+            if fetched + len(stack) + len(node.links) > max_blocks:
+                raise ContentTooLarge(
+                    f"{cid_text(root)}: its DAG needs more than {max_blocks} blocks, "
+                    f"more than any file within the {max_size}-byte limit"
+                )
         if unixfs.data is not None:
             yield unixfs.data
         stack.extend(reversed(node.links))

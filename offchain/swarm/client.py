@@ -11,7 +11,7 @@ from hivemind.p2p.p2p_daemon_bindings.control import P2PDaemonError, P2PHandlerE
 from hivemind.p2p.p2p_daemon_bindings.utils import ControlFailure
 
 from offchain.swarm.shaping import LinkTable
-from offchain.swarm.wire import pack, read_framed, stream_chunks, unpack
+from offchain.swarm.wire import CONTROL_BYTES, WireError, pack, read_framed, stream_chunks, unpack
 
 HANDLER_PREFIX = "StageServer.rpc_"
 
@@ -32,10 +32,12 @@ async def call(
     *,
     timeout: float,
     links: LinkTable | None = None,
+    reply_limit: int = CONTROL_BYTES,
 ) -> dict[str, Any]:
     """Send `request` to `peer_id`'s `rpc_<method>` and return its reply document.
 
-    Raises RemoteError when the server replied with an error, PeerUnreachable otherwise."""
+    Raises RemoteError when the server replied with an error, PeerUnreachable otherwise (also for
+    a reply larger than `reply_limit` bytes: nothing past the limit is read)."""
     data = pack(request)
     try:
         async with asyncio.timeout(timeout):
@@ -44,7 +46,7 @@ async def call(
             stream = await p2p.iterate_protobuf_handler(
                 PeerID.from_base58(peer_id), HANDLER_PREFIX + method, stream_chunks(data), BytesValue
             )
-            raw = await read_framed(stream)
+            raw = await read_framed(stream, reply_limit)
             if links is not None:
                 await links.link(peer_id, "in").transmit(len(raw))
     except TimeoutError:
@@ -55,6 +57,7 @@ async def call(
         ControlFailure,
         ConnectionError,
         asyncio.IncompleteReadError,
+        WireError,
     ) as error:
         raise PeerUnreachable(f"{method} to {peer_id[-8:]} failed: {error}") from None
     if raw is None:

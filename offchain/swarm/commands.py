@@ -57,6 +57,7 @@ def driver_run(
 
     if (model is None) == (model_spec is None):
         raise UserError("pass exactly one of --model ID (on-chain) and --model-spec FILE (off-chain)")
+    protocol = None
     if model is not None:
         from offchain.chain.models import spec_of_model
         from offchain.chain.protocol import open_protocol
@@ -71,7 +72,10 @@ def driver_run(
         spec = load_spec(model_spec)
     if not initial_peers:
         raise UserError("pm driver run needs --initial-peers: the multiaddr a worker printed when it started")
-    identity = Identity.load(key_file, private_key_env)
+    # On-chain the driver's address must be one of the model's drivers: a throw-away key would be refused.
+    from offchain.keys import KEY_ENV
+
+    identity = Identity.load(key_file, private_key_env or (KEY_ENV if model is not None else None))
     configure_logging()
     network = network_config(initial_peers, None, None)
     summary = asyncio.run(
@@ -84,6 +88,7 @@ def driver_run(
             timeout=timeout,
             shaping=Shaping(bandwidth_mbit, latency_ms),
             progress=sys.stderr.isatty() and not as_json,
+            chain=protocol,
         )
     )
     if as_json:

@@ -28,10 +28,12 @@ from hivemind.dht.node import DHTNode
 from offchain.model.data import batch_for, encode_tokens
 from offchain.model.records import MessageHeader
 from offchain.model.spec import ModelSpec
+from offchain.swarm.authz import Access
 from offchain.swarm.client import PeerUnreachable, RemoteError, call
 from offchain.swarm.discovery import lookup, stage_key
 from offchain.swarm.identity import Identity
 from offchain.swarm.shaping import LinkTable, Shaping
+from offchain.swarm.wire import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,10 @@ class DriverConfig:
     poll_seconds: float = 1.0
     route_seconds: float = 10.0
     shaping: Shaping = field(default_factory=Shaping)
+    access: Access | None = None
+    """On-chain (Access.on_chain): the deployment the driver's messages and peer binding are bound
+    to, chain time for the binding's expiry, and the members a replica must be one of. None:
+    off-chain (chain id 0, `model_id`), every announced peer is tried."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,10 @@ class Driver:
         self.config, self.node, self.spec = config, node, config.spec
         self.spec_digest = config.spec.digest()
         self.num_stages = config.spec.num_stages
+        self.access = config.access or Access.off_chain(config.model_id, ())
+        self.domain = self.access.domain
+        self.binder = self.access.binder(config.identity, node.peer_id.to_base58())
+        self.limits = Limits.of(config.spec, 0)
         self.links = LinkTable(config.shaping) if config.shaping.active else None
         self.banned: dict[tuple[str, str], float] = {}
         self.inference_load: Counter[str] = Counter()
@@ -125,7 +135,9 @@ class Driver:
     # ---- RPC plumbing -------------------------------------------------------------------------
 
     def _request(self, **fields: object) -> dict:
-        return {"model": self.spec_digest, "model_id": self.config.model_id, **fields}
+        """A request to a stage server, with the peer binding that proves whom this peer acts for."""
+        binding = self.binder.binding()
+        return {"model": self.spec_digest, "model_id": self.config.model_id, "binding": binding, **fields}
 
     async def _call(
         self, replica: Replica, method: str, timeout: float | None = None, **fields: object
@@ -138,6 +150,7 @@ class Driver:
                 self._request(**fields),
                 timeout=timeout or self.config.call_timeout,
                 links=self.links,
+                reply_limit=self.limits.reply(method),
             )
         except PeerUnreachable as error:
             raise WorkerFailed(replica, str(error), unreachable=True) from None
@@ -158,7 +171,9 @@ class Driver:
     # ---- discovery ----------------------------------------------------------------------------
 
     async def discover(self, stage: int) -> list[Replica]:
-        """Live, unbanned replicas of `stage`, from the DHT, confirmed by their `info` RPC."""
+        """Live, unbanned replicas of `stage`, from the DHT, confirmed by their `info` RPC and, on-chain,
+        by their membership: anyone can announce itself under a stage, and a stranger in a route
+        would see the data and make honest neighbours refuse its messages."""
         records = await lookup(self.node, stage_key(self.spec_digest, self.config.model_id, stage))
 
         async def info(peer_id: str) -> Replica | None:
@@ -170,10 +185,26 @@ class Driver:
             if reply["stage"] != stage:
                 return None
             replica = Replica(peer_id, reply["session"], reply["address"], reply["round"], reply["digest"])
-            return None if self._is_banned(replica) else replica
+            if self._is_banned(replica) or not await asyncio.to_thread(self._is_member, replica, stage):
+                return None
+            return replica
 
         found = await asyncio.gather(*(info(record.peer_id) for record in records))
         return [replica for replica in found if replica is not None]
+
+    def _is_member(self, replica: Replica, stage: int) -> bool:
+        """On-chain: the peer id is the one a member of `stage` registered, and the member's address is
+        the one the replica signs with. Off-chain: every listed peer is taken at its word."""
+        facts = self.access.facts
+        if not facts.registers_peers:
+            return True
+        account = facts.account_of_peer(replica.peer_id)
+        member = account == replica.address.lower() and facts.is_member(account, stage)
+        if not member:
+            logger.warning(
+                "ignoring %s announced under stage %d: not a member's registered peer", replica.short, stage
+            )
+        return member
 
     async def infer(self, tokens: bytes) -> tuple[bytes, list[int]]:
         """Forward-only through every stage on its committed weights (a serving copy on each worker,
@@ -411,7 +442,8 @@ class Driver:
         tokens, targets = batch_for(spec, round_, step, mb)
         token_bytes, target_bytes = encode_tokens(tokens, spec), encode_tokens(targets, spec)
         parts = [b"", token_bytes, target_bytes] if last == 0 else [b"", token_bytes]
-        header = MessageHeader(self.config.model_id, 0, round_, step, mb, "forward")
+        chain_id, ledger = self.domain.deployment
+        header = MessageHeader(self.config.model_id, 0, round_, step, mb, "forward", chain_id, ledger)
         message = self.config.identity.sign(header, parts)
         where = {"round": round_, "step": step, "micro_batch": mb}
         for stage in range(last):

@@ -1,14 +1,20 @@
-"""A swarm participant's eth-account identity: it signs every pipeline message it sends and checks
-the signature of every message it receives (the same key later signs on-chain transactions)."""
+"""A swarm participant's identities: its eth account signs every pipeline message it sends and checks
+the signature of every message it receives (the same key signs on-chain transactions); its libp2p
+key pair (the peer id other peers authenticate it by) is kept in a file so the peer id a member
+registered at `join` stays its own across restarts."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from hivemind.p2p import PeerID
+from hivemind.proto import crypto_pb2
+from hivemind.utils.crypto import RSAPrivateKey
 
+from offchain.durable import write_atomic
 from offchain.errors import UserError
 from offchain.keys import load_account
 from offchain.model.records import MessageHeader, SignedMessage, message_payload, sha256_hex
@@ -18,9 +24,10 @@ from offchain.swarm.wire import WireError
 
 @dataclass(frozen=True)
 class Identity:
-    """An eth-account key pair; `address` is what peers see, the key never leaves the process."""
+    """An eth-account key pair; `address` is what peers see, the key never leaves the process
+    (nor its repr)."""
 
-    private_key: bytes
+    private_key: bytes = field(repr=False)
     address: str
 
     @classmethod
@@ -76,3 +83,19 @@ def verify(wire: Any) -> Received:
     if signer.lower() != sender.lower():
         raise WireError(f"bad signature on {header}: signed by {signer}, claims {sender}")
     return Received(header, parts, SignedMessage(header, sha256_hex(payload), sender, signature))
+
+
+def p2p_identity(path: Path) -> Path:
+    """The libp2p private key at `path` (hivemind's protobuf format), created there if absent:
+    written atomically with mode 0600 from the start. Returns `path` for `start_node`."""
+    if path.exists():
+        try:
+            PeerID.from_identity(path.read_bytes())
+        except Exception:  # noqa: BLE001 - protobuf/crypto raise many types for a damaged file
+            raise UserError(f"{path} is not a libp2p identity (delete it to make a new peer id)") from None
+        return path
+    key = RSAPrivateKey()
+    document = crypto_pb2.PrivateKey(key_type=crypto_pb2.KeyType.RSA, data=key.to_bytes())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, document.SerializeToString(), mode=0o600)
+    return path

@@ -1,7 +1,11 @@
 """Swarm processes on this machine (tests, benchmarks): `pm` subprocesses in their own sessions.
 
 Each process leads its own process group, so `kill9` takes the worker and its libp2p daemon down
-together, as a crashed host would, and `stop` can always clean up whatever is left."""
+together, as a crashed host would, and `stop` can always clean up whatever is left.
+
+An off-chain swarm admits only the addresses on its allow-list: the local workers and driver all
+sign with one throwaway key (`LOCAL_KEY_ENV`, derived from a public string, never funded) and each
+worker allows that one address."""
 
 from __future__ import annotations
 
@@ -15,8 +19,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from eth_account import Account
+from eth_utils import keccak
+
 ROOT = Path(__file__).resolve().parents[2]
 MADDR = re.compile(r"maddrs (/ip4/\S+/p2p/\S+)")
+LOCAL_KEY_ENV = "PM_LOCAL_SWARM_KEY"
+LOCAL_KEY = keccak(text="pm-local-swarm").hex()
+LOCAL_ADDRESS = Account.from_key(LOCAL_KEY).address
 
 
 @dataclass
@@ -67,7 +77,7 @@ def spawn_pm(
     """Start `pm <args>` with this checkout on PYTHONPATH and `env` added to this environment;
     stderr goes to <log_dir>/<name>.log."""
     log = log_dir / f"{name}.log"
-    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, LOCAL_KEY_ENV: LOCAL_KEY, **(env or {}), "PYTHONPATH": str(ROOT)}
     with open(log, "wb") as err, open(stdout or os.devnull, "wb") as out:
         popen = subprocess.Popen(
             [sys.executable, "-m", "offchain.cli", *args],
@@ -83,7 +93,28 @@ def spawn_pm(
 def worker_args(
     spec: Path, stage: int, state_dir: Path, peers: list[str] | tuple[str, ...] = ()
 ) -> list[str]:
+    """An off-chain worker of the local swarm: signs with the local key, allows only the local address."""
     args = ["worker", "run", "--model-spec", str(spec), "--stage", str(stage), "--state-dir", str(state_dir)]
+    args += ["--private-key-env", LOCAL_KEY_ENV, "--allow", LOCAL_ADDRESS]
     for peer in peers:
         args += ["--initial-peers", peer]
     return args
+
+
+def chain_worker_args(
+    model_id: int, stage: int, state_dir: Path, chain_args: list[str], peers: list[str] | tuple[str, ...] = ()
+) -> list[str]:
+    """An on-chain worker (`pm worker run --model`): it stakes and joins `stage` under its libp2p peer
+    id, so the stage's members, the model's drivers and its gateways are the only peers it serves and
+    the only ones that accept it. Its key is PM_PRIVATE_KEY in its environment; `chain_args`: its
+    --rpc-url, --deployments and --store."""
+    args = ["worker", "run", "--model", str(model_id), "--stage", str(stage), "--state-dir", str(state_dir)]
+    args += chain_args
+    for peer in peers:
+        args += ["--initial-peers", peer]
+    return args
+
+
+def driver_key_args() -> list[str]:
+    """What makes `pm driver run --model-spec` sign as the local swarm's allowed address."""
+    return ["--private-key-env", LOCAL_KEY_ENV]

@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hivemind.dht.node import DHTNode
 from hivemind.p2p.p2p_daemon_bindings.control import P2PDaemonError
@@ -44,14 +45,23 @@ def network_config(
     )
 
 
-async def start_node(network: NetworkConfig, *, client_mode: bool = False) -> DHTNode:
-    """Join (or found, without initial peers) the DHT; one clear error if it cannot."""
+async def start_node(
+    network: NetworkConfig, *, client_mode: bool = False, identity_path: Path | None = None
+) -> DHTNode:
+    """Join (or found, without initial peers) the DHT; one clear error if it cannot.
+
+    `identity_path`: a libp2p key file (offchain.swarm.identity.p2p_identity) for a peer id that
+    outlives the process; a fresh one otherwise. hivemind's check that no other live peer uses the
+    identity costs a second daemon start and is skipped: the peer id's owner is the one process
+    that holds the file."""
+    identity = {"identity_path": str(identity_path), "check_if_identity_free": False} if identity_path else {}
     try:
         return await DHTNode.create(
             initial_peers=list(network.initial_peers) or None,
             host_maddrs=list(network.host_maddrs),
             announce_maddrs=list(network.announce_maddrs) or None,
             client_mode=client_mode,
+            **identity,
         )
     except Exception as error:  # noqa: BLE001 - hivemind raises bare Exceptions for bad maddrs/peers
         raise UserError(f"cannot join the swarm: {type(error).__name__}: {error}") from None

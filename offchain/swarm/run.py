@@ -7,15 +7,20 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from offchain.model.spec import ModelSpec
+from offchain.swarm.authz import Access
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals
 from offchain.swarm.shaping import Shaping
+
+if TYPE_CHECKING:
+    from offchain.chain.protocol import Protocol as ChainProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +35,21 @@ async def run_driver(
     timeout: float = 60.0,
     shaping: Shaping | None = None,
     progress: bool = False,
+    chain: ChainProtocol | None = None,
 ) -> dict:
-    """Train `rounds` rounds from the swarm's current round. SIGTERM stops after the current call."""
+    """Train `rounds` rounds from the swarm's current round. SIGTERM stops after the current call.
+
+    `chain`: the deployment of on-chain model `model_id` (messages and the driver's peer binding are
+    bound to it, binding expiry in chain time); None off-chain."""
     stop = stop_on_signals()
     node = await start_node(network, client_mode=True)
     config = DriverConfig(
-        spec, identity, model_id=model_id, call_timeout=timeout, shaping=shaping or Shaping()
+        spec,
+        identity,
+        model_id=model_id,
+        call_timeout=timeout,
+        shaping=shaping or Shaping(),
+        access=Access.on_chain(chain, model_id) if chain is not None else None,
     )
     driver = Driver(config, node)
     bar = Progress(

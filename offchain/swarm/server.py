@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -34,13 +33,15 @@ import msgpack
 from google.protobuf.wrappers_pb2 import BytesValue
 from hivemind.p2p import P2P, P2PContext, ServicerBase
 
+from offchain.durable import write_atomic
 from offchain.model.records import MessageHeader, Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.state import average_state_bytes
 from offchain.model.trainer import StageTrainer
+from offchain.swarm.authz import Authorizer, Binder, RateLimiter, Role, Unauthorized
 from offchain.swarm.client import call
 from offchain.swarm.identity import Identity, Received, verify
-from offchain.swarm.wire import WireError, framed_chunks, join_chunks, pack, unpack
+from offchain.swarm.wire import REQUEST_SECONDS, Limits, WireError, framed_chunks, join_chunks, pack, unpack
 
 if TYPE_CHECKING:
     from offchain.swarm.keyshare import StageKeyKeeper
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 STATE_TIMEOUT = 120.0
 REPLY_LINGER = 60.0
+KEY_REQUESTS_PER_SECOND, KEY_REQUEST_BURST = 0.5, 5
+"""Per peer: a key request costs the member chain reads, so a peer gets few of them."""
 
 
 class Refused(ValueError):
@@ -80,14 +83,17 @@ class StateFile:
         return RoundState(doc["round"], doc["state"])
 
     def save(self, state: RoundState) -> None:
+        """Plaintext weights: readable by this user only, and never half-written."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(msgpack.packb({"round": state.round, "state": state.state}, use_bin_type=True))
-        os.replace(tmp, self.path)
+        document = msgpack.packb({"round": state.round, "state": state.state}, use_bin_type=True)
+        write_atomic(self.path, document, mode=0o600)
 
 
 class StageServer(ServicerBase):
-    """Serves one stage of one model; every message it emits is signed by `identity`."""
+    """Serves one stage of one model; every message it emits is signed by `identity`. Every RPC is
+    admitted by `authorizer` (offchain.swarm.authz.RULES) before it is read any further than its
+    size limit, and every pipeline message by its signer; `binder` binds this server's address to
+    its peer id in the state requests it sends (and the state it serves)."""
 
     def __init__(
         self,
@@ -98,6 +104,8 @@ class StageServer(ServicerBase):
         model_id: int,
         session: str,
         state_file: StateFile | None,
+        authorizer: Authorizer,
+        binder: Binder,
         on_commit: Callable[[], Awaitable[None]] | None = None,
         key_keeper: StageKeyKeeper | None = None,
         on_round: Callable[[RoundState, RoundState, Trace], Awaitable[None]] | None = None,
@@ -105,6 +113,9 @@ class StageServer(ServicerBase):
         self.spec, self.stage, self.identity = spec, stage, identity
         self.model_id, self.session = model_id, session
         self.spec_digest = spec.digest()
+        self.authorizer, self.binder = authorizer, binder
+        self.limits = Limits.of(spec, 0)
+        self.key_requests = RateLimiter(KEY_REQUESTS_PER_SECOND, KEY_REQUEST_BURST)
         self.state_file = state_file
         self.on_commit = on_commit
         self.key_keeper = key_keeper
@@ -130,6 +141,7 @@ class StageServer(ServicerBase):
         )
         start_round = initial.round if initial is not None else 0
         self.committed = RoundState(start_round, await self._compute(self.trainer.state_bytes))
+        self.limits = Limits.of(self.spec, len(self.committed.state))
         await self.add_p2p_handlers(p2p)
 
     def stop(self) -> None:
@@ -158,14 +170,31 @@ class StageServer(ServicerBase):
     # ---- request plumbing -------------------------------------------------------------------
 
     async def _serve(
-        self, requests: AsyncIterator[BytesValue], handler: Callable[[dict], Awaitable[dict]]
+        self,
+        requests: AsyncIterator[BytesValue],
+        context: P2PContext,
+        method: str,
+        handler: Callable[[dict], Awaitable[dict]],
     ) -> AsyncIterator[BytesValue]:
+        peer = context.remote_id.to_base58()
         try:
-            request = unpack(await join_chunks(requests))
+            async with asyncio.timeout(REQUEST_SECONDS):
+                request = unpack(await join_chunks(requests, self.limits.request(method)))
             self._check_model(request)
+            if method == "stage_key" and not self.key_requests.allow(peer):
+                raise Unauthorized("too many key requests from this peer: slow down")
+            await asyncio.to_thread(self.authorizer.admit, method, peer, request.get("binding"), self.stage)
             reply = await handler(request)
+        except Unauthorized as error:
+            logger.warning("stage %d refused %s from peer %s: %s", self.stage, method, peer[-8:], error)
+            reply = {"error": f"Unauthorized: {error}"}
+        except TimeoutError:
+            logger.warning(
+                "stage %d refused %s from peer %s: request too slow", self.stage, method, peer[-8:]
+            )
+            reply = {"error": f"WireError: the request took more than {REQUEST_SECONDS:.0f}s"}
         except (Refused, WireError, ValueError, KeyError, TypeError) as error:
-            logger.warning("stage %d refused %s: %s", self.stage, handler.__name__.lstrip("_"), error)
+            logger.warning("stage %d refused %s from peer %s: %s", self.stage, method, peer[-8:], error)
             reply = {"error": f"{type(error).__name__}: {error}"}
         for chunk in framed_chunks(pack(reply)):
             yield chunk
@@ -183,13 +212,15 @@ class StageServer(ServicerBase):
         if self.in_round != round_:
             raise Refused(f"stage {self.stage} is not in round {round_} (in round: {self.in_round})")
 
-    def _received(self, request: dict, direction: str) -> Received:
-        """The request's pipeline message, signature checked, addressed to this stage and op."""
+    async def _received(self, request: dict, direction: str) -> Received:
+        """The request's pipeline message, signature checked, addressed to this stage and op, bound to
+        this deployment and signed by the stage (or driver) that may send it."""
         self._check_round(request["round"])
         received = verify(request["message"])
         header = received.header
         if header.stage != self.stage or header.direction != direction or header.round != request["round"]:
             raise Refused(f"message {header} is not a {direction} message to stage {self.stage}")
+        await asyncio.to_thread(self.authorizer.check_message, header, received.signed.sender)
         return received
 
     def _outgoing(self, received: Received, stage: int, direction: str) -> MessageHeader:
@@ -209,7 +240,7 @@ class StageServer(ServicerBase):
 
     async def _forward(self, request: dict) -> dict:
         """Middle stages and stage 0: returns the signed forward message for stage s+1."""
-        received = self._received(request, "forward")
+        received = await self._received(request, "forward")
         if len(received.parts) != 2:
             raise Refused(f"a forward message to stage {self.stage} has (activation, tokens)")
         activation, tokens = received.parts
@@ -244,7 +275,7 @@ class StageServer(ServicerBase):
 
     async def _forward_backward(self, request: dict) -> dict:
         """Last stage: loss and backward; returns the loss and the signed grad message for stage s-1."""
-        received = self._received(request, "forward")
+        received = await self._received(request, "forward")
         if len(received.parts) != 3:
             raise Refused(
                 f"a forward message to the last stage {self.stage} has (activation, tokens, targets)"
@@ -267,7 +298,7 @@ class StageServer(ServicerBase):
 
     async def _backward(self, request: dict) -> dict:
         """Non-last stages: returns the signed grad message for stage s-1 (None on stage 0)."""
-        received = self._received(request, "backward")
+        received = await self._received(request, "backward")
         if len(received.parts) != 1:
             raise Refused(f"a backward message to stage {self.stage} has (grad,)")
         signed = received.signed
@@ -334,9 +365,7 @@ class StageServer(ServicerBase):
             if peer == self.p2p.peer_id.to_base58():
                 states.append(self.pending.state)
             else:
-                reply = await call(
-                    self.p2p, peer, "state", self._peer_request("pending"), timeout=STATE_TIMEOUT
-                )
+                reply = await self.fetch_state(peer, "pending")
                 states.append(self._checked_state(reply, self.pending.round).state)
         merged = states[0] if len(states) == 1 else await self._compute(partial(self._average, states))
         parent, trace = self.committed, self.trainer.trace
@@ -359,9 +388,7 @@ class StageServer(ServicerBase):
 
     async def _sync(self, request: dict) -> dict:
         """Copy a peer's committed state (a restarted worker catching up with its replica)."""
-        reply = await call(
-            self.p2p, request["peer"], "state", self._peer_request("committed"), timeout=STATE_TIMEOUT
-        )
+        reply = await self.fetch_state(request["peer"], "committed")
         state = self._checked_state(reply, reply["round"])
         await self._compute(partial(self.trainer.load_state, state.state))
         await self._commit(state)
@@ -375,10 +402,32 @@ class StageServer(ServicerBase):
         return {"round": state.round, "digest": state.digest}
 
     async def _state(self, request: dict) -> dict:
+        """Only to members of this stage (the authorizer admitted the caller as one)."""
         state = self.pending if request["kind"] == "pending" else self.committed
         if state is None:
             raise Refused(f"stage {self.stage} has no {request['kind']} state")
-        return {"stage": self.stage, "round": state.round, "digest": state.digest, "state": state.state}
+        return {
+            "stage": self.stage,
+            "round": state.round,
+            "digest": state.digest,
+            "state": state.state,
+            "binding": await asyncio.to_thread(self.binder.binding),
+        }
+
+    async def fetch_state(self, peer: str, kind: str) -> dict:
+        """A state from `peer`, which must prove to be a member of this stage."""
+        request = {**self._peer_request(kind), "binding": await asyncio.to_thread(self.binder.binding)}
+        reply = await call(
+            self.p2p, peer, "state", request, timeout=STATE_TIMEOUT, reply_limit=self.limits.state
+        )
+        try:
+            source = await asyncio.to_thread(self.authorizer.identify, peer, reply.get("binding"))
+            member = await asyncio.to_thread(self.authorizer.holds, source, Role.MEMBER, self.stage)
+        except Unauthorized as error:
+            raise Refused(f"state source {peer[-8:]}: {error}") from None
+        if not member:
+            raise Refused(f"state source {source} is not a member of stage {self.stage}")
+        return reply
 
     async def _stage_key(self, request: dict) -> dict:
         """The stage key sealed to an entitled requester (offchain.swarm.keyshare); reads the chain
@@ -400,76 +449,80 @@ class StageServer(ServicerBase):
 
     # ---- P2P handlers (ServicerBase turns each rpc_* into `StageServer.rpc_*`) -------------------
 
-    async def rpc_info(self, requests: AsyncIterator[BytesValue], _: P2PContext) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._info):
+    async def rpc_info(
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, context, "info", self._info):
             yield chunk
 
     async def rpc_forward(
-        self, requests: AsyncIterator[BytesValue], _: P2PContext
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._forward):
+        async for chunk in self._serve(requests, context, "forward", self._forward):
             yield chunk
 
     async def rpc_infer(
-        self, requests: AsyncIterator[BytesValue], _: P2PContext
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._infer):
+        async for chunk in self._serve(requests, context, "infer", self._infer):
             yield chunk
 
     async def rpc_forward_backward(
-        self, requests: AsyncIterator[BytesValue], _: P2PContext
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._forward_backward):
+        async for chunk in self._serve(requests, context, "forward_backward", self._forward_backward):
             yield chunk
 
     async def rpc_backward(
-        self, requests: AsyncIterator[BytesValue], _: P2PContext
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._backward):
+        async for chunk in self._serve(requests, context, "backward", self._backward):
             yield chunk
 
     async def rpc_apply_step(
-        self, requests: AsyncIterator[BytesValue], _: P2PContext
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._apply_step):
+        async for chunk in self._serve(requests, context, "apply_step", self._apply_step):
             yield chunk
 
     async def rpc_begin_round(
-        self, requests: AsyncIterator[BytesValue], _: P2PContext
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._begin_round):
+        async for chunk in self._serve(requests, context, "begin_round", self._begin_round):
             yield chunk
 
     async def rpc_abort_round(
-        self, requests: AsyncIterator[BytesValue], _: P2PContext
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._abort_round):
+        async for chunk in self._serve(requests, context, "abort_round", self._abort_round):
             yield chunk
 
     async def rpc_end_round(
-        self, requests: AsyncIterator[BytesValue], _: P2PContext
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._end_round):
+        async for chunk in self._serve(requests, context, "end_round", self._end_round):
             yield chunk
 
     async def rpc_finish_round(
-        self, requests: AsyncIterator[BytesValue], _: P2PContext
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._finish_round):
+        async for chunk in self._serve(requests, context, "finish_round", self._finish_round):
             yield chunk
 
-    async def rpc_sync(self, requests: AsyncIterator[BytesValue], _: P2PContext) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._sync):
+    async def rpc_sync(
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
+    ) -> AsyncIterator[BytesValue]:
+        async for chunk in self._serve(requests, context, "sync", self._sync):
             yield chunk
 
     async def rpc_state(
-        self, requests: AsyncIterator[BytesValue], _: P2PContext
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._state):
+        async for chunk in self._serve(requests, context, "state", self._state):
             yield chunk
 
     async def rpc_stage_key(
-        self, requests: AsyncIterator[BytesValue], _: P2PContext
+        self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
-        async for chunk in self._serve(requests, self._stage_key):
+        async for chunk in self._serve(requests, context, "stage_key", self._stage_key):
             yield chunk

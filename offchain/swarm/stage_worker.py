@@ -17,11 +17,12 @@ from hivemind.dht.node import DHTNode
 
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
-from offchain.swarm.client import PeerUnreachable, RemoteError, call
+from offchain.swarm.authz import Access
+from offchain.swarm.client import PeerUnreachable, RemoteError
 from offchain.swarm.discovery import Announcement, announce, announce_forever, lookup, stage_key
-from offchain.swarm.identity import Identity
+from offchain.swarm.identity import Identity, p2p_identity
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals, visible_maddrs
-from offchain.swarm.server import STATE_TIMEOUT, RoundState, StageServer, StateFile
+from offchain.swarm.server import Refused, RoundState, StageServer, StateFile
 
 if TYPE_CHECKING:
     from offchain.swarm.keyshare import StageKeyKeeper
@@ -35,6 +36,7 @@ class WorkerConfig:
     stage: int
     identity: Identity
     network: NetworkConfig
+    access: Access
     model_id: int = 0
     state_dir: Path | None = None
 
@@ -57,15 +59,15 @@ class StageRole(Protocol):
         ...
 
 
-async def fetch_peer_state(node: DHTNode, config: WorkerConfig, key: str) -> RoundState | None:
-    """The most advanced committed state among this stage's live replicas, if any is ahead of 0."""
-    request = {"model": config.spec.digest(), "model_id": config.model_id, "kind": "committed"}
+async def catch_up(node: DHTNode, server: StageServer, key: str) -> RoundState | None:
+    """The most advanced committed state among this stage's live replicas, if any is ahead of 0
+    (each source must prove to be a member of the stage: StageServer.fetch_state)."""
     for record in sorted(await lookup(node, key), key=lambda r: -r.round):
         if record.round == 0:
             break
         try:
-            reply = await call(node.p2p, record.peer_id, "state", request, timeout=STATE_TIMEOUT)
-        except (PeerUnreachable, RemoteError) as error:
+            reply = await server.fetch_state(record.peer_id, "committed")
+        except (PeerUnreachable, RemoteError, Refused) as error:
             logger.warning("could not fetch state from %s: %s", record.peer_id[-8:], error)
             continue
         state = RoundState(reply["round"], reply["state"])
@@ -80,24 +82,37 @@ async def fetch_peer_state(node: DHTNode, config: WorkerConfig, key: str) -> Rou
     return None
 
 
+def _check_registered_peer(config: WorkerConfig, peer_id: str) -> None:
+    """On-chain, peers know a member by the peer id it registered at `join`: say so loudly if this
+    node's is another one (its libp2p key file was lost or replaced), since every peer will refuse it."""
+    facts = config.access.facts
+    if facts.registers_peers and facts.account_of_peer(peer_id) != config.identity.address.lower():
+        logger.error(
+            "this node's peer id %s is not the one %s registered at join: other members and drivers "
+            "will refuse it; restore %s or leave and join again",
+            peer_id,
+            config.identity.address,
+            config.state_dir / "p2p.key" if config.state_dir else "its libp2p key file",
+        )
+
+
 async def serve_stage(config: WorkerConfig, role: StageRole | None = None) -> None:
     """Run one stage server until SIGTERM/SIGINT; always leaves the DHT and stops its daemon."""
     stop = stop_on_signals()
     spec, stage = config.spec, config.stage
     key = stage_key(spec.digest(), config.model_id, stage)
     state_file = StateFile(config.state_dir, spec, config.model_id, stage) if config.state_dir else None
-    node = await start_node(config.network)
+    identity_path = p2p_identity(config.state_dir / "p2p.key") if config.state_dir else None
+    node = await start_node(config.network, identity_path=identity_path)
     server: StageServer | None = None
     announcer: asyncio.Task | None = None
     background: asyncio.Task | None = None
     try:
+        peer_id = node.peer_id.to_base58()
         if role is not None:
             initial = await role.start(node)
         elif (initial := state_file.load() if state_file is not None else None) is not None:
             logger.info("resuming stage %d from its round %d state on disk", stage, initial.round)
-        else:
-            initial = await fetch_peer_state(node, config, key)
-        peer_id = node.peer_id.to_base58()
 
         def current() -> Announcement:
             return Announcement(peer_id, session, config.identity.address, server.committed.round)
@@ -116,8 +131,13 @@ async def serve_stage(config: WorkerConfig, role: StageRole | None = None) -> No
             on_commit=on_commit,
             key_keeper=role.key_keeper if role is not None else None,
             on_round=role.on_round if role is not None else None,
+            authorizer=config.access.authorizer(),
+            binder=config.access.binder(config.identity, peer_id),
         )
         await server.start(node.p2p, initial)
+        await asyncio.to_thread(_check_registered_peer, config, peer_id)
+        if role is None and initial is None and (caught_up := await catch_up(node, server, key)) is not None:
+            await server.adopt(caught_up)
         announcer = asyncio.create_task(announce_forever(node, key, current, stop))
         if role is not None:
             background = asyncio.create_task(role.run(server, stop))

@@ -13,19 +13,57 @@ A pipeline message (forward to stage s: activation + token ids [+ targets], sign
 for stage 0, by the driver; backward to stage s: gradient, signed by stage s+1) travels as
 {"header", "parts", "sender", "signature"}; the signature covers the header and the digest of
 `offchain.model.records.message_payload(*parts)`, so the receiver can keep it in its step trace
-and any verifier can later prove who sent which bytes.
+and any verifier can later prove who sent which bytes. The header names the deployment (chain id
+and WorkLedger address) too, so a signature is worth nothing on another chain or deployment.
+
+Limits: every request and reply has a size limit (`Limits`: 64 KiB for control, what the
+spec's shapes need for activations and logits, the stage's own state size for state transfers) and a
+time limit; a peer that sends more, or too slowly, is cut off with a WireError.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 from google.protobuf.wrappers_pb2 import BytesValue
 
+if TYPE_CHECKING:
+    from offchain.model.spec import ModelSpec
+
 CHUNK_BYTES = 1 << 20
 _LENGTH_BYTES = 8
+CONTROL_BYTES = 64 << 10
+REQUEST_SECONDS = 60.0
+"""How long a peer may take to send a whole request (then it is cut off)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits of one stage's RPCs, in bytes."""
+
+    pipeline: int  # a forward/backward/infer request or reply: activations, grads, tokens, logits
+    state: int  # a stage state (a `state` reply; the stage's own state size with room to spare)
+
+    @classmethod
+    def of(cls, spec: ModelSpec, state_size: int) -> Limits:
+        rows = spec.micro_batch_size * spec.context
+        widest = 4 * max(spec.d_model, spec.vocab_size) + 16  # fp32 per token, tokens and targets
+        return cls(pipeline=2 * rows * widest + CONTROL_BYTES, state=2 * state_size + (1 << 20))
+
+    def request(self, method: str) -> int:
+        """What a request to `method` may weigh: only pipeline RPCs carry tensors."""
+        return self.pipeline if method in PIPELINE_METHODS else CONTROL_BYTES
+
+    def reply(self, method: str) -> int:
+        if method == "state":
+            return self.state
+        return self.pipeline if method in PIPELINE_METHODS else CONTROL_BYTES
+
+
+PIPELINE_METHODS = frozenset({"forward", "forward_backward", "backward", "infer"})
 
 
 class WireError(ValueError):
@@ -59,16 +97,23 @@ async def stream_chunks(data: bytes) -> AsyncIterator[BytesValue]:
         yield chunk
 
 
-async def join_chunks(stream: AsyncIterator[BytesValue]) -> bytes:
-    return b"".join([chunk.value async for chunk in stream])
+async def join_chunks(stream: AsyncIterator[BytesValue], limit: int) -> bytes:
+    """A whole request; WireError as soon as it grows past `limit` bytes (nothing more is read)."""
+    buffer = bytearray()
+    async for chunk in stream:
+        buffer += chunk.value
+        if len(buffer) > limit:
+            raise WireError(f"request larger than {limit} bytes")
+    return bytes(buffer)
 
 
 def framed_chunks(data: bytes) -> Iterable[BytesValue]:
     return to_chunks(len(data).to_bytes(_LENGTH_BYTES, "big") + data)
 
 
-async def read_framed(stream: AsyncIterator[BytesValue]) -> bytes | None:
-    """One length-prefixed reply; closes the stream once it is complete. None if it ended early."""
+async def read_framed(stream: AsyncIterator[BytesValue], limit: int) -> bytes | None:
+    """One length-prefixed reply; closes the stream once it is complete. None if it ended early;
+    WireError if it announces (or sends) more than `limit` bytes."""
     buffer = bytearray()
     need = None
     try:
@@ -76,6 +121,8 @@ async def read_framed(stream: AsyncIterator[BytesValue]) -> bytes | None:
             buffer += chunk.value
             if need is None and len(buffer) >= _LENGTH_BYTES:
                 need = int.from_bytes(buffer[:_LENGTH_BYTES], "big")
+                if need > limit:
+                    raise WireError(f"reply of {need} bytes, more than the {limit} allowed")
             if need is not None and len(buffer) >= _LENGTH_BYTES + need:
                 return bytes(buffer[_LENGTH_BYTES:])
         return None

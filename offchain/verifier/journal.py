@@ -4,7 +4,8 @@ change, so a verifier killed at any point resumes where it was.
 Between two journal writes there is at most one chain action, and every action is preceded by a
 chain check (status, deadline, the validator's own VoteCast), so a crash after a transaction but
 before its journal entry never repeats it. A claim whose verdict is not journaled yet (killed
-mid-replay) is simply replayed again after the restart.
+mid-replay) is simply replayed again after the restart, up to MAX_REPLAYS times: content that
+kills the process at every replay gets a verdict (undecided) instead of a crash loop.
 """
 
 from __future__ import annotations
@@ -17,19 +18,27 @@ from typing import Any
 from offchain.durable import write_atomic
 from offchain.verifier.check import SubmittedClaim, Verdict
 
+MAX_REPLAYS = 3
+"""Replays of one claim that may start without finishing (the process died) before it is given up."""
+
 
 @dataclass
 class Entry:
-    """One claim's progress. sampled: this verifier drew it for checking (drawn once, kept across
-    restarts); dispute: (challenger, step) once someone challenged it; voted: this verifier's vote is
-    on-chain; done: the claim is settled (finalized or rejected)."""
+    """One claim's progress. rounds: the rounds this verifier drew for checking (drawn once, kept
+    across restarts; empty = not sampled); verdict: its judgment (of those rounds, or of the dispute
+    it votes on); voted / vote_settled: its vote is on-chain (or the dispute opened before this
+    validator could vote: no vote to send) / its vote bond was released; replays: replays started
+    and not finished; done: the claim is settled (finalized, rejected or voided); finalized: the
+    chain finalized it (its checkpoint became the stage's)."""
 
     claim: SubmittedClaim
-    sampled: bool
+    rounds: list[int]
     verdict: Verdict | None = None
-    dispute: tuple[str, int] | None = None
     voted: bool = False
+    vote_settled: bool = False
+    replays: int = 0
     done: bool = False
+    finalized: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -39,38 +48,26 @@ class Entry:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
         verdict = Verdict.from_json(data["verdict"]) if data["verdict"] else None
-        dispute = tuple(data["dispute"]) if data["dispute"] else None
-        fields = {k: data[k] for k in ("sampled", "voted", "done")}
-        return cls(SubmittedClaim(**data["claim"]), verdict=verdict, dispute=dispute, **fields)
+        fields = {k: data[k] for k in ("rounds", "voted", "vote_settled", "replays", "done", "finalized")}
+        return cls(SubmittedClaim(**data["claim"]), verdict=verdict, **fields)
 
 
 @dataclass
 class Journal:
     path: Path
     entries: dict[int, Entry] = field(default_factory=dict)
-    digests: dict[str, str] = field(default_factory=dict)
-    """checkpoint CID -> digest from every ClaimSubmitted seen: how a later claim's parentCID is checked."""
 
     @classmethod
     def load(cls, path: Path) -> Journal:
         if not path.is_file():
             return cls(path)
         data = json.loads(path.read_text())
-        entries = {int(k): Entry.from_json(v) for k, v in data["entries"].items()}
-        return cls(path, entries, data["digests"])
+        return cls(path, {int(k): Entry.from_json(v) for k, v in data["entries"].items()})
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "entries": {str(k): entry.to_json() for k, entry in self.entries.items()},
-            "digests": self.digests,
-        }
+        document = {"entries": {str(k): entry.to_json() for k, entry in self.entries.items()}}
         write_atomic(self.path, json.dumps(document, sort_keys=True).encode())
 
     def open_entries(self) -> list[Entry]:
         return [entry for _, entry in sorted(self.entries.items()) if not entry.done]
-
-    def group(self, claim: SubmittedClaim) -> list[Entry]:
-        """Entries of the claims averaged with `claim` (same model, stage, round), itself first."""
-        others = [e for e in self.entries.values() if e.claim.group == claim.group and e.claim != claim]
-        return [self.entries[claim.claim_id], *sorted(others, key=lambda e: e.claim.claim_id)]

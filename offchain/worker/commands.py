@@ -4,6 +4,7 @@ torch and hivemind are imported inside the command so `pm --help` stays fast."""
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -47,12 +48,42 @@ def worker_run(
         Path,
         typer.Option("--state-dir", help="Where round state, claim journal and keys are kept for restarts."),
     ] = Path(".pm/swarm-state"),
+    rounds_per_claim: Annotated[
+        int,
+        typer.Option(
+            "--rounds-per-claim",
+            min=1,
+            help="Rounds one claim covers: more rounds per claim cost less gas per round and delay "
+            "their shares until the claim's window passes.",
+        ),
+    ] = 1,
+    claim_wait: Annotated[
+        int | None,
+        typer.Option(
+            "--claim-wait",
+            min=0,
+            help="Seconds (chain time) the oldest unclaimed round may wait for --rounds-per-claim "
+            "rounds; past it, a shorter claim goes out. Default: always a full claim.",
+        ),
+    ] = None,
     cheat: Annotated[
         Cheat | None,
         typer.Option(
             "--cheat",
             help="TEST TOOL, never with real stake: publish and claim a dishonest round (training "
             "with peers stays honest) so a verifier can be shown catching it; the bond is slashed.",
+        ),
+    ] = None,
+    cheat_round: Annotated[
+        int | None,
+        typer.Option("--cheat-round", min=1, help="TEST TOOL: with --cheat, cheat in this round only."),
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            help="With --model-spec: an address that may take part (repeatable: every worker and the "
+            "driver); without any, every peer is refused.",
         ),
     ] = None,
     rpc_url: options.RpcUrl = options.DEFAULT_RPC_URL,
@@ -62,7 +93,8 @@ def worker_run(
 ) -> None:
     """Serve one stage over hivemind P2P until SIGTERM; resumes from --state-dir after a crash.
 
-    With --model ID: on-chain, for shares (stake, join, claim every round, finalize the claims).
+    With --model ID: on-chain, for shares (stake, join, claim every round as it is published,
+    chained on the worker's open claims, finalize them in runs).
     With --model-spec FILE: off-chain training only, no claims."""
     import asyncio
 
@@ -71,20 +103,33 @@ def worker_run(
 
     if (model is None) == (model_spec is None):
         raise UserError("pass exactly one of --model ID (on-chain) and --model-spec FILE (off-chain)")
+    if cheat_round is not None and cheat is None:
+        raise UserError("--cheat-round picks the round a --cheat applies to: pass --cheat too")
+    from offchain.swarm.authz import Access
+
     if model_spec is not None:
-        if cheat is not None:
-            raise UserError("--cheat changes what a worker claims: it needs --model")
+        if cheat is not None or rounds_per_claim != 1 or claim_wait is not None:
+            raise UserError(
+                "--cheat, --rounds-per-claim and --claim-wait are about claims: they need --model"
+            )
+        from offchain.chain.models import checked_address
         from offchain.model.spec import load_spec
         from offchain.swarm.stage_worker import WorkerConfig, serve_stage
 
         spec = load_spec(model_spec)
         spec.check_stage(stage)
+        allowed = [checked_address(address, "--allow") for address in allow or ()]
         identity = Identity.load(key_file, private_key_env)
         configure_logging()
+        if not allowed:
+            logging.getLogger("offchain.worker").warning("no --allow list: every peer will be refused")
         network = network_config(initial_peers, host_maddrs, announce_maddrs)
-        config = WorkerConfig(spec, stage, identity, network, model_id=model_id, state_dir=state_dir)
+        access = Access.off_chain(model_id, allowed)
+        config = WorkerConfig(spec, stage, identity, network, access, model_id=model_id, state_dir=state_dir)
         asyncio.run(serve_stage(config))
         return
+    if allow:
+        raise UserError("--allow is for --model-spec: on-chain, the chain says who may take part")
 
     from offchain.chain.client import ChainClient
     from offchain.chain.models import spec_of_model
@@ -101,14 +146,17 @@ def worker_run(
             f"stage {stage} out of range: model {model} has stages 0..{chain_model.num_stages - 1}"
         )
     from offchain.swarm.stage_worker import WorkerConfig, serve_stage
+    from offchain.worker.claims import ClaimPolicy
     from offchain.worker.daemon import ChainWorker, ChainWorkerConfig
 
     identity = Identity(bytes(account.key), account.address)
     configure_logging()
     network = network_config(initial_peers, host_maddrs, announce_maddrs)
-    config = WorkerConfig(spec, stage, identity, network, model_id=model, state_dir=state_dir)
+    access = Access.on_chain(protocol, model)
+    config = WorkerConfig(spec, stage, identity, network, access, model_id=model, state_dir=state_dir)
+    policy = ClaimPolicy(rounds_per_claim, claim_wait)
     role = ChainWorker(
-        ChainWorkerConfig(model, stage, spec, state_dir, cheat.value if cheat else None),
+        ChainWorkerConfig(model, stage, spec, state_dir, policy, cheat.value if cheat else None, cheat_round),
         protocol,
         content,
         account,

@@ -8,13 +8,16 @@ It serves its stage in the swarm like any worker (offchain/swarm/stage_worker.py
   round (so its claims can still follow), or the spec's seed;
 - every committed round: encrypt and store the checkpoint and trace, journal the round durably
   (offchain/worker/journal.py);
-- a ledger loop (offchain/worker/claims.py): submit rounds as the chain allows, finalize its own claims,
-  follow challenges; when a claim is rejected, a sole member takes its stage back to the last
-  finalized checkpoint.
+- a ledger loop (offchain/worker/claims.py): group rounds into claims and submit each as soon as it
+  can be fetched, chained on the lane's open claims; finalize due claims in runs; follow
+  challenges; when a claim is rejected (and the later ones voided), a sole member takes its stage
+  back to its lane's tip.
 
-Swarm rounds and chain rounds: the chain's checkpoint round R is the state after training round R
-(R = 0: the seed, no CID); the swarm's committed round counts rounds done, so the state of
-checkpoint R is served as committed round R + 1 and the next round trained, and claimed, is R + 1.
+Swarm rounds and chain rounds: the chain's checkpoint round R is the state after R rounds of the
+stage's lineage (R = 0: the seed, no CID); the swarm's committed round is the round about to be
+trained, so the state of checkpoint R is served as committed round R + 1 and the next round trained
+is claimed as R + 1. After a sole member went back to an earlier checkpoint the swarm round stays
+where the other stages are, and the claim numbers the rounds from the checkpoint on.
 """
 
 from __future__ import annotations
@@ -23,27 +26,35 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 from hivemind.dht.node import DHTNode
 
 from offchain.chain.protocol import Protocol
-from offchain.durable import write_atomic
+from offchain.chain.structs import call_struct
 from offchain.errors import UserError
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
 from offchain.proofs.rounds import fetch_checkpoint, publish_round
+from offchain.storage.cids import bytes32_to_cid
 from offchain.storage.crypto import StageKey
 from offchain.storage.store import Store
 from offchain.swarm.discovery import lookup, stage_key
-from offchain.swarm.keyshare import EncryptionKeypair, StageKeyKeeper, request_stage_key
+from offchain.swarm.keyshare import (
+    EncryptionKeypair,
+    HeldKey,
+    StageKeyKeeper,
+    StageKeyring,
+    key_for_checkpoint,
+    request_held_key,
+    rotate_if_departed,
+)
 from offchain.swarm.server import RoundState, StageServer, StateFile
-from offchain.worker.claims import ClaimKeeper, crash_point
-from offchain.worker.journal import ClaimJournal, RoundEntry, RoundStatus
+from offchain.worker.claims import ClaimKeeper, ClaimPolicy, crash_point
+from offchain.worker.journal import ClaimEntry, ClaimJournal, RoundEntry
 
 log = logging.getLogger("offchain.worker")
 
@@ -54,7 +65,9 @@ class ChainWorkerConfig:
     stage: int
     spec: ModelSpec
     state_dir: Path
+    policy: ClaimPolicy = field(default_factory=ClaimPolicy)
     cheat: str | None = None
+    cheat_round: int | None = None  # TEST TOOL: cheat in this swarm round only (None: every round)
     poll_seconds: float = 1.0
 
 
@@ -74,13 +87,18 @@ class ChainWorker:
         self.model_id, self.stage = config.model_id, config.stage
         lane = f"model{config.model_id}-stage{config.stage}"
         self.journal = ClaimJournal(config.state_dir / f"claims-{lane}")
-        self.key_path = config.state_dir / f"stage-key-{lane}"
+        self.keyring = StageKeyring(config.state_dir / f"stage-keys-{lane}", config.model_id, config.stage)
         self.state_file = StateFile(config.state_dir, config.spec, config.model_id, config.stage)
         self.seed = StageTrainer(config.spec, config.stage, model_id=config.model_id).state_bytes()
         self.keeper = ClaimKeeper(
-            protocol, config.model_id, config.stage, self.journal, seed_digest=sha256(self.seed)
+            protocol,
+            config.model_id,
+            config.stage,
+            self.journal,
+            store,
+            seed_digest=sha256(self.seed),
+            policy=config.policy,
         )
-        self.key: StageKey | None = None
         self.key_keeper: StageKeyKeeper | None = None
         self._rounds: asyncio.Queue[tuple[RoundState, RoundState, Trace]] = asyncio.Queue()
 
@@ -89,13 +107,13 @@ class ChainWorker:
     async def start(self, node: DHTNode) -> RoundState:
         keypair = EncryptionKeypair.load_or_create(self.config.state_dir / "encryption-key")
         first = await asyncio.to_thread(self._stake_and_join, node.peer_id.to_bytes(), keypair.public)
-        self.key = self._load_key()
-        if self.key is None:
+        if self.keyring.current is None:
             if first:
-                self.key = StageKey.generate(self.model_id, self.stage)
+                block = self.client.rpc("block_number", lambda: self.client.w3.eth.block_number)
+                self.keyring.add(HeldKey(StageKey.generate(self.model_id, self.stage), block))
                 log.info("stage key created: first member of model %d stage %d", self.model_id, self.stage)
             else:
-                self.key = await request_stage_key(
+                held = await request_held_key(
                     node.p2p,
                     node,
                     self.protocol,
@@ -104,9 +122,10 @@ class ChainWorker:
                     self.stage,
                     self.account,
                     keypair,
+                    store=self.store,
                 )
-            self._save_key(self.key)
-        self.key_keeper = StageKeyKeeper(self.protocol, self.model_id, self.stage, self.key)
+                self.keyring.add(held)
+        self.key_keeper = StageKeyKeeper(self.protocol, self.keyring, self.account)
         swarm_round = await self._swarm_round(node)
         return await asyncio.to_thread(self._initial_state, swarm_round)
 
@@ -125,9 +144,9 @@ class ChainWorker:
     def _stake_and_join(self, peer_id: bytes, encryption_key: bytes) -> bool:
         """Stake up to the minimum and join the stage if needed; True if this worker is its only member."""
         client, ledger, me = self.client, self.ledger, self.client.address
-        params = client.call(ledger.functions.parameters(), action="parameters")
-        claim_bond, min_stake = params[1], params[7]
-        staked = client.call(ledger.functions.stakeOf(me), action="stakeOf")[0]
+        params = self.keeper.parameters()
+        claim_bond, min_stake = params["claimBond"], params["minWorkerStake"]
+        staked = call_struct(client, ledger.functions.stakeOf(me), "stakeOf")["staked"]
         required = max(min_stake, claim_bond)
         if staked < required:
             receipt = client.transact(ledger.functions.stake(), value=required - staked, action="stake")
@@ -155,39 +174,52 @@ class ChainWorker:
         members = client.call(ledger.functions.membersOf(self.model_id, self.stage), action="membersOf")
         return list(members) == [me]
 
-    def _load_key(self) -> StageKey | None:
-        if not self.key_path.is_file():
-            return None
-        return StageKey(self.model_id, self.stage, self.key_path.read_bytes())
-
-    def _save_key(self, key: StageKey) -> None:
-        self.key_path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.key_path, key.secret)
-        os.chmod(self.key_path, 0o600)
-
-    def _checkpoint_state(self) -> tuple[int, bytes]:
-        """(round, plaintext) of the stage's finalized checkpoint, the seed before the first one."""
+    def _newest_live_state(self) -> tuple[str, bytes]:
+        """(what it is, plaintext) of the newest state this worker may still train on: the end of
+        its live chain (rounds it published that descend from its lane's tip, fetched back from the
+        store), else the tip itself: the newest open claim's checkpoint, else the stage's finalized
+        checkpoint, else the seed."""
+        lane = self.keeper.lane()
+        chain = self.keeper.live_chain(lane)
+        if chain:
+            last = chain[-1]
+            if isinstance(last, ClaimEntry):
+                record, rounds = last.manifest.checkpoint, f"swarm round {last.swarm_rounds[-1]}"
+            else:
+                record, rounds = last.published, f"swarm round {last.round}"
+            key = key_for_checkpoint(self.keyring, self.store, record.checkpoint_cid)
+            state = fetch_checkpoint(self.store, key, record.checkpoint_cid, record.checkpoint_digest)
+            return f"its published state after {rounds} ({record.checkpoint_cid})", state
+        if lane.tip_claim_id:
+            entry = self.journal.claim_by_id(lane.tip_claim_id)
+            if entry is not None:
+                record = entry.manifest.checkpoint
+                cid, digest = record.checkpoint_cid, record.checkpoint_digest
+            else:
+                claim = self.keeper.claim(lane.tip_claim_id)
+                cid, digest = bytes32_to_cid(claim["checkpointCID"]), bytes(claim["checkpointDigest"])
+            what = f"the checkpoint of round {lane.tip_round} (claim {lane.tip_claim_id}, {cid})"
+            key = key_for_checkpoint(self.keyring, self.store, cid)
+            return what, fetch_checkpoint(self.store, key, cid, digest)
         checkpoint = self.keeper.checkpoint()
-        if not checkpoint.cid:
-            return 0, self.seed
-        return checkpoint.round, fetch_checkpoint(self.store, self.key, checkpoint.cid, checkpoint.digest)
+        if checkpoint.cid is None:
+            return "the spec's seed", self.seed
+        key = key_for_checkpoint(self.keyring, self.store, checkpoint.cid)
+        state = fetch_checkpoint(self.store, key, checkpoint.cid, checkpoint.digest)
+        return f"the finalized checkpoint of round {checkpoint.round} ({checkpoint.cid})", state
 
     def _initial_state(self, swarm_round: int) -> RoundState:
-        """The state on disk if its lineage can still be claimed, else the finalized checkpoint, else
-        the seed; served at the disk's or the swarm's round if that is ahead, to stay in step with
-        the other stages (the chain accepts any round above the checkpoint's)."""
+        """The state on disk if it can still lead to claims (it descends from the lane's tip), else
+        the newest state that can (`_newest_live_state`); served at the disk's or the swarm's round
+        if that is ahead, to stay in step with the other stages."""
         local = self.state_file.load()
-        checkpoint = self.keeper.checkpoint()
-        claimable = self.journal.committed_digests() | {
-            checkpoint.digest if checkpoint.cid else sha256(self.seed)
-        }
-        if local is not None and local.round > checkpoint.round and sha256(local.state) in claimable:
+        lane = self.keeper.lane()
+        if local is not None and sha256(local.state) in self.keeper.live_digests(lane):
             log.info("resuming stage %d from its round %d state on disk", self.stage, local.round)
             return RoundState(max(local.round, swarm_round), local.state)
-        round_, state = self._checkpoint_state()
-        served = max(round_ + 1, local.round if local is not None else 0, swarm_round)
-        source = f"finalized checkpoint of round {round_} ({checkpoint.cid})" if round_ else "the spec's seed"
-        log.info("starting stage %d from %s as round %d", self.stage, source, served)
+        what, state = self._newest_live_state()
+        served = max(lane.tip_round + 1, local.round if local is not None else 0, swarm_round)
+        log.info("starting stage %d from %s as round %d", self.stage, what, served)
         return RoundState(served, state)
 
     # ---- rounds -------------------------------------------------------------------------------
@@ -203,23 +235,23 @@ class ChainWorker:
 
     def publish(self, parent: RoundState, committed: RoundState, trace: Trace) -> None:
         """Store the round (under --cheat: what the cheat makes of it) and journal it durably."""
-        existing = self.journal.get(trace.round)
-        if existing is not None and existing.status is not RoundStatus.PUBLISHED:
-            log.warning(
-                "round %d was committed again after its claim was sent: keeping the claim", trace.round
-            )
+        if self.journal.claim_of_round(trace.round) is not None:
+            log.warning("round %d was committed again after it was claimed: keeping the claim", trace.round)
             return
-        state = committed.state
-        if self.config.cheat is not None:
+        state, cheat = committed.state, self.config.cheat
+        if cheat is not None and self.config.cheat_round in (None, trace.round):
             from offchain.worker.cheats import apply_cheat
 
-            state, trace = apply_cheat(self.config.cheat, self.config.spec, parent.state, state, trace)
-        published = publish_round(self.store, self.key, state, trace, parent_cid="")
-        block = self.client.rpc("block_number", lambda: self.client.w3.eth.block_number)
+            state, trace = apply_cheat(cheat, self.config.spec, parent.state, state, trace)
+        else:
+            cheat = None
+        key = rotate_if_departed(self.protocol, self.keyring)
+        published = publish_round(self.store, key, state, trace)
+        block = self.client.rpc("get_block", lambda: self.client.w3.eth.get_block("latest"))
         entry = RoundEntry(
-            published, sha256(parent.state), sha256(committed.state), RoundStatus.PUBLISHED, block
+            published, sha256(parent.state), sha256(committed.state), block["timestamp"], block["number"]
         )
-        self.journal.put(entry)
+        self.journal.put_round(entry)
         log.info(
             "round %d published: checkpoint %s, trace %s, digest %s, %d work units%s",
             published.round,
@@ -227,7 +259,7 @@ class ChainWorker:
             published.trace_cid,
             published.checkpoint_digest.hex(),
             published.work_units,
-            f" (CHEAT {self.config.cheat})" if self.config.cheat else "",
+            f" (CHEAT {cheat})" if cheat else "",
         )
         crash_point("after-store")
 
@@ -254,21 +286,20 @@ class ChainWorker:
         await self._publish_queued()  # committed rounds are stored and journaled before exiting
 
     async def _rebase(self, server: StageServer) -> None:
-        """After a rejected or unclaimable round, a sole member serves the last finalized checkpoint
-        (with replicas, the swarm's majority state decides and the driver syncs this worker)."""
-        members = await asyncio.to_thread(
-            self.client.call, self.ledger.functions.membersOf(self.model_id, self.stage), "membersOf"
-        )
-        if list(members) != [self.client.address]:
+        """After a rejected or voided claim (or rounds that cannot be claimed), a sole member serves
+        the newest state that descends from its lane's tip unless what it serves already does; with
+        replicas, the swarm's majority state decides and the driver syncs this worker."""
+        if await asyncio.to_thread(self.keeper.members) != [self.client.address]:
             self.keeper.rebase = False
             return
-        round_, state = await asyncio.to_thread(self._checkpoint_state)
-        if sha256(state).hex() != server.committed.digest and server.in_round is None:
-            await server.adopt(RoundState(server.committed.round, state))
-            log.warning(
-                "stage %d back to the finalized checkpoint of round %d: the next round trains from it",
-                self.stage,
-                round_,
-            )
-        if server.committed.digest == sha256(state).hex():
+        lane = await asyncio.to_thread(self.keeper.lane)
+        live = await asyncio.to_thread(self.keeper.live_digests, lane)
+        if bytes.fromhex(server.committed.digest) in live:
             self.keeper.rebase = False
+            return
+        what, state = await asyncio.to_thread(self._newest_live_state)
+        if server.in_round is not None:
+            return  # between rounds only: the next pass tries again
+        await server.adopt(RoundState(server.committed.round, state))
+        log.warning("stage %d back to %s: the next round trains from it", self.stage, what)
+        self.keeper.rebase = False

@@ -2,13 +2,25 @@ import itertools
 from dataclasses import dataclass
 
 import pytest
-from brownie import web3
+from brownie import chain, web3
 
+from offchain.demo.anvil import free_port
 from scripts import deploy
 
 SPEC_CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 PROTOCOL_FEE_BPS = 500
 OPERATOR_FEE_BPS = 1000
+
+
+def pytest_configure(config):
+    """Launch the test chain on a free port: brownie would otherwise attach to whatever already
+    listens on 8545 (a demo's anvil, another engineer's test run) and test against its state.
+    An explicit `--network` other than development is left alone. (CONFIG is imported here:
+    brownie hashes the sources of a conftest's top-level imports, and _config is compiled.)"""
+    from brownie._config import CONFIG
+
+    if config.getoption("network") in (False, ["development"]):
+        CONFIG.networks["development"]["cmd_settings"]["port"] = free_port()
 
 
 @pytest.fixture(autouse=True)
@@ -140,6 +152,12 @@ TEST_LEDGER = deploy.LedgerParameters(
     unbonding_period=200,
     min_worker_stake=2 * ETHER,
     min_validator_stake=2 * ETHER,
+    max_pending_claims=64,
+    availability_grace=20,
+    validator_delay=10,
+    vote_bond=ETHER // 10,
+    loser_vote_slash_bps=5_000,
+    no_quorum_slash_bps=1_000,
 )
 
 
@@ -185,16 +203,74 @@ def model(protocol, accounts):
 
 @pytest.fixture(scope="module")
 def staked(ledger, workers, validators):
-    """Workers and validators staked (5 ETH each) and validators registered."""
+    """Workers and validators staked (5 ETH each); nobody holds a stage yet."""
     for account in [*workers, *validators]:
         ledger.stake({"from": account, "value": 5 * ETHER})
+
+
+@pytest.fixture(scope="module")
+def stage_validators(ledger, model, staked, validators):
+    """Every validator registered for stage 0 of `model`, past validatorDelay."""
+    register_validators(ledger, model, 0, validators)
+
+
+def register_validators(ledger, model_id, stage, validators):
+    """Register `validators` for (model, stage) and wait until they may challenge and vote."""
     for validator in validators:
-        ledger.registerValidator({"from": validator})
+        ledger.registerValidator(model_id, stage, {"from": validator})
+    chain.sleep(TEST_LEDGER.validator_delay)
+    chain.mine()
 
 
-def claim_input(model_id, stage, round_, parent="", cid=None, work_units=10):
-    """A ClaimInput tuple in the struct's field order."""
-    cid = cid or f"QmCheckpoint{model_id}s{stage}r{round_}"
-    digest = web3.to_hex(web3.keccak(text=f"state-{cid}"))
-    trace_root = web3.to_hex(web3.keccak(text=f"trace-{cid}"))
-    return (model_id, stage, round_, parent, cid, digest, trace_root, f"QmTrace{cid}", work_units)
+ZERO32 = "0x" + "00" * 32
+
+
+def cid32(label: str) -> str:
+    """A bytes32 standing for the sha256 digest inside a CIDv0 (any 32 bytes will do on-chain)."""
+    return web3.to_hex(web3.keccak(text=label))
+
+
+def claim_input(model_id, stage, first, last=None, parent=ZERO32, cid=None, work_units=10):
+    """A ClaimInput tuple in the struct's field order: rounds first..last (default: one round)."""
+    last = first if last is None else last
+    cid = cid or cid32(f"checkpoint-{model_id}-{stage}-{first}-{last}")
+    return (
+        model_id,
+        stage,
+        first,
+        last,
+        parent,
+        cid,
+        cid32(f"state-{cid}"),
+        cid32(f"rounds-{cid}"),
+        cid32(f"manifest-{cid}"),
+        work_units,
+    )
+
+
+def submit(ledger, worker, *args, **kwargs):
+    """Submit a claim (claim_input's arguments); returns its claim id."""
+    tx = ledger.submitClaim(claim_input(*args, **kwargs), {"from": worker})
+    return tx.events["ClaimSubmitted"]["claimId"]
+
+
+def submit_chain(ledger, worker, model_id, stage, count, first=1, parent=ZERO32, rounds=1):
+    """`count` claims of `rounds` rounds each, each chained on the one before; returns their ids."""
+    ids = []
+    for i in range(count):
+        start = first + i * rounds
+        inp = claim_input(model_id, stage, start, start + rounds - 1, parent=parent)
+        ids.append(ledger.submitClaim(inp, {"from": worker}).events["ClaimSubmitted"]["claimId"])
+        parent = inp[5]
+    return ids
+
+
+def stakes(ledger, account):
+    """(staked, locked) of an account."""
+    staked, locked, *_ = ledger.stakeOf(account)
+    return staked, locked
+
+
+def next_block_at(timestamp: int) -> None:
+    """Mine the next transaction's block at exactly `timestamp` (for deadline edges)."""
+    web3.provider.make_request("evm_setNextBlockTimestamp", [timestamp])

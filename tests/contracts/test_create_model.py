@@ -93,19 +93,20 @@ def test_only_the_creator_sets_status(registry, eth_model, creator, accounts):
 
 def test_checkpoints_are_written_only_by_the_ledger_and_only_forward(registry, eth_model, minter, accounts):
     ledger = minter  # the registry trusts the address wired as WorkLedger
-    assert list(registry.checkpointOf(eth_model, 1)) == ["", "0x" + "00" * 32, 0]
-    digest = "0x" + "ab" * 32
+    zero = "0x" + "00" * 32
+    cid, old_cid, digest = "0x" + "11" * 32, "0x" + "22" * 32, "0x" + "ab" * 32
+    assert list(registry.checkpointOf(eth_model, 1)) == [zero, zero, 0]
     with reverts_with("NotWorkLedger", accounts[5].address):
-        registry.recordCheckpoint(eth_model, 1, 1, "QmA", digest, {"from": accounts[5]})
+        registry.recordCheckpoint(eth_model, 1, 1, cid, digest, {"from": accounts[5]})
     with reverts_with("StageOutOfRange", eth_model, 2):
-        registry.recordCheckpoint(eth_model, 2, 1, "QmA", digest, {"from": ledger})
+        registry.recordCheckpoint(eth_model, 2, 1, cid, digest, {"from": ledger})
 
-    tx = registry.recordCheckpoint(eth_model, 1, 4, "QmA", digest, {"from": ledger})
-    assert tx.events["CheckpointAccepted"] == {"modelId": eth_model, "stage": 1, "round": 4, "cid": "QmA"}
-    tx = registry.recordCheckpoint(eth_model, 1, 3, "QmOld", "0x" + "cd" * 32, {"from": ledger})
+    tx = registry.recordCheckpoint(eth_model, 1, 4, cid, digest, {"from": ledger})
+    assert tx.events["CheckpointAccepted"] == {"modelId": eth_model, "stage": 1, "round": 4, "cid": cid}
+    tx = registry.recordCheckpoint(eth_model, 1, 3, old_cid, "0x" + "cd" * 32, {"from": ledger})
     assert "CheckpointAccepted" not in tx.events
-    assert list(registry.checkpointOf(eth_model, 1)) == ["QmA", digest, 4]
-    assert list(registry.checkpointOf(eth_model, 0)) == ["", "0x" + "00" * 32, 0]
+    assert list(registry.checkpointOf(eth_model, 1)) == [cid, digest, 4]
+    assert list(registry.checkpointOf(eth_model, 0)) == [zero, zero, 0]
     with reverts_with("StageOutOfRange", eth_model, 2):
         registry.checkpointOf(eth_model, 2)
 

@@ -6,6 +6,7 @@ from brownie import ModelRegistry, ModelShares, RevenueRouter, WorkLedger, chain
 from conftest import SPEC_CID, TEST_LEDGER, ZERO_ADDRESS
 
 from scripts import deploy
+from scripts.deploy import DEMO_LEDGER, TESTNET_LEDGER
 
 
 def test_deploy_wires_the_contracts_and_writes_the_document(accounts, tmp_path, monkeypatch):
@@ -52,3 +53,12 @@ def test_demo_and_testnet_defaults_respect_the_contract_bounds(accounts):
         assert 1 <= ledger.challenge_window <= 30 * 86400 and 1 <= ledger.vote_window <= 30 * 86400
         assert 1 <= ledger.quorum <= 255 and 0 <= ledger.burn_bps <= 10_000
         assert ledger.claim_bond <= ledger.min_worker_stake  # a member can always afford one claim
+        assert 1 <= ledger.max_pending_claims <= 64
+        assert ledger.availability_grace < ledger.challenge_window
+        assert ledger.validator_delay <= 30 * 86400 and ledger.vote_bond < 2**88
+        assert 0 <= ledger.loser_vote_slash_bps <= 10_000 and 0 <= ledger.no_quorum_slash_bps <= 10_000
+    demo, testnet = DEMO_LEDGER, TESTNET_LEDGER
+    assert demo.validator_delay <= 2  # the demo's validators act within seconds
+    # On a public testnet an address registered after a claim can neither challenge it nor vote
+    # on its dispute: the delay outlasts both windows.
+    assert testnet.validator_delay > testnet.challenge_window + testnet.vote_window

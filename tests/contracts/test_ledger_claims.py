@@ -1,13 +1,14 @@
-"""WorkLedger claims: every transition and revert of the claim state machine, and the economics."""
+"""WorkLedger claims: submitting on the lane's tip or the stage's finalized checkpoint, round
+ranges, the pending limit, and the lane views (getClaim, laneOf, openClaimsOf)."""
 
 import pytest
-from brownie import ModelShares, chain
-from conftest import ETHER, TEST_LEDGER, claim_input
+from brownie import chain
+from conftest import ETHER, TEST_LEDGER, ZERO32, claim_input, stakes, submit, submit_chain
 from custom_errors import reverts_with
 
+from offchain.chain.protocol import ClaimStatus
+
 KEY = b"\x07" * 32
-RATE = 3 * ETHER  # the `model` fixture's shares per work unit
-PENDING, CHALLENGED, UPHELD, FINALIZED, REJECTED = 1, 2, 3, 4, 5
 
 
 @pytest.fixture
@@ -18,100 +19,100 @@ def members(ledger, model, staked, workers):
     ledger.join(model, 1, b"c", KEY, {"from": workers[2]})
 
 
-def submit(ledger, worker, *args, **kwargs):
-    return ledger.submitClaim(claim_input(*args, **kwargs), {"from": worker}).events["ClaimSubmitted"][
-        "claimId"
-    ]
-
-
-def stakes(ledger, account):
-    staked, locked, *_ = ledger.stakeOf(account)
-    return staked, locked
-
-
-def shares_of(protocol, model):
-    return ModelShares.at(protocol.registry.getModel(model)["shares"])
-
-
-def challenged(ledger, worker, validator, model, round_=1):
-    claim_id = submit(ledger, worker, model, 0, round_)
-    ledger.challenge(claim_id, 7, "QmEvidence", {"from": validator})
-    return claim_id
-
-
-def test_an_honest_unchallenged_claim_mints_exactly_its_shares(ledger, protocol, model, members, workers):
+def test_a_claim_records_its_rounds_and_locks_its_bond(ledger, model, members, workers):
     worker = workers[0]
-    inp = claim_input(model, 0, 1, work_units=10)
+    inp = claim_input(model, 0, 1, 12, work_units=24)
     tx = ledger.submitClaim(inp, {"from": worker})
     event = tx.events["ClaimSubmitted"]
     claim_id = event["claimId"]
-    assert (event["modelId"], event["stage"], event["round"], event["worker"]) == (model, 0, 1, worker)
-    assert (event["parentCID"], event["checkpointCID"], event["traceCID"]) == ("", inp[4], inp[7])
-    assert (event["checkpointDigest"], event["traceRoot"], event["workUnits"]) == (inp[5], inp[6], 10)
+    lane_id = ledger.laneOf(model, worker)["laneId"]
+    assert claim_id == lane_id << 64 | 1
+    assert dict(event) == {
+        "claimId": claim_id,
+        "modelId": model,
+        "stage": 0,
+        "firstRound": 1,
+        "lastRound": 12,
+        "worker": worker,
+        "previousClaimId": 0,
+        "parentCID": ZERO32,
+        "checkpointCID": inp[5],
+        "checkpointDigest": inp[6],
+        "roundsRoot": inp[7],
+        "manifestCID": inp[8],
+        "workUnits": 24,
+    }
     claim = ledger.getClaim(claim_id)
-    assert (claim["worker"], claim["status"], claim["bond"], claim["workUnits"]) == (
+    assert (claim["worker"], claim["modelId"], claim["stage"], claim["status"]) == (
         worker,
-        PENDING,
-        ETHER,
-        10,
+        model,
+        0,
+        ClaimStatus.PENDING,
     )
+    assert (claim["firstRound"], claim["lastRound"], claim["workUnits"], claim["bond"]) == (1, 12, 24, ETHER)
+    assert claim["submittedAt"] == tx.timestamp
     assert claim["deadline"] == tx.timestamp + TEST_LEDGER.challenge_window
-    assert claim["checkpointCID"] == inp[4]
+    assert (claim["checkpointCID"], claim["checkpointDigest"], claim["roundsRoot"]) == inp[5:8]
+    assert claim["previousClaimId"] == 0
+    assert claim["challenger"] == "0x" + "00" * 20
     assert stakes(ledger, worker) == (5 * ETHER, ETHER)
 
-    with reverts_with("ChallengeWindowOpen", claim_id, claim["deadline"]):
-        ledger.finalize(claim_id, {"from": workers[2]})
-    chain.sleep(TEST_LEDGER.challenge_window + 1)
-    tx = ledger.finalize(claim_id, {"from": workers[2]})  # anyone may finalize
-    assert tx.events["ClaimFinalized"] == {"claimId": claim_id, "sharesMinted": 10 * RATE}
-    assert tx.events["CheckpointAccepted"]["cid"] == inp[4]
-    assert shares_of(protocol, model).balanceOf(worker) == 10 * RATE
-    assert stakes(ledger, worker) == (5 * ETHER, 0)
-    assert list(protocol.registry.checkpointOf(model, 0)) == [inp[4], inp[5], 1]
-    assert ledger.getClaim(claim_id)["status"] == FINALIZED
-    with reverts_with("WrongClaimStatus", claim_id, FINALIZED):
-        ledger.finalize(claim_id, {"from": workers[2]})
 
-
-def test_rounds_chain_on_the_finalized_checkpoint_and_reuse_the_lane(
-    ledger, protocol, model, members, workers
-):
+def test_claims_chain_on_the_lane_tip(ledger, model, members, workers):
     worker = workers[0]
-    first = submit(ledger, worker, model, 0, 1)
-    with reverts_with("PreviousClaimOpen", first):
-        submit(ledger, worker, model, 0, 2)
-    chain.sleep(TEST_LEDGER.challenge_window + 1)
-    ledger.finalize(first, {"from": worker})
-    parent = ledger.getClaim(first)["checkpointCID"]
+    first, second = submit_chain(ledger, worker, model, 0, 2, rounds=3)
+    assert second == first + 1
+    assert ledger.getClaim(second)["previousClaimId"] == first
+    assert (ledger.getClaim(second)["firstRound"], ledger.getClaim(second)["lastRound"]) == (4, 6)
+    tip_cid = ledger.getClaim(second)["checkpointCID"]
 
-    with reverts_with("ParentMismatch", parent, "QmSomethingElse"):
-        submit(ledger, worker, model, 0, 2, parent="QmSomethingElse")
-    with reverts_with("RoundNotIncreasing", 1, 1):
-        submit(ledger, worker, model, 0, 1, parent=parent)
-    # Another member of the stage cannot claim a round at or below the finalized one either.
-    with reverts_with("RoundNotIncreasing", 1, 1):
-        submit(ledger, workers[1], model, 0, 1, parent=parent)
-    second = submit(ledger, worker, model, 0, 2, parent=parent)
-    assert second != first
-    assert second >> 64 == first >> 64  # same lane, next round
-    with reverts_with("UnknownClaim", first):
-        ledger.getClaim(first)
-    chain.sleep(TEST_LEDGER.challenge_window + 1)
-    ledger.finalize(second, {"from": worker})
-    assert protocol.registry.checkpointOf(model, 0)[2] == 2
+    lane = ledger.laneOf(model, worker)
+    assert (lane["openCount"], lane["headClaimId"], lane["tipClaimId"]) == (2, first, second)
+    assert (lane["tipRound"], lane["tipCheckpointCID"]) == (6, tip_cid)
+    assert ledger.openClaimsOf(model, worker) == [first, second]
+
+    # The next claim must start from the tip: its checkpoint and the round after it.
+    with reverts_with("ParentMismatch", tip_cid, ZERO32):
+        submit(ledger, worker, model, 0, 7)
+    with reverts_with("RoundsNotContiguous", 8, 7):
+        submit(ledger, worker, model, 0, 8, parent=tip_cid)
+    with reverts_with("RoundsNotContiguous", 6, 7):
+        submit(ledger, worker, model, 0, 6, parent=tip_cid)
+    third = submit(ledger, worker, model, 0, 7, parent=tip_cid)
+    assert ledger.getClaim(third)["previousClaimId"] == second
+    assert stakes(ledger, worker) == (5 * ETHER, 3 * ETHER)
 
 
-def test_a_replica_claim_for_an_older_round_mints_but_does_not_move_the_checkpoint(
-    ledger, protocol, model, members, workers
-):
-    a = submit(ledger, workers[0], model, 0, 1, cid="QmReplicaA")
-    b = submit(ledger, workers[1], model, 0, 1, cid="QmReplicaB")
+def test_an_empty_lane_chains_on_the_stage_finalized_checkpoint(ledger, protocol, model, members, workers):
+    a, b = workers[0], workers[1]
+    [claim_a] = submit_chain(ledger, a, model, 0, 1, rounds=2)
     chain.sleep(TEST_LEDGER.challenge_window + 1)
-    ledger.finalize(a, {"from": workers[0]})
-    tx = ledger.finalize(b, {"from": workers[1]})
-    assert "CheckpointAccepted" not in tx.events
-    assert protocol.registry.checkpointOf(model, 0)[0] == "QmReplicaA"
-    assert shares_of(protocol, model).balanceOf(workers[1]) == 10 * RATE
+    ledger.finalize(claim_a, {"from": a})
+    finalized_cid, _, finalized_round = protocol.registry.checkpointOf(model, 0)
+    assert finalized_round == 2
+
+    # b's lane is empty: its parent is the stage's finalized checkpoint, whoever finalized it.
+    lane = ledger.laneOf(model, b)
+    assert (lane["openCount"], lane["headClaimId"], lane["tipClaimId"]) == (0, 0, 0)
+    assert (lane["tipRound"], lane["tipCheckpointCID"]) == (2, finalized_cid)
+    with reverts_with("ParentMismatch", finalized_cid, ZERO32):
+        submit(ledger, b, model, 0, 3)
+    with reverts_with("RoundsNotContiguous", 1, 3):
+        submit(ledger, b, model, 0, 1, parent=finalized_cid)
+    claim_b = submit(ledger, b, model, 0, 3, parent=finalized_cid)
+    assert ledger.getClaim(claim_b)["previousClaimId"] == 0
+
+
+def test_a_lane_holds_at_most_max_pending_claims(ledger, model, members, workers, accounts):
+    worker = workers[0]
+    ledger.setParameter(b"maxPendingClaims".ljust(32, b"\0"), 3, {"from": accounts[0]})
+    ids = submit_chain(ledger, worker, model, 0, 3)
+    tip_cid = ledger.getClaim(ids[-1])["checkpointCID"]
+    with reverts_with("TooManyPendingClaims", model, worker.address, 3):
+        submit(ledger, worker, model, 0, 4, parent=tip_cid)
+    chain.sleep(TEST_LEDGER.challenge_window + 1)
+    ledger.finalize(ids[0], {"from": worker})
+    submit(ledger, worker, model, 0, 4, parent=tip_cid)  # one settled, one more fits
 
 
 def test_submit_claim_rejects_bad_claims(ledger, protocol, model, members, workers, accounts):
@@ -124,164 +125,54 @@ def test_submit_claim_rejects_bad_claims(ledger, protocol, model, members, worke
         submit(ledger, worker, model, 0, 1, work_units=0)
     with reverts_with("InvalidWorkUnits", 1_001, 1_000):
         submit(ledger, worker, model, 0, 1, work_units=1_001)
+    with reverts_with("InvalidRoundRange", 2, 1):
+        submit(ledger, worker, model, 0, 2, 1)
+    # More rounds than work units: every round is at least one unit of work.
+    with reverts_with("InvalidRoundRange", 1, 11):
+        submit(ledger, worker, model, 0, 1, 11, work_units=10)
     no_cid = list(claim_input(model, 0, 1))
-    no_cid[4] = ""
+    no_cid[5] = ZERO32
     with reverts_with("EmptyCheckpointCID"):
         ledger.submitClaim(no_cid, {"from": worker})
-    with reverts_with("ParentMismatch", "", "QmNotTheFinalizedCheckpoint"):
-        submit(ledger, worker, model, 0, 1, parent="QmNotTheFinalizedCheckpoint")
-    with reverts_with("RoundNotIncreasing", 0, 0):
+    wrong_parent = "0x" + "ab" * 32
+    with reverts_with("ParentMismatch", ZERO32, wrong_parent):
+        submit(ledger, worker, model, 0, 1, parent=wrong_parent)
+    with reverts_with("RoundsNotContiguous", 0, 1):
         submit(ledger, worker, model, 0, 0)
+    with reverts_with("RoundsNotContiguous", 2**64 - 1, 1):
+        submit(ledger, worker, model, 0, 2**64 - 1)
     ledger.setParameter(b"claimBond".ljust(32, b"\0"), 10 * ETHER, {"from": accounts[0]})
     with reverts_with("InsufficientStake", worker.address, 10 * ETHER, 5 * ETHER):
         submit(ledger, worker, model, 0, 1)
     protocol.registry.setStatus(model, 1, {"from": accounts[1]})
     with reverts_with("ModelNotActive", model):
         submit(ledger, worker, model, 0, 1)
-    with reverts_with("UnknownClaim", 12345):
-        ledger.finalize(12345, {"from": worker})
 
 
-def test_challenge_rules(ledger, model, members, workers, validators, accounts):
-    claim_id = submit(ledger, workers[0], model, 0, 1)
-    with reverts_with("NotValidator", workers[1].address):
-        ledger.challenge(claim_id, 3, "QmEvidence", {"from": workers[1]})
-    tx = ledger.challenge(claim_id, 3, "QmEvidence", {"from": validators[0]})
-    assert tx.events["ClaimChallenged"] == {
-        "claimId": claim_id,
-        "challenger": validators[0],
-        "stepIndex": 3,
-        "evidenceCID": "QmEvidence",
-    }
-    claim = ledger.getClaim(claim_id)
-    assert (claim["status"], claim["challenger"], claim["challengedStep"]) == (CHALLENGED, validators[0], 3)
-    assert claim["voteDeadline"] == tx.timestamp + TEST_LEDGER.vote_window
-    assert stakes(ledger, validators[0]) == (5 * ETHER, ETHER)
-    with reverts_with("WrongClaimStatus", claim_id, CHALLENGED):
-        ledger.challenge(claim_id, 3, "QmEvidence", {"from": validators[1]})
-    with reverts_with("WrongClaimStatus", claim_id, CHALLENGED):
-        ledger.finalize(claim_id, {"from": workers[0]})
-
-    late = submit(ledger, workers[2], model, 1, 1)
-    chain.sleep(TEST_LEDGER.challenge_window + 1)
-    deadline = ledger.getClaim(late)["deadline"]
-    with reverts_with("ChallengeWindowClosed", late, deadline):
-        ledger.challenge(late, 0, "QmEvidence", {"from": validators[1]})
+def test_unknown_claim_ids(ledger, model, members, workers):
+    [claim_id] = submit_chain(ledger, workers[0], model, 0, 1)
+    for unknown in (claim_id + 1, claim_id - 1, 12345, 1 << 200 | claim_id):
+        with reverts_with("UnknownClaim", unknown):
+            ledger.getClaim(unknown)
+        with reverts_with("UnknownClaim", unknown):
+            ledger.finalize(unknown, {"from": workers[0]})
 
 
-def test_a_validator_cannot_challenge_its_own_claim(ledger, model, staked, validators):
-    v = validators[0]
-    ledger.join(model, 0, b"v", KEY, {"from": v})
-    claim_id = submit(ledger, v, model, 0, 1)
-    with reverts_with("CannotChallengeOwnClaim", claim_id, v.address):
-        ledger.challenge(claim_id, 0, "QmEvidence", {"from": v})
-
-
-def test_voting_rules(ledger, model, members, workers, validators):
-    claim_id = submit(ledger, workers[0], model, 0, 1)
-    with reverts_with("WrongClaimStatus", claim_id, PENDING):
-        ledger.vote(claim_id, True, {"from": validators[1]})
-    ledger.challenge(claim_id, 7, "QmEvidence", {"from": validators[0]})
-    with reverts_with("NotValidator", workers[1].address):
-        ledger.vote(claim_id, True, {"from": workers[1]})
-    with reverts_with("CannotVoteOnOwnDispute", claim_id, validators[0].address):
-        ledger.vote(claim_id, False, {"from": validators[0]})
-    tx = ledger.vote(claim_id, False, {"from": validators[1]})
-    assert tx.events["VoteCast"] == {"claimId": claim_id, "validator": validators[1], "claimValid": False}
-    with reverts_with("AlreadyVoted", claim_id, validators[1].address):
-        ledger.vote(claim_id, True, {"from": validators[1]})
-    with reverts_with("NotResolvable", claim_id):
-        ledger.resolve(claim_id, {"from": workers[0]})
-    chain.sleep(TEST_LEDGER.vote_window + 1)
-    vote_deadline = ledger.getClaim(claim_id)["voteDeadline"]
-    with reverts_with("VoteWindowClosed", claim_id, vote_deadline):
-        ledger.vote(claim_id, False, {"from": validators[2]})
-
-
-def test_a_worker_that_validates_cannot_vote_on_its_own_claim(ledger, model, staked, validators):
-    worker, challenger = validators[0], validators[1]
-    ledger.join(model, 0, b"v", KEY, {"from": worker})
-    claim_id = submit(ledger, worker, model, 0, 1)
-    ledger.challenge(claim_id, 0, "QmEvidence", {"from": challenger})
-    with reverts_with("CannotVoteOnOwnDispute", claim_id, worker.address):
-        ledger.vote(claim_id, True, {"from": worker})
-
-
-def test_a_refuted_claim_slashes_the_worker_and_pays_the_challenger(
-    ledger, protocol, model, members, workers, validators, treasury
-):
-    worker, challenger = workers[0], validators[0]
-    claim_id = challenged(ledger, worker, challenger, model)
-    ledger.vote(claim_id, False, {"from": validators[1]})
-    ledger.vote(claim_id, False, {"from": validators[2]})
-    tx = ledger.resolve(claim_id, {"from": challenger})
-    burn = ETHER * TEST_LEDGER.burn_bps // 10_000
-    assert tx.events["ClaimResolved"] == {"claimId": claim_id, "outcome": REJECTED, "slashed": True}
-    assert tx.events["ClaimRejected"] == {"claimId": claim_id}
-    assert tx.events["Slashed"] == {
-        "account": worker,
-        "amount": ETHER,
-        "winner": challenger,
-        "toWinner": ETHER - burn,
-    }
-    assert stakes(ledger, worker) == (4 * ETHER, 0)
-    assert stakes(ledger, challenger) == (5 * ETHER + ETHER - burn, 0)
-    assert stakes(ledger, treasury) == (burn, 0)
-    with reverts_with("WrongClaimStatus", claim_id, REJECTED):
-        ledger.finalize(claim_id, {"from": worker})
-    assert shares_of(protocol, model).totalSupply() == 0
-    assert protocol.registry.checkpointOf(model, 0)[2] == 0
-    assert ledger.balance() == 6 * 5 * ETHER  # slashing moves stake, it never leaves the ledger
-
-
-def test_a_frivolous_challenge_costs_the_challenger(
-    ledger, protocol, model, members, workers, validators, treasury
-):
-    worker, challenger = workers[0], validators[0]
-    claim_id = challenged(ledger, worker, challenger, model)
-    ledger.vote(claim_id, True, {"from": validators[1]})
-    ledger.vote(claim_id, True, {"from": validators[2]})
-    tx = ledger.resolve(claim_id, {"from": worker})
-    burn = ETHER * TEST_LEDGER.burn_bps // 10_000
-    assert tx.events["ClaimResolved"] == {"claimId": claim_id, "outcome": UPHELD, "slashed": True}
-    assert stakes(ledger, challenger) == (4 * ETHER, 0)
-    assert stakes(ledger, worker) == (5 * ETHER + ETHER - burn, ETHER)  # own bond locked until finalize
-    assert stakes(ledger, treasury) == (burn, 0)
-    tx = ledger.finalize(claim_id, {"from": worker})  # upheld: no need to wait for the deadline
-    assert tx.events["ClaimFinalized"]["sharesMinted"] == 10 * RATE
-    assert stakes(ledger, worker) == (5 * ETHER + ETHER - burn, 0)
-    assert shares_of(protocol, model).balanceOf(worker) == 10 * RATE
-
-
-def test_without_quorum_the_claim_is_rejected_and_nobody_is_slashed(
-    ledger, protocol, model, members, workers, validators
-):
-    worker, challenger = workers[0], validators[0]
-    claim_id = challenged(ledger, worker, challenger, model)
-    ledger.vote(claim_id, True, {"from": validators[1]})
-    ledger.vote(claim_id, False, {"from": validators[2]})
-    with reverts_with("NotResolvable", claim_id):
-        ledger.resolve(claim_id, {"from": worker})
-    chain.sleep(TEST_LEDGER.vote_window + 1)
-    tx = ledger.resolve(claim_id, {"from": worker})
-    assert tx.events["ClaimResolved"] == {"claimId": claim_id, "outcome": REJECTED, "slashed": False}
-    assert "Slashed" not in tx.events
-    assert stakes(ledger, worker) == (5 * ETHER, 0)
-    assert stakes(ledger, challenger) == (5 * ETHER, 0)
-    assert shares_of(protocol, model).totalSupply() == 0
-    with reverts_with("WrongClaimStatus", claim_id, REJECTED):
-        ledger.resolve(claim_id, {"from": worker})
-
-
-def test_a_new_claim_in_a_lane_starts_without_the_old_dispute(ledger, model, members, workers, validators):
+def test_a_ring_slot_is_reused_after_max_pending_claims(ledger, model, members, workers, accounts):
+    """A claim's storage is reused MAX_PENDING_CLAIMS claims later: getClaim answers for the lane's
+    latest ones only; the earlier ones live in the events."""
     worker = workers[0]
-    claim_id = challenged(ledger, worker, validators[0], model)
-    chain.sleep(TEST_LEDGER.vote_window + 1)
-    ledger.resolve(claim_id, {"from": worker})
-    fresh = submit(ledger, worker, model, 0, 2)
-    claim = ledger.getClaim(fresh)
-    assert claim["challenger"] == "0x" + "00" * 20
-    assert (claim["votesValid"], claim["votesInvalid"], claim["voteDeadline"]) == (0, 0, 0)
-    ledger.challenge(fresh, 1, "QmEvidence", {"from": validators[1]})
-    ledger.vote(fresh, False, {"from": validators[0]})  # votes on the new claim are counted afresh
-    assert ledger.getClaim(fresh)["votesInvalid"] == 1
+    ring = ledger.MAX_PENDING_CLAIMS()
+    ledger.setParameter(b"maxPendingClaims".ljust(32, b"\0"), 2, {"from": accounts[0]})
+    ledger.setParameter(b"claimBond".ljust(32, b"\0"), 1, {"from": accounts[0]})
+    ids, parent = [], ZERO32
+    for round_ in range(1, ring + 2):
+        ids.append(submit(ledger, worker, model, 0, round_, parent=parent))
+        parent = ledger.getClaim(ids[-1])["checkpointCID"]
+        if len(ids) >= 2:
+            chain.sleep(TEST_LEDGER.challenge_window + 1)
+            ledger.finalize(ids[-2], {"from": worker})
+    with reverts_with("UnknownClaim", ids[0]):
+        ledger.getClaim(ids[0])
+    assert ledger.getClaim(ids[1])["status"] == ClaimStatus.FINALIZED
+    assert ledger.getClaim(ids[-1])["firstRound"] == ring + 1

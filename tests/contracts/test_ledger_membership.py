@@ -1,6 +1,7 @@
-"""WorkLedger membership: one stage per model per address, stake and model checks, validators."""
+"""WorkLedger membership: one stage per model per address, stake and model checks."""
 
-from conftest import ETHER, create_model
+from brownie import chain
+from conftest import ETHER, TEST_LEDGER, create_model, submit
 from custom_errors import reverts_with
 
 KEY = b"\x07" * 32
@@ -26,10 +27,10 @@ def test_join_and_leave_maintain_the_member_lists(ledger, model, staked, workers
     assert tx.events["Left"] == {"modelId": model, "stage": 0, "account": a}
     assert ledger.membersOf(model, 0) == [b]
     assert tuple(ledger.stageOf(model, a)) == (False, 0)
-    ledger.join(model, 1, b"peer-a", KEY, {"from": a})  # after leaving, another stage is fine
-    assert ledger.membersOf(model, 1) == [c, a]
-    ledger.leave(model, {"from": c})
-    assert ledger.membersOf(model, 1) == [a]
+    ledger.join(model, 0, b"peer-a", KEY, {"from": a})  # back to its stage (the only one it may take)
+    assert ledger.membersOf(model, 0) == [b, a]
+    ledger.leave(model, {"from": b})
+    assert ledger.membersOf(model, 0) == [a]
 
 
 def test_an_address_holds_at_most_one_stage_per_model(ledger, protocol, model, staked, workers, accounts):
@@ -61,13 +62,18 @@ def test_join_checks_stake_stage_and_model(ledger, protocol, model, staked, work
         ledger.leave(model, {"from": workers[0]})
 
 
-def test_validators_need_stake_and_register_once(ledger, accounts):
-    v = accounts[1]
-    with reverts_with("InsufficientStake", v.address, 2 * ETHER, 0):
-        ledger.registerValidator({"from": v})
-    ledger.stake({"from": v, "value": 2 * ETHER})
-    tx = ledger.registerValidator({"from": v})
-    assert tx.events["ValidatorRegistered"] == {"account": v}
-    assert ledger.stakeOf(v)["validator"] is True
-    with reverts_with("AlreadyValidator", v.address):
-        ledger.registerValidator({"from": v})
+def test_a_worker_with_open_claims_cannot_move_to_another_stage(ledger, model, staked, workers):
+    """Leaving keeps the lane's open claims (they still settle); the address holds their stage
+    for good (test_ledger_stage_binding.py), so it may come back to that stage only."""
+    a = workers[0]
+    ledger.join(model, 0, b"peer", KEY, {"from": a})
+    claim_id = submit(ledger, a, model, 0, 1)
+    ledger.leave(model, {"from": a})
+    with reverts_with("AlreadyHoldsOtherStage", model, a.address, 0):
+        ledger.join(model, 1, b"peer", KEY, {"from": a})
+    ledger.join(model, 0, b"peer", KEY, {"from": a})
+    ledger.leave(model, {"from": a})
+    chain.sleep(TEST_LEDGER.challenge_window + 1)
+    ledger.finalize(claim_id, {"from": a})  # a former member's claim still finalizes
+    with reverts_with("AlreadyHoldsOtherStage", model, a.address, 0):
+        ledger.join(model, 1, b"peer", KEY, {"from": a})

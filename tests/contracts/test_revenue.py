@@ -1,4 +1,4 @@
-"""ModelShares: pro-rata revenue, carried remainders, zero-supply revenue, claims in ETH and ERC-20."""
+"""ModelShares: pro-rata revenue, rounding, zero-supply revenue, claims in ETH and ERC-20."""
 
 from conftest import pay_eth, request_id, split, within_one_wei
 from custom_errors import reverts_with
@@ -41,15 +41,16 @@ def test_claim_with_nothing_pays_nothing(eth_shares, holders):
     assert "RevenueClaimed" not in tx.events
 
 
-def test_division_remainder_is_carried_to_the_next_deposit(router, eth_model, eth_shares, minter, holders):
+def test_rounding_leaves_each_holder_less_than_a_wei_behind(router, eth_model, eth_shares, minter, holders):
+    """Each deposit's per-share increment rounds down: 3 holders of 1 share unit, 30 payments of
+    1 wei (fees round to 0), exact share 10 wei each; all 30 wei stay in the contract."""
     for holder in holders[:3]:
         eth_shares.mint(holder, 1, {"from": minter})
-    # 1 wei per payment reaches the holders (fees round down to 0); 3 holders of 1 share each.
-    for i in range(3):
+    for i in range(30):
         pay_eth(router, eth_model, 1, holders[4], label=f"wei-{i}")
-        expected = 0 if i < 2 else 1  # without the carried remainder each would stay at 0
-        assert [eth_shares.claimable(h) for h in holders[:3]] == [expected] * 3
-    assert eth_shares.totalRevenue() == 3
+    assert eth_shares.totalRevenue() == 30
+    assert [eth_shares.claimable(h) for h in holders[:3]] == [9] * 3  # 10 - 10/2^128, floored
+    assert eth_shares.balance() == 30
 
 
 def test_revenue_paid_at_zero_supply_is_held_for_the_first_mint(

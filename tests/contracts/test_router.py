@@ -1,10 +1,18 @@
-"""RevenueRouter: the fee split, one payment per request id, fee withdrawal, admin settings."""
+"""RevenueRouter: the fee split, one payment per request id, fee withdrawal and the spill of large
+accruals, the status copy the registry keeps, admin settings."""
 
 from brownie import RevenueRouter
 from conftest import OPERATOR_FEE_BPS, PROTOCOL_FEE_BPS, ZERO_ADDRESS, pay_eth, request_id, split
 from custom_errors import reverts_with
 
 ETHER = 10**18
+U64 = 2**64 - 1
+
+
+def pay_token(router, token, model_id, amount, payer, label):
+    token.mint(payer, amount, {"from": payer})
+    token.approve(router, amount, {"from": payer})
+    return router.payForInference(model_id, request_id(label), amount, {"from": payer})
 
 
 def test_payment_is_split_recorded_and_evented(router, eth_model, eth_shares, minter, holders):
@@ -26,6 +34,7 @@ def test_payment_is_split_recorded_and_evented(router, eth_model, eth_shares, mi
     assert router.isPaid(rid)
     assert list(router.paymentOf(rid)) == [eth_model, ETHER]
     assert list(router.feesOwed(eth_model)) == [to_protocol, to_operator]
+    assert router.holderRevenueOf(eth_model) == eth_shares.totalRevenue() == to_holders
     assert router.balance() == to_protocol + to_operator
     assert eth_shares.balance() == to_holders
 
@@ -78,6 +87,47 @@ def test_fees_are_withdrawn_to_the_treasury_and_the_operator(
     assert token.balanceOf(treasury) == 10_000 * PROTOCOL_FEE_BPS // 10_000
     assert token.balanceOf(operator) == 10_000 * OPERATOR_FEE_BPS // 10_000
     assert token.balanceOf(router) == 0
+
+
+def test_fee_accruals_past_64_bits_spill_and_are_withdrawn_whole(
+    router, token, token_model, treasury, operator, holders
+):
+    """The model's slot keeps each accrual below 2^64; the payment that would pass it moves the
+    whole accrual to the spill slot, and feesOwed / withdrawals add both."""
+    payer = holders[4]
+    amount = 10_000 * (U64 // PROTOCOL_FEE_BPS)  # its protocol fee alone fits 64 bits
+    fees = [amount * PROTOCOL_FEE_BPS // 10_000, amount * OPERATOR_FEE_BPS // 10_000]
+    assert fees[0] <= U64 < 2 * fees[0] and U64 < fees[1]
+    pay_token(router, token, token_model, amount, payer, "spill-1")
+    pay_token(router, token, token_model, amount, payer, "spill-2")
+    assert list(router.feesOwed(token_model)) == [2 * fees[0], 2 * fees[1]]
+    assert router.withdrawProtocolFees(token_model, {"from": payer}).return_value == 2 * fees[0]
+    assert router.withdrawOperatorFees(token_model, {"from": payer}).return_value == 2 * fees[1]
+    assert (token.balanceOf(treasury), token.balanceOf(operator)) == (2 * fees[0], 2 * fees[1])
+    assert list(router.feesOwed(token_model)) == [0, 0]
+    pay_token(router, token, token_model, 10_000, payer, "after-spill")
+    assert list(router.feesOwed(token_model)) == [PROTOCOL_FEE_BPS, OPERATOR_FEE_BPS]  # 10,000 units paid
+
+
+def test_the_holders_total_reverts_rather_than_wraps_past_120_bits(router, token, token_model, holders):
+    payer = holders[4]
+    to_holders = split(2**120)[0]
+    pay_token(router, token, token_model, 2**120, payer, "huge-1")
+    assert router.holderRevenueOf(token_model) == to_holders
+    with reverts_with("SafeCastOverflowedUintDowncast", 120, 2 * to_holders):
+        pay_token(router, token, token_model, 2**120, payer, "huge-2")
+
+
+def test_the_registry_keeps_the_router_status_copy(router, registry, eth_model, creator, holders):
+    payer = holders[4]
+    with reverts_with("NotRegistry", creator.address):
+        router.setModelStatus(eth_model, 1, {"from": creator})
+    registry.setStatus(eth_model, 2, {"from": creator})
+    with reverts_with("ModelNotActive", eth_model):
+        pay_eth(router, eth_model, 100, payer)
+    registry.setStatus(eth_model, 0, {"from": creator})
+    pay_eth(router, eth_model, 100, payer)
+    assert router.holderRevenueOf(eth_model) == split(100)[0]
 
 
 def test_fee_settings_are_admin_only_capped_and_evented(router, deployer, treasury, accounts):

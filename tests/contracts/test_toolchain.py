@@ -1,6 +1,8 @@
 """The compiler, OpenZeppelin remapping and anvil work end to end."""
 
-from brownie import MockERC20, interface, web3
+from urllib.parse import urlparse
+
+from brownie import MockERC20, interface, rpc, web3
 from custom_errors import reverts_with
 
 
@@ -24,3 +26,9 @@ def test_protocol_surface_interfaces_compile():
     assert all(hasattr(interface, name) for name in names)
     ledger_functions = {entry["name"] for entry in interface.IWorkLedger.abi if entry["type"] == "function"}
     assert {"stake", "join", "submitClaim", "challenge", "vote", "resolve", "finalize"} <= ledger_functions
+
+
+def test_the_chain_is_an_anvil_of_our_own_on_a_free_port():
+    """Never whatever listens on 8545 (a demo's chain, another test run): brownie's own child."""
+    assert rpc.is_active() and rpc.is_child()
+    assert urlparse(web3.provider.endpoint_uri).port != 8545

@@ -1,7 +1,9 @@
-"""`pm demo --rounds 2 --cheater`: first interrupted with Ctrl-C once training runs (nothing may stay
+"""`pm demo --rounds 3 --cheater`: first interrupted with Ctrl-C once training runs (nothing may stay
 running, no port may stay taken); then killed with SIGKILL once its workers run (its children
 outlive it); then run again into the same --out to the end (it must stop those leftovers first),
-and its summary.json checked against the protocol's rules and the store it leaves behind."""
+and its summary.json checked against the protocol's rules and the store it leaves behind: every
+round claimed while training ran, the cheater's lie (round 2) slashed once and its round-3 claim,
+chained on the lie, voided with it."""
 
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ from pathlib import Path
 import pytest
 
 from offchain.paths import REPO
-from offchain.storage.crypto import StageKey, decrypt_checkpoint
+from offchain.proofs.manifest import ClaimManifest
+from offchain.storage.crypto import decrypt_checkpoint
 from offchain.storage.embedded import EmbeddedStore
+from offchain.swarm.keyshare import StageKeyring, key_for_checkpoint
 
 pytestmark = pytest.mark.slow
-DEMO = [sys.executable, "-m", "offchain.cli", "demo", "--rounds", "2", "--cheater"]
+DEMO = [sys.executable, "-m", "offchain.cli", "demo", "--rounds", "3", "--cheater"]
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +84,22 @@ def test_ctrl_c_stops_every_process_and_frees_every_port(out, tmp_path):
     assert f"pm-31337-{ports[0]}" not in brownie_networks
 
 
+def test_an_unreachable_kubo_is_refused_before_anything_starts(tmp_path):
+    """Workers never claim a round validators cannot fetch, so with the daemon down nothing could be
+    claimed: the demo says so in one line instead of training into a spool."""
+    run = subprocess.run(
+        [*DEMO[:4], "--rounds", "1", "--ipfs-api", "http://127.0.0.1:1", "--out", str(tmp_path / "out")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 1
+    (line,) = run.stderr.strip().splitlines()
+    assert "--ipfs-api: the Kubo RPC at http://127.0.0.1:1: cannot connect" in line and "ipfs daemon" in line
+    assert "anvil at" not in run.stdout and processes_mentioning(str(tmp_path / "out")) == []
+
+
 @pytest.fixture(scope="module")
 def killed_anvil_ports() -> list[int]:
     return []
@@ -117,26 +137,35 @@ def summary(out, tmp_path_factory, killed_anvil_ports) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def test_every_honest_claim_finalized_and_the_cheater_slashed(summary):
+def rounds_of(claim: dict) -> list[int]:
+    return list(range(claim["first_round"], claim["last_round"] + 1))
+
+
+def test_every_honest_claim_finalized_and_the_cheater_slashed_once_with_a_cascade(summary):
     cheaters = [worker for worker in summary["workers"] if worker["cheat"]]
     honest = [worker for worker in summary["workers"] if not worker["cheat"]]
     assert len(cheaters) == 1 and len(honest) == 3
     trained = [entry["round"] for entry in summary["rounds"]]
-    assert len(trained) == 2
+    assert trained == [1, 2, 3]
     claims = summary["claims"]["list"]
-    by_worker = {
-        worker["address"]: [c for c in claims if c["worker"] == worker["address"]] for worker in honest
-    }
     for worker in honest:
-        assert sorted(c["round"] for c in by_worker[worker["address"]]) == trained
-        assert {c["state"] for c in by_worker[worker["address"]]} == {"finalized"}
+        mine = [c for c in claims if c["worker"] == worker["address"]]
+        assert sorted(r for c in mine for r in rounds_of(c)) == trained
+        assert {c["state"] for c in mine} == {"finalized"} and worker["rounds"] == trained
         assert int(worker["slashed_wei"]) == 0
     (cheater,) = cheaters
-    theirs = [c for c in claims if c["worker"] == cheater["address"]]
-    assert theirs and all(c["state"] == "rejected" and c["challenged"] for c in theirs)
-    assert int(cheater["slashed_wei"]) > 0 and int(cheater["shares"]) == 0
-    assert summary["claims"]["rejected"] == len(theirs) and summary["claims"]["pending"] == 0
-    assert int(summary["slashed_wei"]) == int(cheater["slashed_wei"])
+    theirs = {c["first_round"]: c for c in claims if c["worker"] == cheater["address"]}
+    assert theirs[1]["state"] == "finalized", "its honest round 1 earns like any other"
+    assert theirs[2]["state"] == "rejected" and theirs[2]["challenged"], "the lie about round 2"
+    assert theirs[3]["state"] == "voided" and theirs[3]["previous_claim_id"] == theirs[2]["claim_id"]
+    assert (cheater["slashes"], cheater["voided_claims"], cheater["voided_rounds"]) == (1, 1, [3])
+    assert int(cheater["slashed_wei"]) == int(summary["slashed_wei"]) > 0 and summary["slashes"] == 1
+    (cascade,) = summary["cascades"]
+    assert (cascade["rejected_claim_id"], cascade["voided_claims"]) == (theirs[2]["claim_id"], 1)
+    counts = summary["claims"]
+    assert (counts["rejected"], counts["voided"], counts["pending"]) == (1, 1, 0)
+    for entry in summary["rounds"][:-1]:  # the last round's claims may land as training ends
+        assert entry["claims"]["claimed_while_training"] == entry["claims"]["claimed"] == 4
 
 
 def test_shares_are_finalized_work_units_times_the_rate(summary):
@@ -166,14 +195,18 @@ def test_revenue_paid_was_split_and_claimed_to_the_wei(summary):
 
 def test_every_checkpoint_and_trace_is_in_the_store_and_decrypts(summary, out):
     store = EmbeddedStore(out / "store")
-    assert summary["checkpoints"]
+    assert len(summary["checkpoints"]) == 3 * 3 + 1, "every round of every finalized claim"
     for checkpoint in summary["checkpoints"]:
+        manifest = ClaimManifest.from_bytes(store.get(checkpoint["manifest_cid"]))
+        assert manifest.record(checkpoint["round"]).checkpoint_cid == checkpoint["cid"]
         stage = checkpoint["stage"]
-        (key_file, *_) = sorted((out / "state").glob(f"worker-s{stage}-*/stage-key-*"))
-        key = StageKey(summary["model_id"], stage, key_file.read_bytes())
+        (path, *_) = sorted((out / "state").glob(f"worker-s{stage}-*/stage-keys-*"))
+        keyring = StageKeyring(path, summary["model_id"], stage)  # an honest member holds every key
+        key = key_for_checkpoint(keyring, store, checkpoint["cid"])  # the one its header names
         state = decrypt_checkpoint(key, store.get(checkpoint["cid"]))
         assert "0x" + hashlib.sha256(state).hexdigest() == checkpoint["digest"]
-        assert decrypt_checkpoint(key, store.get(checkpoint["trace_cid"]))
+        trace_key = key_for_checkpoint(keyring, store, checkpoint["trace_cid"])
+        assert decrypt_checkpoint(trace_key, store.get(checkpoint["trace_cid"]))
     assert store.get(summary["spec_cid"])
 
 

@@ -40,6 +40,12 @@ TESTNET_LEDGER = {
     "unbonding_period": 7 * DAY,
     "min_worker_stake": ETHER // 10,
     "min_validator_stake": ETHER // 2,
+    "max_pending_claims": 64,
+    "availability_grace": 6 * 3600,
+    "validator_delay": 3 * DAY,
+    "vote_bond": ETHER // 100,
+    "loser_vote_slash_bps": 5_000,
+    "no_quorum_slash_bps": 2_000,
 }
 pytestmark = pytest.mark.slow
 

@@ -134,9 +134,20 @@ def submit_and_finalize(ledger, worker: ChainClient, claim_input: tuple) -> int:
     return submitted["args"]["claimId"]
 
 
+def earned_checkpoint(stage: int) -> bytes:
+    """The bytes32 checkpoint CID `earn_shares` claims for `stage` (what checkpointOf then holds)."""
+    return bytes([0x10 + stage]) * 32
+
+
 def earn_shares(protocol, worker: ChainClient, model_id: int, stage: int, work_units: int) -> int:
-    """Take `worker` from nothing to shares: stake, join, claim one round, finalize unchallenged."""
+    """Take `worker` from nothing to shares: stake, join, claim round 1 of the stage (its first
+    checkpoint, so no parent), finalize unchallenged. ClaimInput as in IWorkLedger v2."""
     ledger = join_stage(protocol, worker, model_id, stage)
-    digest, root = b"\x02" * 32, b"\x03" * 32
-    claim_input = (model_id, stage, 1, "", f"QmCheckpoint{stage}", digest, root, "QmTrace", work_units)
+    checkpoint_cid, digest, root, manifest_cid = (
+        earned_checkpoint(stage),
+        b"\x02" * 32,
+        b"\x03" * 32,
+        b"\x04" * 32,
+    )
+    claim_input = (model_id, stage, 1, 1, bytes(32), checkpoint_cid, digest, root, manifest_cid, work_units)
     return submit_and_finalize(ledger, worker, claim_input)

@@ -41,9 +41,10 @@ def token(client):
 
 
 @pytest.fixture(scope="module")
-def deployed(compiled, tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """One anvil per test module, protocol deployed by scripts/deploy.py: (rpc_url, deployments dir)."""
-    process, url = start_anvil()
+def deployed(request, compiled, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """One anvil per test module, protocol deployed by scripts/deploy.py: (rpc_url, deployments dir).
+    A module's ANVIL_ARGS go to anvil (e.g. `--block-time 1`: chain time that moves on its own)."""
+    process, url = start_anvil(*getattr(request.module, "ANVIL_ARGS", ()))
     deployments = tmp_path_factory.mktemp("deployments")
     try:
         deploy_protocol(url, deployments, anvil_account(0))

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
 from offchain.chain.protocol import Protocol
 from offchain.model.spec import ModelSpec
 from offchain.storage.crypto import StageKey
+from offchain.swarm.authz import Access
 from offchain.swarm.discovery import Announcement, announce_forever, stage_key
 from offchain.swarm.identity import Identity
-from offchain.swarm.keyshare import StageKeyKeeper
+from offchain.swarm.keyshare import HeldKey, StageKeyKeeper, StageKeyring
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, visible_maddrs
 from offchain.swarm.server import StageServer
 
@@ -31,16 +34,28 @@ def serving_stage_keys(
     thread.start()
     stop = asyncio.Event()
     nodes, servers, tasks = [], [], []
+    folder = tempfile.TemporaryDirectory(prefix="stage-keys-")
 
     async def start() -> str:
         for stage, (member, key) in enumerate(zip(members, keys, strict=True)):
             peers = await visible_maddrs(nodes[0]) if nodes else ()
             node = await start_node(NetworkConfig(initial_peers=tuple(peers)))
             nodes.append(node)
-            keeper = StageKeyKeeper(protocol, model_id, stage, key)
+            keyring = StageKeyring(Path(folder.name) / f"stage{stage}", model_id, stage)
+            keyring.add(HeldKey(key, 0))
+            keeper = StageKeyKeeper(protocol, keyring, member)
             identity = Identity.from_key(member.key)
+            access = Access.on_chain(protocol, model_id)
             server = StageServer(
-                spec, stage, identity, model_id=model_id, session="keys", state_file=None, key_keeper=keeper
+                spec,
+                stage,
+                identity,
+                model_id=model_id,
+                session="keys",
+                state_file=None,
+                key_keeper=keeper,
+                authorizer=access.authorizer(),
+                binder=access.binder(identity, node.peer_id.to_base58()),
             )
             await server.start(node.p2p, None)
             servers.append(server)
@@ -66,3 +81,4 @@ def serving_stage_keys(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+        folder.cleanup()

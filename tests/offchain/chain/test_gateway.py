@@ -1,6 +1,7 @@
 """Paid inference end to end: a real anvil with the protocol deployed by scripts/deploy.py, three
-real stage-worker processes on loopback, a real `pm gateway run` process, customers paying with
-`pm infer` or by hand, and holders claiming with `pm claim`.
+real on-chain stage-worker processes on loopback (members that joined with their libp2p peer ids),
+a real `pm gateway run` process (a gateway of the model: the operator set it with setGateway),
+customers paying with `pm infer` or by hand, and holders claiming with `pm claim`.
 
 One stack per module (the workers and the gateway take seconds to start), so the tests run in
 file order and share the chain: the revenue test at the end reads every payment made before it
@@ -33,28 +34,31 @@ from offchain.model.generate import Sampling, complete, local_forward
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
 from offchain.storage.embedded import EmbeddedStore
-from offchain.swarm.local import LocalProcess, spawn_pm, worker_args
+from offchain.swarm.local import LocalProcess, chain_worker_args, spawn_pm
 
 pytestmark = pytest.mark.slow
 
+ANVIL_ARGS = ("--accounts", "13")  # accounts 10..12 serve the stages
 ETHER = 10**18
 PRICE = 10**12  # wei per token
 SPEC = REPO / "specs" / "tiny.json"
 CUSTOMER, ERC20_CUSTOMER, OPERATOR, BYSTANDER = 5, 7, 6, 8
 WORKER_A, WORKER_B, BUYER = 2, 3, 4
+STAGE_WORKERS = (10, 11, 12)  # stage s is served by account STAGE_WORKERS[s]
+GATEWAY = OPERATOR  # the operator runs the gateway it names
 PROMPT = "The assert statement"
 
 
 @dataclass
 class Stack:
-    """The module's processes and chain handles (chain fields are set once the protocol is deployed)."""
+    """The module's processes and chain handles."""
 
     tmp: Path
+    url: str
+    deployments: Path
     workers: dict[int, LocalProcess] = field(default_factory=dict)
     procs: list[LocalProcess] = field(default_factory=list)
     bootstrap: str = ""
-    url: str = ""
-    deployments: Path | None = None
     protocol: Protocol | None = None
     token: Contract | None = None
     gateway: LocalProcess | None = None
@@ -68,10 +72,15 @@ class Stack:
     def env(self) -> dict[str, str]:
         return {**os.environ, "PM_RPC_URL": self.url, "PM_DEPLOYMENTS": str(self.deployments)}
 
+    def chain_args(self) -> list[str]:
+        return ["--rpc-url", self.url, "--deployments", str(self.deployments), "--store", str(self.store)]
+
     def start_worker(self, stage: int) -> LocalProcess:
+        """Model 1's worker of `stage` (it stakes and joins on its first start, resumes after)."""
         peers = [self.bootstrap] if stage else []
-        args = [*worker_args(SPEC, stage, self.tmp / f"stage{stage}", peers), "--model-id", "1"]
-        proc = spawn_pm(f"stage{stage}-{len(self.procs)}", args, self.tmp)
+        args = chain_worker_args(1, stage, self.tmp / f"stage{stage}", self.chain_args(), peers)
+        env = {"PM_PRIVATE_KEY": anvil_account(STAGE_WORKERS[stage]).key.hex()}
+        proc = spawn_pm(f"stage{stage}-{len(self.procs)}", args, self.tmp, env=env)
         self.procs.append(proc)
         self.workers[stage] = proc
         return proc
@@ -80,10 +89,10 @@ class Stack:
         args = [
             "gateway", "run", "--model", str(model_id), "--port", str(port),
             "--initial-peers", self.bootstrap, "--state-dir", str(self.tmp / f"gateway-{model_id}"),
-            "--price-per-token-wei", str(PRICE), "--timeout", "10",
-            "--rpc-url", self.url, "--deployments", str(self.deployments), "--store", str(self.store),
+            "--price-per-token-wei", str(PRICE), "--timeout", "10", *self.chain_args(),
         ]  # fmt: skip
-        proc = spawn_pm(name, args, self.tmp)
+        env = {"PM_PRIVATE_KEY": anvil_account(GATEWAY).key.hex()}
+        proc = spawn_pm(name, args, self.tmp, env=env)
         self.procs.append(proc)
         proc.wait_for(r"listening on http://", timeout=120)
         return proc
@@ -96,14 +105,42 @@ def pm(*args: str, account: int, env: dict[str, str]) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="module")
-def processes(tmp_path_factory):
-    """The stage workers start first, so they boot while the protocol is deployed (model id 1 is
-    the first model of the fresh chain); every process is stopped at the end, in parallel."""
-    stack = Stack(tmp_path_factory.mktemp("gateway"))
+def stack(deployed, tmp_path_factory):
+    """Model 1 (ETH, operator = account 6) served by 3 on-chain workers and a gateway; model 2 (an
+    ERC-20, no workers); holders: A (3 units) and B (1 unit) in model 1, A (2 units) in model 2. The
+    workers join first, so each is its stage's first member and creates the stage key; the holders
+    join after them. Every process is stopped at the end, in parallel."""
+    url, deployments = deployed
+    stack = Stack(tmp_path_factory.mktemp("gateway"), url, deployments)
+    creator = ChainClient(url, anvil_account(1))
+    stack.protocol = protocol = Protocol.load(creator, deployments)
+    operator = ChainClient(url, anvil_account(OPERATOR))
+    store = EmbeddedStore(stack.store)
+    create_model(
+        protocol, store, SPEC, shares_per_work_unit=ETHER, revenue_asset="eth", operator=operator.address
+    )
+    stack.token = deploy(creator, "MockERC20", "Revenue", "REV")
+    creator.transact(stack.token.functions.mint(anvil_account(ERC20_CUSTOMER).address, 10**24))
+    asset = stack.token.address
+    create_model(
+        protocol, store, SPEC, shares_per_work_unit=ETHER, revenue_asset=asset, operator=operator.address
+    )
+    registry = operator.contract("ModelRegistry", protocol.registry.address)
+    for model_id in (1, 2):
+        operator.transact(registry.functions.setGateway(model_id, anvil_account(GATEWAY).address, True))
     try:
         stack.bootstrap = stack.start_worker(0).maddr()
         for stage in (1, 2):
             stack.start_worker(stage)
+        for stage in (1, 2):
+            stack.workers[stage].maddr()
+        worker_a, worker_b = (ChainClient(url, anvil_account(i)) for i in (WORKER_A, WORKER_B))
+        earn_shares(protocol, worker_a, 1, 0, 3)
+        earn_shares(protocol, worker_b, 1, 1, 1)
+        earn_shares(protocol, worker_a, 2, 0, 2)
+        port = free_port()
+        stack.gateway = stack.start_gateway(1, "gateway", port)
+        stack.gateway_url = f"http://127.0.0.1:{port}"
         yield stack
     finally:
         for proc in stack.procs:
@@ -111,33 +148,6 @@ def processes(tmp_path_factory):
                 proc.popen.send_signal(signal.SIGTERM)
         for proc in stack.procs:
             proc.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(processes, deployed):
-    """Model 1 (ETH, operator = account 6) served by 3 workers and a gateway; model 2 (an ERC-20,
-    no workers); holders: A (3 units) and B (1 unit) in model 1, A (2 units) in model 2."""
-    stack = processes
-    stack.url, stack.deployments = deployed
-    creator = ChainClient(stack.url, anvil_account(1))
-    stack.protocol = protocol = Protocol.load(creator, stack.deployments)
-    operator = anvil_account(OPERATOR).address
-    store = EmbeddedStore(stack.store)
-    create_model(protocol, store, SPEC, shares_per_work_unit=ETHER, revenue_asset="eth", operator=operator)
-    stack.token = deploy(creator, "MockERC20", "Revenue", "REV")
-    creator.transact(stack.token.functions.mint(anvil_account(ERC20_CUSTOMER).address, 10**24))
-    asset = stack.token.address
-    create_model(protocol, store, SPEC, shares_per_work_unit=ETHER, revenue_asset=asset, operator=operator)
-    worker_a, worker_b = (ChainClient(stack.url, anvil_account(i)) for i in (WORKER_A, WORKER_B))
-    earn_shares(protocol, worker_a, 1, 0, 3)
-    earn_shares(protocol, worker_b, 1, 1, 1)
-    earn_shares(protocol, worker_a, 2, 0, 2)
-    for stage in (1, 2):
-        stack.workers[stage].maddr()
-    port = free_port()
-    stack.gateway = stack.start_gateway(1, "gateway", port)
-    stack.gateway_url = f"http://127.0.0.1:{port}"
-    return stack
 
 
 def post(stack: Stack, path: str, body: object) -> httpx.Response:
@@ -190,7 +200,8 @@ def test_pm_infer_pays_and_gets_the_single_process_completion(stack):
     seed = train_single_process(spec, 0, model_id=1)
     local = local_forward(spec, seed.states, [0, 0, 0])
     expected = asyncio.run(complete(local, spec, PROMPT, Sampling(max_tokens=6)))
-    assert out["text"] == expected.text and out["rounds"] == [0, 0, 0]
+    # On-chain workers serve the state of chain round R as swarm round R + 1: the seed is round 1.
+    assert out["text"] == expected.text and out["rounds"] == [1, 1, 1]
     assert out["usage"] == {"prompt_tokens": len(PROMPT), "completion_tokens": 6}
     receipt = stack.protocol.client.w3.eth.get_transaction_receipt(out["tx"])
     (paid,) = stack.protocol.router.events.InferencePaid().process_receipt(receipt, errors=DISCARD)
@@ -202,7 +213,7 @@ def test_pm_infer_pays_and_gets_the_single_process_completion(stack):
         account=CUSTOMER, env=stack.env,
     )  # fmt: skip
     assert text.returncode == 0, text.stderr
-    assert "weights of round 0, 2 tokens; paid 0.000022 ETH, tx 0x" in text.stdout
+    assert "weights of round 1, 2 tokens; paid 0.000022 ETH, tx 0x" in text.stdout
 
 
 def test_a_paid_request_is_served_once(stack):
@@ -342,13 +353,15 @@ def test_worker_killed_mid_request_gets_503_and_the_same_ticket_is_served_later(
     )
     request.start()
     time.sleep(1.0)
-    stack.workers[1].kill9()
+    # Stage 2: stages 0 and 1 hold the holders' placeholder checkpoints (earn_shares), which no
+    # restarted worker can fetch and start from.
+    stack.workers[2].kill9()
     request.join(timeout=120)
     (reply,) = replies
     assert reply.status_code == 503, reply.text
     assert reply.headers["Retry-After"] == "5" and "retry with the same ticket" in reply.json()["error"]
 
-    stack.start_worker(1).maddr()
+    stack.start_worker(2).maddr()
     deadline = time.monotonic() + 90
     while True:
         started = time.monotonic()

@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import pytest
-from chain_testkit import REPO, anvil_account, earn_shares
+from chain_testkit import REPO, anvil_account, earn_shares, earned_checkpoint
 
 from offchain.chain.client import ChainClient
 from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
+from offchain.storage.cids import bytes32_to_cid
 from offchain.storage.embedded import EmbeddedStore
 
 ETHER = 10**18
@@ -143,7 +144,8 @@ def test_status_reports_members_rounds_claims_and_revenue(network):
     worker_a, worker_b = anvil_account(2).address, anvil_account(3).address
     assert [stage["members"] for stage in stages] == [[worker_a], [worker_b], []]
     assert [stage["round"] for stage in stages] == [1, 1, 0]
-    assert [stage["checkpoint_cid"] for stage in stages] == ["QmCheckpoint0", "QmCheckpoint1", ""]
+    earned = [bytes32_to_cid(earned_checkpoint(stage)) for stage in (0, 1)]
+    assert [stage["checkpoint_cid"] for stage in stages] == [*earned, None]
     claims = report["claims"]
     assert (claims["pending"], claims["finalized"], claims["rejected"], claims["challenged"]) == (0, 2, 0, 0)
     assert sorted(int(claim["shares_minted"]) for claim in claims["list"]) == [ETHER, 3 * ETHER]

@@ -1,6 +1,7 @@
-"""A real round of the tiny model, published (encrypted checkpoint + trace in the store) and claimed
-by three stage workers on anvil: shares minted = work units x rate, checkpointOf advances, and a
-fresh reader decrypts each checkpoint to the on-chain digest and replays the trace."""
+"""A real round of the tiny model, published (encrypted checkpoint + trace in the store, a claim
+manifest naming them) and claimed by three stage workers on anvil: shares minted = work units x
+rate, checkpointOf advances, and a fresh reader finds the round through the manifest the chain's
+roundsRoot commits to, decrypts each checkpoint to the on-chain digest and replays the trace."""
 
 import pytest
 from chain_testkit import REPO, anvil_account, join_stage, submit_and_finalize
@@ -8,11 +9,21 @@ from chain_testkit import REPO, anvil_account, join_stage, submit_and_finalize
 from offchain.chain.client import ChainClient
 from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
+from offchain.chain.status import cid_of
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
 from offchain.model.trainer import StageTrainer
+from offchain.proofs.manifest import ClaimManifest
 from offchain.proofs.replay import replay_round
-from offchain.proofs.rounds import CheckpointMismatch, fetch_checkpoint, fetch_trace, publish_round
+from offchain.proofs.rounds import (
+    CheckpointMismatch,
+    claim_input,
+    fetch_checkpoint,
+    fetch_manifest,
+    fetch_trace,
+    publish_manifest,
+    publish_round,
+)
 from offchain.proofs.signing import sign_message
 from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
@@ -58,11 +69,12 @@ def test_published_round_is_claimed_finalized_and_verifiable(model, tmp_path):
     keys = [StageKey.generate(model_id, stage) for stage in range(3)]
 
     published = [
-        publish_round(store, keys[stage], result.states[stage], result.traces[stage], parent_cid="")
-        for stage in range(3)
+        publish_round(store, keys[stage], result.states[stage], result.traces[stage]) for stage in range(3)
     ]
+    manifests = [ClaimManifest(model_id, stage, None, (published[stage].record(1),)) for stage in range(3)]
+    manifest_cids = [publish_manifest(store, manifest) for manifest in manifests]
     for stage, worker in enumerate(workers):
-        submit_and_finalize(ledgers[stage], worker, published[stage].claim_input())
+        submit_and_finalize(ledgers[stage], worker, claim_input(manifests[stage], manifest_cids[stage]))
 
     shares = protocol.shares(protocol.model(model_id))
     units = spec.round_steps * spec.micro_batches
@@ -73,10 +85,17 @@ def test_published_round_is_claimed_finalized_and_verifiable(model, tmp_path):
     reader = EmbeddedStore(tmp_path / "store")  # a fresh handle: nothing cached from the writer
     for stage in range(3):
         cid, digest, round_ = protocol.registry.functions.checkpointOf(model_id, stage).call()
-        assert (cid, round_) == (published[stage].checkpoint_cid, 1)
-        state = fetch_checkpoint(reader, keys[stage], cid, digest)
+        assert (cid_of(cid), round_) == (published[stage].checkpoint_cid, 1)
+        state = fetch_checkpoint(reader, keys[stage], cid_of(cid), digest)
         assert state == result.states[stage]
-        trace = fetch_trace(reader, keys[stage], published[stage].trace_cid, published[stage].trace_root)
+        (submitted,) = protocol.ledger.events.ClaimSubmitted().get_logs(
+            argument_filters={"modelId": model_id, "worker": workers[stage].address}, from_block=0
+        )
+        args = submitted["args"]
+        manifest = fetch_manifest(reader, cid_of(args["manifestCID"]), args["roundsRoot"])
+        assert manifest == manifests[stage]
+        (record,) = manifest.rounds
+        trace = fetch_trace(reader, keys[stage], record.trace_cid, record.trace_root)
         report = replay_round(spec, stage, parents[stage], trace)
         assert report.ok, report
 
@@ -85,3 +104,5 @@ def test_published_round_is_claimed_finalized_and_verifiable(model, tmp_path):
     with pytest.raises(DecryptionError):
         fetch_checkpoint(reader, keys[1], published[0].checkpoint_cid, published[0].checkpoint_digest)
     assert store.get(published[0].checkpoint_cid) != result.states[0]  # at rest it is ciphertext
+    with pytest.raises(CheckpointMismatch, match="rounds root"):
+        fetch_manifest(reader, manifest_cids[0], b"\x00" * 32)

@@ -1,125 +1,37 @@
-"""`pm verifier run` as real processes against anvil, an embedded store and stage members serving
-keys over hivemind: real rounds of the tiny model are published and claimed; honest claims are
-never challenged and get finalized; every cheat mode is challenged at its step, voted invalid,
-resolved, and its worker slashed by exactly the bond with no shares minted; a verifier killed
-mid-replay finishes the claim after a restart without voting twice."""
+"""`pm verifier run --stage` as real processes against anvil, an embedded store and stage members
+serving keys over hivemind, on WorkLedger v2: two validators of stage 1 replay every round of its
+claims; a 2-round claim lying about its second round is challenged at that (round, step), voted
+down and slashed once, and the claim chained on it is voided, never challenged; an honest 2-round
+claim finalizes and mints its work units; a stage-2 claim is none of their business (and the chain
+refuses their challenge of it). A decoy challenge naming the honest round of a lying 2-round claim
+does not save it: voters that sampled nothing judge every round before voting. Withheld content is
+challenged as Unavailable and slashed, while content that was only slow is upheld. A voter killed
+-9 mid-replay votes once after its restart; a validator registered after the challenge does not
+vote."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
 import sys
 import time
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
-from chain_testkit import REPO, advance_time, anvil_account, join_stage
+from chain_testkit import REPO, advance_time, anvil_account
 from stage_members import serving_stage_keys
+from verifier_kit import ETHER, VALIDATORS, WORKERS, Network, seed_states
 
-from offchain.chain.client import ChainClient
-from offchain.chain.models import create_model
-from offchain.chain.protocol import ClaimStatus, Protocol
-from offchain.model.reference import train_single_process
-from offchain.model.spec import load_spec
-from offchain.model.trainer import StageTrainer
+from offchain.chain.client import ChainClient, ContractRevert
+from offchain.chain.protocol import ChallengeKind, ClaimStatus
+from offchain.chain.status import cid_of
+from offchain.chain.structs import call_struct
 from offchain.proofs.rounds import publish_round
-from offchain.proofs.signing import sign_message
-from offchain.storage.crypto import StageKey
 from offchain.storage.embedded import EmbeddedStore
-from offchain.swarm.local import LocalProcess, spawn_pm
-from offchain.worker.cheats import apply_cheat
 
-ETHER = 10**18
-DRIVER = anvil_account(9)
-WORKERS = [anvil_account(2 + stage) for stage in range(3)]
-VALIDATORS = [anvil_account(6), anvil_account(7)]
-TIMING = {"challengeWindow": 120, "voteWindow": 120, "quorum": 1}
-"""Windows long enough that a loaded machine's real time does not close them; tests skip ahead."""
-
-
-class Network:
-    """A model on the test chain, its stage keys served by its members, and helpers to claim rounds."""
-
-    def __init__(self, url: str, deployments: Path, spec_path: Path, tmp_path: Path) -> None:
-        self.url, self.deployments, self.tmp = url, deployments, tmp_path
-        self.reader = ChainClient(url, anvil_account(1))
-        self.protocol = Protocol.load(self.reader, deployments)
-        self.store_dir = tmp_path / "store"
-        self.store = EmbeddedStore(self.store_dir)
-        self.spec = load_spec(spec_path)
-        created = create_model(
-            self.protocol,
-            self.store,
-            spec_path,
-            shares_per_work_unit=ETHER,
-            revenue_asset="eth",
-            operator=None,
-        )
-        self.model_id = created.model.model_id
-        self.workers = [ChainClient(url, account) for account in WORKERS]
-        self.ledgers = [join_stage(self.protocol, w, self.model_id, s) for s, w in enumerate(self.workers)]
-        self.keys = [StageKey.generate(self.model_id, stage) for stage in range(3)]
-        self.ledger = self.protocol.ledger
-        admin = ChainClient(url, anvil_account(0))
-        admin_ledger = admin.contract("WorkLedger", self.ledger.address)
-        for name, value in TIMING.items():  # the deployment chose public-testnet timing
-            admin.transact(admin_ledger.functions.setParameter(name.encode().ljust(32, b"\0"), value))
-        self.bond = self.ledger.functions.parameters().call()[1]
-
-    def sign(self, header, payload):
-        if header.direction == "forward":
-            account = DRIVER if header.stage == 0 else WORKERS[header.stage - 1]
-        else:
-            account = WORKERS[header.stage + 1]
-        return sign_message(account.key, header, payload), account.address
-
-    def train(self, round_: int, states: list[bytes]):
-        return train_single_process(
-            self.spec, 1, first_round=round_, states=states, model_id=self.model_id, sign=self.sign
-        )
-
-    def claim(self, stage: int, parent: bytes, state: bytes, trace, *, cheat: str | None = None) -> int:
-        """Publish (after the cheat, if any) and submitClaim as the stage's worker; returns the claim id."""
-        if cheat is not None:
-            state, trace = apply_cheat(cheat, self.spec, parent, state, trace)
-        cid, _, _ = self.protocol.registry.functions.checkpointOf(self.model_id, stage).call()
-        published = publish_round(self.store, self.keys[stage], state, trace, parent_cid=cid)
-        receipt = self.workers[stage].transact(
-            self.ledgers[stage].functions.submitClaim(published.claim_input())
-        )
-        (event,) = self.ledgers[stage].events.ClaimSubmitted().process_receipt(receipt)
-        return event["args"]["claimId"]
-
-    def status(self, claim_id: int) -> ClaimStatus:
-        return ClaimStatus(self.ledger.functions.getClaim(claim_id).call()[3])
-
-    def events(self, name: str, claim_id: int | None = None) -> list:
-        filters = {} if claim_id is None else {"claimId": claim_id}
-        found = getattr(self.ledger.events, name)().get_logs(from_block=0, argument_filters=filters)
-        return [event["args"] for event in found]
-
-    def verifier(self, name: str, validator, *extra: str) -> LocalProcess:
-        key_file = self.tmp / f"{name}.key"
-        key_file.write_text(validator.key.hex())
-        args = [
-            "verifier", "run", "--model", str(self.model_id), "--initial-peers", self.maddr,
-            "--state-dir", str(self.tmp / f"state-{validator.address}"), "--rpc-url", self.url,
-            "--key-file", str(key_file), "--deployments", str(self.deployments),
-            "--store", str(self.store_dir), *extra,
-        ]  # fmt: skip
-        return spawn_pm(name, args, self.tmp)
-
-    def wait(self, what, timeout: float = 90.0, processes: tuple[LocalProcess, ...] = ()) -> None:
-        deadline = time.monotonic() + timeout
-        while not what():
-            for process in processes:
-                if process.popen.poll() is not None:
-                    raise AssertionError(f"{process.name} exited:\n{process.text()[-3000:]}")
-            if time.monotonic() > deadline:
-                logs = "\n".join(p.text()[-2500:] for p in processes)
-                raise AssertionError(f"timed out waiting for {what.__doc__ or what}\n{logs}")
-            time.sleep(0.1)
+LATE_VALIDATOR = anvil_account(8)  # registers after a challenge (no other role on the test chain)
 
 
 @pytest.fixture
@@ -131,88 +43,167 @@ def network(chain, tmp_path):
         yield net
 
 
-def _seed_states(spec) -> list[bytes]:
-    return [StageTrainer(spec, stage).state_bytes() for stage in range(spec.num_stages)]
+def _both_validate_stage_1(net: Network, *extra: str):
+    verifiers = tuple(net.verifier(f"verifier-{i}", v, 1, *extra) for i, v in enumerate(VALIDATORS))
+    for verifier in verifiers:
+        verifier.wait_for("watching claims")
+    return verifiers
 
 
-def _assert_slashed(net: Network, claim_id: int, worker: int, step: int, staked_before: int) -> None:
-    (challenged,) = net.events("ClaimChallenged", claim_id)
-    assert challenged["stepIndex"] == step
-    evidence = json.loads(net.store.get(challenged["evidenceCID"]))
-    assert evidence["verdict"]["step"] == step and evidence["verdict"]["valid"] is False
-    assert [vote["claimValid"] for vote in net.events("VoteCast", claim_id)] == [False]
-    (resolved,) = net.events("ClaimResolved", claim_id)
-    assert (resolved["outcome"], resolved["slashed"]) == (ClaimStatus.REJECTED, True)
-    slashed = [e for e in net.events("Slashed") if e["account"] == WORKERS[worker].address]
-    assert [e["amount"] for e in slashed] == [net.bond]
-    assert net.ledger.functions.stakeOf(WORKERS[worker].address).call()[0] == staked_before - net.bond
+def _stop(processes) -> str:
+    for process in processes:
+        process.stop()
+    return "\n".join(process.text() for process in processes)
 
 
 @pytest.mark.slow
-def test_honest_claims_finalize_and_every_cheat_is_slashed(network):
+def test_a_lie_inside_a_multi_round_claim_is_slashed_once_and_voids_the_lane_after_it(network):
     net = network
-    spec, units = net.spec, net.spec.round_steps * net.spec.micro_batches
-    seeds = _seed_states(spec)
-    staked = [net.ledger.functions.stakeOf(w.address).call()[0] for w in WORKERS]
-    verifiers = [net.verifier(f"verifier-{i}", v) for i, v in enumerate(VALIDATORS)]
+    seeds = seed_states(net.spec)
+    first = net.train(1, seeds)
+    second = net.train(2, first.states)
+    third = net.train(3, second.states)
+    stage_1 = [(seeds[1], first), (first.states[1], second), (second.states[1], third)]
+    honest = [net.publish(1, parent, r.states[1], r.traces[1]) for parent, r in stage_1]
+    skipped = net.publish(1, first.states[1], second.states[1], second.traces[1], cheat="skip-steps")
+    liar = net.member("liar", net.model_id, 1)
+    staked_before = net.staked(liar.account)
+    verifiers = _both_validate_stage_1(net)
     try:
-        first = net.train(1, seeds)
-        for verifier in verifiers:
-            verifier.wait_for("watching claims")
-        honest = net.claim(0, seeds[0], first.states[0], first.traces[0])
-        skipper = net.claim(1, seeds[1], first.states[1], first.traces[1], cheat="skip-steps")
-        faker = net.claim(2, seeds[2], first.states[2], first.traces[2], cheat="fake-digest")
-        both = tuple(verifiers)
-
-        def cheats_rejected():
-            """both cheating claims rejected"""
-            return net.status(skipper) == net.status(faker) == ClaimStatus.REJECTED
-
-        def honest_judged():
-            """both verifiers judged the honest claim valid"""
-            pattern = rf"verdict claim={honest} model={net.model_id} stage=0 round=1 result=valid step=-"
-            return all(re.search(pattern, v.text()) for v in verifiers)
-
-        net.wait(cheats_rejected, processes=both)
-        net.wait(honest_judged, processes=both)
-        advance_time(net.reader, net.ledger.functions.parameters().call()[0] + 1)
-        net.wait(lambda: net.status(honest) == ClaimStatus.FINALIZED, processes=both)
-
-        _assert_slashed(net, skipper, 1, spec.round_steps // 2, staked[1])
-        _assert_slashed(net, faker, 2, spec.round_steps - 1, staked[2])
-        assert net.events("ClaimChallenged", honest) == []
-        shares = net.protocol.shares(net.protocol.model(net.model_id))
-        balances = [shares.functions.balanceOf(w.address).call() for w in WORKERS]
-        assert balances == [units * ETHER, 0, 0]
-
-        # Round 2: stage 0 trained from a parent other than its finalized checkpoint; stage 1 goes
-        # on from its last honest checkpoint (the seed: its round 1 was rejected) and is accepted.
-        net.workers[1].transact(net.ledgers[1].functions.stake(), value=net.bond)
-        second = net.train(2, [first.states[0], seeds[1], seeds[2]])
-        wrong = net.claim(0, first.states[0], second.states[0], second.traces[0], cheat="wrong-parent")
-        resumed = net.claim(1, seeds[1], second.states[1], second.traces[1])
-        net.wait(lambda: net.status(wrong) == ClaimStatus.REJECTED, processes=both)
-        _assert_slashed(net, wrong, 0, 0, staked[0])
-        net.wait(lambda: all(f"verdict claim={resumed} " in v.text() for v in verifiers), processes=both)
-        advance_time(net.reader, net.ledger.functions.parameters().call()[0] + 1)
-        net.wait(lambda: net.status(resumed) == ClaimStatus.FINALIZED, processes=both)
-        assert net.protocol.registry.functions.checkpointOf(net.model_id, 1).call()[2] == 2
-
-        for verifier in verifiers:
-            text = verifier.text()
-            assert "AlreadyVoted" not in text and "Traceback" not in text
-            line = re.search(rf"verdict claim={faker} .*", text).group(0)
-            assert f"stage=2 round=1 result=INVALID step={spec.round_steps - 1}" in line
-            assert re.search(r"expected=[0-9a-f]{64} actual=[0-9a-f]{64}", line)
+        lie = net.claim(liar, [honest[0], skipped])
+        chained = net.claim(liar, [honest[2]])
+        fair = net.claim(net.workers[1], honest[:2])
+        faked = net.publish(2, seeds[2], first.states[2], first.traces[2], cheat="fake-digest")
+        other_stage = net.claim(net.workers[2], [faked])
+        stage_1_validator = ChainClient(net.url, VALIDATORS[0])
+        ledger = stage_1_validator.contract("WorkLedger", net.ledger.address)
+        with pytest.raises(ContractRevert, match="NotStageValidator"):
+            stage_1_validator.transact(ledger.functions.challenge(other_stage, 1, 0, b"\x01" * 32))
+        net.wait(lambda: net.status(lie) == ClaimStatus.REJECTED, processes=verifiers)
+        net.wait(lambda: all(f"verdict claim={fair} " in v.text() for v in verifiers), processes=verifiers)
+        advance_time(net.reader, net.params["challengeWindow"] + 1)
+        net.wait(lambda: net.status(fair) == ClaimStatus.FINALIZED, processes=verifiers)
+        net.wait(lambda: net.events("VoteSettled", lie), processes=verifiers)
     finally:
-        for verifier in verifiers:
-            verifier.stop()
+        logs = _stop(verifiers)
+
+    step = net.spec.round_steps // 2  # skip-steps: the first step it skipped
+    (challenged,) = net.events("ClaimChallenged", lie)
+    where = (challenged["kind"], challenged["round"], challenged["stepIndex"])
+    assert where == (ChallengeKind.DIVERGENCE, 2, step)
+    evidence = json.loads(net.store.get(cid_of(challenged["evidenceCID"])))
+    assert (evidence["verdict"]["round"], evidence["verdict"]["step"]) == (2, step)
+    assert evidence["round_record"]["trace_cid"] == skipped.trace_cid and evidence["round_proof"]
+    assert [vote["claimValid"] for vote in net.events("VoteCast", lie)] == [False]
+    slashed = [e["amount"] for e in net.events("Slashed") if e["account"] == liar.address]
+    assert slashed == [net.params["claimBond"]]
+    assert net.staked(liar.account) == staked_before - net.params["claimBond"]
+    (voided,) = net.events("LaneVoided")
+    assert (voided["rejectedClaimId"], voided["voidedClaims"]) == (lie, 1)
+    assert net.status(chained) == ClaimStatus.VOIDED and net.events("ClaimChallenged", chained) == []
+    assert f"verdict claim={chained} " not in logs  # it waited behind the refuted claim, then was voided
+    assert net.events("ClaimChallenged", fair) == [] and net.events("ClaimChallenged", other_stage) == []
+    assert f"claim={other_stage} " not in logs and f"claim {other_stage}" not in logs
+    shares = net.protocol.shares(net.protocol.model(net.model_id))
+    units = 2 * net.spec.round_steps * net.spec.micro_batches
+    assert shares.functions.balanceOf(WORKERS[1].address).call() == units * ETHER
+    assert "Traceback" not in logs and "AlreadyVoted" not in logs
+
+
+@pytest.mark.slow
+def test_a_decoy_challenge_of_an_honest_round_does_not_save_a_lie_in_another(network):
+    """Audit F7. A claim is challenged once, so a liar's friend, a validator of the stage registered
+    before the claim, challenges first and names round 1 of a 2-round claim: an honest round; round 2
+    is the lie. The verifiers sample nothing (probability 0), so they only vote, and a vote is on the
+    claim: each judges both rounds, votes invalid, and the claim is rejected, its worker slashed. The
+    contract rules on the claim, not on the challenge's evidence: the decoy challenger is on the
+    winning side, gets its bond back and the liar's bond minus burnBps (the friend's gain is the
+    liar's loss, so the pair gains nothing)."""
+    net = network
+    seeds = seed_states(net.spec)
+    first = net.train(1, seeds)
+    second = net.train(2, first.states)
+    honest = net.publish(1, seeds[1], first.states[1], first.traces[1])
+    lie = net.publish(1, first.states[1], second.states[1], second.traces[1], cheat="skip-steps")
+    liar, friend = net.member("liar", net.model_id, 1), net.account("friend")
+    friend_ledger = net.validator(friend, 1)
+    verifiers = _both_validate_stage_1(net, "--probability", "0")
+    try:
+        claim_id = net.claim(liar, [honest, lie])
+        staked = {who.address: net.staked(who.account) for who in (liar, friend)}
+        friend.transact(friend_ledger.functions.challenge(claim_id, 1, 0, b"\x01" * 32))
+        settled = (ClaimStatus.REJECTED, ClaimStatus.UPHELD, ClaimStatus.FINALIZED)
+        net.wait(lambda: net.status(claim_id) in settled, timeout=300, processes=verifiers)
+    finally:
+        logs = _stop(verifiers)
+
+    assert net.status(claim_id) == ClaimStatus.REJECTED, logs[-3000:]
+    votes = {(v["validator"], v["claimValid"]) for v in net.events("VoteCast", claim_id)}
+    assert votes == {(v.address, False) for v in VALIDATORS}
+    step = net.spec.round_steps // 2  # skip-steps: the first step it skipped
+    assert len(re.findall(rf"voted claim {claim_id} invalid \(disputed: divergence round 1;", logs)) == 2
+    assert len(re.findall(rf"verdict claim={claim_id} .*result=INVALID round=2 step={step} ", logs)) == 2
+    bond, burn = net.params["claimBond"], net.params["burnBps"]
+    (slashed,) = [e for e in net.events("Slashed") if e["account"] == liar.address]
+    assert (slashed["amount"], slashed["winner"]) == (bond, friend.address)
+    assert net.staked(liar.account) == staked[liar.address] - bond
+    assert net.staked(friend.account) == staked[friend.address] + bond - bond * burn // 10_000
+    assert call_struct(net.reader, net.ledger.functions.stakeOf(friend.address))["locked"] == 0
+    assert "Traceback" not in logs and "AlreadyVoted" not in logs
+
+
+def _copy(source: EmbeddedStore, cids, target: EmbeddedStore) -> None:
+    for cid in cids:
+        car = io.BytesIO()
+        source.export_car(cid, car)
+        car.seek(0)
+        target.import_car(car)
+
+
+@pytest.mark.slow
+def test_withheld_content_is_slashed_and_slow_content_is_upheld(network, tmp_path):
+    net = network
+    seeds = seed_states(net.spec)
+    first = net.train(1, seeds)
+    elsewhere = EmbeddedStore(tmp_path / "elsewhere")  # a worker's own node, never reached
+    state, trace = first.states[1], first.traces[1]
+    hidden = net.publish(1, seeds[1], state, trace)
+    withheld = replace(hidden, trace_cid=elsewhere.put(b"a trace nobody will ever serve"))
+    slow = publish_round(elsewhere, net.keys[1], state, trace)
+    _copy(elsewhere, [slow.checkpoint_cid], net.store)  # its trace comes only after the challenge
+    withholder, late = net.member("withholder", net.model_id, 1), net.member("late", net.model_id, 1)
+    verifiers = _both_validate_stage_1(net)
+    try:
+        gone, slow_claim = net.claim(withholder, [withheld]), net.claim(late, [slow])
+        advance_time(net.reader, net.params["availabilityGrace"] + 1)
+        both = (gone, slow_claim)
+        net.wait(lambda: all(net.events("ClaimChallenged", c) for c in both), processes=verifiers)
+        _copy(elsewhere, [slow.trace_cid], net.store)  # it was only slow: now anyone can fetch it
+        net.wait(lambda: net.status(slow_claim) == ClaimStatus.FINALIZED, processes=verifiers)
+        advance_time(net.reader, net.params["voteWindow"] // 2 + 1)  # the voter stops waiting for it
+        net.wait(lambda: net.status(gone) == ClaimStatus.REJECTED, processes=verifiers)
+    finally:
+        logs = _stop(verifiers)
+
+    for claim_id in (gone, slow_claim):
+        (challenge,) = net.events("ClaimChallenged", claim_id)
+        assert challenge["kind"] == ChallengeKind.UNAVAILABLE
+    assert [v["claimValid"] for v in net.events("VoteCast", gone)] == [False]
+    assert [v["claimValid"] for v in net.events("VoteCast", slow_claim)] == [True]
+    slashed = {e["account"]: e["amount"] for e in net.events("Slashed")}
+    (slow_challenge,) = net.events("ClaimChallenged", slow_claim)
+    assert slashed[withholder.address] == net.params["claimBond"]
+    assert slow_challenge["challenger"] in slashed and late.address not in slashed
+    assert re.search(rf"verdict claim={gone} .*result=INVALID \(withheld\).*block Qm\w+ not found", logs)
+    assert "Traceback" not in logs
 
 
 @pytest.mark.slow
 def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(chain, tmp_path):
     """A longer round (so its replay takes a while) is challenged by a validator; a verifier that
-    samples nothing but judges every dispute is killed while replaying it, restarted, and votes once."""
+    samples nothing but judges every dispute of its stage is killed while replaying it, restarted,
+    and votes once. A validator that registered after the challenge is not in the dispute's
+    electorate: it says so once and sends no vote."""
     url, deployments = chain
     spec_path = tmp_path / "long.json"
     tiny = json.loads((REPO / "specs" / "tiny.json").read_text())
@@ -220,21 +211,19 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
     net = Network(url, deployments, spec_path, tmp_path)
     with serving_stage_keys(net.protocol, net.spec, net.model_id, WORKERS, net.keys) as maddr:
         net.maddr = maddr
-        voter = net.verifier("voter-1", VALIDATORS[1], "--probability", "0")
+        voter = net.verifier("voter-1", VALIDATORS[1], 2, "--probability", "0")
+        voter.wait_for("watching claims")  # registered: it may vote on disputes opened from now on
+        late = None
         try:
-            seeds = _seed_states(net.spec)
+            seeds = seed_states(net.spec)
             first = net.train(1, seeds)
-            claim_id = net.claim(2, seeds[2], first.states[2], first.traces[2], cheat="fake-digest")
+            published = net.publish(2, seeds[2], first.states[2], first.traces[2], cheat="fake-digest")
+            claim_id = net.claim(net.workers[2], [published])
             challenger = ChainClient(url, VALIDATORS[0])
-            ledger = challenger.contract("WorkLedger", net.ledger.address)
-            challenger.transact(
-                ledger.functions.stake(), value=net.ledger.functions.parameters().call()[8] + net.bond
-            )
-            challenger.transact(ledger.functions.registerValidator())
+            ledger = net.validator(challenger, 2)
             last_step = net.spec.round_steps - 1
-            challenger.transact(
-                ledger.functions.challenge(claim_id, last_step, "QmEvidenceOfTheTestValidator")
-            )
+            challenger.transact(ledger.functions.challenge(claim_id, 1, last_step, b"\x01" * 32))
+            late = net.verifier("late", LATE_VALIDATOR, 2, "--probability", "0")
 
             replaying = rf"claim {claim_id} \(stage 2 round 1\): replaying"
             deadline = time.monotonic() + 120
@@ -242,20 +231,24 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
                 assert time.monotonic() < deadline and voter.popen.poll() is None, voter.text()[-3000:]
                 time.sleep(0.02)
             voter.kill9()
-            journal = json.loads((tmp_path / f"state-{VALIDATORS[1].address}" / "journal.json").read_text())
-            assert journal["entries"][str(claim_id)]["verdict"] is None  # it died before deciding
+            state_dir = tmp_path / f"state-{net.model_id}-{VALIDATORS[1].address}"
+            journal = json.loads((state_dir / "journal.json").read_text())
+            entry = journal["entries"][str(claim_id)]
+            assert entry["verdict"] is None and entry["replays"] == 1  # it died mid-replay
             assert net.events("VoteCast", claim_id) == []
 
-            voter = net.verifier("voter-2", VALIDATORS[1], "--probability", "0")
+            voter = net.verifier("voter-2", VALIDATORS[1], 2, "--probability", "0")
             net.wait(lambda: net.status(claim_id) == ClaimStatus.REJECTED, processes=(voter,))
             votes = net.events("VoteCast", claim_id)
             assert [(v["validator"], v["claimValid"]) for v in votes] == [(VALIDATORS[1].address, False)]
             assert "AlreadyVoted" not in voter.text()
-            assert re.search(
-                rf"voted claim {claim_id} invalid \(disputed step {last_step}, my first", voter.text()
-            )
+            assert re.search(rf"voted claim {claim_id} invalid \(disputed: divergence round 1;", voter.text())
+            late.wait_for(rf"not voting on claim {claim_id}: registered after it was challenged")
+            assert late.text().count("not voting on claim") == 1 and "vote skipped" not in late.text()
         finally:
             voter.stop()
+            if late is not None:
+                late.stop()
 
 
 def test_bad_input_is_one_line_and_a_nonzero_exit(chain, tmp_path):
@@ -264,12 +257,33 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(chain, tmp_path):
     key_file.write_text(VALIDATORS[0].key.hex())
     common = ["--rpc-url", url, "--deployments", str(deployments), "--key-file", str(key_file)]
     peers = ["--initial-peers", "/ip4/127.0.0.1/tcp/1/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN"]
+    net = Network(url, deployments, REPO / "specs" / "tiny.json", tmp_path)
+    model = ["--model", str(net.model_id)]
+    worker = tmp_path / "worker.key"
+    worker.write_text(WORKERS[0].key.hex())
     cases = {
-        "must be between 0 and 1": [*common, *peers, "--probability", "1.5"],
-        "needs --initial-peers": common,
-        "unknown model id 42": [*common, *peers, "--model", "42"],
-        "not an address": [*common, *peers, "--driver", "0x1234"],
-        "cannot reach the RPC URL": [*peers, "--rpc-url", "http://127.0.0.1:9", "--key-file", str(key_file)],
+        "must be between 0 and 1": [*common, *peers, *model, "--stage", "1", "--probability", "1.5"],
+        "needs --initial-peers": [*common, *model, "--stage", "1"],
+        "unknown model id 42": [*common, *peers, "--model", "42", "--stage", "0"],
+        "stage 3 out of range: model": [*common, *peers, *model, "--stage", "3"],
+        "not an address": [*common, *peers, *model, "--stage", "1", "--driver", "0x1234"],
+        "cannot reach the RPC URL": [
+            *peers,
+            *model,
+            "--stage",
+            "1",
+            "--rpc-url",
+            "http://127.0.0.1:9",
+            *common[-2:],
+        ],
+        "works stage 0 of model 1: an address holds one stage": [
+            *common[:-1],
+            str(worker),
+            *peers,
+            *model,
+            "--stage",
+            "1",
+        ],
     }
     command = [sys.executable, "-m", "offchain.cli", "verifier", "run"]
     runs = {
@@ -277,7 +291,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(chain, tmp_path):
         for message, args in cases.items()
     }
     for message, run in runs.items():
-        _, stderr = run.communicate(timeout=120)
+        _, stderr = run.communicate(timeout=180)
         assert run.returncode != 0, message
         lines = stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (message, stderr)

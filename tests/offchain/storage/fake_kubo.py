@@ -42,6 +42,7 @@ class FakeKubo:
         self.corrupt = False
         self.reject_status: int | None = None  # answer every request with this status (a gateway, a proxy)
         self.delay = 0.0  # seconds before answering (timeouts)
+        self.cat_bytes_served = 0  # of the last `cat` with a length
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -116,7 +117,7 @@ class FakeKubo:
             cid = store.put(data, pin=query.get("pin", "true") == "true")
             return web.Response(text=json.dumps({"Name": "blob", "Hash": cid, "Size": str(len(data))}) + "\n")
         if command == "cat":
-            return web.Response(body=self._maybe_corrupt(store.get(query["arg"])))
+            return web.Response(body=self._maybe_corrupt(self._cat(query["arg"], query.get("length"))))
         if command == "block/get":
             return web.Response(body=self._maybe_corrupt(store._read_block(parse_cid(query["arg"]))))
         if command == "block/stat":
@@ -146,6 +147,18 @@ class FakeKubo:
             ]
             return web.Response(text="\n".join(lines) + "\n")
         return web.Response(status=404, text="404 page not found")
+
+    def _cat(self, cid: str, length: str | None) -> bytes:
+        """The file's bytes, or its first `length` bytes (kubo reads no further into the DAG)."""
+        if length is None:
+            return self.store.get(cid)
+        out = bytearray()
+        for piece in self.store.get_pieces(cid):
+            out += piece[: int(length) - len(out)]
+            if len(out) >= int(length):
+                break
+        self.cat_bytes_served = len(out)
+        return bytes(out)
 
     async def _upload(self, request: web.Request) -> bytes:
         reader = await request.multipart()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from offchain.storage.cids import cid_text, parse_cid
+from offchain.storage.cids import bytes32_to_cid, cid_text, cid_to_bytes32, parse_cid
 from offchain.storage.errors import InvalidCID
 from offchain.storage.unixfs import KUBO_DEFAULT, Profile, build_file, chunk_bytes, file_cid
 
@@ -19,6 +19,41 @@ FANOUT = KUBO_DEFAULT.max_links
 def test_published_kubo_vectors():
     assert file_cid(b"hello\n") == "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
     assert file_cid(b"") == "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
+
+
+def test_a_cidv0_round_trips_through_its_on_chain_bytes32():
+    cid = file_cid(b"hello\n")
+    raw = cid_to_bytes32(cid)
+    assert len(raw) == 32
+    assert raw == parse_cid(cid)[2:]  # the digest after the 0x12 0x20 multihash prefix
+    assert bytes32_to_cid(raw) == cid
+    assert cid_to_bytes32(f"/ipfs/{cid}") == raw
+
+
+def test_a_dag_pb_cidv1_maps_to_the_same_bytes32_as_its_cidv0():
+    cid = file_cid(b"hello\n")
+    v1 = cid_text(bytes([1, 0x70]) + parse_cid(cid))
+    assert v1.startswith("b")
+    assert cid_to_bytes32(v1) == cid_to_bytes32(cid)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("not-a-cid", "not a CID"),
+        ("", "not a CID"),
+        ("bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", "only dag-pb"),  # raw leaves
+    ],
+)
+def test_cids_that_do_not_fit_a_bytes32_are_refused(bad, reason):
+    with pytest.raises(InvalidCID, match=reason):
+        cid_to_bytes32(bad)
+
+
+@pytest.mark.parametrize("raw", [bytes(32), b"\x01" * 31, b"\x01" * 33])
+def test_bytes32_that_name_no_cid_are_refused(raw):
+    with pytest.raises(InvalidCID):
+        bytes32_to_cid(raw)
 
 
 def blob(size: int, seed: int) -> bytes:
@@ -84,3 +119,14 @@ def test_parse_cid_round_trips_v0_and_v1():
     assert cid_text(parse_cid(f"/ipfs/{v0}")) == v0
     v1 = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
     assert cid_text(parse_cid(v1)) == v1
+
+
+def test_bytes32_holds_a_cidv0_losslessly():
+    cid = file_cid(b"a checkpoint")
+    digest = cid_to_bytes32(cid)
+    assert len(digest) == 32 and bytes32_to_cid(digest) == cid
+    v1 = cid_text(b"\x01\x55" + parse_cid(cid))  # raw leaf CIDv1 with the same multihash
+    with pytest.raises(InvalidCID, match="CIDv0"):
+        cid_to_bytes32(v1)
+    with pytest.raises(InvalidCID, match="32 bytes, not 31"):
+        bytes32_to_cid(digest[:31])

@@ -14,9 +14,10 @@ import pytest
 from offchain.storage.car import CarError, encode_header, write_car
 from offchain.storage.cids import cid_text, parse_cid
 from offchain.storage.embedded import EmbeddedStore
-from offchain.storage.errors import BlockCorrupted, BlockNotFound, InvalidCID, StorageError
+from offchain.storage.errors import BlockCorrupted, BlockNotFound, ContentTooLarge, InvalidCID, StorageError
 from offchain.storage.store import Store
 from offchain.storage.unixfs import KUBO_DEFAULT, decode_node, file_cid
+from tests.offchain.storage.bombs import dag_bomb
 
 REPO = Path(__file__).resolve().parents[3]
 MiB = 1 << 20
@@ -215,3 +216,30 @@ def test_concurrent_gc_never_takes_blocks_of_a_put_in_progress(tmp_path):
         collector.kill()
         collector.wait()
     assert [store.get(cid) for cid in cids] == blobs
+
+
+def test_max_size_is_exact(store):
+    data = blob(KUBO_DEFAULT.chunk_size * 2 + 5, seed=7)
+    cid = store.put(data)
+    assert store.get(cid, max_size=len(data)) == data
+    with pytest.raises(ContentTooLarge, match=f"larger than the {len(data) - 1}-byte limit"):
+        store.get(cid, max_size=len(data) - 1)
+
+
+@pytest.mark.parametrize("honest_sizes", [True, False])
+def test_a_dag_bomb_is_refused_while_it_is_read(store, honest_sizes):
+    """174^4 x 256 KiB = 229 TB from 5 blocks: refused after reading at most the limit."""
+    bomb = dag_bomb(store, levels=4, leaf=blob(KUBO_DEFAULT.chunk_size), honest_sizes=honest_sizes)
+    read = []
+    original = store._read_block
+    store._read_block = lambda cid: read.append(cid) or original(cid)
+    with pytest.raises(ContentTooLarge, match=f"{bomb} .*1048576-byte limit"):
+        store.get(bomb, max_size=MiB)
+    assert len(read) <= 1 + 4 + MiB // KUBO_DEFAULT.chunk_size + 1
+
+
+def test_a_dag_of_empty_leaves_is_refused_by_its_block_count(store):
+    """Nothing to count in bytes (every leaf is empty), so the links still to follow are counted."""
+    bomb = dag_bomb(store, levels=6, leaf=b"")
+    with pytest.raises(ContentTooLarge, match="needs more than 65 blocks"):
+        store.get(bomb, max_size=64 * 1024)

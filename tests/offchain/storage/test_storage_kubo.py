@@ -11,10 +11,18 @@ import pytest
 
 from offchain.storage.crypto import StageKey, decrypt_checkpoint_stream, encrypt_checkpoint_stream
 from offchain.storage.embedded import EmbeddedStore
-from offchain.storage.errors import BlockCorrupted, KuboCommandError, KuboError, KuboUnreachable
+from offchain.storage.errors import (
+    BlockCorrupted,
+    ContentTooLarge,
+    ContentUnavailable,
+    KuboCommandError,
+    KuboError,
+    KuboUnreachable,
+)
 from offchain.storage.kubo import KuboStore
 from offchain.storage.store import Store, open_store
-from offchain.storage.unixfs import Profile, file_cid
+from offchain.storage.unixfs import KUBO_DEFAULT, Profile, file_cid
+from tests.offchain.storage.bombs import dag_bomb
 from tests.offchain.storage.fake_kubo import KUBO_ADD_DEFAULTS, FakeKubo, free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -207,3 +215,23 @@ def test_a_put_drains_the_spool_first(tmp_path):
 def test_bad_url_is_a_clear_error():
     with pytest.raises(KuboError, match="not a valid Kubo RPC URL"):
         KuboStore("http://[::1", retries=0)
+
+
+def test_max_size_caps_what_kubo_reads_of_a_dag_bomb(client, kubo):
+    bomb = dag_bomb(kubo.store, levels=3, leaf=blob(KUBO_DEFAULT.chunk_size, seed=5))
+    with pytest.raises(ContentTooLarge, match=f"{bomb} is larger than the 1048576-byte limit"):
+        client.get(bomb, max_size=1 << 20)
+    assert kubo.cat_bytes_served == (1 << 20) + 1  # asked for one byte past the limit, no more
+    data = blob(300_000, seed=6)
+    cid = client.put(data)
+    assert client.get(cid, max_size=len(data)) == data
+    with pytest.raises(ContentTooLarge):
+        client.get(cid, max_size=len(data) - 1)
+
+
+def test_content_nobody_provides_is_unavailable_not_unreachable(client, kubo):
+    missing = EmbeddedStore(kubo.store.folder.parent / "elsewhere").put(b"never given to this daemon")
+    with pytest.raises(ContentUnavailable, match="`cat` failed"):
+        client.get(missing)
+    _, command, query = kubo.requests[-1]
+    assert (command, query["timeout"]) == ("cat", "30s")  # kubo gives up on its own, it does not hang

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from offchain.swarm.local import ROOT, LocalProcess, spawn_pm, worker_args
+from offchain.swarm.local import ROOT, LocalProcess, driver_key_args, spawn_pm, worker_args
 
 
 class Swarm:
@@ -28,6 +28,7 @@ class Swarm:
 
     def driver(self, name: str, rounds: int, peers: list[str], *extra: str) -> LocalProcess:
         args = ["driver", "run", "--model-spec", str(self.spec), "--rounds", str(rounds), "--json", *extra]
+        args += driver_key_args()
         for peer in peers:
             args += ["--initial-peers", peer]
         return self._spawn(name, args, stdout=self.tmp / f"{name}.json")

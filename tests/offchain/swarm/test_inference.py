@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from eth_account import Account
 
 from offchain.errors import UserError
 from offchain.model.generate import PassBatcher, Sampling, check_request, complete, local_forward
@@ -14,6 +13,7 @@ from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
 from offchain.swarm.driver import Driver, DriverConfig
 from offchain.swarm.identity import Identity
+from offchain.swarm.local import LOCAL_KEY
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
 from tests.offchain.swarm.conftest import Swarm, write_spec
 
@@ -26,7 +26,7 @@ SAMPLED = Sampling(max_tokens=6, temperature=0.8, top_k=20, seed=7)
 
 async def _complete_over_swarm(spec, bootstrap: str) -> list:
     node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
-    driver = Driver(DriverConfig(spec, Identity.from_key(Account.create().key)), node)
+    driver = Driver(DriverConfig(spec, Identity.from_key(LOCAL_KEY)), node)
     try:
         return [await complete(driver.infer, spec, PROMPT, sampling) for sampling in (GREEDY, SAMPLED)]
     finally:

@@ -1,10 +1,12 @@
 """Real rounds for verifier tests: signed single-process rounds, a round with two replicas of the
 middle stage (each trains half of the micro-batches, their end states are averaged), and the
-SubmittedClaim a worker would make for a published state and trace."""
+round a worker would claim for a published state and trace; traces edited as a liar would."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 
 from eth_account import Account
 from eth_utils import keccak
@@ -16,8 +18,7 @@ from offchain.model.state import average_state_bytes
 from offchain.model.trainer import StageTrainer
 from offchain.proofs.rounds import work_units
 from offchain.proofs.signing import sign_message
-from offchain.proofs.trace import merkle_root
-from offchain.verifier.check import SubmittedClaim
+from offchain.verifier.check import RoundClaim
 
 
 def throwaway(name: str):
@@ -39,20 +40,10 @@ def make_signer(driver, stage_accounts):
     return sign
 
 
-def claim_for(state: bytes, trace: Trace, *, claim_id: int = 1, parent_cid: str = "") -> SubmittedClaim:
-    return SubmittedClaim(
-        claim_id,
-        trace.model_id,
-        trace.stage,
-        trace.round,
-        "0x" + "00" * 20,
-        parent_cid,
-        f"QmCheckpoint{claim_id}",
-        hashlib.sha256(state).hexdigest(),
-        merkle_root(trace.records).hex(),
-        f"QmTrace{claim_id}",
-        work_units(trace),
-    )
+def claim_for(state: bytes, trace: Trace, *, claim_id: int = 1) -> RoundClaim:
+    """The round a worker would claim for `state` after `trace` (its lineage round = the trace's)."""
+    digest = hashlib.sha256(state).hexdigest()
+    return RoundClaim(claim_id, trace.model_id, trace.stage, trace.round, digest, work_units(trace))
 
 
 def replica_round(spec: ModelSpec, sign, round_: int = 0) -> tuple[list[bytes], list[StageTrainer], bytes]:
@@ -85,3 +76,13 @@ def replica_round(spec: ModelSpec, sign, round_: int = 0) -> tuple[list[bytes], 
         for index, replica in enumerate(replicas):
             replica.apply_step(round_, step, list(range(index, spec.micro_batches, 2)))
     return parents, replicas, average_state_bytes([r.state_bytes() for r in replicas])
+
+
+def reframed(trace_bytes: bytes, change) -> bytes:
+    """The trace with its JSON document changed in place by `change(document)`, payloads kept (NaN
+    allowed: what a liar writes need not be canonical)."""
+    (length,) = struct.unpack(">Q", trace_bytes[8:16])
+    document = json.loads(trace_bytes[16 : 16 + length])
+    change(document)
+    raw = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return trace_bytes[:8] + struct.pack(">Q", len(raw)) + raw + trace_bytes[16 + length :]

@@ -51,7 +51,7 @@ def test_each_cheat_is_refuted_at_its_step(rounds, mode, step):
     state, trace = apply_cheat(mode, SPEC, parents[1], honest.states[1], honest.traces[1])
     claim = claim_for(state, trace)
     verdict = replay_claim(SPEC, claim, parents[1], trace, signers=_signers(1)).verdict
-    assert (verdict.valid, verdict.step) == (False, step)
+    assert (verdict.valid, verdict.round, verdict.step) == (False, claim.round, step)
     assert verdict.expected != verdict.actual
 
 
@@ -61,8 +61,20 @@ def test_claim_details_must_match_the_trace(rounds):
     inflated = dataclasses.replace(claim, work_units=claim.work_units + 1)
     verdict = replay_claim(SPEC, inflated, parents[2], honest.traces[2], signers=_signers(2)).verdict
     assert (verdict.valid, verdict.step, verdict.reason) == (False, 0, "work units")
-    other_round = dataclasses.replace(claim, round=claim.round + 1)
-    assert replay_claim(SPEC, other_round, parents[2], honest.traces[2], signers=None).verdict.valid is False
+    later = dataclasses.replace(claim, round=claim.round + 1)
+    verdict = replay_claim(SPEC, later, parents[2], honest.traces[2], signers=None).verdict
+    assert (verdict.valid, verdict.reason) == (False, "trace is for another model/stage or an earlier round")
+    other_stage = dataclasses.replace(claim, stage=1)
+    assert replay_claim(SPEC, other_stage, parents[2], honest.traces[2], signers=None).verdict.valid is False
+
+
+def test_a_trace_of_a_later_swarm_round_is_judged_at_its_lineage_round(rounds):
+    """After a rollback a worker's lineage round (what it claims) trails the swarm round it trained in."""
+    parents, honest = rounds
+    claim = claim_for(honest.states[0], honest.traces[0])
+    earlier = dataclasses.replace(claim, round=claim.round - 1)
+    verdict = replay_claim(SPEC, earlier, parents[0], honest.traces[0], signers=_signers(0)).verdict
+    assert (verdict.valid, verdict.round) == (True, claim.round - 1)
 
 
 def test_messages_from_outside_the_neighbour_stages_are_refused(rounds):
