@@ -22,6 +22,7 @@ from offchain.chain.client import ContractRevert
 from offchain.chain.protocol import Protocol
 from offchain.chain.retry import is_transient
 from offchain.chain.structs import call_struct
+from offchain.crash import crash_point
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
@@ -219,6 +220,7 @@ class Judge:
         )
         entry.replays += 1
         self.journal.save()
+        crash_point("mid-replay")
         target = RoundClaim.of(claim, record)
         replayed = await asyncio.to_thread(
             replay_claim,

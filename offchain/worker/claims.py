@@ -24,8 +24,6 @@ thread, one `tick` at a time. Deadlines are compared with the latest block's tim
 from __future__ import annotations
 
 import logging
-import os
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +32,7 @@ from web3.logs import DISCARD
 from offchain.chain.client import ContractRevert
 from offchain.chain.protocol import ClaimStatus, Protocol
 from offchain.chain.structs import call_struct
+from offchain.crash import crash_point
 from offchain.proofs.manifest import ClaimManifest
 from offchain.proofs.rounds import claim_input, publish_manifest
 from offchain.storage.cids import bytes32_to_cid, cid_to_bytes32
@@ -43,26 +42,7 @@ from offchain.worker.journal import ClaimEntry, ClaimJournal, ClaimState, RoundE
 
 log = logging.getLogger("offchain.worker")
 
-CRASH_ENV = "PM_TEST_CRASH_AT"
-_reached: Counter[str] = Counter()
 ZERO32 = bytes(32)
-
-
-def crash_point(name: str) -> None:
-    """TEST ONLY: with PM_TEST_CRASH_AT=<name>[#n] the process dies the n-th time (default: the
-    first) it reaches this point, as under `kill -9` (exit 137, no cleanup), so the crash tests stop
-    a worker at an exact moment of the claim flow. Points: `after-store` (round stored and
-    journaled, not in a claim), `after-prepare` (claim journaled with its manifest, not sent),
-    `after-send` (submitClaim sent, its hash and receipt not recorded)."""
-    wanted = os.environ.get(CRASH_ENV, "")
-    point, _, nth = wanted.partition("#")
-    if point != name:
-        return
-    _reached[name] += 1
-    if _reached[name] == int(nth or 1):
-        log.warning("%s=%s: the process dies here (test hook)", CRASH_ENV, wanted)
-        logging.shutdown()
-        os._exit(137)
 
 
 @dataclass(frozen=True)

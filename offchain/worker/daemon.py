@@ -34,6 +34,7 @@ from hivemind.dht.node import DHTNode
 
 from offchain.chain.protocol import Protocol
 from offchain.chain.structs import call_struct
+from offchain.crash import crash_point
 from offchain.errors import UserError
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
@@ -53,7 +54,7 @@ from offchain.swarm.keyshare import (
     rotate_if_departed,
 )
 from offchain.swarm.server import RoundState, StageServer, StateFile
-from offchain.worker.claims import ClaimKeeper, ClaimPolicy, crash_point
+from offchain.worker.claims import ClaimKeeper, ClaimPolicy
 from offchain.worker.journal import ClaimEntry, ClaimJournal, RoundEntry
 
 log = logging.getLogger("offchain.worker")

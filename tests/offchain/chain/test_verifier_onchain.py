@@ -16,7 +16,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import pytest
@@ -28,6 +27,7 @@ from offchain.chain.client import ChainClient, ContractRevert
 from offchain.chain.protocol import ChallengeKind, ClaimStatus
 from offchain.chain.status import cid_of
 from offchain.chain.structs import call_struct
+from offchain.crash import CRASH_ENV
 from offchain.proofs.rounds import publish_round
 from offchain.storage.embedded import EmbeddedStore
 
@@ -211,7 +211,8 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
     net = Network(url, deployments, spec_path, tmp_path)
     with serving_stage_keys(net.protocol, net.spec, net.model_id, WORKERS, net.keys) as maddr:
         net.maddr = maddr
-        voter = net.verifier("voter-1", VALIDATORS[1], 2, "--probability", "0")
+        # It dies mid-replay, as under kill -9, exactly once the replay is journaled as started.
+        voter = net.verifier("voter-1", VALIDATORS[1], 2, "--probability", "0", env={CRASH_ENV: "mid-replay"})
         voter.wait_for("watching claims")  # registered: it may vote on disputes opened from now on
         late = None
         try:
@@ -225,12 +226,8 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
             challenger.transact(ledger.functions.challenge(claim_id, 1, last_step, b"\x01" * 32))
             late = net.verifier("late", LATE_VALIDATOR, 2, "--probability", "0")
 
-            replaying = rf"claim {claim_id} \(stage 2 round 1\): replaying"
-            deadline = time.monotonic() + 120
-            while not re.search(replaying, voter.text()):  # poll fast: the kill must land mid-replay
-                assert time.monotonic() < deadline and voter.popen.poll() is None, voter.text()[-3000:]
-                time.sleep(0.02)
-            voter.kill9()
+            assert voter.popen.wait(timeout=120) == 137, voter.text()[-3000:]
+            assert re.search(rf"claim {claim_id} \(stage 2 round 1\): replaying", voter.text())
             state_dir = tmp_path / f"state-{net.model_id}-{VALIDATORS[1].address}"
             journal = json.loads((state_dir / "journal.json").read_text())
             entry = journal["entries"][str(claim_id)]

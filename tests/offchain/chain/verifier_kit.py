@@ -160,9 +160,16 @@ class Network:
         return call_struct(self.reader, self.ledger.functions.stakeOf(account.address))["staked"]
 
     def verifier(
-        self, name: str, validator, stage: int, *extra: str, model_id: int | None = None
+        self,
+        name: str,
+        validator,
+        stage: int,
+        *extra: str,
+        model_id: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> LocalProcess:
-        """`pm verifier run` as `validator` for one stage; it stakes and registers itself."""
+        """`pm verifier run` as `validator` for one stage; it stakes and registers itself. `env`:
+        added to its environment (a crash hook, offchain/crash.py)."""
         key_file = self.tmp / f"{name}.key"
         key_file.write_text(validator.key.hex())
         model = str(self.model_id if model_id is None else model_id)
@@ -172,7 +179,7 @@ class Network:
             "--key-file", str(key_file), "--deployments", str(self.deployments),
             "--store", str(self.store_dir), *extra,
         ]  # fmt: skip
-        return spawn_pm(name, args, self.tmp)
+        return spawn_pm(name, args, self.tmp, env=env)
 
     def wait(self, what, timeout: float = 120.0, processes: tuple[LocalProcess, ...] = ()) -> None:
         deadline = time.monotonic() + timeout
