@@ -6,6 +6,7 @@ import {Clones} from "@openzeppelin/contracts/proxy/Clones.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 import {IModelShares} from "./interfaces/IModelShares.sol";
 import {IRevenueRouter} from "./interfaces/IRevenueRouter.sol";
+import {CreateAddress} from "./libraries/CreateAddress.sol";
 
 /// @title ModelRegistry
 /// @notice Registers protocol models and deploys each one's ModelShares as an EIP-1167 clone.
@@ -16,7 +17,8 @@ import {IRevenueRouter} from "./interfaces/IRevenueRouter.sol";
 /// here: it is an immutable arg of the model's clone. Driver and gateway roles are one byte of
 /// flags per (model, account), written only by setDriver / setGateway, so createModel pays nothing for them.
 /// The registry creates nothing but share tokens, in model-id order, so model m's token is its
-/// m-th creation and the RevenueRouter computes its address instead of asking; setStatus also
+/// m-th creation and the RevenueRouter computes its address instead of asking (createModel checks
+/// that the clone landed there, so a chain where it would not refuses every model); setStatus also
 /// tells the router (found through the share implementation), which refuses payments to a model
 /// that is not Active without calling back.
 contract ModelRegistry is IModelRegistry, Ownable2Step {
@@ -77,6 +79,8 @@ contract ModelRegistry is IModelRegistry, Ownable2Step {
 
         modelId = ++modelCount;
         address shares = Clones.cloneWithImmutableArgs(implementation, abi.encode(revenueAsset, modelId));
+        address expected = CreateAddress.compute(address(this), modelId);
+        if (shares != expected) revert SharesAddressMismatch(expected, shares);
         _models[modelId] = ModelRecord({
             shares: shares,
             numStages: numStages,

@@ -6,6 +6,7 @@ import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 import {ERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/ERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {Strings} from "@openzeppelin/contracts/utils/Strings.sol";
 import {IModelShares, SHARE_SUPPLY_CAP} from "./interfaces/IModelShares.sol";
@@ -36,6 +37,10 @@ contract ModelShares is IModelShares, ERC20Permit, ReentrancyGuardTransient {
     /// @notice Supply cap (the WorkLedger mints no more than fits under it).
     uint256 public constant MAX_SUPPLY = SHARE_SUPPLY_CAP;
     uint256 private constant MAGNITUDE = 2 ** 128;
+    /// @dev Every perShare x balance must fit an int256 (corrections are signed). Deposits add less
+    /// than 2^248 to perShare x supply in all (the router keeps the holders' total below 2^120), so
+    /// a mint that keeps perShare x supply <= 2^254 keeps it below 2^255 for good.
+    uint256 private constant MAX_MAGNIFIED_SUPPLY = 2 ** 254;
 
     /// @inheritdoc IModelShares
     address public immutable router;
@@ -77,6 +82,13 @@ contract ModelShares is IModelShares, ERC20Permit, ReentrancyGuardTransient {
     function mint(address to, uint256 amount) external {
         if (msg.sender != minter) revert NotMinter(msg.sender);
         _mint(to, amount);
+    }
+
+    /// @inheritdoc IModelShares
+    function mintable() external view returns (uint256) {
+        uint256 limit = _supplyLimit(_magnifiedRevenuePerShare);
+        uint256 supply = totalSupply();
+        return limit > supply ? limit - supply : 0;
     }
 
     /// @inheritdoc IModelShares
@@ -140,10 +152,15 @@ contract ModelShares is IModelShares, ERC20Permit, ReentrancyGuardTransient {
     }
 
     /// @dev Keeps every holder's entitlement fixed across balance changes, releases revenue held
-    /// at zero supply to the first mint, and enforces the supply cap.
+    /// at zero supply to the first mint, and enforces the supply limit (before any product with
+    /// perShare is taken).
     function _update(address from, address to, uint256 value) internal override {
         super._update(from, to, value);
         uint256 perShare = _magnifiedRevenuePerShare;
+        if (from == address(0)) {
+            uint256 limit = _supplyLimit(perShare);
+            if (totalSupply() > limit) revert SupplyCapExceeded(totalSupply(), limit);
+        }
         if (perShare != 0 && value != 0) {
             int256 correction = (perShare * value).toInt256();
             if (from != address(0)) _magnifiedCorrections[from] += correction;
@@ -151,7 +168,6 @@ contract ModelShares is IModelShares, ERC20Permit, ReentrancyGuardTransient {
         }
         if (from == address(0)) {
             uint256 supply = totalSupply();
-            if (supply > MAX_SUPPLY) revert SupplyCapExceeded(supply, MAX_SUPPLY);
             uint256 held = _heldRevenue;
             if (held != 0 && supply != 0) {
                 _heldRevenue = 0;
@@ -159,6 +175,13 @@ contract ModelShares is IModelShares, ERC20Permit, ReentrancyGuardTransient {
                 emit HeldRevenueReleased(held, supply);
             }
         }
+    }
+
+    /// @dev The supply cap, lowered once revenue per share is so high that more shares would take
+    /// perShare x supply past MAX_MAGNIFIED_SUPPLY (only a model paid on the order of 2^100 units of
+    /// its asset per share gets there).
+    function _supplyLimit(uint256 perShare) private pure returns (uint256) {
+        return perShare == 0 ? MAX_SUPPLY : Math.min(MAX_SUPPLY, MAX_MAGNIFIED_SUPPLY / perShare);
     }
 
     function _distribute(uint256 amount, uint256 supply) private {

@@ -28,6 +28,7 @@ contract WorkLedger is LedgerClaims {
         uint64 round;
         uint32 step;
         uint88 bond;
+        uint40 openedAt;
         uint128 weightValid;
         uint128 weightInvalid;
     }
@@ -57,7 +58,8 @@ contract WorkLedger is LedgerClaims {
     /// @inheritdoc IWorkLedger
     function challengeUnavailable(uint256 claimId) external {
         ClaimSlot storage slot = _slotOf(claimId);
-        // submittedAt + availabilityGrace < deadline: the grace is shorter than the window.
+        // The grace in force now: one raised since the claim was submitted may end after the
+        // claim's deadline, and then _openDispute refuses with ChallengeWindowClosed.
         uint64 graceEndsAt = slot.submittedAt + _params.availabilityGrace;
         if (block.timestamp < graceEndsAt) revert AvailabilityGraceNotOver(claimId, graceEndsAt);
         _openDispute(claimId, slot, ChallengeKind.Unavailable, 0, 0);
@@ -71,7 +73,8 @@ contract WorkLedger is LedgerClaims {
         Dispute storage dispute = _disputes[claimId];
         (address worker, uint256 modelId) = _ownerOf(claimId);
         if (msg.sender == worker || msg.sender == dispute.challenger) revert CannotVoteOnOwnDispute(claimId, msg.sender);
-        _requireEligibleValidator(modelId, _lanes[claimId >> 64].stage, msg.sender);
+        // Only the stage's validators when the dispute opened vote on it: none registered after.
+        _requireEligibleValidator(modelId, _lanes[claimId >> 64].stage, msg.sender, dispute.openedAt);
         if (block.timestamp > dispute.voteDeadline) revert VoteWindowClosed(claimId, dispute.voteDeadline);
         Vote storage ballot = _votes[claimId][msg.sender];
         if (ballot.cast) revert AlreadyVoted(claimId, msg.sender);
@@ -170,12 +173,13 @@ contract WorkLedger is LedgerClaims {
         if (block.timestamp > slot.deadline) revert ChallengeWindowClosed(claimId, slot.deadline);
         (address worker, uint256 modelId) = _ownerOf(claimId);
         if (msg.sender == worker) revert CannotChallengeOwnClaim(claimId, msg.sender);
-        _requireEligibleValidator(modelId, _lanes[claimId >> 64].stage, msg.sender);
+        _requireEligibleValidator(modelId, _lanes[claimId >> 64].stage, msg.sender, block.timestamp);
         _lock(msg.sender, slot.bond);
         slot.status = ClaimStatus.Challenged;
         (dispute.challenger, dispute.kind) = (msg.sender, kind);
-        (dispute.round, dispute.step, dispute.bond) = (round, step, slot.bond);
         // Timestamps fit 40 bits until the year 36812; the vote window is capped at 30 days.
+        (dispute.round, dispute.step, dispute.bond, dispute.openedAt) =
+            (round, step, slot.bond, uint40(block.timestamp));
         dispute.voteDeadline = uint40(block.timestamp + _params.voteWindow);
     }
 
@@ -206,21 +210,22 @@ contract WorkLedger is LedgerClaims {
         _unlock(worker, released);
     }
 
-    /// @dev Early resolution: every validator of the stage that could vote now (eligible and holding
-    /// minValidatorStake), other than the worker and the challenger, has voted. O(validators of the
-    /// stage); after the vote window resolve does not need it.
+    /// @dev Early resolution: every validator of the stage that could vote now (eligible when the
+    /// dispute opened and holding minValidatorStake), other than the worker and the challenger, has
+    /// voted. O(validators of the stage); after the vote window resolve does not need it.
     function _everyEligibleVoted(uint256 claimId, uint256 modelId, uint8 stage, address worker)
         private
         view
         returns (bool)
     {
-        address challenger = _disputes[claimId].challenger;
+        Dispute storage dispute = _disputes[claimId];
+        (address challenger, uint256 openedAt) = (dispute.challenger, dispute.openedAt);
         uint256 minStake = _params.minValidatorStake;
         StageValidators storage validators = _validators[modelId][stage];
         for (uint256 i; i < validators.count; ++i) {
             address validator = validators.at[i];
             if (validator == worker || validator == challenger || _votes[claimId][validator].cast) continue;
-            if (block.timestamp >= _seats[modelId][validator].eligibleAt && _stakes[validator].staked >= minStake) {
+            if (openedAt >= _seats[modelId][validator].eligibleAt && _stakes[validator].staked >= minStake) {
                 return false;
             }
         }

@@ -69,6 +69,10 @@ interface IModelRegistry {
     error NotWorkLedger(address account);
     /// @notice Only the model's operator may do this.
     error NotModelOperator(uint256 modelId, address account);
+    /// @notice The new share token is not at the registry's CREATE address for nonce modelId, where
+    /// the RevenueRouter looks for it (a chain whose contract nonces start at 0, or whose CREATE
+    /// derives addresses otherwise, such as zkSync): no model can be created there.
+    error SharesAddressMismatch(address expected, address created);
 
     /// @notice A model was registered and its share token deployed.
     event ModelCreated(
@@ -87,7 +91,8 @@ interface IModelRegistry {
 
     /// @notice Register a model and deploy its ModelShares as an EIP-1167 clone.
     /// @dev The clone is the registry's modelId-th contract creation (CREATE at nonce modelId):
-    /// the RevenueRouter relies on it to find a model's token without a call.
+    /// the RevenueRouter relies on it to find a model's token without a call, and createModel
+    /// checks it (SharesAddressMismatch), so no payment can reach another model's token.
     /// @param specCID IPFS CID of the model spec.
     /// @param numStages Number of pipeline stages.
     /// @param sharesPerWorkUnit Shares minted per verified unit of work.

@@ -24,7 +24,8 @@ interface IModelShares is IERC20 {
     error RevenueNotReceived(uint256 expected, uint256 received);
     /// @notice Paying out a claim failed.
     error RevenueTransferFailed(address holder, uint256 amount);
-    /// @notice Minting would push the supply above SHARE_SUPPLY_CAP.
+    /// @notice Minting would push the supply above `cap`: SHARE_SUPPLY_CAP, or less once revenue per
+    /// share is too high for more shares to fit the accounting (see mintable).
     error SupplyCapExceeded(uint256 supply, uint256 cap);
     /// @notice A zero address where one is required.
     error ZeroAddress();
@@ -36,8 +37,13 @@ interface IModelShares is IERC20 {
     /// @notice A holder pulled its revenue.
     event RevenueClaimed(address indexed holder, uint256 amount);
 
-    /// @notice Mint shares for verified work. Only the WorkLedger.
+    /// @notice Mint shares for verified work. Only the WorkLedger, which mints at most mintable().
     function mint(address to, uint256 amount) external;
+
+    /// @notice Shares that can still be minted: up to SHARE_SUPPLY_CAP, and no more than keeps
+    /// magnified revenue per share x supply within 2^254, so that every holder's entitlement stays
+    /// computable (only revenue on the order of 2^100 units of the asset per share lowers it).
+    function mintable() external view returns (uint256);
 
     /// @notice Credit inference revenue to the current holders. Only the RevenueRouter.
     /// @dev ETH models: msg.value must equal amount. ERC-20 models: the contract pulls `amount`

@@ -2,7 +2,7 @@
 pragma solidity ^0.8.24;
 
 /// @title IWorkLedger (v2)
-/// @notice Stake, stage membership (workers AND validators, one stage per model per address),
+/// @notice Stake, stage membership (workers AND validators, one stage per model per address, for good),
 /// chained multi-round claims, challenges (divergence or unavailability), stake-weighted votes
 /// after a vote window, slashing, and the minting of shares for claims that survive.
 /// @dev Claims live in lanes, one per (model, worker). A lane holds up to maxPendingClaims open
@@ -125,7 +125,8 @@ interface IWorkLedger {
     /// @param quorum Distinct voters a dispute needs to be decided (1..255).
     /// @param burnBps Share of a slashed bond that goes to the treasury instead of the winner (0..10,000).
     /// @param voteWindow Seconds after a challenge during which stage validators vote (1 s..30 days).
-    /// @param unbondingPeriod Seconds between requestUnstake and withdraw (0..365 days).
+    /// @param unbondingPeriod Seconds between requestUnstake and withdraw (0..365 days); the wait is
+    /// at least voteWindow + 1 whatever this is set to.
     /// @param minWorkerStake Stake required to join a stage.
     /// @param minValidatorStake Stake required to validate a stage.
     /// @param maxPendingClaims Open claims a lane may hold (1..MAX_PENDING_CLAIMS).
@@ -184,8 +185,8 @@ interface IWorkLedger {
     error ModelNotActive(uint256 modelId);
     /// @notice The stage is not below the model's numStages.
     error StageOutOfRange(uint256 modelId, uint8 stage);
-    /// @notice The account already holds `stage` of this model in some role (worker, validator,
-    /// or a lane with open claims) and the action would give it a different one.
+    /// @notice The account holds, or once held, `stage` of this model (as worker or validator) and
+    /// the action would give it a different one: an address takes one stage of a model for good.
     error AlreadyHoldsOtherStage(uint256 modelId, address account, uint8 stage);
     /// @notice The account already works `stage` of this model.
     error AlreadyMemberOfModel(uint256 modelId, address account, uint8 stage);
@@ -197,7 +198,8 @@ interface IWorkLedger {
     error NotStageValidator(uint256 modelId, uint8 stage, address account);
     /// @notice The account already validates `stage` of this model.
     error AlreadyValidator(uint256 modelId, address account, uint8 stage);
-    /// @notice The validator registered less than validatorDelay ago.
+    /// @notice The validator becomes eligible at `eligibleAt` (validatorDelay after registering): a
+    /// challenge needs it eligible now, a vote eligible when the dispute was opened.
     error ValidatorTooNew(address account, uint64 eligibleAt);
     /// @notice The lane already holds maxPendingClaims open claims.
     error TooManyPendingClaims(uint256 modelId, address worker, uint256 limit);
@@ -322,15 +324,16 @@ interface IWorkLedger {
 
     /// @notice Add the sent ETH to the caller's stake.
     function stake() external payable;
-    /// @notice Start unbonding `amount` of the caller's free stake; restarts the unbonding clock. A
-    /// worker keeps minWorkerStake; a validator's minValidatorStake is checked whenever it
-    /// registers, challenges or votes instead.
+    /// @notice Start unbonding `amount` of the caller's free stake; restarts the unbonding clock,
+    /// which runs unbondingPeriod but always longer than voteWindow (stake counted in a vote cannot
+    /// leave and weigh again in the same dispute). A worker keeps minWorkerStake; a validator's
+    /// minValidatorStake is checked whenever it registers, challenges or votes instead.
     function requestUnstake(uint256 amount) external;
     /// @notice Withdraw unbonded stake once the unbonding period has passed.
     function withdraw() external;
 
-    /// @notice Work one stage of a model (minWorkerStake). Refused if the account holds another
-    /// stage of the model as a validator or through its lane's open claims.
+    /// @notice Work one stage of a model (minWorkerStake). Refused if the account holds or ever held
+    /// another stage of the model, as worker or validator.
     function join(uint256 modelId, uint8 stage, bytes calldata peerId, bytes32 encryptionKey) external;
     /// @notice Stop working the caller's stage of a model; open claims still settle.
     function leave(uint256 modelId) external;
@@ -338,9 +341,9 @@ interface IWorkLedger {
     function membersOf(uint256 modelId, uint8 stage) external view returns (address[] memory);
     /// @notice The stage an account works in a model, if any.
     function stageOf(uint256 modelId, address account) external view returns (bool member, uint8 stage);
-    /// @notice Validate `stage` of `modelId` (minValidatorStake); refused if the account holds
-    /// another stage of the model. Eligible to challenge and vote validatorDelay later, while it
-    /// holds minValidatorStake.
+    /// @notice Validate `stage` of `modelId` (minValidatorStake); refused if the account holds or
+    /// ever held another stage of the model. Eligible to challenge and vote validatorDelay later,
+    /// while it holds minValidatorStake.
     function registerValidator(uint256 modelId, uint8 stage) external;
     /// @notice Stop validating the caller's stage of a model; bonds of its open challenges and
     /// votes stay locked until they settle.
@@ -363,10 +366,12 @@ interface IWorkLedger {
     /// until its deadline. Same bond and eligibility as challenge.
     function challengeUnavailable(uint256 claimId) external;
     /// @notice Vote on a challenged claim with the weight of the caller's stake, locking voteBond.
-    /// Eligible validators of the claim's stage other than the worker and the challenger.
+    /// Validators of the claim's stage that were already eligible when the dispute was opened (so
+    /// no address registered after a challenge votes on it), other than the worker and the challenger.
     function vote(uint256 claimId, bool claimValid) external;
-    /// @notice End a dispute after its vote window, or earlier once every eligible validator of the
-    /// stage (other than the worker and the challenger) voted. With at least `quorum` voters and
+    /// @notice End a dispute after its vote window, or earlier once every validator of the stage that
+    /// may vote on it (eligible when it opened, holding minValidatorStake, neither the worker nor the
+    /// challenger) voted. With at least `quorum` voters and
     /// unequal weights the heavier side wins: Upheld (the challenger's bond is slashed, the claim is
     /// due) or Rejected (the worker's bond is slashed; needs every earlier claim of the lane
     /// settled, EarlierClaimOpen otherwise; voids every later open claim of the lane in O(1)).

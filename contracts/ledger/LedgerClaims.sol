@@ -3,7 +3,7 @@ pragma solidity ^0.8.24;
 
 import {IModelRegistry} from "../interfaces/IModelRegistry.sol";
 import {IWorkLedger} from "../interfaces/IWorkLedger.sol";
-import {IModelShares, SHARE_SUPPLY_CAP} from "../interfaces/IModelShares.sol";
+import {IModelShares} from "../interfaces/IModelShares.sol";
 import {LedgerSeats} from "./LedgerSeats.sol";
 
 /// @title LedgerClaims
@@ -86,8 +86,9 @@ abstract contract LedgerClaims is LedgerSeats {
         if (seq > lane.tip) revert UnknownClaim(claimId);
         LaneOwner memory owner = _owners[laneId];
         (address shares, uint256 sharesPerWorkUnit) = registry.workTermsOf(owner.modelId);
-        // Shares beyond the supply cap are not minted, so a run can always finalize.
-        uint256 room = SHARE_SUPPLY_CAP - IModelShares(shares).totalSupply();
+        // Shares beyond what the token can hold (its supply cap, lowered by huge revenue per share)
+        // are not minted, so a run can always finalize.
+        uint256 room = IModelShares(shares).mintable();
         uint256 minted;
         uint256 bonds;
         ClaimSlot[MAX_PENDING_CLAIMS] storage ring = _rings[laneId];
@@ -97,7 +98,7 @@ abstract contract LedgerClaims is LedgerSeats {
             slot.status = ClaimStatus.Finalized;
             uint256 shares_ = uint256(slot.workUnits) * sharesPerWorkUnit;
             if (shares_ > room) shares_ = room;
-            // shares_ <= room, and minted + room never exceeds the cap.
+            // shares_ <= room, and minted + room stays what mintable() returned (< 2^128).
             unchecked {
                 room -= shares_;
                 minted += shares_;
@@ -131,8 +132,8 @@ abstract contract LedgerClaims is LedgerSeats {
             ClaimSlot storage tip = _rings[laneId][lane.tip % MAX_PENDING_CLAIMS];
             (view_.tipRound, view_.tipCheckpointCID) = (tip.lastRound, tip.checkpointCID);
         } else {
-            uint8 stage = seat.member || seat.validator ? seat.stage : lane.stage;
-            (view_.tipCheckpointCID,, view_.tipRound) = registry.checkpointOf(modelId, stage);
+            // A lane's owner holds one stage of the model for good (LedgerSeats): its seat's.
+            (view_.tipCheckpointCID,, view_.tipRound) = registry.checkpointOf(modelId, seat.stage);
         }
     }
 

@@ -8,8 +8,8 @@ import {LedgerStake} from "./LedgerStake.sol";
 
 /// @title LedgerSeats
 /// @notice Who holds which stage of a model: workers (join/leave) and validators
-/// (registerValidator/leaveValidator), bound to ONE stage per model across both roles, so the
-/// weights of a model are never all in one hand.
+/// (registerValidator/leaveValidator), bound to ONE stage per model across both roles and for
+/// good, so the weights of a model are never all in one hand.
 /// @dev One storage slot per (model, account) — the seat — holds both roles and the account's
 /// lane id; a worker that starts validating its own stage rewrites a slot it already has. A
 /// stage's validator list keeps its count in a slot that also remembers the registry confirmed
@@ -61,7 +61,7 @@ abstract contract LedgerSeats is LedgerStake {
         if (stage >= numStages) revert StageOutOfRange(modelId, stage);
         Seat storage seat = _seats[modelId][msg.sender];
         if (seat.member) revert AlreadyMemberOfModel(modelId, msg.sender, seat.stage);
-        _requireSameStage(modelId, seat, seat.validator, stage);
+        _requireSameStage(modelId, seat, stage);
         _requireStake(msg.sender, _params.minWorkerStake);
 
         if (seat.laneId == 0) seat.laneId = ++_laneCount;
@@ -112,7 +112,7 @@ abstract contract LedgerSeats is LedgerStake {
         }
         Seat storage seat = _seats[modelId][msg.sender];
         if (seat.validator) revert AlreadyValidator(modelId, msg.sender, seat.stage);
-        _requireSameStage(modelId, seat, seat.member, stage);
+        _requireSameStage(modelId, seat, stage);
         _requireStake(msg.sender, _params.minValidatorStake);
 
         uint32 index = validators.count;
@@ -158,23 +158,27 @@ abstract contract LedgerSeats is LedgerStake {
         return (seat.validator, seat.stage, seat.eligibleAt);
     }
 
-    /// @dev Reverts unless `account` validates `stage` of the model, its validatorDelay has passed
-    /// and it holds minValidatorStake (registering does not lock it, see the contract's dev note).
-    function _requireEligibleValidator(uint256 modelId, uint8 stage, address account) internal view {
+    /// @dev Reverts unless `account` validates `stage` of the model, was eligible at time `since`
+    /// (now for a challenge, the challenge's time for a vote) and holds minValidatorStake
+    /// (registering does not lock it, see the contract's dev note).
+    function _requireEligibleValidator(uint256 modelId, uint8 stage, address account, uint256 since)
+        internal
+        view
+    {
         Seat storage seat = _seats[modelId][account];
         if (!seat.validator || seat.stage != stage) revert NotStageValidator(modelId, stage, account);
-        if (block.timestamp < seat.eligibleAt) revert ValidatorTooNew(account, seat.eligibleAt);
+        if (since < seat.eligibleAt) revert ValidatorTooNew(account, seat.eligibleAt);
         _requireStake(account, _params.minValidatorStake);
     }
 
-    /// @dev The one-stage rule: the account's other role (`holdsOther`) and its lane's open claims
-    /// must be of `stage` already.
-    function _requireSameStage(uint256 modelId, Seat storage seat, bool holdsOther, uint8 stage) private view {
-        if (holdsOther && seat.stage != stage) revert AlreadyHoldsOtherStage(modelId, msg.sender, seat.stage);
-        if (seat.laneId == 0) return;
-        Lane storage lane = _lanes[seat.laneId];
-        if (lane.tip != lane.settled && lane.stage != stage) {
-            revert AlreadyHoldsOtherStage(modelId, msg.sender, lane.stage);
+    /// @dev The one-stage rule, for good: the first stage an account takes in a model, as worker or
+    /// validator, is the only one it may take there ever after. A leaver keeps the stage keys it was
+    /// handed, so an address free to move on could collect the stages one after another. A seat was
+    /// taken iff it has a lane (every join gives one) or an eligibleAt (every registration sets one),
+    /// and its `stage` never changes after that, so its lane's claims are all of that stage too.
+    function _requireSameStage(uint256 modelId, Seat storage seat, uint8 stage) private view {
+        if ((seat.laneId != 0 || seat.eligibleAt != 0) && seat.stage != stage) {
+            revert AlreadyHoldsOtherStage(modelId, msg.sender, seat.stage);
         }
     }
 }

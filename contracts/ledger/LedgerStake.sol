@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {Ownable, Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IModelRegistry} from "../interfaces/IModelRegistry.sol";
 import {IWorkLedger} from "../interfaces/IWorkLedger.sol";
@@ -95,7 +96,11 @@ abstract contract LedgerStake is IWorkLedger, Ownable2Step, ReentrancyGuardTrans
         // amount <= free <= staked < 2^96.
         account.staked = uint96(remaining);
         account.unbonding += uint128(amount);
-        uint64 readyAt = uint64(block.timestamp) + _params.unbondingPeriod;
+        // Unbonding outlasts a vote window, so stake counted in a vote cannot be withdrawn and
+        // staked again by another validator to weigh twice in the same dispute.
+        uint256 period = Math.max(_params.unbondingPeriod, uint256(_params.voteWindow) + 1);
+        // Both are at most 365 days: the sum stays far below 2^64.
+        uint64 readyAt = uint64(block.timestamp + period);
         account.readyAt = readyAt;
         emit UnstakeRequested(msg.sender, amount, readyAt);
     }

@@ -83,7 +83,7 @@ def gateway_run(
 
     if not initial_peers:
         raise UserError("pm gateway run needs --initial-peers: the multiaddr a stage worker printed")
-    origins = tuple(checked_origin(origin) for origin in allow_origins or [])  # options before the key
+    origins = tuple(checked_origin(origin) for origin in allow_origins or [])  # before any secret is read
     account = load_account(key_file)
     protocol = open_chain(rpc_url, deployments)
     configure_logging()

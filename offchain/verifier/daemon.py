@@ -228,34 +228,30 @@ class Verifier:
     async def _challenged(self, entry: Entry, chain: OnChain, now: int, may_vote: bool) -> None:
         claim = entry.claim
         if may_vote and not entry.voted and now <= chain.vote_deadline:
-            if self._needs_dispute_verdict(entry, chain):
-                # A voter keeps trying to fetch withheld content until the vote window is half over.
+            if self._needs_dispute_verdict(entry):
+                # The vote is on the claim, whatever the challenge names: every round is judged (a decoy
+                # challenge may name an honest round of a false claim). A voter keeps trying to fetch
+                # withheld content until the vote window is half over (slow is not withheld).
                 patient = now < chain.vote_deadline - self.params["voteWindow"] // 2
-                if chain.kind == ChallengeKind.UNAVAILABLE:
-                    verdict = await self.judge.available(entry, patient=patient)
-                else:
-                    round_ = chain.challenged_round
-                    verdict = await self.judge.claim(entry, [round_], patient=patient, group_patient=patient)
-                    if verdict is not None and round_ not in entry.rounds:
-                        entry.rounds = sorted({*entry.rounds, round_})
+                verdict = await self.judge.claim(entry, claim.rounds, patient=patient, group_patient=patient)
+                if verdict is not None:
+                    entry.rounds = list(claim.rounds)
                 self._record(entry, verdict)
             if entry.verdict is not None and entry.verdict.valid is not None:
                 self._vote(entry, entry.verdict, chain)
-        if now > chain.vote_deadline or chain.voters >= self._eligible_voters(chain, now):
+        if now > chain.vote_deadline or chain.voters >= self._eligible_voters(chain):
             self._send(self.ledger.functions.resolve(claim.claim_id), f"resolved claim {claim.claim_id}")
 
-    def _needs_dispute_verdict(self, entry: Entry, chain: OnChain) -> bool:
-        """Whether this validator's verdict so far does not answer the dispute: none yet; content it
-        could not fetch before (voters try again: slow is not withheld); valid on rounds that do not
-        include the disputed one, or (Unavailable) that are not all of the claim's rounds."""
+    def _needs_dispute_verdict(self, entry: Entry) -> bool:
+        """Whether this validator's verdict so far does not answer the dispute. A vote is on the claim,
+        not on the round (or the kind) the challenge names, so only a verdict on the whole claim
+        answers it: invalid at any round, undecided (it abstains), or valid on every round. Not yet:
+        no verdict; content it could not fetch before (voters try again: slow is not withheld); valid
+        on only the rounds it sampled."""
         verdict = entry.verdict
         if verdict is None or verdict.withheld:
             return True
-        if verdict.valid is not True:
-            return False
-        if chain.kind == ChallengeKind.UNAVAILABLE:
-            return len(entry.rounds) < len(entry.claim.rounds)
-        return chain.challenged_round not in entry.rounds
+        return verdict.valid is True and set(entry.rounds) != set(entry.claim.rounds)
 
     # -- lane order -----------------------------------------------------------------------------
 
@@ -353,7 +349,8 @@ class Verifier:
 
     def _vote(self, entry: Entry, verdict: Verdict, chain: OnChain) -> None:
         """Vote once: the chain's VoteCast events are checked first, so a vote sent just before a crash
-        is never sent again."""
+        is never sent again. A dispute opened before this validator became eligible has no vote of
+        its to send: that counts as done."""
         claim_id = entry.claim.claim_id
         if not self._voted_on_chain(claim_id):
             line = (
@@ -361,8 +358,17 @@ class Verifier:
                 f"(disputed: {chain.kind.name.lower()} round {chain.challenged_round}; "
                 f"my verdict: {verdict.reason or 'every step replayed'})"
             )
-            if not self._send(self.ledger.functions.vote(claim_id, bool(verdict.valid)), line):
-                return
+            try:
+                receipt = self.client.transact(self.ledger.functions.vote(claim_id, bool(verdict.valid)))
+            except ContractRevert as revert:
+                if revert.error is None or revert.error.name != "ValidatorTooNew":
+                    logger.info("vote skipped: %s", revert)
+                    return
+                # Eligible now, yet too new for this dispute: only validators eligible when it was
+                # opened vote on it, so this one never will (asking again would only revert again).
+                logger.info("not voting on claim %d: registered after it was challenged", claim_id)
+            else:
+                logger.info("%s (tx %s)", line, receipt["transactionHash"].hex())
         entry.voted = True
         self.journal.save()
 
@@ -390,9 +396,12 @@ class Verifier:
         entry.vote_settled = True
         self.journal.save()
 
-    def _eligible_voters(self, chain: OnChain, now: int) -> int:
-        """Validators of the stage who may vote on this dispute (registered long enough, neither the
-        worker nor the challenger): once all of them voted, it can be resolved before the window ends."""
+    def _eligible_voters(self, chain: OnChain) -> int:
+        """Validators of the stage who may vote on this dispute (eligible when it was opened, neither
+        the worker nor the challenger): once all of them voted, it can be resolved before the window
+        ends. It opened one voteWindow before its vote deadline (the window as read now: had the owner
+        changed it since, the chain would refuse an early resolve or this one would wait for the end)."""
+        opened_at = chain.vote_deadline - self.params["voteWindow"]
         model_id, stage = self.config.model_id, self.config.stage
         validators = self.client.call(
             self.ledger.functions.validatorsOf(model_id, stage), action="validatorsOf"
@@ -405,7 +414,7 @@ class Verifier:
             _, _, eligible_at = self.client.call(
                 self.ledger.functions.validatorOf(model_id, validator), action="validatorOf"
             )
-            count += eligible_at <= now
+            count += eligible_at <= opened_at
         return count
 
     def _log_verdict(self, claim: SubmittedClaim, verdict: Verdict) -> None:

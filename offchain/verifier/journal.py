@@ -26,9 +26,10 @@ MAX_REPLAYS = 3
 class Entry:
     """One claim's progress. rounds: the rounds this verifier drew for checking (drawn once, kept
     across restarts; empty = not sampled); verdict: its judgment (of those rounds, or of the dispute
-    it votes on); voted / vote_settled: its vote is on-chain / its vote bond was released; replays:
-    replays started and not finished; done: the claim is settled (finalized, rejected or voided);
-    finalized: the chain finalized it (its checkpoint became the stage's)."""
+    it votes on); voted / vote_settled: its vote is on-chain (or the dispute opened before this
+    validator could vote: no vote to send) / its vote bond was released; replays: replays started
+    and not finished; done: the claim is settled (finalized, rejected or voided); finalized: the
+    chain finalized it (its checkpoint became the stage's)."""
 
     claim: SubmittedClaim
     rounds: list[int]

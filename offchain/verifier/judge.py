@@ -7,8 +7,8 @@ round's checkpoint in the manifest; the digest it must have always comes from th
 previous claim's, checkpointOf's, a finalized claim's) or from the manifest the chain's roundsRoot
 commits to, never from what some claim merely names.
 
-Whatever the content, `claim()` and `available()` return a verdict or None (look again later), and
-never raise for it: see content.py for how wrong, withheld and unreachable content are told apart.
+Whatever the content, `claim()` returns a verdict or None (look again later), and never raises for
+it: see content.py for how wrong, withheld and unreachable content are told apart.
 """
 
 from __future__ import annotations
@@ -113,11 +113,6 @@ class Judge:
         None while content, key or replicas may still come (`patient`, `group_patient`)."""
         return await self._guarded(entry, self._rounds(entry, rounds, group_patient), patient)
 
-    async def available(self, entry: Entry, *, patient: bool) -> Verdict | None:
-        """For an Unavailable dispute: valid when this validator could fetch and decode the manifest and
-        every round's checkpoint and trace; withheld when it still cannot past `patient`."""
-        return await self._guarded(entry, self._fetch_all(entry), patient)
-
     async def _guarded(self, entry: Entry, work: Awaitable[Verdict | None], patient: bool) -> Verdict | None:
         claim = entry.claim
         try:
@@ -158,17 +153,6 @@ class Judge:
                 return verdict
             checked += verdict.steps_checked
         return Verdict(claim.claim_id, True, steps_checked=checked)
-
-    async def _fetch_all(self, entry: Entry) -> Verdict:
-        claim = entry.claim
-        spec, limits = self.stage(claim.model_id, claim.stage)
-        for record in self.manifest(claim).rounds:
-            with refuting(record.round):
-                await self._trace(claim, spec, limits, record.trace_cid, record.trace_root)
-                await self._checkpoint(claim, spec, limits, record.checkpoint_cid, record.checkpoint_digest)
-        return Verdict(
-            claim.claim_id, True, reason="fetched the manifest and every round's checkpoint and trace"
-        )
 
     # -- content ----------------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ class Vote:
 @dataclass
 class Dispute:
     challenger: str
+    opened_at: int
     vote_deadline: int
     bond: int
     voters: int = 0
@@ -151,10 +152,10 @@ class LedgerModel:
         self.account(winner).staked += amount - burn
         self.account(self.treasury).staked += burn
 
-    def holds_other_stage(self, seat: Seat, holds_other: bool, stage: int) -> bool:
-        lane = self.lanes.get(seat.lane)
-        lane_open = lane is not None and lane.open_count != 0
-        return (holds_other and seat.stage != stage) or (lane_open and lane.stage != stage)
+    @staticmethod
+    def holds_other_stage(seat: Seat, stage: int) -> bool:
+        """The first stage an address takes in a model (as worker or validator) is its stage for good."""
+        return (seat.lane != 0 or seat.eligible_at != 0) and seat.stage != stage
 
     def parent_of(self, model: int, who: str, stage: int) -> tuple[str, int]:
         """(parent CID, parent round) the next claim of the lane must name."""
@@ -164,11 +165,13 @@ class LedgerModel:
             return tip.cid, tip.last
         return self.checkpoints[(model, stage)]
 
-    def eligible(self, model: int, stage: int, who: str) -> None:
+    def eligible(self, model: int, stage: int, who: str, since: int) -> None:
+        """`since`: when the validator must have been eligible (now to challenge, the challenge's
+        time to vote)."""
         seat = self.seat(model, who)
         if not seat.validator or seat.stage != stage:
             raise Revert("NotStageValidator")
-        if self.now < seat.eligible_at:
+        if since < seat.eligible_at:
             raise Revert("ValidatorTooNew")
         if self.account(who).staked < self.p.min_validator_stake:
             raise Revert("InsufficientStake")
@@ -191,7 +194,7 @@ class LedgerModel:
             raise Revert("StakeStillRequired")
         account.staked -= amount
         account.unbonding += amount
-        account.ready_at = self.now + self.p.unbonding_period
+        account.ready_at = self.now + max(self.p.unbonding_period, self.p.vote_window + 1)
 
     def withdraw(self, who: str) -> None:
         account = self.account(who)
@@ -209,7 +212,7 @@ class LedgerModel:
         seat = self.seat(model, who)
         if seat.member:
             raise Revert("AlreadyMemberOfModel")
-        if self.holds_other_stage(seat, seat.validator, stage):
+        if self.holds_other_stage(seat, stage):
             raise Revert("AlreadyHoldsOtherStage")
         if self.account(who).staked < self.p.min_worker_stake:
             raise Revert("InsufficientStake")
@@ -233,7 +236,7 @@ class LedgerModel:
         seat = self.seat(model, who)
         if seat.validator:
             raise Revert("AlreadyValidator")
-        if self.holds_other_stage(seat, seat.member, stage):
+        if self.holds_other_stage(seat, stage):
             raise Revert("AlreadyHoldsOtherStage")
         if self.account(who).staked < self.p.min_validator_stake:
             raise Revert("InsufficientStake")
@@ -311,10 +314,10 @@ class LedgerModel:
             raise Revert("ChallengeWindowClosed")
         if who == claim.worker:
             raise Revert("CannotChallengeOwnClaim")
-        self.eligible(claim.model, self.lanes[claim.lane].stage, who)
+        self.eligible(claim.model, self.lanes[claim.lane].stage, who, self.now)
         self.lock(who, claim.bond)
         claim.status = ClaimStatus.CHALLENGED
-        claim.dispute = Dispute(who, self.now + self.p.vote_window, claim.bond)
+        claim.dispute = Dispute(who, self.now, self.now + self.p.vote_window, claim.bond)
 
     def vote(self, who: str, claim: Claim, valid: bool) -> None:
         status = self.status_or_unknown(claim)
@@ -323,7 +326,7 @@ class LedgerModel:
         dispute = claim.dispute
         if who in (claim.worker, dispute.challenger):
             raise Revert("CannotVoteOnOwnDispute")
-        self.eligible(claim.model, self.lanes[claim.lane].stage, who)
+        self.eligible(claim.model, self.lanes[claim.lane].stage, who, dispute.opened_at)
         if self.now > dispute.vote_deadline:
             raise Revert("VoteWindowClosed")
         if who in dispute.votes:
@@ -343,7 +346,7 @@ class LedgerModel:
             if validator in (claim.worker, dispute.challenger) or validator in dispute.votes:
                 continue
             can_vote = self.account(validator).staked >= self.p.min_validator_stake
-            if self.now >= self.seat(claim.model, validator).eligible_at and can_vote:
+            if dispute.opened_at >= self.seat(claim.model, validator).eligible_at and can_vote:
                 return False
         return True
 

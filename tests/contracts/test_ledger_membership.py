@@ -27,10 +27,10 @@ def test_join_and_leave_maintain_the_member_lists(ledger, model, staked, workers
     assert tx.events["Left"] == {"modelId": model, "stage": 0, "account": a}
     assert ledger.membersOf(model, 0) == [b]
     assert tuple(ledger.stageOf(model, a)) == (False, 0)
-    ledger.join(model, 1, b"peer-a", KEY, {"from": a})  # after leaving, another stage is fine
-    assert ledger.membersOf(model, 1) == [c, a]
-    ledger.leave(model, {"from": c})
-    assert ledger.membersOf(model, 1) == [a]
+    ledger.join(model, 0, b"peer-a", KEY, {"from": a})  # back to its stage (the only one it may take)
+    assert ledger.membersOf(model, 0) == [b, a]
+    ledger.leave(model, {"from": b})
+    assert ledger.membersOf(model, 0) == [a]
 
 
 def test_an_address_holds_at_most_one_stage_per_model(ledger, protocol, model, staked, workers, accounts):
@@ -63,8 +63,8 @@ def test_join_checks_stake_stage_and_model(ledger, protocol, model, staked, work
 
 
 def test_a_worker_with_open_claims_cannot_move_to_another_stage(ledger, model, staked, workers):
-    """Leaving keeps the lane's open claims (they still settle); the address still holds their
-    stage until they do, so it may come back to that stage only."""
+    """Leaving keeps the lane's open claims (they still settle); the address holds their stage
+    for good (test_ledger_stage_binding.py), so it may come back to that stage only."""
     a = workers[0]
     ledger.join(model, 0, b"peer", KEY, {"from": a})
     claim_id = submit(ledger, a, model, 0, 1)
@@ -75,4 +75,5 @@ def test_a_worker_with_open_claims_cannot_move_to_another_stage(ledger, model, s
     ledger.leave(model, {"from": a})
     chain.sleep(TEST_LEDGER.challenge_window + 1)
     ledger.finalize(claim_id, {"from": a})  # a former member's claim still finalizes
-    ledger.join(model, 1, b"peer", KEY, {"from": a})
+    with reverts_with("AlreadyHoldsOtherStage", model, a.address, 0):
+        ledger.join(model, 1, b"peer", KEY, {"from": a})

@@ -9,7 +9,8 @@ step: the ledger's ETH equals all stake plus all unbonding (= deposits - withdra
 account's locked stake equals the bonds of its open claims, unresolved challenges and unsettled
 votes; each model's share supply equals its finalized work units x its rate (so a voided or
 rejected claim never mints); checkpoints only move forward and match the model; finalize runs are
-lane prefixes (no claim finalizes before an earlier one of its lane).
+lane prefixes (no claim finalizes before an earlier one of its lane); no address ever takes two
+stages of a model over the whole run; every dispute's tally (voters, stake on each side) matches.
 """
 
 import copy
@@ -89,6 +90,9 @@ class LedgerMachine(stateful.ChainStateMachine):
         self.by_address = {p.address: p for p in self.people}
         self.seen_rounds = dict.fromkeys(self.model.checkpoints, 0)
         self.cids = 0
+        # Every stage each address took in each model (as worker or validator), from the chain's
+        # successes: the one-stage rule holds over the whole run, not only at each step.
+        self.stages_taken = {key: {seat.stage} for key, seat in self.model.seats.items()}
 
     @initialize(seed=st.integers(min_value=0, max_value=2**32))
     def seed(self, seed):
@@ -176,7 +180,7 @@ class LedgerMachine(stateful.ChainStateMachine):
     def join(self):
         who, m = self.person(), self.pick_model()
         stage = self.held_stage(who, m)
-        self.act(
+        tx, _ = self.act(
             lambda: self.model.join(who.address, m, stage),
             self.ledger.join,
             m,
@@ -185,6 +189,8 @@ class LedgerMachine(stateful.ChainStateMachine):
             KEY,
             sender=who,
         )
+        if tx:
+            self.stages_taken.setdefault((m, who.address), set()).add(stage)
 
     def leave(self):
         who, m = self.person(), self.pick_model()
@@ -194,7 +200,9 @@ class LedgerMachine(stateful.ChainStateMachine):
         who, m = self.person(), self.pick_model()
         stage = self.held_stage(who, m)
         predict = lambda: self.model.register_validator(who.address, m, stage)  # noqa: E731
-        self.act(predict, self.ledger.registerValidator, m, stage, sender=who)
+        tx, _ = self.act(predict, self.ledger.registerValidator, m, stage, sender=who)
+        if tx:
+            self.stages_taken.setdefault((m, who.address), set()).add(stage)
 
     def leave_validator(self):
         who, m = self.person(), self.pick_model()
@@ -347,6 +355,7 @@ class LedgerMachine(stateful.ChainStateMachine):
             assert memberships == expected.memberships
         for m, shares in self.models.items():
             assert shares.totalSupply() == model.minted[m]
+        assert all(len(stages) == 1 for stages in self.stages_taken.values()), self.stages_taken
 
     def teardown(self):
         """Checkpoints, statuses, seats and lanes once per run: a divergence persists, since model
@@ -355,7 +364,12 @@ class LedgerMachine(stateful.ChainStateMachine):
             assert tuple(self.registry.checkpointOf(m, stage))[::2] == (cid, round_)
         for claim_id, claim in self.model.claims.items():
             if self.model.live(claim):
-                assert self.ledger.getClaim(claim_id)["status"] == self.model.status(claim)
+                onchain = self.ledger.getClaim(claim_id)
+                assert onchain["status"] == self.model.status(claim)
+                dispute = claim.dispute
+                if dispute is not None:  # the tally: distinct voters and the stake on each side
+                    tally = (onchain["voters"], onchain["weightValid"], onchain["weightInvalid"])
+                    assert tally == (dispute.voters, dispute.valid, dispute.invalid)
         for (m, who), seat in self.model.seats.items():
             member, stage = self.ledger.stageOf(m, who)
             assert member == seat.member and (not member or stage == seat.stage)

@@ -35,8 +35,8 @@ def test_a_validator_registers_for_one_stage_and_is_eligible_after_the_delay(
     assert ledger.validatorOf(model, v)[0] is False
     with reverts_with("NotStageValidator", model, 1, v.address):
         ledger.leaveValidator(model, {"from": v})
-    ledger.registerValidator(model, 0, {"from": v})  # after leaving, another stage is fine
-    assert ledger.validatorsOf(model, 0) == [v]
+    ledger.registerValidator(model, 1, {"from": v})  # back to its stage (the only one it may take)
+    assert ledger.validatorsOf(model, 1) == [w, v]
 
 
 def test_one_stage_per_model_across_both_roles(ledger, protocol, model, staked, workers, accounts):

@@ -1,16 +1,22 @@
 """Stateful: random mints, transfers, payments and claims across six holders, checked against an
-exact rational model of every holder's pro-rata entitlement, for an ETH and an ERC-20 model."""
+exact rational model of every holder's pro-rata entitlement, for an ETH and an ERC-20 model. The model
+also tracks the token's magnified revenue per share, so it predicts exactly how many shares can still
+be minted (a payment to a tiny supply lowers that limit) and that a mint past it reverts."""
 
 from fractions import Fraction
 
 import pytest
 import stateful
 from conftest import request_id, split
+from custom_errors import reverts_with
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule
 
 HOLDERS = 6
 SETTINGS = {"max_examples": 15, "stateful_step_count": 20}
+MAGNITUDE = 2**128
+SUPPLY_CAP = 2**128 - 1
+MAX_MAGNIFIED_SUPPLY = 2**254  # revenue per share x supply after a mint stays within this
 
 holder_index = st.integers(min_value=0, max_value=HOLDERS - 1)
 
@@ -26,6 +32,12 @@ class RevenueMachine(stateful.ChainStateMachine):
         self.held = 0
         self.revenue = 0
         self.payments = 0
+        self.per_share = 0  # the token's magnified revenue per share, floors included
+
+    def supply_limit(self):
+        if self.per_share == 0:
+            return SUPPLY_CAP
+        return min(SUPPLY_CAP, MAX_MAGNIFIED_SUPPLY // self.per_share)
 
     def asset_balance(self, account):
         return account.balance() if self.token is None else self.token.balanceOf(account)
@@ -33,10 +45,16 @@ class RevenueMachine(stateful.ChainStateMachine):
     @rule(holder=holder_index, share_amount=st.integers(min_value=1, max_value=10**24))
     def mint(self, holder, share_amount):
         supply_before = sum(self.balances)
+        limit = self.supply_limit()
+        if supply_before + share_amount > limit:
+            with reverts_with("SupplyCapExceeded", supply_before + share_amount, limit):
+                self.shares.mint(self.holders[holder], share_amount, {"from": self.minter})
+            return
         self.shares.mint(self.holders[holder], share_amount, {"from": self.minter})
         self.balances[holder] += share_amount
         if supply_before == 0 and self.held:
             self.entitled[holder] += self.held
+            self.per_share += self.held * MAGNITUDE // share_amount
             self.held = 0
 
     @rule(holder=holder_index, other=holder_index, numerator=st.integers(min_value=0, max_value=255))
@@ -65,6 +83,7 @@ class RevenueMachine(stateful.ChainStateMachine):
         if supply == 0:
             self.held += to_holders
             return
+        self.per_share += to_holders * MAGNITUDE // supply
         for i, balance in enumerate(self.balances):
             self.entitled[i] += Fraction(to_holders * balance, supply)
 
@@ -94,6 +113,7 @@ class RevenueMachine(stateful.ChainStateMachine):
         # Undistributed dust: under one wei of fraction per holder plus the per-deposit rounding.
         assert 0 <= gap <= HOLDERS + 1
         assert self.asset_balance(self.shares) == self.revenue - total_claimed
+        assert self.shares.mintable() == max(0, self.supply_limit() - sum(self.balances))
 
 
 def run_machine(**context):

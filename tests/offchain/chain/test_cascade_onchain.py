@@ -28,9 +28,8 @@ from offchain.chain.status import model_status
 from offchain.chain.structs import call_struct
 from offchain.proofs.replay import replay_round
 from offchain.proofs.rounds import fetch_checkpoint, fetch_manifest, fetch_trace
-from offchain.storage.crypto import HEADER_LEN, StageKey, key_id_of
 from offchain.storage.embedded import EmbeddedStore
-from offchain.swarm.keyshare import StageKeyring
+from offchain.swarm.keyshare import StageKeyring, key_for_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))
 from fake_kubo import FakeKubo  # a helper of the storage tests, not a package
@@ -160,22 +159,19 @@ def test_a_refuted_round_voids_the_later_claims_and_the_lane_goes_on_from_round_
     again = swarm.claims(1)[-1]
     assert (again["firstRound"], again["lastRound"], again["previousClaimId"]) == (3, 3, 0)
     assert again["parentCID"] == lied[1]["checkpointCID"], "round 3 again, from round 2's checkpoint"
-    # The slash made the stage rotate its key: each ciphertext names the key it is under.
     keyring = StageKeyring(swarm.state_dir(1) / f"stage-keys-model{swarm.model_id}-stage1", swarm.model_id, 1)
-
-    def key(cid: str) -> StageKey:
-        return keyring.get(key_id_of(kubo.store.get(cid)[:HEADER_LEN])).key
-
     _, spec = spec_of_model(swarm.protocol, kubo.store, swarm.model_id)
     manifest = fetch_manifest(kubo.store, again["manifestCID"], bytes(again["roundsRoot"]))
     (record,) = manifest.rounds
-    trace = fetch_trace(kubo.store, key(record.trace_cid), record.trace_cid, record.trace_root)
+    key = key_for_checkpoint(keyring, kubo.store, record.trace_cid)  # each ciphertext names its key
+    trace = fetch_trace(kubo.store, key, record.trace_cid, record.trace_root)
     assert (record.round, trace.round) == (3, 6), "lineage round 3, trained in swarm round 6"
-    lied_cid = lied[1]["checkpointCID"]
-    parent = fetch_checkpoint(kubo.store, key(lied_cid), lied_cid, bytes(lied[1]["checkpointDigest"]))
+    parent_cid = lied[1]["checkpointCID"]
+    parent_key = key_for_checkpoint(keyring, kubo.store, parent_cid)
+    parent = fetch_checkpoint(kubo.store, parent_key, parent_cid, bytes(lied[1]["checkpointDigest"]))
     deployment = (swarm.protocol.client.chain_id, swarm.protocol.ledger.address.lower())
-    replayed = replay_round(spec, 1, parent, trace, deployment=deployment)
-    assert replayed.ok, "it really trained from round 2's checkpoint"
+    report = replay_round(spec, 1, parent, trace, deployment=deployment)
+    assert report.ok, "it really trained from round 2's checkpoint"
 
     units = spec.round_steps * spec.micro_batches
     shares = swarm.protocol.shares(swarm.protocol.model(swarm.model_id))

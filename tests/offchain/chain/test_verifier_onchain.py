@@ -3,8 +3,11 @@ serving keys over hivemind, on WorkLedger v2: two validators of stage 1 replay e
 claims; a 2-round claim lying about its second round is challenged at that (round, step), voted
 down and slashed once, and the claim chained on it is voided, never challenged; an honest 2-round
 claim finalizes and mints its work units; a stage-2 claim is none of their business (and the chain
-refuses their challenge of it). Withheld content is challenged as Unavailable and slashed, while
-content that was only slow is upheld. A voter killed -9 mid-replay votes once after its restart."""
+refuses their challenge of it). A decoy challenge naming the honest round of a lying 2-round claim
+does not save it: voters that sampled nothing judge every round before voting. Withheld content is
+challenged as Unavailable and slashed, while content that was only slow is upheld. A voter killed
+-9 mid-replay votes once after its restart; a validator registered after the challenge does not
+vote."""
 
 from __future__ import annotations
 
@@ -16,16 +19,19 @@ import sys
 from dataclasses import replace
 
 import pytest
-from chain_testkit import REPO, advance_time
+from chain_testkit import REPO, advance_time, anvil_account
 from stage_members import serving_stage_keys
 from verifier_kit import ETHER, VALIDATORS, WORKERS, Network, seed_states
 
 from offchain.chain.client import ChainClient, ContractRevert
 from offchain.chain.protocol import ChallengeKind, ClaimStatus
 from offchain.chain.status import cid_of
+from offchain.chain.structs import call_struct
 from offchain.crash import CRASH_ENV
 from offchain.proofs.rounds import publish_round
 from offchain.storage.embedded import EmbeddedStore
+
+LATE_VALIDATOR = anvil_account(8)  # registers after a challenge (no other role on the test chain)
 
 
 @pytest.fixture
@@ -37,8 +43,8 @@ def network(chain, tmp_path):
         yield net
 
 
-def _both_validate_stage_1(net: Network):
-    verifiers = tuple(net.verifier(f"verifier-{i}", v, 1) for i, v in enumerate(VALIDATORS))
+def _both_validate_stage_1(net: Network, *extra: str):
+    verifiers = tuple(net.verifier(f"verifier-{i}", v, 1, *extra) for i, v in enumerate(VALIDATORS))
     for verifier in verifiers:
         verifier.wait_for("watching claims")
     return verifiers
@@ -104,6 +110,50 @@ def test_a_lie_inside_a_multi_round_claim_is_slashed_once_and_voids_the_lane_aft
     assert "Traceback" not in logs and "AlreadyVoted" not in logs
 
 
+@pytest.mark.slow
+def test_a_decoy_challenge_of_an_honest_round_does_not_save_a_lie_in_another(network):
+    """Audit F7. A claim is challenged once, so a liar's friend, a validator of the stage registered
+    before the claim, challenges first and names round 1 of a 2-round claim: an honest round; round 2
+    is the lie. The verifiers sample nothing (probability 0), so they only vote, and a vote is on the
+    claim: each judges both rounds, votes invalid, and the claim is rejected, its worker slashed. The
+    contract rules on the claim, not on the challenge's evidence: the decoy challenger is on the
+    winning side, gets its bond back and the liar's bond minus burnBps (the friend's gain is the
+    liar's loss, so the pair gains nothing)."""
+    net = network
+    seeds = seed_states(net.spec)
+    first = net.train(1, seeds)
+    second = net.train(2, first.states)
+    honest = net.publish(1, seeds[1], first.states[1], first.traces[1])
+    lie = net.publish(1, first.states[1], second.states[1], second.traces[1], cheat="skip-steps")
+    liar, friend = net.member("liar", net.model_id, 1), net.account("friend")
+    friend_ledger = net.validator(friend, 1)
+    verifiers = _both_validate_stage_1(net, "--probability", "0")
+    try:
+        claim_id = net.claim(liar, [honest, lie])
+        staked = {who.address: net.staked(who.account) for who in (liar, friend)}
+        friend.transact(friend_ledger.functions.challenge(claim_id, 1, 0, b"\x01" * 32))
+        settled = (ClaimStatus.REJECTED, ClaimStatus.UPHELD, ClaimStatus.FINALIZED)
+        net.wait(lambda: net.status(claim_id) in settled, timeout=300, processes=verifiers)
+        for verifier in verifiers:  # a vote is mined before its voter logs it
+            verifier.wait_for(rf"voted claim {claim_id} ")
+    finally:
+        logs = _stop(verifiers)
+
+    assert net.status(claim_id) == ClaimStatus.REJECTED, logs[-3000:]
+    votes = {(v["validator"], v["claimValid"]) for v in net.events("VoteCast", claim_id)}
+    assert votes == {(v.address, False) for v in VALIDATORS}
+    step = net.spec.round_steps // 2  # skip-steps: the first step it skipped
+    assert len(re.findall(rf"voted claim {claim_id} invalid \(disputed: divergence round 1;", logs)) == 2
+    assert len(re.findall(rf"verdict claim={claim_id} .*result=INVALID round=2 step={step} ", logs)) == 2
+    bond, burn = net.params["claimBond"], net.params["burnBps"]
+    (slashed,) = [e for e in net.events("Slashed") if e["account"] == liar.address]
+    assert (slashed["amount"], slashed["winner"]) == (bond, friend.address)
+    assert net.staked(liar.account) == staked[liar.address] - bond
+    assert net.staked(friend.account) == staked[friend.address] + bond - bond * burn // 10_000
+    assert call_struct(net.reader, net.ledger.functions.stakeOf(friend.address))["locked"] == 0
+    assert "Traceback" not in logs and "AlreadyVoted" not in logs
+
+
 def _copy(source: EmbeddedStore, cids, target: EmbeddedStore) -> None:
     for cid in cids:
         car = io.BytesIO()
@@ -154,7 +204,8 @@ def test_withheld_content_is_slashed_and_slow_content_is_upheld(network, tmp_pat
 def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(chain, tmp_path):
     """A longer round (so its replay takes a while) is challenged by a validator; a verifier that
     samples nothing but judges every dispute of its stage is killed while replaying it, restarted,
-    and votes once."""
+    and votes once. A validator that registered after the challenge is not in the dispute's
+    electorate: it says so once and sends no vote."""
     url, deployments = chain
     spec_path = tmp_path / "long.json"
     tiny = json.loads((REPO / "specs" / "tiny.json").read_text())
@@ -164,19 +215,18 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
         net.maddr = maddr
         # It dies mid-replay, as under kill -9, exactly once the replay is journaled as started.
         voter = net.verifier("voter-1", VALIDATORS[1], 2, "--probability", "0", env={CRASH_ENV: "mid-replay"})
+        voter.wait_for("watching claims")  # registered: it may vote on disputes opened from now on
+        late = None
         try:
             seeds = seed_states(net.spec)
             first = net.train(1, seeds)
             published = net.publish(2, seeds[2], first.states[2], first.traces[2], cheat="fake-digest")
             claim_id = net.claim(net.workers[2], [published])
             challenger = ChainClient(url, VALIDATORS[0])
-            ledger = challenger.contract("WorkLedger", net.ledger.address)
-            params = net.params
-            stake = params["minValidatorStake"] + params["claimBond"] + params["voteBond"]
-            challenger.transact(ledger.functions.stake(), value=stake)
-            challenger.transact(ledger.functions.registerValidator(net.model_id, 2))
+            ledger = net.validator(challenger, 2)
             last_step = net.spec.round_steps - 1
             challenger.transact(ledger.functions.challenge(claim_id, 1, last_step, b"\x01" * 32))
+            late = net.verifier("late", LATE_VALIDATOR, 2, "--probability", "0")
 
             assert voter.popen.wait(timeout=120) == 137, voter.text()[-3000:]
             assert re.search(rf"claim {claim_id} \(stage 2 round 1\): replaying", voter.text())
@@ -190,10 +240,15 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
             net.wait(lambda: net.status(claim_id) == ClaimStatus.REJECTED, processes=(voter,))
             votes = net.events("VoteCast", claim_id)
             assert [(v["validator"], v["claimValid"]) for v in votes] == [(VALIDATORS[1].address, False)]
+            # The vote is mined before the voter logs it, and anyone may resolve then: wait for the line.
+            voter.wait_for(rf"voted claim {claim_id} invalid \(disputed: divergence round 1;")
             assert "AlreadyVoted" not in voter.text()
-            assert re.search(rf"voted claim {claim_id} invalid \(disputed: divergence round 1;", voter.text())
+            late.wait_for(rf"not voting on claim {claim_id}: registered after it was challenged")
+            assert late.text().count("not voting on claim") == 1 and "vote skipped" not in late.text()
         finally:
             voter.stop()
+            if late is not None:
+                late.stop()
 
 
 def test_bad_input_is_one_line_and_a_nonzero_exit(chain, tmp_path):

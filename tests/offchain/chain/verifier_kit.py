@@ -122,13 +122,28 @@ class Network:
         (event,) = ledger.events.ClaimSubmitted().process_receipt(receipt)
         return event["args"]["claimId"]
 
-    def member(self, name: str, model_id: int, stage: int) -> ChainClient:
-        """A fresh funded account, staked and joined to `stage` of `model_id`."""
+    def account(self, name: str) -> ChainClient:
+        """A fresh funded account."""
         account = Account.from_key(keccak(text=f"pm-verifier-kit-{name}"))
         self.reader.w3.provider.make_request("anvil_setBalance", [account.address, hex(100 * ETHER)])
-        client = ChainClient(self.url, account)
+        return ChainClient(self.url, account)
+
+    def member(self, name: str, model_id: int, stage: int) -> ChainClient:
+        """A fresh funded account, staked and joined to `stage` of `model_id`."""
+        client = self.account(name)
         join_stage(self.protocol, client, model_id, stage)
         return client
+
+    def validator(self, client: ChainClient, stage: int):
+        """Stake what a validator needs (minimum, a challenge bond, a vote bond) and register `client` as
+        a validator of `stage` of the model, as `pm verifier run` would; returns its handle on the
+        ledger (a test that challenges or votes by hand)."""
+        ledger = client.contract("WorkLedger", self.ledger.address)
+        params = self.params
+        stake = params["minValidatorStake"] + params["claimBond"] + params["voteBond"]
+        client.transact(ledger.functions.stake(), value=stake)
+        client.transact(ledger.functions.registerValidator(self.model_id, stage))
+        return ledger
 
     def claim_of(self, claim_id: int) -> dict:
         return call_struct(self.reader, self.ledger.functions.getClaim(claim_id))
