@@ -78,7 +78,6 @@ async def _handover(protocol: Protocol, model_id: int, key: StageKey, tmp_path) 
     spec = load_spec(SPEC)
     server_node = await start_node(NetworkConfig())
     peers = await visible_maddrs(server_node)
-    asker_node = await start_node(NetworkConfig(initial_peers=peers))
     identity = Identity.from_key(MEMBER.key)
     access = Access.on_chain(protocol, model_id)
     server = StageServer(
@@ -100,6 +99,9 @@ async def _handover(protocol: Protocol, model_id: int, key: StageKey, tmp_path) 
         askers = {"newcomer": NEWCOMER, "validator": VALIDATOR, "other_stage": OTHER_STAGE}
         askers |= {"other_validator": OTHER_VALIDATOR, "outsider": OUTSIDER}
         for name, account in askers.items():
+            # Each asker is its own peer, as in a real swarm: a server limits key requests per peer,
+            # and a refused asker retries until its timeout.
+            asker_node = await start_node(NetworkConfig(initial_peers=peers))
             keypair = EncryptionKeypair.load_or_create(tmp_path / f"{name}.x25519")
             try:
                 results[name] = await request_stage_key(
@@ -115,9 +117,10 @@ async def _handover(protocol: Protocol, model_id: int, key: StageKey, tmp_path) 
                 )
             except StageKeyUnavailable as error:
                 results[name] = error
+            finally:
+                await shutdown_node(asker_node)
     finally:
         server.stop()
-        await shutdown_node(asker_node)
         await shutdown_node(server_node)
     return results
 
