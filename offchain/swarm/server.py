@@ -216,13 +216,18 @@ class StageServer(ServicerBase):
             raise Refused(f"stage {self.stage} is not in round {round_} (in round: {self.in_round})")
 
     async def _received(self, request: dict, direction: str) -> Received:
-        """The request's pipeline message, signature checked, addressed to this stage and op, bound to
-        this deployment and signed by the stage (or driver) that may send it."""
+        """The request's pipeline message, signature checked, addressed to this worker, stage and op,
+        bound to this deployment and signed by the stage (or driver) that may send it. A message for
+        another worker is refused before it reaches the trace: a trace holds only messages addressed
+        to the worker that claims it (audit F6)."""
         self._check_round(request["round"])
         received = verify(request["message"])
         header = received.header
         if header.stage != self.stage or header.direction != direction or header.round != request["round"]:
             raise Refused(f"message {header} is not a {direction} message to stage {self.stage}")
+        own = self.identity.address.lower()
+        if header.recipient != own:
+            raise Refused(f"message addressed to worker {header.recipient}, this worker is {own}")
         await asyncio.to_thread(self.authorizer.check_message, header, received.signed.sender)
         return received
 
@@ -242,8 +247,18 @@ class StageServer(ServicerBase):
             raise Refused(f"source must be {rows} [shard, offset] pairs of non-negative integers")
         return tuple((shard, offset) for shard, offset in source)
 
-    def _outgoing(self, received: Received, stage: int, direction: str) -> MessageHeader:
-        return replace(received.header, stage=stage, direction=direction)
+    async def _outgoing(self, received: Received, request: dict, stage: int, direction: str) -> MessageHeader:
+        """The header of the message this stage sends on to `stage`, addressed to the worker the driver
+        will call with it (`recipient`: the address the driver found registered for that peer id),
+        which must be a member of that stage. Built before computing, so a refused request leaves
+        nothing in the trace."""
+        recipient = request.get("recipient")
+        if not isinstance(recipient, str):
+            raise Refused(f"the request names no recipient for its {direction} message to stage {stage}")
+        header = replace(received.header, stage=stage, direction=direction, recipient=recipient.lower())
+        if not await asyncio.to_thread(self.authorizer.facts.is_member, header.recipient, stage):
+            raise Refused(f"recipient {header.recipient} is not a member of stage {stage}")
+        return header
 
     # ---- stage RPCs -------------------------------------------------------------------------
 
@@ -267,6 +282,7 @@ class StageServer(ServicerBase):
         if len(received.parts) != 2:
             raise Refused(f"a forward message to stage {self.stage} has (activation, tokens)")
         activation, tokens = received.parts
+        header = await self._outgoing(received, request, self.stage + 1, "forward")
         signed = received.signed
         run = partial(
             self.trainer.forward,
@@ -281,7 +297,7 @@ class StageServer(ServicerBase):
         parts = [out, tokens]
         if self.stage + 1 == self.spec.num_stages - 1:
             parts.append(bytes(request["targets"]))
-        return {"message": self.identity.sign(self._outgoing(received, self.stage + 1, "forward"), parts)}
+        return {"message": self.identity.sign(header, parts)}
 
     async def _open_session(self, peer: str, request: dict) -> RoundState:
         """A completion's opening request: for this model, from a peer that may call `infer` (a
@@ -301,6 +317,9 @@ class StageServer(ServicerBase):
             raise Refused(
                 f"a forward message to the last stage {self.stage} has (activation, tokens, targets)"
             )
+        header = (
+            None if self.stage == 0 else await self._outgoing(received, request, self.stage - 1, "backward")
+        )
         signed = received.signed
         run = partial(
             self.trainer.forward_backward,
@@ -311,18 +330,18 @@ class StageServer(ServicerBase):
             source=self._source(request),
         )
         grad, loss = await self._compute(run)
-        if self.trainer.is_first:
+        if header is None:
             return {"message": None, "loss": loss}
-        return {
-            "message": self.identity.sign(self._outgoing(received, self.stage - 1, "backward"), [grad]),
-            "loss": loss,
-        }
+        return {"message": self.identity.sign(header, [grad]), "loss": loss}
 
     async def _backward(self, request: dict) -> dict:
         """Non-last stages: returns the signed grad message for stage s-1 (None on stage 0)."""
         received = await self._received(request, "backward")
         if len(received.parts) != 1:
             raise Refused(f"a backward message to stage {self.stage} has (grad,)")
+        header = (
+            None if self.stage == 0 else await self._outgoing(received, request, self.stage - 1, "backward")
+        )
         signed = received.signed
         run = partial(
             self.trainer.backward,
@@ -332,9 +351,9 @@ class StageServer(ServicerBase):
             sender=signed.sender,
         )
         grad = await self._compute(run)
-        if grad is None:
+        if header is None:
             return {"message": None}
-        return {"message": self.identity.sign(self._outgoing(received, self.stage - 1, "backward"), [grad])}
+        return {"message": self.identity.sign(header, [grad])}
 
     async def _apply_step(self, request: dict) -> dict:
         self._check_round(request["round"])

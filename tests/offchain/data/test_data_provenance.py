@@ -22,6 +22,7 @@ from tests.offchain.verifier.rounds_kit import claim_for, make_signer, throwaway
 REPO = Path(__file__).resolve().parents[3]
 CHEAT_STEP, CHEAT_MB = 2, 1
 DRIVER, STAGES = throwaway("driver"), [throwaway(f"stage{s}") for s in range(3)]
+WORKERS = [account.address for account in STAGES]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,9 @@ def batching(spec) -> Batching:
 
 @pytest.fixture(scope="module")
 def honest(spec, tiny_dataset):
-    return train_single_process(spec, 1, dataset=tiny_dataset, sign=make_signer(DRIVER, STAGES))
+    return train_single_process(
+        spec, 1, dataset=tiny_dataset, sign=make_signer(DRIVER, STAGES), recipients=WORKERS
+    )
 
 
 def cheat_round(spec, dataset, monkeypatch, cheat):
@@ -105,7 +108,7 @@ def test_a_driver_feeding_other_tokens_is_caught_at_that_step(spec, tiny_dataset
         assert mismatch.expected != mismatch.actual
     # the verifier refutes the claim of a stage that trained on it, at that step, with that reason
     parent = train_single_process(spec, 0).states[0]
-    claim = claim_for(result.states[0], result.traces[0])
+    claim = claim_for(result.states[0], result.traces[0], WORKERS[0])
     verdict = replay_claim(spec, claim, parent, result.traces[0], signers=None, dataset=tiny_dataset).verdict
     assert (verdict.valid, verdict.step) == (False, CHEAT_STEP)
     assert verdict.reason.startswith(f"micro-batch {CHEAT_MB}: {reason}")
@@ -126,7 +129,7 @@ def test_the_last_stages_targets_are_checked_too(spec, tiny_dataset, monkeypatch
 
 def test_an_honest_claim_on_a_prepared_data_set_is_valid(spec, tiny_dataset, honest):
     parent = train_single_process(spec, 0).states[2]
-    claim = claim_for(honest.states[2], honest.traces[2])
+    claim = claim_for(honest.states[2], honest.traces[2], WORKERS[2])
     signers = {"forward": {STAGES[1].address}, "backward": set()}
     verdict = replay_claim(
         spec, claim, parent, honest.traces[2], signers=signers, dataset=tiny_dataset
@@ -141,7 +144,7 @@ def test_a_data_set_that_cannot_be_read_leaves_the_claim_undecided(spec, tiny_da
     store = EmbeddedStore(tmp_path / "manifest-only", fsync=False)
     assert store.put(tiny_dataset.manifest.canonical_json()) == tiny_dataset.cid
     parent = train_single_process(spec, 0).states[0]
-    claim = claim_for(honest.states[0], honest.traces[0])
+    claim = claim_for(honest.states[0], honest.traces[0], WORKERS[0])
     verdict = replay_claim(
         spec, claim, parent, honest.traces[0], signers=None, dataset=Dataset(store, tiny_dataset.cid)
     ).verdict
