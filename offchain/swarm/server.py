@@ -35,6 +35,7 @@ import msgpack
 from google.protobuf.wrappers_pb2 import BytesValue
 from hivemind.p2p import P2P, P2PContext, ServicerBase
 
+from offchain.data.dataset import Dataset
 from offchain.durable import write_atomic
 from offchain.model.checkpoint import average_state_bytes
 from offchain.model.records import MessageHeader, Trace
@@ -42,6 +43,7 @@ from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
 from offchain.swarm.authz import Authorizer, Binder, RateLimiter, Role, Unauthorized
 from offchain.swarm.client import call
+from offchain.swarm.datagate import DataGate
 from offchain.swarm.identity import Identity, Received, verify
 from offchain.swarm.sessions import SessionHost, SessionRefused
 from offchain.swarm.wire import REQUEST_SECONDS, Limits, WireError, framed_chunks, join_chunks, pack, unpack
@@ -97,7 +99,9 @@ class StageServer(ServicerBase):
     """Serves one stage of one model; every message it emits is signed by `identity`. Every RPC is
     admitted by `authorizer` (offchain.swarm.authz.RULES) before it is read any further than its
     size limit, and every pipeline message by its signer; `binder` binds this server's address to
-    its peer id in the state requests it sends (and the state it serves)."""
+    its peer id in the state requests it sends (and the state it serves). Every training
+    micro-batch's data is checked against `dataset` (None: the shipped one the spec names) before
+    it is computed (offchain.swarm.datagate)."""
 
     def __init__(
         self,
@@ -113,6 +117,7 @@ class StageServer(ServicerBase):
         on_commit: Callable[[], Awaitable[None]] | None = None,
         key_keeper: StageKeyKeeper | None = None,
         on_round: Callable[[RoundState, RoundState, Trace], Awaitable[None]] | None = None,
+        dataset: Dataset | None = None,
     ) -> None:
         self.spec, self.stage, self.identity = spec, stage, identity
         self.model_id, self.session = model_id, session
@@ -124,6 +129,7 @@ class StageServer(ServicerBase):
         self.on_commit = on_commit
         self.key_keeper = key_keeper
         self.on_round = on_round
+        self.data_gate = DataGate(spec, dataset)
         self.p2p: P2P | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage{stage}")
         self.sessions = SessionHost(spec, stage, self._compute)
@@ -231,9 +237,18 @@ class StageServer(ServicerBase):
         await asyncio.to_thread(self.authorizer.check_message, header, received.signed.sender)
         return received
 
+    async def _checked_source(
+        self, received: Received, request: dict, tokens: bytes, targets: bytes | None = None
+    ) -> tuple[tuple[int, int], ...]:
+        """The micro-batch's source once its tokens (and targets) proved to be the data set's rows
+        there: a driver's lie is refused before anything is computed or recorded (DataGate)."""
+        source = self._source(request)
+        await asyncio.to_thread(self.data_gate.check, received.header, source, tokens, targets)
+        return source
+
     def _source(self, request: dict) -> tuple[tuple[int, int], ...] | None:
         """Where the driver says a micro-batch's rows start in the data set (filed in the trace,
-        checked by verifiers): one (shard, offset) per row, or nothing for a shipped corpus."""
+        checked by this stage's DataGate and by verifiers): one (shard, offset) per row."""
         source = request.get("source")
         if source is None:
             return None
@@ -291,7 +306,7 @@ class StageServer(ServicerBase):
             tokens,
             signature=signed.signature,
             sender=signed.sender,
-            source=self._source(request),
+            source=await self._checked_source(received, request, tokens),
         )
         out = await self._compute(run)
         parts = [out, tokens]
@@ -321,13 +336,14 @@ class StageServer(ServicerBase):
             None if self.stage == 0 else await self._outgoing(received, request, self.stage - 1, "backward")
         )
         signed = received.signed
+        _, tokens, targets = received.parts
         run = partial(
             self.trainer.forward_backward,
             received.header,
             *received.parts,
             signature=signed.signature,
             sender=signed.sender,
-            source=self._source(request),
+            source=await self._checked_source(received, request, tokens, targets),
         )
         grad, loss = await self._compute(run)
         if header is None:

@@ -23,7 +23,6 @@ from offchain.model.checkpoint import average_state_bytes
 from offchain.model.data import spec_dataset
 from offchain.model.records import NO_LEDGER, Trace
 from offchain.model.spec import ModelSpec
-from offchain.model.tokens import decode_tokens
 from offchain.proofs.manifest import RoundRecord
 from offchain.proofs.provenance import Batching, check_data
 from offchain.proofs.replay import replay_round
@@ -188,9 +187,7 @@ def replay_claim(
         return _refuted(target, 0, "work units", target.work_units, work_units(trace))
     if target.profile is not None and target.profile != trace.profile:
         return _refuted(target, 0, "compute profile", target.profile, trace.profile)
-    batching = Batching(
-        spec.seed, spec.micro_batch_size, spec.context, lambda data: decode_tokens(data, spec).numpy()
-    )
+    batching = Batching.of(spec)
     try:
         data = spec_dataset(spec, dataset)
         mismatch = check_data(trace, data, batching, targets=target.stage == spec.num_stages - 1)
