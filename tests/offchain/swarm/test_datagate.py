@@ -29,6 +29,7 @@ from tests.offchain.swarm.conftest import write_spec
 pytestmark = pytest.mark.slow
 
 ME = Identity.from_key(LOCAL_KEY)  # the off-chain swarm's one allowed address: driver and workers
+OWN = ME.address.lower()  # so every message is addressed to it (the header's recipient)
 
 
 class LyingDriver:
@@ -54,9 +55,10 @@ class LyingDriver:
 
     def forward(self, mb: int, tokens: torch.Tensor, targets: torch.Tensor, source) -> dict:
         """Stage 0's forward request for micro-batch `mb` of round 0 step 0."""
-        header = MessageHeader(0, 0, 0, 0, mb, "forward")
+        header = MessageHeader(0, 0, 0, 0, mb, "forward", recipient=OWN)
         message = ME.sign(header, [b"", encode_tokens(tokens, self.spec)])
         where = {"round": 0, "step": 0, "micro_batch": mb, "source": [list(row) for row in source]}
+        where["recipient"] = OWN  # the next hop the stage signs its output for
         return {**where, "message": message, "targets": encode_tokens(targets, self.spec)}
 
     async def honest(self, mb: int) -> None:
