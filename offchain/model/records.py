@@ -14,10 +14,13 @@ from typing import Literal
 
 Direction = Literal["forward", "backward"]
 _DIRECTIONS: tuple[Direction, ...] = ("forward", "backward")
-_HEADER = struct.Struct(">6sQ20sQHQIIB")
-_HEADER_MAGIC = b"PMMSG2"
+_HEADER = struct.Struct(">6sQ20sQHQIIB20s")
+_HEADER_MAGIC = b"PMMSG3"
 NO_LEDGER = "0x" + "00" * 20
 """The `ledger` of messages in an off-chain swarm (`--model-spec`, chain id 0)."""
+NOBODY = NO_LEDGER
+"""The `recipient` of a message addressed to no worker: every stage server and verifier refuses it
+(no account signs as the zero address); the single-process reference and local tests use it."""
 _TRACE_MAGIC = b"PMTRACE1"
 
 
@@ -31,7 +34,12 @@ class MessageHeader:
     a forward message to stage s carries stage s-1's activation, a backward one stage s+1's grad.
 
     `chain_id` and `ledger` (the WorkLedger address) name the deployment the message belongs to, so
-    a signature made for one chain or deployment is worthless on another (0 / NO_LEDGER off-chain)."""
+    a signature made for one chain or deployment is worthless on another (0 / NO_LEDGER off-chain).
+
+    `recipient` is the address of the WORKER the message is for (the stage names only its stage):
+    the worker refuses a message addressed to anyone else, and a verifier refutes a claim whose
+    trace holds a message not addressed to the claiming worker, so a trace cannot be claimed by
+    another member of the stage (audit F6)."""
 
     model_id: int
     stage: int
@@ -41,14 +49,18 @@ class MessageHeader:
     direction: Direction
     chain_id: int = 0
     ledger: str = NO_LEDGER
+    recipient: str = NOBODY
 
     def __post_init__(self) -> None:
-        if not (
-            len(self.ledger) == 42
-            and self.ledger.startswith("0x")
-            and self.ledger[2:] == self.ledger[2:].lower()
-        ):
-            raise ValueError(f"message ledger {self.ledger!r} is not a lowercase 0x-prefixed address")
+        for name in ("ledger", "recipient"):
+            value = getattr(self, name)
+            if not (
+                isinstance(value, str)
+                and len(value) == 42
+                and value.startswith("0x")
+                and value[2:] == value[2:].lower()
+            ):
+                raise ValueError(f"message {name} {value!r} is not a lowercase 0x-prefixed address")
 
     def encode(self) -> bytes:
         """Fixed-width big-endian bytes: what a signature covers (with the payload digest)."""
@@ -62,17 +74,28 @@ class MessageHeader:
             self.step,
             self.micro_batch,
             _DIRECTIONS.index(self.direction),
+            bytes.fromhex(self.recipient.removeprefix("0x")),
         )
 
     @classmethod
     def decode(cls, data: bytes) -> MessageHeader:
         if len(data) != _HEADER.size:
             raise ValueError(f"message header has {len(data)} bytes, expected {_HEADER.size}")
-        magic, chain_id, ledger, model_id, stage, round_, step, micro_batch, direction = _HEADER.unpack(data)
+        magic, chain_id, ledger, model_id, stage, round_, step, micro_batch, direction, recipient = (
+            _HEADER.unpack(data)
+        )
         if magic != _HEADER_MAGIC or direction >= len(_DIRECTIONS):
             raise ValueError("not a protocol-models message header")
         return cls(
-            model_id, stage, round_, step, micro_batch, _DIRECTIONS[direction], chain_id, "0x" + ledger.hex()
+            model_id,
+            stage,
+            round_,
+            step,
+            micro_batch,
+            _DIRECTIONS[direction],
+            chain_id,
+            "0x" + ledger.hex(),
+            "0x" + recipient.hex(),
         )
 
 

@@ -3,12 +3,12 @@ swarm would exchange, in the same order. The swarm's correctness test compares a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from offchain.data.dataset import Dataset
 from offchain.model.data import micro_batch
-from offchain.model.records import NO_LEDGER, MessageHeader, Trace, message_payload
+from offchain.model.records import NO_LEDGER, NOBODY, MessageHeader, Trace, message_payload
 from offchain.model.spec import ModelSpec
 from offchain.model.tokens import encode_tokens
 from offchain.model.trainer import StageTrainer
@@ -45,15 +45,18 @@ def run_step(
     sign: Signer | None = None,
     dataset: Dataset | None = None,
     deployment: tuple[int, str] = (0, NO_LEDGER),
+    recipients: Sequence[str] | None = None,
 ) -> tuple[float, int]:
     """One optimizer step through every stage: per micro-batch, forward left to right, loss, backward
     right to left; then apply_step on every stage. Returns (mean loss, bytes that crossed stage
     boundaries: activations + gradients, token ids not counted). With `sign`, every message is
     signed as its sender would and filed in the receiver's trace; every header names `deployment`
-    (chain id, lowercase WorkLedger address), as an on-chain swarm's do, so a verifier of that
-    deployment replays the trace."""
+    (chain id, lowercase WorkLedger address), as an on-chain swarm's do, and the worker of the
+    receiving stage (`recipients[stage]`, NOBODY without), so a verifier of that deployment replays
+    the trace as that worker's."""
     spec = trainers[0].spec
     last = len(trainers) - 1
+    to = [address.lower() for address in recipients] if recipients is not None else [NOBODY] * len(trainers)
     losses = []
     crossed = 0
     for mb in range(spec.micro_batches):
@@ -61,11 +64,11 @@ def run_step(
         token_bytes, target_bytes = encode_tokens(tokens, spec), encode_tokens(targets, spec)
         activation = b""
         for stage in range(last):
-            header = MessageHeader(model_id, stage, round, step, mb, "forward", *deployment)
+            header = MessageHeader(model_id, stage, round, step, mb, "forward", *deployment, to[stage])
             signed = _signed(sign, header, activation, token_bytes)
             activation = trainers[stage].forward(header, activation, token_bytes, **signed, source=source)
             crossed += len(activation)
-        header = MessageHeader(model_id, last, round, step, mb, "forward", *deployment)
+        header = MessageHeader(model_id, last, round, step, mb, "forward", *deployment, to[last])
         signed = _signed(sign, header, activation, token_bytes, target_bytes)
         grad, loss = trainers[last].forward_backward(
             header, activation, token_bytes, target_bytes, **signed, source=source
@@ -73,7 +76,7 @@ def run_step(
         losses.append(loss)
         for stage in range(last - 1, -1, -1):
             crossed += len(grad)
-            header = MessageHeader(model_id, stage, round, step, mb, "backward", *deployment)
+            header = MessageHeader(model_id, stage, round, step, mb, "backward", *deployment, to[stage])
             grad = trainers[stage].backward(header, grad, **_signed(sign, header, grad))
     for trainer in trainers:
         trainer.apply_step(round, step)
@@ -90,10 +93,11 @@ def train_single_process(
     sign: Signer | None = None,
     dataset: Dataset | None = None,
     deployment: tuple[int, str] = (0, NO_LEDGER),
+    recipients: Sequence[str] | None = None,
 ) -> ReferenceResult:
     """Train `rounds` rounds of `spec` from the seeded init (or from `states`, one per stage), on
     `dataset` (None: the shipped data set the spec names); the messages are bound to `deployment`
-    (run_step)."""
+    and addressed to `recipients` (one worker per stage, run_step)."""
     trainers = [
         StageTrainer(spec, stage, state=states[stage] if states else None, model_id=model_id)
         for stage in range(spec.num_stages)
@@ -101,7 +105,7 @@ def train_single_process(
     result = ReferenceResult()
     for round in range(first_round, first_round + rounds):
         for step in range(spec.round_steps):
-            loss, crossed = run_step(trainers, round, step, model_id, sign, dataset, deployment)
+            loss, crossed = run_step(trainers, round, step, model_id, sign, dataset, deployment, recipients)
             result.losses.append(loss)
             result.boundary_bytes += crossed
     result.states = [trainer.state_bytes() for trainer in trainers]

@@ -9,7 +9,7 @@ checked against the store by offchain/proofs/provenance.py."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from offchain.model.records import (
     NO_LEDGER,
@@ -66,9 +66,11 @@ class _Replayer:
         signers: Signers,
         require_signatures: bool,
         deployment: tuple[int, str],
+        recipient: str | None,
     ) -> None:
         self.spec, self.trainer, self.trace = spec, trainer, trace
         self.chain_id, self.ledger = deployment
+        self.recipient = None if recipient is None else recipient.lower()
         by_direction = signers if isinstance(signers, Mapping) else {"forward": signers, "backward": signers}
         self.signers = {
             direction: None if allowed is None else {address.lower() for address in allowed}
@@ -98,6 +100,14 @@ class _Replayer:
             if self.require_signatures:
                 raise _Divergence(f"{where} is not signed")
             return
+        addressed = message.header.recipient
+        if self.recipient is not None and addressed != self.recipient:
+            raise _Divergence(
+                f"{where} is addressed to {addressed}, not the claiming worker {self.recipient}",
+                self.recipient,
+                addressed,
+            )
+        header = replace(header, recipient=addressed)
         _check(f"{where}: header differs from the signed one", str(header), str(message.header))
         _check(
             f"{where}: payload differs from the signed one",
@@ -166,12 +176,15 @@ def replay_round(
     signers: Signers = None,
     require_signatures: bool = True,
     deployment: tuple[int, str] = (0, NO_LEDGER),
+    recipient: str | None = None,
 ) -> ReplayReport:
     """Recompute `trace`'s round from `parent_state`. `signers`: addresses allowed to have sent
     this stage's input messages (the driver and the neighbour stages' members), or a mapping
     direction -> addresses (forward messages come from the left, backward ones from the right);
     None = any valid signature. `deployment` = (chain id, lowercase WorkLedger address) every
-    message must be bound to ((0, NO_LEDGER) off-chain). Raises ValueError when the trace is for
+    message must be bound to ((0, NO_LEDGER) off-chain). `recipient`: the worker every message must
+    be addressed to, the claim's worker for a verifier (a trace is its receiver's only); None
+    accepts any (a worker replaying its own trace). Raises ValueError when the trace is for
     another stage, spec or compute profile (results differ bitwise between profiles, so replay runs
     only the spec's), and UserError when this machine cannot run the spec's profile (check
     `can_run(spec.profile)` first: a verifier never judges what it cannot replay)."""
@@ -187,7 +200,7 @@ def replay_round(
     if sha256_hex(parent_state) != trace.parent_digest:
         return ReplayReport(0, 0, "parent state", trace.parent_digest, sha256_hex(parent_state))
     trainer = StageTrainer(spec, stage, state=parent_state, model_id=trace.model_id)
-    replayer = _Replayer(spec, trainer, trace, signers, require_signatures, deployment)
+    replayer = _Replayer(spec, trainer, trace, signers, require_signatures, deployment, recipient)
     for index, record in enumerate(trace.records):
         try:
             replayer.step(index, record)

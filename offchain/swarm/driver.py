@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from eth_utils import is_address
 from hivemind.dht.node import DHTNode
 
 from offchain.data.dataset import Dataset
@@ -87,6 +88,12 @@ class RoundResult:
     digests: list[str]
     seconds: float
     replicas: list[int]
+
+
+def _recipient(replica: Replica) -> str:
+    """The address a message for `replica` is addressed to (MessageHeader.recipient): the account
+    its `info` named, which on-chain `discover` checked is the one registered for its peer id."""
+    return replica.address.lower()
 
 
 class WorkerFailed(RuntimeError):
@@ -186,7 +193,7 @@ class Driver:
                 reply = await self._call(probe, "info", timeout=self.config.info_timeout)
             except WorkerFailed:
                 return None
-            if reply["stage"] != stage:
+            if reply["stage"] != stage or not is_address(reply["address"]):
                 return None
             replica = Replica(peer_id, reply["session"], reply["address"], reply["round"], reply["digest"])
             if self._is_banned(replica) or not await asyncio.to_thread(self._is_member, replica, stage):
@@ -443,19 +450,30 @@ class Driver:
         token_bytes, target_bytes = encode_tokens(tokens, spec), encode_tokens(targets, spec)
         parts = [b"", token_bytes, target_bytes] if last == 0 else [b"", token_bytes]
         chain_id, ledger = self.domain.deployment
-        header = MessageHeader(self.config.model_id, 0, round_, step, mb, "forward", chain_id, ledger)
+        header = MessageHeader(
+            self.config.model_id, 0, round_, step, mb, "forward", chain_id, ledger, _recipient(route[0])
+        )
         message = self.config.identity.sign(header, parts)
         where = {"round": round_, "step": step, "micro_batch": mb, "source": source}
         for stage in range(last):
-            reply = await self._call(route[stage], "forward", message=message, targets=target_bytes, **where)
+            reply = await self._call(
+                route[stage],
+                "forward",
+                message=message,
+                targets=target_bytes,
+                recipient=_recipient(route[stage + 1]),
+                **where,
+            )
             message = self._checked(reply, route[stage])
             self.stats.forward_bytes[stage] += len(message["parts"][0])
-        reply = await self._call(route[last], "forward_backward", message=message, **where)
+        back_to = _recipient(route[last - 1]) if last > 0 else None
+        reply = await self._call(route[last], "forward_backward", message=message, recipient=back_to, **where)
         loss = float(reply["loss"])
         for stage in range(last - 1, -1, -1):
             message = self._checked(reply, route[stage + 1])
             self.stats.backward_bytes[stage] += len(message["parts"][0])
-            reply = await self._call(route[stage], "backward", message=message, **where)
+            back_to = _recipient(route[stage - 1]) if stage > 0 else None
+            reply = await self._call(route[stage], "backward", message=message, recipient=back_to, **where)
         return loss
 
     @staticmethod

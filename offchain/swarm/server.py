@@ -35,6 +35,7 @@ import msgpack
 from google.protobuf.wrappers_pb2 import BytesValue
 from hivemind.p2p import P2P, P2PContext, ServicerBase
 
+from offchain.data.dataset import Dataset
 from offchain.durable import write_atomic
 from offchain.model.checkpoint import average_state_bytes
 from offchain.model.records import MessageHeader, Trace
@@ -42,6 +43,7 @@ from offchain.model.spec import ModelSpec
 from offchain.model.trainer import StageTrainer
 from offchain.swarm.authz import Authorizer, Binder, RateLimiter, Role, Unauthorized
 from offchain.swarm.client import call
+from offchain.swarm.datagate import DataGate
 from offchain.swarm.identity import Identity, Received, verify
 from offchain.swarm.sessions import SessionHost, SessionRefused
 from offchain.swarm.wire import REQUEST_SECONDS, Limits, WireError, framed_chunks, join_chunks, pack, unpack
@@ -97,7 +99,9 @@ class StageServer(ServicerBase):
     """Serves one stage of one model; every message it emits is signed by `identity`. Every RPC is
     admitted by `authorizer` (offchain.swarm.authz.RULES) before it is read any further than its
     size limit, and every pipeline message by its signer; `binder` binds this server's address to
-    its peer id in the state requests it sends (and the state it serves)."""
+    its peer id in the state requests it sends (and the state it serves). Every training
+    micro-batch's data is checked against `dataset` (None: the shipped one the spec names) before
+    it is computed (offchain.swarm.datagate)."""
 
     def __init__(
         self,
@@ -113,6 +117,7 @@ class StageServer(ServicerBase):
         on_commit: Callable[[], Awaitable[None]] | None = None,
         key_keeper: StageKeyKeeper | None = None,
         on_round: Callable[[RoundState, RoundState, Trace], Awaitable[None]] | None = None,
+        dataset: Dataset | None = None,
     ) -> None:
         self.spec, self.stage, self.identity = spec, stage, identity
         self.model_id, self.session = model_id, session
@@ -124,6 +129,7 @@ class StageServer(ServicerBase):
         self.on_commit = on_commit
         self.key_keeper = key_keeper
         self.on_round = on_round
+        self.data_gate = DataGate(spec, dataset)
         self.p2p: P2P | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage{stage}")
         self.sessions = SessionHost(spec, stage, self._compute)
@@ -216,19 +222,33 @@ class StageServer(ServicerBase):
             raise Refused(f"stage {self.stage} is not in round {round_} (in round: {self.in_round})")
 
     async def _received(self, request: dict, direction: str) -> Received:
-        """The request's pipeline message, signature checked, addressed to this stage and op, bound to
-        this deployment and signed by the stage (or driver) that may send it."""
+        """The request's pipeline message, signature checked, addressed to this worker, stage and op,
+        bound to this deployment and signed by the stage (or driver) that may send it. A message for
+        another worker is refused before it reaches the trace: a trace holds only messages addressed
+        to the worker that claims it (audit F6)."""
         self._check_round(request["round"])
         received = verify(request["message"])
         header = received.header
         if header.stage != self.stage or header.direction != direction or header.round != request["round"]:
             raise Refused(f"message {header} is not a {direction} message to stage {self.stage}")
+        own = self.identity.address.lower()
+        if header.recipient != own:
+            raise Refused(f"message addressed to worker {header.recipient}, this worker is {own}")
         await asyncio.to_thread(self.authorizer.check_message, header, received.signed.sender)
         return received
 
+    async def _checked_source(
+        self, received: Received, request: dict, tokens: bytes, targets: bytes | None = None
+    ) -> tuple[tuple[int, int], ...]:
+        """The micro-batch's source once its tokens (and targets) proved to be the data set's rows
+        there: a driver's lie is refused before anything is computed or recorded (DataGate)."""
+        source = self._source(request)
+        await asyncio.to_thread(self.data_gate.check, received.header, source, tokens, targets)
+        return source
+
     def _source(self, request: dict) -> tuple[tuple[int, int], ...] | None:
         """Where the driver says a micro-batch's rows start in the data set (filed in the trace,
-        checked by verifiers): one (shard, offset) per row, or nothing for a shipped corpus."""
+        checked by this stage's DataGate and by verifiers): one (shard, offset) per row."""
         source = request.get("source")
         if source is None:
             return None
@@ -242,8 +262,18 @@ class StageServer(ServicerBase):
             raise Refused(f"source must be {rows} [shard, offset] pairs of non-negative integers")
         return tuple((shard, offset) for shard, offset in source)
 
-    def _outgoing(self, received: Received, stage: int, direction: str) -> MessageHeader:
-        return replace(received.header, stage=stage, direction=direction)
+    async def _outgoing(self, received: Received, request: dict, stage: int, direction: str) -> MessageHeader:
+        """The header of the message this stage sends on to `stage`, addressed to the worker the driver
+        will call with it (`recipient`: the address the driver found registered for that peer id),
+        which must be a member of that stage. Built before computing, so a refused request leaves
+        nothing in the trace."""
+        recipient = request.get("recipient")
+        if not isinstance(recipient, str):
+            raise Refused(f"the request names no recipient for its {direction} message to stage {stage}")
+        header = replace(received.header, stage=stage, direction=direction, recipient=recipient.lower())
+        if not await asyncio.to_thread(self.authorizer.facts.is_member, header.recipient, stage):
+            raise Refused(f"recipient {header.recipient} is not a member of stage {stage}")
+        return header
 
     # ---- stage RPCs -------------------------------------------------------------------------
 
@@ -267,6 +297,7 @@ class StageServer(ServicerBase):
         if len(received.parts) != 2:
             raise Refused(f"a forward message to stage {self.stage} has (activation, tokens)")
         activation, tokens = received.parts
+        header = await self._outgoing(received, request, self.stage + 1, "forward")
         signed = received.signed
         run = partial(
             self.trainer.forward,
@@ -275,13 +306,13 @@ class StageServer(ServicerBase):
             tokens,
             signature=signed.signature,
             sender=signed.sender,
-            source=self._source(request),
+            source=await self._checked_source(received, request, tokens),
         )
         out = await self._compute(run)
         parts = [out, tokens]
         if self.stage + 1 == self.spec.num_stages - 1:
             parts.append(bytes(request["targets"]))
-        return {"message": self.identity.sign(self._outgoing(received, self.stage + 1, "forward"), parts)}
+        return {"message": self.identity.sign(header, parts)}
 
     async def _open_session(self, peer: str, request: dict) -> RoundState:
         """A completion's opening request: for this model, from a peer that may call `infer` (a
@@ -301,28 +332,32 @@ class StageServer(ServicerBase):
             raise Refused(
                 f"a forward message to the last stage {self.stage} has (activation, tokens, targets)"
             )
+        header = (
+            None if self.stage == 0 else await self._outgoing(received, request, self.stage - 1, "backward")
+        )
         signed = received.signed
+        _, tokens, targets = received.parts
         run = partial(
             self.trainer.forward_backward,
             received.header,
             *received.parts,
             signature=signed.signature,
             sender=signed.sender,
-            source=self._source(request),
+            source=await self._checked_source(received, request, tokens, targets),
         )
         grad, loss = await self._compute(run)
-        if self.trainer.is_first:
+        if header is None:
             return {"message": None, "loss": loss}
-        return {
-            "message": self.identity.sign(self._outgoing(received, self.stage - 1, "backward"), [grad]),
-            "loss": loss,
-        }
+        return {"message": self.identity.sign(header, [grad]), "loss": loss}
 
     async def _backward(self, request: dict) -> dict:
         """Non-last stages: returns the signed grad message for stage s-1 (None on stage 0)."""
         received = await self._received(request, "backward")
         if len(received.parts) != 1:
             raise Refused(f"a backward message to stage {self.stage} has (grad,)")
+        header = (
+            None if self.stage == 0 else await self._outgoing(received, request, self.stage - 1, "backward")
+        )
         signed = received.signed
         run = partial(
             self.trainer.backward,
@@ -332,9 +367,9 @@ class StageServer(ServicerBase):
             sender=signed.sender,
         )
         grad = await self._compute(run)
-        if grad is None:
+        if header is None:
             return {"message": None}
-        return {"message": self.identity.sign(self._outgoing(received, self.stage - 1, "backward"), [grad])}
+        return {"message": self.identity.sign(header, [grad])}
 
     async def _apply_step(self, request: dict) -> dict:
         self._check_round(request["round"])

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from hivemind.dht.node import DHTNode
 
+from offchain.data.dataset import Dataset
 from offchain.model.records import Trace
 from offchain.model.spec import ModelSpec
 from offchain.swarm.authz import Access
@@ -39,6 +40,7 @@ class WorkerConfig:
     access: Access
     model_id: int = 0
     state_dir: Path | None = None
+    dataset: Dataset | None = None  # the spec's data set (worker's store); None: the shipped one it names
 
 
 class StageRole(Protocol):
@@ -133,6 +135,7 @@ async def serve_stage(config: WorkerConfig, role: StageRole | None = None) -> No
             on_round=role.on_round if role is not None else None,
             authorizer=config.access.authorizer(),
             binder=config.access.binder(config.identity, peer_id),
+            dataset=config.dataset,
         )
         await server.start(node.p2p, initial)
         await asyncio.to_thread(_check_registered_peer, config, peer_id)

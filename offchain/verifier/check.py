@@ -23,7 +23,6 @@ from offchain.model.checkpoint import average_state_bytes
 from offchain.model.data import spec_dataset
 from offchain.model.records import NO_LEDGER, Trace
 from offchain.model.spec import ModelSpec
-from offchain.model.tokens import decode_tokens
 from offchain.proofs.manifest import RoundRecord
 from offchain.proofs.provenance import Batching, check_data
 from offchain.proofs.replay import replay_round
@@ -92,6 +91,8 @@ class RoundClaim:
     round: int
     checkpoint_digest: str
     work_units: int
+    worker: str
+    """The claiming worker: every message of the round's trace must be addressed to it (audit F6)."""
     profile: str | None = None  # the compute profile the manifest says the round ran under
 
     @classmethod
@@ -104,6 +105,7 @@ class RoundClaim:
             record.round,
             digest,
             record.work_units,
+            claim.worker,
             record.profile,
         )
 
@@ -168,8 +170,10 @@ def replay_claim(
     (`dataset`, opened from the spec's `manifest_cid`; None: the shipped one it names), replay it
     from `parent_state`, compare every step and the recorded digest. `signers`: who may have sent
     this stage's messages (None: any valid signature); `deployment`: the (chain id, ledger) every
-    message must be signed for. The trace's round is the swarm round it was trained in: never below
-    the round's place in the stage's lineage (after a rollback it is above it), see
+    message must be signed for; every message must be addressed to `target.worker`, so a copy of
+    another member's claim (its trace, checkpoint, manifest) is refuted at its first message. The
+    trace's round is the swarm round it was trained in: never below the round's place in the
+    stage's lineage (after a rollback it is above it), see
     offchain/proofs/manifest.py. A data set that cannot be read leaves the round undecided: it is
     the spec's data, not the worker's."""
     if (trace.model_id, trace.stage) != (target.model_id, target.stage) or trace.round < target.round:
@@ -183,9 +187,7 @@ def replay_claim(
         return _refuted(target, 0, "work units", target.work_units, work_units(trace))
     if target.profile is not None and target.profile != trace.profile:
         return _refuted(target, 0, "compute profile", target.profile, trace.profile)
-    batching = Batching(
-        spec.seed, spec.micro_batch_size, spec.context, lambda data: decode_tokens(data, spec).numpy()
-    )
+    batching = Batching.of(spec)
     try:
         data = spec_dataset(spec, dataset)
         mismatch = check_data(trace, data, batching, targets=target.stage == spec.num_stages - 1)
@@ -196,7 +198,15 @@ def replay_claim(
     if mismatch is not None:
         return _refuted(target, mismatch.step, mismatch.reason, mismatch.expected, mismatch.actual)
     try:
-        report = replay_round(spec, target.stage, parent_state, trace, signers=signers, deployment=deployment)
+        report = replay_round(
+            spec,
+            target.stage,
+            parent_state,
+            trace,
+            signers=signers,
+            deployment=deployment,
+            recipient=target.worker,
+        )
     except ValueError as error:
         return _refuted(target, 0, f"trace refused: {error}")
     if not report.ok:

@@ -178,6 +178,7 @@ class _Header(_Strict):
     direction: Literal["forward", "backward"]
     chain_id: U64
     ledger: Annotated[str, Field(pattern=r"^0x[0-9a-f]{40}$")]  # the deployment the message is bound to
+    recipient: Annotated[str, Field(pattern=r"^0x[0-9a-f]{40}$")]  # the worker the message is for
 
 
 class _Message(_Strict):

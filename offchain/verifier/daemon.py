@@ -159,7 +159,7 @@ class Verifier:
             self.ledger.functions.validatorOf(self.config.model_id, self.me), action="validatorOf"
         )
         for entry in self.journal.open_entries():
-            await self._advance(entry, now, now >= eligible_at)
+            await self._advance(entry, now, eligible_at)
 
     def _take(self, event: EventData) -> None:
         args, claim_id = event["args"], int(event["args"]["claimId"])
@@ -178,7 +178,8 @@ class Verifier:
 
     # -- per claim ------------------------------------------------------------------------------
 
-    async def _advance(self, entry: Entry, now: int, eligible: bool) -> None:
+    async def _advance(self, entry: Entry, now: int, eligible_at: int) -> None:
+        """`eligible_at`: when this validator may challenge, and vote on disputes opened from then."""
         claim = entry.claim
         try:
             chain = OnChain.read(
@@ -202,9 +203,16 @@ class Verifier:
             return
         mine = self.me.lower() in (chain.worker.lower(), chain.challenger.lower())
         if chain.status == ClaimStatus.PENDING:
-            await self._pending(entry, chain, now, eligible and not mine)
+            await self._pending(entry, chain, now, now >= eligible_at and not mine)
         elif chain.status == ClaimStatus.CHALLENGED:
-            await self._challenged(entry, chain, now, eligible and not mine)
+            in_electorate = eligible_at <= self._opened_at(chain)
+            if not (mine or in_electorate or entry.voted):
+                # Only validators eligible when the dispute opened vote on it: no replay for a vote
+                # the chain would refuse.
+                logger.info("not voting on claim %d: registered after it was challenged", claim.claim_id)
+                entry.voted = True
+                self.journal.save()
+            await self._challenged(entry, chain, now, in_electorate and not mine)
         elif chain.status == ClaimStatus.UPHELD:
             self._finalize(entry, "upheld ")
 
@@ -257,14 +265,15 @@ class Verifier:
 
     def _behind_a_refuted_claim(self, entry: Entry) -> bool:
         """Whether the claim chains on an open claim this validator refutes and that is (or is about to
-        be) disputed: it is voided if that one is rejected, so it waits for that dispute to end."""
+        be) disputed: it is voided if that one is rejected, so it waits for that dispute to end. It
+        also waits while that claim, sampled, has no verdict yet (its content still on the way): the
+        lane is judged in order, so a claim is never judged against a parent that may be a lie."""
         previous = self.journal.entries.get(entry.claim.previous_claim_id)
-        if (
-            previous is None
-            or previous.done
-            or previous.verdict is None
-            or previous.verdict.valid is not False
-        ):
+        if previous is None or previous.done:
+            return False
+        if previous.verdict is None:
+            return bool(previous.rounds)
+        if previous.verdict.valid is not False:
             return False
         fn = self.ledger.functions.getClaim(previous.claim.claim_id)
         fields = call_struct(self.client, fn, "getClaim")
@@ -399,9 +408,9 @@ class Verifier:
     def _eligible_voters(self, chain: OnChain) -> int:
         """Validators of the stage who may vote on this dispute (eligible when it was opened, neither
         the worker nor the challenger): once all of them voted, it can be resolved before the window
-        ends. It opened one voteWindow before its vote deadline (the window as read now: had the owner
-        changed it since, the chain would refuse an early resolve or this one would wait for the end)."""
-        opened_at = chain.vote_deadline - self.params["voteWindow"]
+        ends. (Had the owner changed voteWindow since it opened, the chain would refuse an early
+        resolve or this one would wait for the end.)"""
+        opened_at = self._opened_at(chain)
         model_id, stage = self.config.model_id, self.config.stage
         validators = self.client.call(
             self.ledger.functions.validatorsOf(model_id, stage), action="validatorsOf"
@@ -416,6 +425,10 @@ class Verifier:
             )
             count += eligible_at <= opened_at
         return count
+
+    def _opened_at(self, chain: OnChain) -> int:
+        """When the dispute opened: one voteWindow before its vote deadline (the window as read now)."""
+        return chain.vote_deadline - self.params["voteWindow"]
 
     def _log_verdict(self, claim: SubmittedClaim, verdict: Verdict) -> None:
         result = {True: "valid", False: "INVALID", None: "undecided"}[verdict.valid]

@@ -44,26 +44,27 @@ def _retrain(spec: ModelSpec, start: bytes, trace: Trace, steps: int) -> StageTr
     trainer = StageTrainer(spec, trace.stage, state=start, model_id=trace.model_id)
     messages = {(m.header.step, m.header.micro_batch, m.header.direction): m for m in trace.messages}
 
-    def signed(step: int, mb: int, direction: str) -> dict:
+    def recorded(step: int, mb: int, direction: str) -> tuple[MessageHeader, dict]:
+        """The header the input was signed under (deployment and recipient kept) and its signature."""
         message = messages.get((step, mb, direction))
-        return {"signature": message.signature, "sender": message.sender} if message else {}
+        if message is None:
+            return MessageHeader(trace.model_id, trace.stage, trace.round, step, mb, direction), {}
+        return message.header, {"signature": message.signature, "sender": message.sender}
 
     for record in trace.records[:steps]:
         step = record.step
         for mb in record.micro_batches:
-            header = MessageHeader(trace.model_id, trace.stage, trace.round, step, mb.index, "forward")
             inputs = {name: trace.payloads[digest] for name, digest in mb.inputs.items()}
             activation = inputs.get("activation", b"")
-            forward = signed(step, mb.index, "forward")
+            header, forward = recorded(step, mb.index, "forward")
             if trainer.is_last:
                 trainer.forward_backward(header, activation, inputs["tokens"], inputs["targets"], **forward)
             else:
                 trainer.forward(header, activation, inputs["tokens"], **forward)
         if not trainer.is_last:
             for mb in record.micro_batches:
-                header = MessageHeader(trace.model_id, trace.stage, trace.round, step, mb.index, "backward")
-                grad = trace.payloads[mb.inputs["grad"]]
-                trainer.backward(header, grad, **signed(step, mb.index, "backward"))
+                header, backward = recorded(step, mb.index, "backward")
+                trainer.backward(header, trace.payloads[mb.inputs["grad"]], **backward)
         trainer.apply_step(trace.round, step, [mb.index for mb in record.micro_batches])
     return trainer
 

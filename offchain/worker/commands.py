@@ -98,6 +98,7 @@ def worker_run(
     With --model-spec FILE: off-chain training only, no claims."""
     import asyncio
 
+    from offchain.data.shipped import open_spec_dataset
     from offchain.swarm.identity import Identity
     from offchain.swarm.node import network_config
 
@@ -114,6 +115,7 @@ def worker_run(
             )
         from offchain.chain.models import checked_address
         from offchain.model.spec import load_spec
+        from offchain.storage.store import open_store
         from offchain.swarm.stage_worker import WorkerConfig, serve_stage
 
         spec = load_spec(model_spec)
@@ -125,7 +127,12 @@ def worker_run(
             logging.getLogger("offchain.worker").warning("no --allow list: every peer will be refused")
         network = network_config(initial_peers, host_maddrs, announce_maddrs)
         access = Access.off_chain(model_id, allowed)
-        config = WorkerConfig(spec, stage, identity, network, access, model_id=model_id, state_dir=state_dir)
+        dataset = open_spec_dataset(
+            open_store(ipfs_api, store), spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size
+        )
+        config = WorkerConfig(
+            spec, stage, identity, network, access, model_id=model_id, state_dir=state_dir, dataset=dataset
+        )
         asyncio.run(serve_stage(config))
         return
     if allow:
@@ -153,7 +160,10 @@ def worker_run(
     configure_logging()
     network = network_config(initial_peers, host_maddrs, announce_maddrs)
     access = Access.on_chain(protocol, model)
-    config = WorkerConfig(spec, stage, identity, network, access, model_id=model, state_dir=state_dir)
+    dataset = open_spec_dataset(content, spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size)
+    config = WorkerConfig(
+        spec, stage, identity, network, access, model_id=model, state_dir=state_dir, dataset=dataset
+    )
     policy = ClaimPolicy(rounds_per_claim, claim_wait)
     role = ChainWorker(
         ChainWorkerConfig(model, stage, spec, state_dir, policy, cheat.value if cheat else None, cheat_round),

@@ -113,7 +113,9 @@ async def _attacks(swarm: ChainSwarm, boot: str, peers: list[str]) -> dict[str, 
         return {"model": spec.digest(), "model_id": swarm.model_id, "binding": binding}
 
     def header(stage: int, direction: str) -> MessageHeader:
-        return MessageHeader(swarm.model_id, stage, 1, 0, 0, direction, chain_id, ledger)
+        """Addressed to the stage's worker (its address is public), so only the signer is at fault."""
+        recipient = worker_account(stage).address.lower()
+        return MessageHeader(swarm.model_id, stage, 1, 0, 0, direction, chain_id, ledger, recipient)
 
     mallory = Identity.from_key(MALLORY.key)
     tokens = encode_tokens(batch_for(spec, 1, 0, 0)[0], spec)

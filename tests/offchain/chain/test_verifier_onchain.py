@@ -2,12 +2,13 @@
 serving keys over hivemind, on WorkLedger v2: two validators of stage 1 replay every round of its
 claims; a 2-round claim lying about its second round is challenged at that (round, step), voted
 down and slashed once, and the claim chained on it is voided, never challenged; an honest 2-round
-claim finalizes and mints its work units; a stage-2 claim is none of their business (and the chain
-refuses their challenge of it). A decoy challenge naming the honest round of a lying 2-round claim
-does not save it: voters that sampled nothing judge every round before voting. Withheld content is
-challenged as Unavailable and slashed, while content that was only slow is upheld. A voter killed
--9 mid-replay votes once after its restart; a validator registered after the challenge does not
-vote."""
+claim finalizes and mints its work units, while its copy by another member of the stage (audit
+F6) is refuted at its first message, rejected and slashed; a stage-2 claim is none of their
+business (and the chain refuses their challenge of it). A decoy challenge naming the honest round
+of a lying 2-round claim does not save it: voters that sampled nothing judge every round before
+voting. Withheld content is challenged as Unavailable and slashed, while content that was only
+slow is upheld. A voter killed -9 mid-replay votes once after its restart; a validator registered
+after the challenge does not vote."""
 
 from __future__ import annotations
 
@@ -58,32 +59,42 @@ def _stop(processes) -> str:
 
 @pytest.mark.slow
 def test_a_lie_inside_a_multi_round_claim_is_slashed_once_and_voids_the_lane_after_it(network):
+    """Also audit F6: another member of stage 1 submits the ClaimInput of the honest worker's claim,
+    copied from its ClaimSubmitted event. The trace's messages are addressed to the honest worker,
+    so the copy is refuted at its first message, rejected and slashed; the honest claim finalizes."""
     net = network
     seeds = seed_states(net.spec)
+    liar, copier = net.member("liar", net.model_id, 1), net.member("copier", net.model_id, 1)
     first = net.train(1, seeds)
     second = net.train(2, first.states)
-    third = net.train(3, second.states)
-    stage_1 = [(seeds[1], first), (first.states[1], second), (second.states[1], third)]
-    honest = [net.publish(1, parent, r.states[1], r.traces[1]) for parent, r in stage_1]
-    skipped = net.publish(1, first.states[1], second.states[1], second.traces[1], cheat="skip-steps")
-    liar = net.member("liar", net.model_id, 1)
+    honest = [
+        net.publish(1, seeds[1], first.states[1], first.traces[1]),
+        net.publish(1, first.states[1], second.states[1], second.traces[1]),
+    ]
+    own = {1: liar.address}  # the liar trains its own rounds: their messages are addressed to it
+    mine = [net.train(1, seeds, own), net.train(2, first.states, own), net.train(3, second.states, own)]
+    starts = [seeds[1], first.states[1], second.states[1]]
+    liars = [net.publish(1, start, r.states[1], r.traces[1]) for start, r in zip(starts, mine, strict=True)]
+    skipped = net.publish(1, first.states[1], mine[1].states[1], mine[1].traces[1], cheat="skip-steps")
     staked_before = net.staked(liar.account)
     verifiers = _both_validate_stage_1(net)
     try:
-        lie = net.claim(liar, [honest[0], skipped])
-        chained = net.claim(liar, [honest[2]])
-        fair = net.claim(net.workers[1], honest[:2])
+        lie = net.claim(liar, [liars[0], skipped])
+        chained = net.claim(liar, [liars[2]])
+        fair = net.claim(net.workers[1], honest)
+        copy = net.copy_claim(copier, fair)
         faked = net.publish(2, seeds[2], first.states[2], first.traces[2], cheat="fake-digest")
         other_stage = net.claim(net.workers[2], [faked])
         stage_1_validator = ChainClient(net.url, VALIDATORS[0])
         ledger = stage_1_validator.contract("WorkLedger", net.ledger.address)
         with pytest.raises(ContractRevert, match="NotStageValidator"):
             stage_1_validator.transact(ledger.functions.challenge(other_stage, 1, 0, b"\x01" * 32))
-        net.wait(lambda: net.status(lie) == ClaimStatus.REJECTED, processes=verifiers)
+        rejected = (lie, copy)
+        net.wait(lambda: all(net.status(c) == ClaimStatus.REJECTED for c in rejected), processes=verifiers)
         net.wait(lambda: all(f"verdict claim={fair} " in v.text() for v in verifiers), processes=verifiers)
         advance_time(net.reader, net.params["challengeWindow"] + 1)
         net.wait(lambda: net.status(fair) == ClaimStatus.FINALIZED, processes=verifiers)
-        net.wait(lambda: net.events("VoteSettled", lie), processes=verifiers)
+        net.wait(lambda: all(net.events("VoteSettled", c) for c in rejected), processes=verifiers)
     finally:
         logs = _stop(verifiers)
 
@@ -104,9 +115,19 @@ def test_a_lie_inside_a_multi_round_claim_is_slashed_once_and_voids_the_lane_aft
     assert f"verdict claim={chained} " not in logs  # it waited behind the refuted claim, then was voided
     assert net.events("ClaimChallenged", fair) == [] and net.events("ClaimChallenged", other_stage) == []
     assert f"claim={other_stage} " not in logs and f"claim {other_stage}" not in logs
+    (copied,) = net.events("ClaimChallenged", copy)
+    assert (copied["kind"], copied["round"], copied["stepIndex"]) == (ChallengeKind.DIVERGENCE, 1, 0)
+    reason = json.loads(net.store.get(cid_of(copied["evidenceCID"])))["verdict"]["reason"]
+    assert reason == (
+        f"forward message of micro-batch 0 is addressed to {WORKERS[1].address.lower()}, "
+        f"not the claiming worker {copier.address.lower()}"
+    )
+    slashed = [e["amount"] for e in net.events("Slashed") if e["account"] == copier.address]
+    assert slashed == [net.params["claimBond"]]
     shares = net.protocol.shares(net.protocol.model(net.model_id))
     units = 2 * net.spec.round_steps * net.spec.micro_batches
     assert shares.functions.balanceOf(WORKERS[1].address).call() == units * ETHER
+    assert shares.functions.balanceOf(copier.address).call() == 0
     assert "Traceback" not in logs and "AlreadyVoted" not in logs
 
 
@@ -121,11 +142,12 @@ def test_a_decoy_challenge_of_an_honest_round_does_not_save_a_lie_in_another(net
     liar's loss, so the pair gains nothing)."""
     net = network
     seeds = seed_states(net.spec)
-    first = net.train(1, seeds)
-    second = net.train(2, first.states)
+    liar, friend = net.member("liar", net.model_id, 1), net.account("friend")
+    own = {1: liar.address}  # the liar's own rounds: their messages are addressed to it
+    first = net.train(1, seeds, own)
+    second = net.train(2, first.states, own)
     honest = net.publish(1, seeds[1], first.states[1], first.traces[1])
     lie = net.publish(1, first.states[1], second.states[1], second.traces[1], cheat="skip-steps")
-    liar, friend = net.member("liar", net.model_id, 1), net.account("friend")
     friend_ledger = net.validator(friend, 1)
     verifiers = _both_validate_stage_1(net, "--probability", "0")
     try:
@@ -166,14 +188,14 @@ def _copy(source: EmbeddedStore, cids, target: EmbeddedStore) -> None:
 def test_withheld_content_is_slashed_and_slow_content_is_upheld(network, tmp_path):
     net = network
     seeds = seed_states(net.spec)
-    first = net.train(1, seeds)
+    withholder, late = net.member("withholder", net.model_id, 1), net.member("late", net.model_id, 1)
+    first = net.train(1, seeds, {1: late.address})  # the slow worker's own round
     elsewhere = EmbeddedStore(tmp_path / "elsewhere")  # a worker's own node, never reached
     state, trace = first.states[1], first.traces[1]
     hidden = net.publish(1, seeds[1], state, trace)
     withheld = replace(hidden, trace_cid=elsewhere.put(b"a trace nobody will ever serve"))
     slow = publish_round(elsewhere, net.keys[1], state, trace)
     _copy(elsewhere, [slow.checkpoint_cid], net.store)  # its trace comes only after the challenge
-    withholder, late = net.member("withholder", net.model_id, 1), net.member("late", net.model_id, 1)
     verifiers = _both_validate_stage_1(net)
     try:
         gone, slow_claim = net.claim(withholder, [withheld]), net.claim(late, [slow])

@@ -81,7 +81,12 @@ class Network:
             account = WORKERS[header.stage + 1]
         return sign_message(account.key, header, payload), account.address
 
-    def train(self, round_: int, states: list[bytes]):
+    def train(self, round_: int, states: list[bytes], workers: dict[int, str] | None = None):
+        """One round of every stage; each stage's messages are addressed to its worker in WORKERS,
+        or to `workers[stage]` (another member of that stage, training its own round)."""
+        recipients = [
+            workers.get(stage, a.address) if workers else a.address for stage, a in enumerate(WORKERS)
+        ]
         return train_single_process(
             self.spec,
             1,
@@ -90,6 +95,7 @@ class Network:
             model_id=self.model_id,
             sign=self.sign,
             deployment=(self.reader.chain_id, self.ledger.address.lower()),
+            recipients=recipients,
         )
 
     def publish(
@@ -119,6 +125,17 @@ class Network:
             else publish_manifest(self.store, manifest)
         )
         receipt = worker.transact(ledger.functions.submitClaim(claim_input(manifest, manifest_cid)))
+        (event,) = ledger.events.ClaimSubmitted().process_receipt(receipt)
+        return event["args"]["claimId"]
+
+    def copy_claim(self, copier: ChainClient, claim_id: int) -> int:
+        """Audit F6: `copier` submits the ClaimInput of claim `claim_id` as its ClaimSubmitted event
+        states it (another member's work, claimed as its own). Returns the copy's claim id."""
+        (submitted,) = self.events("ClaimSubmitted", claim_id)
+        fields = ("modelId", "stage", "firstRound", "lastRound", "parentCID", "checkpointCID")
+        fields += ("checkpointDigest", "roundsRoot", "manifestCID", "workUnits")
+        ledger = copier.contract("WorkLedger", self.ledger.address)
+        receipt = copier.transact(ledger.functions.submitClaim(tuple(submitted[name] for name in fields)))
         (event,) = ledger.events.ClaimSubmitted().process_receipt(receipt)
         return event["args"]["claimId"]
 

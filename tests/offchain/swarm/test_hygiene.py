@@ -35,31 +35,34 @@ KEY = keccak(text="pm-test-driver")  # a throwaway identity derived from a publi
 DRIVER = Identity.from_key(KEY)
 OUTSIDER = Identity.from_key(keccak(text="pm-test-outsider"))
 LEDGER = "0x" + "ab" * 20
+RECIPIENT = "0x" + "cd" * 20
 DOMAIN = Domain(31337, LEDGER, 7)
 PEER = "QmWEuJRem33mVzkPnvHQF9U534pruGG6B7HiBxRQUboPUQ"
 
 
 def test_signed_message_format_is_pinned():
-    header = MessageHeader(7, 1, 2, 3, 0, "forward", 31337, LEDGER)
+    header = MessageHeader(7, 1, 2, 3, 0, "forward", 31337, LEDGER, RECIPIENT)
     assert header.encode().hex() == (
-        "504d4d5347320000000000007a69abababababababababababababababababababab"
-        "000000000000000700010000000000000002000000030000000000"
+        "504d4d5347330000000000007a69abababababababababababababababababababab"
+        "000000000000000700010000000000000002000000030000000000cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd"
     )
     signature = sign_message(KEY, header, message_payload(b"act", b"tok"))
     assert signature.hex() == (
-        "cdff9f19a3df1cbfe53d67a209c23b9f9f43f684fa3393eb135166c5a3ea639666dfdf72124d5273f10e45d4a0f779b0746dd4"
-        "81baa4d67d2cf92265d6a400591b"
+        "02a1db74a2b844f44427866b20fc2792f03f2a06b9b5bdb8e8af008594f04504366c134ff227b9a38c5f451035bef9671d42"
+        "3278facd01fd36917adec08c8cce1c"
     )
     assert MessageHeader.decode(header.encode()) == header
     payload = message_payload(b"act", b"tok")
     assert recover_signer(header, payload, signature) == DRIVER.address
     for other in (
-        MessageHeader(7, 1, 2, 3, 0, "forward", 1, LEDGER),
-        MessageHeader(7, 1, 2, 3, 0, "forward"),
-    ):
-        assert recover_signer(other, payload, signature) != DRIVER.address  # another chain or deployment
-    with pytest.raises(ValueError, match="lowercase"):
-        MessageHeader(7, 1, 2, 3, 0, "forward", 1, LEDGER.upper())
+        MessageHeader(7, 1, 2, 3, 0, "forward", 1, LEDGER, RECIPIENT),
+        MessageHeader(7, 1, 2, 3, 0, "forward", recipient=RECIPIENT),
+        MessageHeader(7, 1, 2, 3, 0, "forward", 31337, LEDGER, OUTSIDER.address.lower()),
+    ):  # another chain, deployment or receiving worker
+        assert recover_signer(other, payload, signature) != DRIVER.address
+    for bad in ({"ledger": LEDGER.upper()}, {"recipient": RECIPIENT.upper()}, {"recipient": "0x12"}):
+        with pytest.raises(ValueError, match="lowercase"):
+            MessageHeader(7, 1, 2, 3, 0, "forward", 1, **bad)
 
 
 def test_peer_bindings_bind_one_address_to_one_peer_deployment_and_time():

@@ -10,7 +10,7 @@ import time
 import pytest
 from eth_account import Account
 
-from offchain.model.data import batch_for
+from offchain.model.data import batch_for, micro_batch
 from offchain.model.records import NO_LEDGER, MessageHeader
 from offchain.model.reference import train_single_process
 from offchain.model.spec import load_spec
@@ -52,7 +52,9 @@ def _bound(me: Identity, node) -> dict:
 
 
 async def _bad_requests(spec_path, bootstrap: str, stage1: str) -> list[str]:
-    """The local swarm's own (allowed) address sends malformed requests: each refused, serving goes on."""
+    """The local swarm's own (allowed) address sends malformed requests: each refused, serving goes on.
+    A well-formed message addressed to another worker is refused (it never reaches the trace), and
+    so is a request naming a recipient outside the next stage for the message the server would send."""
     spec = load_spec(spec_path)
     node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
     me = Identity.from_key(LOCAL_KEY)
@@ -68,18 +70,26 @@ async def _bad_requests(spec_path, bootstrap: str, stage1: str) -> list[str]:
         await refused("info", {**base, "model": "ab" * 32})
         await refused("info", {**base, "model_id": 7})
         await call(node.p2p, stage1, "begin_round", {**base, "round": 0}, timeout=30)
-        tokens = encode_tokens(batch_for(spec, 0, 0, 0)[0], spec)
-        header = MessageHeader(0, 1, 0, 0, 0, "forward")
-        where = {"round": 0, "step": 0, "micro_batch": 0, "targets": b""}
+        ids, _, source = micro_batch(spec, None, 0, 0, 0)
+        tokens = encode_tokens(ids, spec)
+        own, stranger = me.address.lower(), Account.create().address.lower()
+        header = MessageHeader(0, 1, 0, 0, 0, "forward", recipient=own)
+        where = {"round": 0, "step": 0, "micro_batch": 0, "targets": b"", "recipient": own}
+        where["source"] = [list(row) for row in source]
         wrong_shape = me.sign(header, [b"\0" * 12, tokens])
         await refused("forward", {**base, **where, "message": wrong_shape})
         forged = {**me.sign(header, [b"\0" * 12, tokens]), "sender": Account.create().address}
         await refused("forward", {**base, **where, "message": forged})
-        other_stage = me.sign(MessageHeader(0, 2, 0, 0, 0, "forward"), [b"", tokens])
+        other_stage = me.sign(MessageHeader(0, 2, 0, 0, 0, "forward", recipient=own), [b"", tokens])
         await refused("forward", {**base, **where, "message": other_stage})
-        other_chain = me.sign(MessageHeader(0, 1, 0, 0, 0, "forward", 1, NO_LEDGER), [b"", tokens])
+        other_chain = me.sign(MessageHeader(0, 1, 0, 0, 0, "forward", 1, NO_LEDGER, own), [b"", tokens])
         await refused("forward", {**base, **where, "message": other_chain})
         await refused("begin_round", {**base, "round": 0, "padding": b"\0" * (CONTROL_BYTES + 1)})
+        other_worker = me.sign(MessageHeader(0, 1, 0, 0, 0, "forward", recipient=stranger), [b"", tokens])
+        await refused("forward", {**base, **where, "message": other_worker})
+        await refused("forward", {**base, **where, "message": wrong_shape, "recipient": stranger})
+        not_the_data = me.sign(header, [b"\0" * 12, encode_tokens(ids.roll(1, dims=1), spec)])
+        await refused("forward", {**base, **where, "message": not_the_data})
         await call(node.p2p, stage1, "abort_round", {**base, "round": 0}, timeout=30)
         info = await call(node.p2p, stage1, "info", base, timeout=30)
         assert info["stage"] == 1 and info["round"] == 0 and info["in_round"] is None
@@ -150,6 +160,13 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(pipeline):
     assert "not a forward message to stage 1" in refusals[4]
     assert "message for chain 1" in refusals[5]
     assert "larger than" in refusals[6]
+    assert re.search(r"message addressed to worker 0x[0-9a-f]{40}, this worker is 0x", refusals[7])
+    assert re.search(r"recipient 0x[0-9a-f]{40} is not a member of stage 2", refusals[8])
+    # a driver's lie about the data is refused before the stage computes anything (the worker
+    # checks it against the data set it opened from its store)
+    assert (
+        "NotTheData: round 0 step 0 micro-batch 0: its token ids are not the data set's rows" in refusals[9]
+    )
 
 
 def test_an_outsider_is_refused_every_rpc_but_info(pipeline):

@@ -41,15 +41,20 @@ def make_signer(driver, stage_accounts):
     return sign
 
 
-def claim_for(state: bytes, trace: Trace, *, claim_id: int = 1) -> RoundClaim:
-    """The round a worker would claim for `state` after `trace` (its lineage round = the trace's)."""
+def claim_for(state: bytes, trace: Trace, worker: str, *, claim_id: int = 1) -> RoundClaim:
+    """The round `worker` would claim for `state` after `trace` (its lineage round = the trace's)."""
     digest = hashlib.sha256(state).hexdigest()
-    return RoundClaim(claim_id, trace.model_id, trace.stage, trace.round, digest, work_units(trace))
+    return RoundClaim(claim_id, trace.model_id, trace.stage, trace.round, digest, work_units(trace), worker)
 
 
-def replica_round(spec: ModelSpec, sign, round_: int = 0) -> tuple[list[bytes], list[StageTrainer], bytes]:
+def replica_round(
+    spec: ModelSpec, sign, workers: list[str], round_: int = 0
+) -> tuple[list[bytes], list[StageTrainer], bytes]:
     """One round of a 3-stage spec where stage 1 has two replicas: micro-batch mb goes to replica
-    mb % 2. Returns (parent states, the two stage-1 replicas, their average in the given order)."""
+    mb % 2. `workers`: the addresses of stage 0, the two replicas and stage 2 (the recipients of
+    their messages). Returns (parent states, the two stage-1 replicas, their average in the given
+    order)."""
+    first_to, *middle_to, last_to = (address.lower() for address in workers)
     first, last = StageTrainer(spec, 0), StageTrainer(spec, 2)
     replicas = [StageTrainer(spec, 1), StageTrainer(spec, 1)]
     parents = [first.state_bytes(), replicas[0].state_bytes(), last.state_bytes()]
@@ -63,17 +68,17 @@ def replica_round(spec: ModelSpec, sign, round_: int = 0) -> tuple[list[bytes], 
             tokens, targets, source = micro_batch(spec, None, round_, step, mb)
             tokens, targets = encode_tokens(tokens, spec), encode_tokens(targets, spec)
             middle = replicas[mb % 2]
-            header = MessageHeader(0, 0, round_, step, mb, "forward")
+            header = MessageHeader(0, 0, round_, step, mb, "forward", recipient=first_to)
             a0 = first.forward(header, b"", tokens, **signed(header, b"", tokens), source=source)
-            header = MessageHeader(0, 1, round_, step, mb, "forward")
+            header = MessageHeader(0, 1, round_, step, mb, "forward", recipient=middle_to[mb % 2])
             a1 = middle.forward(header, a0, tokens, **signed(header, a0, tokens), source=source)
-            header = MessageHeader(0, 2, round_, step, mb, "forward")
+            header = MessageHeader(0, 2, round_, step, mb, "forward", recipient=last_to)
             g2, _ = last.forward_backward(
                 header, a1, tokens, targets, **signed(header, a1, tokens, targets), source=source
             )
-            header = MessageHeader(0, 1, round_, step, mb, "backward")
+            header = MessageHeader(0, 1, round_, step, mb, "backward", recipient=middle_to[mb % 2])
             g1 = middle.backward(header, g2, **signed(header, g2))
-            header = MessageHeader(0, 0, round_, step, mb, "backward")
+            header = MessageHeader(0, 0, round_, step, mb, "backward", recipient=first_to)
             first.backward(header, g1, **signed(header, g1))
         first.apply_step(round_, step)
         last.apply_step(round_, step)

@@ -17,6 +17,8 @@ SPEC = load_spec(Path(__file__).resolve().parents[3] / "specs" / "tiny.json")
 DRIVER = throwaway("driver")
 STAGES = [throwaway(f"stage{s}") for s in range(3)]
 MALLORY = throwaway("mallory")
+WORKERS = [account.address for account in STAGES]
+SECOND = throwaway("stage1-replica").address
 
 
 def _signers(stage):
@@ -28,14 +30,15 @@ def _signers(stage):
 @pytest.fixture(scope="module")
 def rounds():
     sign = make_signer(DRIVER, STAGES)
-    first = train_single_process(SPEC, 1, sign=sign)
-    return first.states, train_single_process(SPEC, 1, first_round=1, states=first.states, sign=sign)
+    first = train_single_process(SPEC, 1, sign=sign, recipients=WORKERS)
+    second = train_single_process(SPEC, 1, first_round=1, states=first.states, sign=sign, recipients=WORKERS)
+    return first.states, second
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2])
 def test_honest_claim_is_valid(rounds, stage):
     parents, honest = rounds
-    claim = claim_for(honest.states[stage], honest.traces[stage])
+    claim = claim_for(honest.states[stage], honest.traces[stage], WORKERS[stage])
     replayed = replay_claim(SPEC, claim, parents[stage], honest.traces[stage], signers=_signers(stage))
     assert replayed.verdict.valid is True
     assert replayed.verdict.steps_checked == SPEC.round_steps
@@ -49,7 +52,7 @@ def test_honest_claim_is_valid(rounds, stage):
 def test_each_cheat_is_refuted_at_its_step(rounds, mode, step):
     parents, honest = rounds
     state, trace = apply_cheat(mode, SPEC, parents[1], honest.states[1], honest.traces[1])
-    claim = claim_for(state, trace)
+    claim = claim_for(state, trace, WORKERS[1])
     verdict = replay_claim(SPEC, claim, parents[1], trace, signers=_signers(1)).verdict
     assert (verdict.valid, verdict.round, verdict.step) == (False, claim.round, step)
     assert verdict.expected != verdict.actual
@@ -57,7 +60,7 @@ def test_each_cheat_is_refuted_at_its_step(rounds, mode, step):
 
 def test_claim_details_must_match_the_trace(rounds):
     parents, honest = rounds
-    claim = claim_for(honest.states[2], honest.traces[2])
+    claim = claim_for(honest.states[2], honest.traces[2], WORKERS[2])
     inflated = dataclasses.replace(claim, work_units=claim.work_units + 1)
     verdict = replay_claim(SPEC, inflated, parents[2], honest.traces[2], signers=_signers(2)).verdict
     assert (verdict.valid, verdict.step, verdict.reason) == (False, 0, "work units")
@@ -71,7 +74,7 @@ def test_claim_details_must_match_the_trace(rounds):
 def test_a_trace_of_a_later_swarm_round_is_judged_at_its_lineage_round(rounds):
     """After a rollback a worker's lineage round (what it claims) trails the swarm round it trained in."""
     parents, honest = rounds
-    claim = claim_for(honest.states[0], honest.traces[0])
+    claim = claim_for(honest.states[0], honest.traces[0], WORKERS[0])
     earlier = dataclasses.replace(claim, round=claim.round - 1)
     verdict = replay_claim(SPEC, earlier, parents[0], honest.traces[0], signers=_signers(0)).verdict
     assert (verdict.valid, verdict.round) == (True, claim.round - 1)
@@ -79,17 +82,37 @@ def test_a_trace_of_a_later_swarm_round_is_judged_at_its_lineage_round(rounds):
 
 def test_messages_from_outside_the_neighbour_stages_are_refused(rounds):
     parents, honest = rounds
-    claim = claim_for(honest.states[1], honest.traces[1])
+    claim = claim_for(honest.states[1], honest.traces[1], WORKERS[1])
     wrong = {"forward": {MALLORY.address}, "backward": {STAGES[2].address}}
     verdict = replay_claim(SPEC, claim, parents[1], honest.traces[1], signers=wrong).verdict
     assert (verdict.valid, verdict.step) == (False, 0)
     assert "not an allowed sender" in verdict.reason
 
 
+def test_a_copy_of_another_workers_claim_is_refuted_at_its_first_message(rounds):
+    """Audit F6: another member of stage 1 claims the honest worker's round (same trace, checkpoint
+    and record); every message in the trace is addressed to the honest worker, so the copy is
+    refuted at step 0, while the same round claimed by its worker is valid."""
+    parents, honest = rounds
+    copy = claim_for(honest.states[1], honest.traces[1], SECOND)
+    verdict = replay_claim(SPEC, copy, parents[1], honest.traces[1], signers=_signers(1)).verdict
+    assert (verdict.valid, verdict.round, verdict.step) == (False, copy.round, 0)
+    assert verdict.reason == (
+        f"forward message of micro-batch 0 is addressed to {WORKERS[1].lower()}, "
+        f"not the claiming worker {SECOND.lower()}"
+    )
+    assert (verdict.expected, verdict.actual) == (SECOND.lower(), WORKERS[1].lower())
+    own = claim_for(honest.states[1], honest.traces[1], WORKERS[1])
+    assert replay_claim(SPEC, own, parents[1], honest.traces[1], signers=_signers(1)).verdict.valid
+
+
 def test_replica_digest_is_checked_against_the_group_average():
     sign = make_signer(DRIVER, STAGES)
-    parents, replicas, average = replica_round(SPEC, sign)
-    claims = [claim_for(average, r.trace, claim_id=i + 1) for i, r in enumerate(replicas)]
+    parents, replicas, average = replica_round(SPEC, sign, [WORKERS[0], WORKERS[1], SECOND, WORKERS[2]])
+    claims = [
+        claim_for(average, r.trace, worker, claim_id=i + 1)
+        for i, (r, worker) in enumerate(zip(replicas, [WORKERS[1], SECOND], strict=True))
+    ]
     states = []
     for claim, replica in zip(claims, replicas, strict=True):
         replayed = replay_claim(SPEC, claim, parents[1], replica.trace, signers=_signers(1))
