@@ -28,7 +28,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -230,7 +229,7 @@ class BlockWriter:
     def __init__(self, store: EmbeddedStore) -> None:
         self.store = store
         self.pending: dict[str, str] = {}  # final path -> temp file
-        self.tag = uuid.uuid4().hex
+        self.tag = os.urandom(8).hex()  # names this put's temp files (uuid4 costs 5x more, per put)
         self._thread: ThreadPoolExecutor | None = None
         self._writing: Future[None] | None = None
 
