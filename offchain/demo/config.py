@@ -23,6 +23,7 @@ class DemoConfig:
     rounds: int = 3
     workers_per_stage: int = 1
     cheater: bool = False
+    faults: bool = False  # inject faults (offchain/demo/faults.py) and table them
     ipfs_api: str | None = None
     out: Path = Path(".pm/demo")
     spec: Path = DEMO_SPEC

@@ -23,6 +23,7 @@ from offchain.demo.config import Cast, DemoConfig
 from offchain.demo.fleet import Fleet, sigterm_as_interrupt, stop_leftovers
 from offchain.demo.network import DemoNetwork, RoundResult
 from offchain.demo.summary import collect, render, write_outputs
+from offchain.demo.watch import Watch
 from offchain.errors import UserError
 from offchain.model.spec import load_spec
 from offchain.storage.store import open_store
@@ -88,7 +89,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
         console.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
 
     fleet = Fleet(config.out / "logs", config.out / PIDS, echo_command)
-    net = DemoNetwork(config, cast, fleet, console.print)
+    net = DemoNetwork(config, cast, fleet, Watch(fleet, console.print), console.print)
     with sigterm_as_interrupt():
         try:
             net.check_storage()
@@ -115,16 +116,23 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
             console.rule("claim: every holder claims its revenue")
             claimed = net.claim_revenue()
             store = open_store(config.ipfs_api, net.store_dir)
+            faults = [fault.document() for fault in net.watch.faults]
             summary = collect(
-                net.protocol, store, net.model_id, cast, rounds, completions, claimed, trained_by
+                net.protocol, store, net.model_id, cast, rounds, completions, claimed, trained_by, faults
             )
             summary["seconds"] = round(time.monotonic() - started, 1)
             console.rule("summary")
             render(summary, console)
             write_outputs(summary, config.out, config.ipfs_api)
+            broken = [invariant for invariant in summary["invariants"] if not invariant["holds"]]
+            if broken:
+                names = "; ".join(f"{i['name']}: {i['detail']}" for i in broken)
+                raise UserError(f"invariant(s) broken: {names} (summary.json in {config.out})")
             console.print(
                 f"done in {summary['seconds']:.0f}s; summary.json, loss.png, store/ and logs/ in {config.out}"
             )
             return summary
         finally:
             fleet.close()
+            if net.rpc_proxy is not None:
+                net.rpc_proxy.close()
