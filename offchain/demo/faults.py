@@ -10,6 +10,11 @@ the network has it back; the summary lists them and checks the protocol's invari
 - the gateway killed mid-request: crash point `mid-request`, the first completion (the customer's
   `pm infer` retries its paid ticket and is served once).
 
+bench/soak.py uses the random mode instead (`every_s`): every `every_s` seconds one fault drawn
+from the kinds that need no crash point (a stage replica killed while its stage has another live
+worker, a verifier killed, the RPC endpoint cut, the gateway killed), at whatever moment the run
+is at, for as long as training lasts.
+
 A crashed daemon is started again after `RESTART_DELAY_S` with the same command line (its state
 folder: a worker resumes from its journal and syncs from its peer or the last checkpoint, a
 verifier resumes its journaled replay, the gateway keeps its served-request record); it counts as
@@ -19,6 +24,7 @@ after it. Every death the plan did not cause is told and tabled as any run does 
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections.abc import Callable
@@ -33,7 +39,7 @@ from offchain.swarm.local import MADDR
 RESTART_DELAY_S = 2.0
 RPC_OUTAGE_S = 10.0
 MIN_ROUNDS = 3
-REPLICA = "worker-s1-1"
+REPLICA = "worker-s2-1"  # not stage 1, where --cheater adds its liar
 BETWEEN_PUBLISH_AND_CLAIM = "worker-s0-1"
 REPLAYING = "verifier-s2-0"
 READY = {
@@ -55,13 +61,17 @@ class Injector:
     proxy: RpcProxy
     claims: Callable[[], list[dict]]  # the model's claims as last read from the chain
     block: Callable[[], int]  # the chain's latest block number (the demo's own, direct RPC)
+    every_s: float | None = None  # random mode (bench/soak.py): one fault this often
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
     done: set[str] = field(default_factory=set)
     outage: Fault | None = None
     cut_at_block: int = 0
+    training: bool = False  # random faults are drawn only while rounds are trained (run.py sets it)
+    last_drawn_s: float = 0.0
 
     def arm(self, name: str) -> dict[str, str] | None:
         """The environment that makes role `name` crash at its planned point (None: no crash point)."""
-        if name not in CRASH_POINTS:
+        if self.every_s is not None or name not in CRASH_POINTS:
             return None
         point, fault = CRASH_POINTS[name]
         self.watch.expect(name, fault)
@@ -69,22 +79,52 @@ class Injector:
 
     def on_step(self, round_: int, step: int) -> None:
         """Called for every training step the driver reports."""
+        if self.every_s is not None:
+            return
         if round_ >= 1 and "replica" not in self.done and REPLICA in self.watch.roles:
             self.done.add("replica")
             self.watch.expect(REPLICA, "kill -9 mid-round (round 1)")
             self.watch.roles[REPLICA].current.kill9()
         if round_ >= 3 and "rpc" not in self.done:
             self.done.add("rpc")
-            self.cut_at_block = self.block()
-            self.proxy.cut(RPC_OUTAGE_S)
-            effect = f"every daemon's chain RPC unreachable for {RPC_OUTAGE_S:.0f}s (round {round_})"
-            self.outage = self.watch.record(
-                f"RPC endpoint cut for {RPC_OUTAGE_S:.0f}s", "rpc endpoint", effect
-            )
+            self._cut(f"round {round_}")
+
+    def _cut(self, when: str) -> None:
+        self.cut_at_block = self.block()
+        self.proxy.cut(RPC_OUTAGE_S)
+        effect = f"every daemon's chain RPC unreachable for {RPC_OUTAGE_S:.0f}s ({when})"
+        self.outage = self.watch.record(f"RPC endpoint cut for {RPC_OUTAGE_S:.0f}s", "rpc endpoint", effect)
+
+    def _draw(self, now_s: float) -> None:
+        """Random mode: one fault among those that can be played right now."""
+        if not self.training or now_s - self.last_drawn_s < self.every_s:
+            return
+        self.last_drawn_s = now_s
+        watch = self.watch
+        pending = {
+            fault.name for fault in watch.faults if fault.fault != "exited" and fault.recovered_s is None
+        }
+        choices: list[tuple[str, str]] = []
+        for role in watch.roles.values():
+            if role.name in pending or not role.alive:
+                continue
+            spare = role.kind == "worker" and sum(r.alive for r in watch.of_kind("worker", role.stage)) > 1
+            if spare or role.kind in ("validator", "gateway"):
+                choices.append((f"kill -9 ({role.kind})", role.name))
+        if "rpc endpoint" not in pending:
+            choices.append(("rpc", "rpc endpoint"))
+        fault, name = self.rng.choice(choices)
+        if name == "rpc endpoint":
+            self._cut(f"at {now_s:.0f}s")
+            return
+        watch.expect(name, fault)
+        watch.roles[name].current.kill9()
 
     def tick(self) -> None:
         """Restart what an injected fault took down, and time each recovery."""
         now_s = time.monotonic() - self.watch.started
+        if self.every_s is not None:
+            self._draw(now_s)
         for fault in self.watch.faults:
             if fault.fault == "exited" or fault.kind == "rpc":
                 continue

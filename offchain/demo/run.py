@@ -44,7 +44,11 @@ def prepare_out(out: Path) -> None:
     (out / MARKER).write_text("written by pm demo; replaced by the next run\n")
 
 
-def train(net: DemoNetwork, rounds: int, steps_per_round: int, console: Console) -> list[RoundResult]:
+def train(
+    net: DemoNetwork, rounds: int, steps_per_round: int, console: Console, minutes: float | None = None
+) -> list[RoundResult]:
+    """Up to `rounds` rounds, and no new one after `minutes` (when given)."""
+    stop_at = time.monotonic() + minutes * 60 if minutes is not None else float("inf")
     progress = Progress(
         TextColumn("[bold]round {task.fields[round]}"),
         BarColumn(),
@@ -65,6 +69,8 @@ def train(net: DemoNetwork, rounds: int, steps_per_round: int, console: Console)
             progress.update(task, advance=1, round=round_, loss=f"{loss:.4f}")
 
         for _ in range(rounds):
+            if time.monotonic() >= stop_at:
+                break
             result = net.train_round(on_step)
             results.append(result)
             wire = sum(r.wire_bytes for r in results)
@@ -107,7 +113,11 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
             net.start_verifiers()
             net.start_gateway()
             console.rule(f"train: {config.rounds} rounds of {spec.round_steps} steps")
-            rounds = train(net, config.rounds, spec.round_steps, console)
+            if net.injector is not None:
+                net.injector.training = True
+            rounds = train(net, config.rounds, spec.round_steps, console, config.train_minutes)
+            if net.injector is not None:
+                net.injector.training = False
             trained_by = net.protocol.client.w3.eth.block_number
             console.rule("settle: validators replay every claim, chain time skips each challenge window")
             net.settle([result.round for result in rounds])

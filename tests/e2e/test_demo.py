@@ -27,7 +27,8 @@ from offchain.storage.crypto import decrypt_checkpoint
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.keyshare import StageKeyring, StageKeyUnavailable, key_for_checkpoint
 
-pytestmark = pytest.mark.slow
+# The first test that reads the summary also waits for the --faults run (about 10 min on 2 loaded cores).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 DEMO = [sys.executable, "-m", "offchain.cli", "demo", "--rounds", "3", "--cheater"]
 
 
@@ -166,7 +167,7 @@ def summary(out, log, killed_anvil_ports) -> dict:
 
 
 INJECTED = {
-    "kill -9 mid-round (round 1)": "worker-s1-1",
+    "kill -9 mid-round (round 1)": "worker-s2-1",
     "kill between publish and claim (round 2)": "worker-s0-1",
     "kill mid-replay": "verifier-s2-0",
     "RPC endpoint cut for 10s": "rpc endpoint",
