@@ -169,6 +169,7 @@ class DemoNetwork:
                 self.rpc_proxy,
                 claims=lambda: self.settler.claims,
                 block=lambda: self.protocol.client.w3.eth.block_number,
+                every_s=self.config.fault_every_s,
             )
             self.echo(f"faults: the daemons reach the chain through a proxy at {self.rpc_proxy.url}")
 
