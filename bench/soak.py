@@ -47,6 +47,9 @@ def soak(minutes: float, every_s: float, console: Console) -> dict:
         run_demo(config, console)
     except UserError as error:  # a broken invariant still leaves its summary
         failure = str(error)
+    if not (out / "summary.json").exists():  # the run stopped before its summary
+        console.print(f"soak failed: {failure}; the run's folder is kept: {out}")
+        return {"minutes": minutes, "fault_every_s": every_s, "failure": failure, "target_met": False}
     summary = json.loads((out / "summary.json").read_text())
     if failure is None:
         shutil.rmtree(out.parent)
@@ -87,6 +90,8 @@ def main() -> None:
     result = soak(args.minutes, args.every, console)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    if "rounds_trained" not in result:
+        raise SystemExit(1)
     table = Table(title=f"soak: {args.minutes:g} min of training, a fault every {args.every:g} s")
     table.add_column("figure")
     table.add_column("value", justify="right")

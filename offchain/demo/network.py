@@ -266,6 +266,8 @@ class DemoNetwork:
         founder = firsts.pop(0)
         rest = [role for role in self.cast.workers if role is not founder and role not in firsts.values()]
         self.founder = self._start_worker(founder, []).maddr(START_TIMEOUT_S)
+        if self.injector is not None:
+            self.injector.spared.add(founder.name)
         joined = {founder.address}
         for batch in (list(firsts.values()), rest):
             for role in batch:

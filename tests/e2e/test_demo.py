@@ -3,8 +3,8 @@ running, no port may stay taken); then killed with SIGKILL once its workers run 
 outlive it); then run again into the same --out to the end (it must stop those leftovers first),
 and its summary.json checked against the protocol's rules and the store it leaves behind: every
 round claimed while training ran, the cheater's lie (round 2) slashed once and its round-3 claim,
-chained on the lie, voided with it; the faults `--faults` injects each recovered, a validator
-killed mid-run told and ridden out, and every invariant holding after them."""
+chained on the lie, voided with it; a validator killed mid-run told and ridden out, and every
+invariant holding. (`pm demo --faults`: test_demo_faults.py.)"""
 
 from __future__ import annotations
 
@@ -27,8 +27,7 @@ from offchain.storage.crypto import decrypt_checkpoint
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.keyshare import StageKeyring, StageKeyUnavailable, key_for_checkpoint
 
-# The first test that reads the summary also waits for the --faults run (about 10 min on 2 loaded cores).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.slow
 DEMO = [sys.executable, "-m", "offchain.cli", "demo", "--rounds", "3", "--cheater"]
 
 
@@ -145,19 +144,17 @@ def log(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def summary(out, log, killed_anvil_ports) -> dict:
-    """The full run with --faults (2 workers per stage beside the cheater; the faults of
-    offchain/demo/faults.py, each restarted), into the --out folder the earlier runs used: it stops
-    what the killed run left. Once training runs, stage 0's only validator is also killed (kill -9)
-    and not restarted: the run goes on (that stage's claims finalize unchecked once their window
-    passes) and says so."""
-    run = demo(out, log, "--faults")
+    """The full run, into the --out folder the earlier runs used: it stops what the killed run left.
+    Once training runs, stage 0's only validator is killed (kill -9) and not restarted: the run
+    goes on (that stage's claims finalize unchecked once their window passes) and says so."""
+    run = demo(out, log)
     try:
         deadline = time.monotonic() + 600
         while "$ pm driver run" not in log.read_text():
             assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         kill9_child(out, "verifier-s0-0.key")
-        assert run.wait(timeout=1200) == 0, log.read_text()[-5000:]
+        assert run.wait(timeout=900) == 0, log.read_text()[-5000:]
     finally:
         if run.poll() is None:
             run.kill()
@@ -166,46 +163,34 @@ def summary(out, log, killed_anvil_ports) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-INJECTED = {
-    "kill -9 mid-round (round 1)": "worker-s2-1",
-    "kill between publish and claim (round 2)": "worker-s0-1",
-    "kill mid-replay": "verifier-s2-0",
-    "RPC endpoint cut for 10s": "rpc endpoint",
-    "kill mid-request": "gateway",
-}
-
-
-def test_every_injected_fault_recovered_and_a_dead_validator_is_told_and_ridden_out(summary, log):
-    faults = {fault["fault"]: fault for fault in summary["faults"] if fault["fault"] != "exited"}
-    assert {kind: fault["name"] for kind, fault in faults.items()} == INJECTED
-    for fault in faults.values():
-        assert fault["recovered_s"] is not None and fault["recovered_s"] > 0, fault
-        assert fault["restarted"] == (fault["name"] != "rpc endpoint"), fault
-    (dead,) = [fault for fault in summary["faults"] if fault["fault"] == "exited"]
-    assert (dead["name"], dead["stage"], dead["exit_code"], dead["restarted"]) == (
+def test_a_dead_validator_is_told_in_one_line_and_the_run_goes_on(summary, log):
+    (fault,) = summary["faults"]
+    assert (fault["fault"], fault["name"], fault["stage"], fault["exit_code"]) == (
+        "exited",
         "verifier-s0-0",
         0,
         -9,
-        False,
     )
-    assert dead["effect"] == "stage 0 has no live validator: its claims finalize unchecked after their window"
+    assert (
+        fault["effect"] == "stage 0 has no live validator: its claims finalize unchecked after their window"
+    )
+    assert not fault["restarted"] and fault["recovered_s"] is None
     text = log.read_text()
     assert "verifier-s0-0 exited with code -9: stage 0 has no live validator" in text
     assert "faults (the network rode them out)" in text
-    claims = summary["claims"]["list"]
-    worker = next(w["address"] for w in summary["workers"] if w["name"] == "worker-s0-1")
-    assert [c["state"] for c in claims if c["worker"] == worker and 2 in rounds_of(c)] == ["finalized"]
-    assert len(summary["completions"]) == summary["revenue"]["payments"] == 3  # the retried ticket paid once
+
+
+INVARIANTS = [
+    "no round claimed twice",
+    "no round lost",
+    "shares = finalized work units x rate",
+    "revenue paid = holders + fees",
+    "claimed + claimable = holders' part (1 wei per holder)",
+]
 
 
 def test_every_invariant_holds_and_is_printed(summary, log):
-    assert [invariant["name"] for invariant in summary["invariants"] if invariant["holds"]] == [
-        "no round claimed twice",
-        "no round lost",
-        "shares = finalized work units x rate",
-        "revenue paid = holders + fees",
-        "claimed + claimable = holders' part (1 wei per holder)",
-    ]
+    assert [invariant["name"] for invariant in summary["invariants"] if invariant["holds"]] == INVARIANTS
     assert "invariants (read back from the chain)" in log.read_text()
 
 
@@ -216,16 +201,14 @@ def rounds_of(claim: dict) -> list[int]:
 def test_every_honest_claim_finalized_and_the_cheater_slashed_once_with_a_cascade(summary):
     cheaters = [worker for worker in summary["workers"] if worker["cheat"]]
     honest = [worker for worker in summary["workers"] if not worker["cheat"]]
-    assert len(cheaters) == 1 and len(honest) == 6
+    assert len(cheaters) == 1 and len(honest) == 3
     trained = [entry["round"] for entry in summary["rounds"]]
     assert trained == [1, 2, 3]
     claims = summary["claims"]["list"]
-    died = {fault["name"] for fault in summary["faults"]}
-    for worker in honest:  # one that died claims what it trained while it ran, once
+    for worker in honest:
         mine = [c for c in claims if c["worker"] == worker["address"]]
-        covered = sorted(r for c in mine for r in rounds_of(c))
-        assert covered == trained if worker["name"] not in died else covered == sorted(set(covered))
-        assert {c["state"] for c in mine} <= {"finalized"} and worker["rounds"] == covered
+        assert sorted(r for c in mine for r in rounds_of(c)) == trained
+        assert {c["state"] for c in mine} == {"finalized"} and worker["rounds"] == trained
         assert int(worker["slashed_wei"]) == 0
     (cheater,) = cheaters
     theirs = {c["first_round"]: c for c in claims if c["worker"] == cheater["address"]}
@@ -238,9 +221,8 @@ def test_every_honest_claim_finalized_and_the_cheater_slashed_once_with_a_cascad
     assert (cascade["rejected_claim_id"], cascade["voided_claims"]) == (theirs[2]["claim_id"], 1)
     counts = summary["claims"]
     assert (counts["rejected"], counts["voided"], counts["pending"]) == (1, 1, 0)
-    steady = len([w for w in summary["workers"] if w["name"] not in died])  # the cheater too
     for entry in summary["rounds"][:-1]:  # the last round's claims may land as training ends
-        assert entry["claims"]["claimed_while_training"] >= steady
+        assert entry["claims"]["claimed_while_training"] == entry["claims"]["claimed"] == 4
 
 
 def test_shares_are_finalized_work_units_times_the_rate(summary):
@@ -280,8 +262,7 @@ def _opened(store: EmbeddedStore, keyrings: list[StageKeyring], cid: str) -> byt
 
 def test_every_checkpoint_and_trace_is_in_the_store_and_decrypts(summary, out):
     store = EmbeddedStore(out / "store")
-    finalized = [c for c in summary["claims"]["list"] if c["state"] == "finalized"]
-    assert len(summary["checkpoints"]) == sum(len(rounds_of(c)) for c in finalized), "every finalized round"
+    assert len(summary["checkpoints"]) == 3 * 3 + 1, "every round of every finalized claim"
     for checkpoint in summary["checkpoints"]:
         manifest = ClaimManifest.from_bytes(store.get(checkpoint["manifest_cid"]))
         assert manifest.record(checkpoint["round"]).checkpoint_cid == checkpoint["cid"]
