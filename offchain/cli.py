@@ -221,6 +221,15 @@ def demo(
             "caught, slashed once, and its later claims voided.",
         ),
     ] = False,
+    faults: Annotated[
+        bool,
+        typer.Option(
+            "--faults",
+            help="Kill a stage replica mid-round, a worker between publish and claim, a verifier "
+            "mid-replay and the gateway mid-request, cut the chain's RPC for 10 s; restart each, "
+            "table the recoveries and check the invariants (needs --rounds 3+; 2 workers per stage).",
+        ),
+    ] = False,
     ipfs_api: options.IpfsApi = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder for summary.json, loss.png, the store and the logs.")
@@ -228,11 +237,19 @@ def demo(
 ) -> None:
     """Run the whole network on this machine: deploy, train, verify, serve, claim, summarise."""
     from offchain.demo.config import DemoConfig
+    from offchain.demo.faults import MIN_ROUNDS
     from offchain.demo.run import run_demo
 
+    if faults and rounds < MIN_ROUNDS:
+        raise UserError(f"--faults needs --rounds {MIN_ROUNDS} or more (the RPC endpoint is cut in round 3)")
     console = Console(width=None if sys.stdout.isatty() else 120)  # the tables stay readable in a log
     config = DemoConfig(
-        rounds=rounds, workers_per_stage=workers_per_stage, cheater=cheater, ipfs_api=ipfs_api, out=out
+        rounds=rounds,
+        workers_per_stage=max(workers_per_stage, 2) if faults else workers_per_stage,
+        cheater=cheater,
+        faults=faults,
+        ipfs_api=ipfs_api,
+        out=out,
     )
     try:
         run_demo(config, console)

@@ -4,7 +4,8 @@ stop a process at an exact moment instead of racing a kill against it.
 
 Points: the worker's `after-store` (round stored and journaled, not in a claim), `after-prepare`
 (claim journaled with its manifest, not sent), `after-send` (submitClaim sent, its hash and receipt
-not recorded); the verifier's `mid-replay` (a replay journaled as started, not finished).
+not recorded); the verifier's `mid-replay` (a replay journaled as started, not finished); the
+gateway's `mid-request` (a paid request claimed as being served, its answer not computed).
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ class DemoConfig:
     rounds: int = 3
     workers_per_stage: int = 1
     cheater: bool = False
+    faults: bool = False  # inject faults (offchain/demo/faults.py) and table them
+    fault_every_s: float | None = None  # with faults: random ones this often (bench/soak.py)
+    train_minutes: float | None = None  # stop training after this long (at most `rounds` rounds)
     ipfs_api: str | None = None
     out: Path = Path(".pm/demo")
     spec: Path = DEMO_SPEC

@@ -62,10 +62,11 @@ class Fleet:
         self.anvil = anvil
         self._record(anvil.process)
 
-    def start(self, name: str, args: list[str]) -> LocalProcess:
-        """Start a daemon (`pm <args>`), stderr in <log_dir>/<name>.log."""
-        self.echo(f"$ pm {shlex.join(args)}")
-        process = spawn_pm(name, args, self.log_dir)
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> LocalProcess:
+        """Start a daemon (`pm <args>`, `env` added to ours), stderr in <log_dir>/<name>.log."""
+        shown = "".join(f"{key}={value} " for key, value in (env or {}).items())
+        self.echo(f"$ {shown}pm {shlex.join(args)}")
+        process = spawn_pm(name, args, self.log_dir, env=env)
         self._record(process.popen)
         self.daemons.append(process)
         return process
@@ -101,14 +102,6 @@ class Fleet:
     ) -> str:
         process, stdout = self.launch(name, args)
         return self.result(process, stdout, timeout_s, tick)
-
-    def check_daemons(self) -> None:
-        """Fail fast, naming the daemon and its log, if one of them died."""
-        for process in self.daemons:
-            if process.popen.poll() is not None:
-                tail = process.text().strip().splitlines()[-1:] or ["(no output)"]
-                code = process.popen.returncode
-                raise UserError(f"{process.name} exited with code {code}: {tail[0]} (log: {process.log})")
 
     def close(self) -> None:
         """Stop every command and daemon (SIGTERM to all at once: each finishes its current step on

@@ -24,8 +24,11 @@ from offchain.data.shipped import SHIPPED
 from offchain.demo.anvil import free_port, start_anvil
 from offchain.demo.config import PROMPTS, Cast, DemoConfig, Role
 from offchain.demo.deploy import Deployment, deploy_protocol
+from offchain.demo.faults import Injector
 from offchain.demo.fleet import Fleet
+from offchain.demo.rpc_proxy import RpcProxy
 from offchain.demo.settle import Settler
+from offchain.demo.watch import Watch
 from offchain.errors import UserError
 from offchain.model.spec import load_spec
 from offchain.swarm.local import LocalProcess
@@ -60,15 +63,17 @@ class DemoNetwork:
     config: DemoConfig
     cast: Cast
     fleet: Fleet
+    watch: Watch
     echo: Callable[[str], None]
     deployment: Deployment | None = None
     protocol: Protocol | None = None  # read-only handle (no key): the demo itself never transacts
     model_id: int | None = None
     founder: str | None = None  # multiaddr of the first stage worker: everyone's --initial-peers
     workers: dict[str, LocalProcess] = field(default_factory=dict)
-    verifiers: list[LocalProcess] = field(default_factory=list)
     gateway_url: str | None = None
     settler: Settler | None = None
+    rpc_proxy: RpcProxy | None = None  # --faults: the daemons' way to anvil, cut for a while
+    injector: Injector | None = None  # --faults: the faults injected and restarted
 
     # -- paths and shared arguments ------------------------------------------------------------
 
@@ -87,6 +92,11 @@ class DemoNetwork:
     def chain_args(self) -> list[str]:
         return ["--rpc-url", self.rpc_url, "--deployments", str(self.out / "deployments")]
 
+    def daemon_chain_args(self) -> list[str]:
+        """With --faults the daemons reach anvil through the proxy the injector cuts."""
+        rpc_url = self.rpc_proxy.url if self.rpc_proxy else self.rpc_url
+        return ["--rpc-url", rpc_url, "--deployments", str(self.out / "deployments")]
+
     def store_args(self) -> list[str]:
         ipfs = ["--ipfs-api", self.config.ipfs_api] if self.config.ipfs_api else []
         return ["--store", str(self.store_dir), *ipfs]
@@ -101,8 +111,11 @@ class DemoNetwork:
         return path
 
     def tick(self) -> None:
-        """Called while waiting on anything: daemons must stay up, claims may settle."""
-        self.fleet.check_daemons()
+        """Called while waiting on anything: deaths are told (the run stops if it cannot go on),
+        claims may settle."""
+        self.watch.check()
+        if self.injector is not None:
+            self.injector.tick()
         if self.settler is not None:
             self.settler.tick()
 
@@ -148,6 +161,24 @@ class DemoNetwork:
         log = self.fleet.log_dir / "anvil.log"
         self.fleet.adopt_anvil(start_anvil("--accounts", str(self.cast.size), "--block-time", "1", log=log))
         self.echo(f"anvil at {self.rpc_url} (chain id 31337, 1 s blocks), {self.cast.size} funded accounts")
+        if self.config.faults:
+            self.rpc_proxy = RpcProxy(self.fleet.anvil.port).start()
+            self.injector = Injector(
+                self.fleet,
+                self.watch,
+                self.rpc_proxy,
+                claims=lambda: self.settler.claims,
+                block=lambda: self.protocol.client.w3.eth.block_number,
+                every_s=self.config.fault_every_s,
+            )
+            self.echo(f"faults: the daemons reach the chain through a proxy at {self.rpc_proxy.url}")
+
+    def _daemon(self, name: str, kind: str, stage: int | None, args: list[str]) -> LocalProcess:
+        """Start a role's daemon, watched (and, with --faults, armed with its planned crash)."""
+        env = self.injector.arm(name) if self.injector else None
+        process = self.fleet.start(name, args, env)
+        self.watch.add(name, kind, stage, process, args)
+        return process
 
     def deploy(self) -> None:
         """scripts/deploy.py on brownie's live-network path, the deployer's key in PRIVATE_KEY."""
@@ -208,12 +239,12 @@ class DemoNetwork:
     def _start_worker(self, role: Role, peers: list[str]) -> LocalProcess:
         args = ["worker", "run", "--model", str(self.model_id), "--stage", str(role.stage)]
         args += ["--key-file", str(self.key_file(role)), "--state-dir", str(self.out / "state" / role.name)]
-        args += [*self.chain_args(), *self.store_args()]
+        args += [*self.daemon_chain_args(), *self.store_args()]
         for peer in peers:
             args += ["--initial-peers", peer]
         if role.cheat:
             args += ["--cheat", role.cheat, "--cheat-round", str(self.config.cheat_round)]
-        process = self.fleet.start(role.name, args)
+        process = self._daemon(role.name, "worker", role.stage, args)
         self.workers[role.name] = process
         return process
 
@@ -235,6 +266,8 @@ class DemoNetwork:
         founder = firsts.pop(0)
         rest = [role for role in self.cast.workers if role is not founder and role not in firsts.values()]
         self.founder = self._start_worker(founder, []).maddr(START_TIMEOUT_S)
+        if self.injector is not None:
+            self.injector.spared.add(founder.name)
         joined = {founder.address}
         for batch in (list(firsts.values()), rest):
             for role in batch:
@@ -247,7 +280,6 @@ class DemoNetwork:
 
     def start_verifiers(self) -> None:
         """One validator per stage (two on the cheater's stage), each registered for its stage only."""
-        validators: dict[int, list[LocalProcess]] = {stage: [] for stage in range(self.num_stages)}
         for role in self.cast.verifiers:
             args = ["verifier", "run", "--model", str(self.model_id), "--stage", str(role.stage)]
             args += ["--initial-peers", self.founder, "--probability", "1"]
@@ -257,10 +289,8 @@ class DemoNetwork:
                 "--state-dir",
                 str(self.out / "state" / role.name),
             ]
-            args += [*self.chain_args(), *self.store_args()]
-            process = self.fleet.start(role.name, args)
-            self.verifiers.append(process)
-            validators[role.stage].append(process)
+            args += [*self.daemon_chain_args(), *self.store_args()]
+            self._daemon(role.name, "validator", role.stage, args)
         ledger = self.protocol.ledger
         wanted = {(role.address, role.stage) for role in self.cast.verifiers}
 
@@ -272,7 +302,7 @@ class DemoNetwork:
 
         self.wait_until("the validators to register", registered)
         names = {role.address: role.name for role in (*self.cast.workers, *self.cast.verifiers)}
-        self.settler = Settler(self.protocol, self.model_id, self.fleet.anvil, validators, names, self.echo)
+        self.settler = Settler(self.protocol, self.model_id, self.fleet.anvil, self.watch, names, self.echo)
 
     def start_gateway(self) -> None:
         port, web_port = free_port(), free_port()
@@ -280,8 +310,8 @@ class DemoNetwork:
         args += ["--initial-peers", self.founder, "--state-dir", str(self.out / "state" / "gateway")]
         args += ["--key-file", str(self.key_file(self.cast.creator))]
         args += ["--allow-origin", f"http://127.0.0.1:{web_port}"]  # the web app's playground
-        args += [*self.chain_args(), *self.store_args()]
-        self.fleet.start("gateway", args)
+        args += [*self.daemon_chain_args(), *self.store_args()]
+        self._daemon("gateway", "gateway", None, args)
         self.gateway_url = f"http://127.0.0.1:{port}"
 
         def healthy() -> bool:
@@ -295,8 +325,8 @@ class DemoNetwork:
 
     def start_web(self, port: int) -> None:
         """`pm web serve` on the demo's chain and gateway, open while the demo runs."""
-        args = ["web", "serve", "--port", str(port), *self.chain_args(), "--gateway", self.gateway_url]
-        self.fleet.start("web", args).wait_for("listening on http://", START_TIMEOUT_S)
+        args = ["web", "serve", "--port", str(port), *self.daemon_chain_args(), "--gateway", self.gateway_url]
+        self._daemon("web", "web", None, args).wait_for("listening on http://", START_TIMEOUT_S)
         self.echo(f"web app at http://127.0.0.1:{port}/ (holders claim, customers pay, model dashboards)")
 
     def train_round(self, on_step: Callable[[int, int, float], None]) -> RoundResult:
@@ -310,6 +340,8 @@ class DemoNetwork:
             nonlocal seen
             for match in list(STEP_LINE.finditer(process.text()))[seen:]:
                 on_step(int(match[1]), int(match[2]), float(match[3]))
+                if self.injector is not None:
+                    self.injector.on_step(int(match[1]), int(match[2]))
                 seen += 1
             self.tick()
 
@@ -325,14 +357,19 @@ class DemoNetwork:
         )
 
     def settle(self, rounds: list[int], timeout_s: float = CHALLENGE_WINDOW_S) -> None:
-        """Until every honest worker's claims cover every trained round and are finalized, the
-        cheater has a rejected claim, and no claim is open. The timeout is a whole challenge window
-        of (1-s block) chain time: a replica whose partner lied about the last round stays undecided
-        until its validators stop waiting for the group (two thirds of the window), and the settler
-        moves time only past claims every validator of their stage judged."""
-        honest = {role.address for role in self.cast.workers if role.cheat is None}
+        """Until every round of every stage is covered by a finalized honest claim (no round lost),
+        every honest worker that never died has every trained round finalized, the cheater has a
+        rejected claim, and no claim is open (one that died claims what it trained while it ran).
+        The timeout is a whole challenge window of (1-s block) chain time: a replica whose partner
+        lied about the last round stays undecided until its validators stop waiting for the group
+        (two thirds of the window), and the settler moves time only past claims every live
+        validator of their stage judged."""
+        honest = [role for role in self.cast.workers if role.cheat is None]
+        stage_of = {role.address: role.stage for role in honest}
+        steady = {role.address for role in honest if not self.watch.ever_died(role.name)}
         cheaters = {role.address for role in self.cast.workers if role.cheat}
-        wanted = {(address, round_) for address in honest for round_ in rounds}
+        wanted = {(address, round_) for address in steady for round_ in rounds}
+        stages = {(role.stage, round_) for role in honest for round_ in rounds}
         self.settler.settling = True
 
         def settled() -> bool:
@@ -343,9 +380,10 @@ class DemoNetwork:
                 if c["state"] == "finalized"
                 for r in range(c["first_round"], c["last_round"] + 1)
             }
+            covered = {(stage_of[worker], r) for worker, r in finalized if worker in stage_of}
             caught = {c["worker"] for c in claims if c["state"] == "rejected"}
             open_ = [c for c in claims if c["state"] == "pending"]
-            return wanted <= finalized and cheaters <= caught and not open_
+            return wanted <= finalized and stages <= covered and cheaters <= caught and not open_
 
         try:
             self.wait_until("every claim to settle", settled, timeout_s)

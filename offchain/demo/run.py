@@ -23,6 +23,7 @@ from offchain.demo.config import Cast, DemoConfig
 from offchain.demo.fleet import Fleet, sigterm_as_interrupt, stop_leftovers
 from offchain.demo.network import DemoNetwork, RoundResult
 from offchain.demo.summary import collect, render, write_outputs
+from offchain.demo.watch import Watch
 from offchain.errors import UserError
 from offchain.model.spec import load_spec
 from offchain.storage.store import open_store
@@ -43,7 +44,11 @@ def prepare_out(out: Path) -> None:
     (out / MARKER).write_text("written by pm demo; replaced by the next run\n")
 
 
-def train(net: DemoNetwork, rounds: int, steps_per_round: int, console: Console) -> list[RoundResult]:
+def train(
+    net: DemoNetwork, rounds: int, steps_per_round: int, console: Console, minutes: float | None = None
+) -> list[RoundResult]:
+    """Up to `rounds` rounds, and no new one after `minutes` (when given)."""
+    stop_at = time.monotonic() + minutes * 60 if minutes is not None else float("inf")
     progress = Progress(
         TextColumn("[bold]round {task.fields[round]}"),
         BarColumn(),
@@ -64,6 +69,8 @@ def train(net: DemoNetwork, rounds: int, steps_per_round: int, console: Console)
             progress.update(task, advance=1, round=round_, loss=f"{loss:.4f}")
 
         for _ in range(rounds):
+            if time.monotonic() >= stop_at:
+                break
             result = net.train_round(on_step)
             results.append(result)
             wire = sum(r.wire_bytes for r in results)
@@ -88,7 +95,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
         console.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
 
     fleet = Fleet(config.out / "logs", config.out / PIDS, echo_command)
-    net = DemoNetwork(config, cast, fleet, console.print)
+    net = DemoNetwork(config, cast, fleet, Watch(fleet, console.print), console.print)
     with sigterm_as_interrupt():
         try:
             net.check_storage()
@@ -106,7 +113,11 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
             net.start_verifiers()
             net.start_gateway()
             console.rule(f"train: {config.rounds} rounds of {spec.round_steps} steps")
-            rounds = train(net, config.rounds, spec.round_steps, console)
+            if net.injector is not None:
+                net.injector.training = True
+            rounds = train(net, config.rounds, spec.round_steps, console, config.train_minutes)
+            if net.injector is not None:
+                net.injector.training = False
             trained_by = net.protocol.client.w3.eth.block_number
             console.rule("settle: validators replay every claim, chain time skips each challenge window")
             net.settle([result.round for result in rounds])
@@ -115,16 +126,23 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
             console.rule("claim: every holder claims its revenue")
             claimed = net.claim_revenue()
             store = open_store(config.ipfs_api, net.store_dir)
+            faults = [fault.document() for fault in net.watch.faults]
             summary = collect(
-                net.protocol, store, net.model_id, cast, rounds, completions, claimed, trained_by
+                net.protocol, store, net.model_id, cast, rounds, completions, claimed, trained_by, faults
             )
             summary["seconds"] = round(time.monotonic() - started, 1)
             console.rule("summary")
             render(summary, console)
             write_outputs(summary, config.out, config.ipfs_api)
+            broken = [invariant for invariant in summary["invariants"] if not invariant["holds"]]
+            if broken:
+                names = "; ".join(f"{i['name']}: {i['detail']}" for i in broken)
+                raise UserError(f"invariant(s) broken: {names} (summary.json in {config.out})")
             console.print(
                 f"done in {summary['seconds']:.0f}s; summary.json, loss.png, store/ and logs/ in {config.out}"
             )
             return summary
         finally:
             fleet.close()
+            if net.rpc_proxy is not None:
+                net.rpc_proxy.close()

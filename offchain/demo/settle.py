@@ -23,7 +23,7 @@ from offchain.chain.protocol import Protocol
 from offchain.chain.status import claims_of
 from offchain.chain.structs import call_struct
 from offchain.demo.anvil import Anvil
-from offchain.swarm.local import LocalProcess
+from offchain.demo.watch import Watch
 
 TICK_S = 1.0
 VOTE_PATIENCE_S = 90.0
@@ -41,12 +41,12 @@ class Settler:
         protocol: Protocol,
         model_id: int,
         anvil: Anvil,
-        validators: dict[int, list[LocalProcess]],
+        watch: Watch,
         names: dict[str, str],
         echo: Callable[[str], None],
     ) -> None:
         self.protocol, self.model_id, self.anvil = protocol, model_id, anvil
-        self.validators, self.names, self.echo = validators, names, echo
+        self.watch, self.names, self.echo = watch, names, echo
         parameters = call_struct(protocol.client, protocol.ledger.functions.parameters())
         self.vote_window = parameters["voteWindow"]
         self.skipped_for: set[str] = set()
@@ -57,8 +57,11 @@ class Settler:
         self.settling = False  # training is over: chain time may move
 
     def judged(self, claim: dict) -> bool:
+        """Whether every live validator of the claim's stage (in the log of any of its processes: a
+        restarted one does not judge a claim twice) has judged it; a stage with no live validator
+        has nobody left to wait for, so its claims finalize unchecked once their window passes."""
         pattern = re.compile(rf"verdict claim={claim['claim_id']} ")
-        return all(pattern.search(validator.text()) for validator in self.validators[claim["stage"]])
+        return all(pattern.search(role.logs()) for role in self.watch.live_validators(claim["stage"]))
 
     def voted(self, claim: dict, view: dict) -> bool:
         """Whether every validator of the disputed claim's stage, but its challenger and its worker,

@@ -1,7 +1,8 @@
 """What a demo run achieved, read back from the chain and the claims' manifests (not from what the demo
 believes it did).
 
-`collect` builds the summary.json document; `render` prints it as tables; `write_outputs` puts
+`collect` builds the summary.json document (with the faults the run rode out and the invariants
+checked after them); `render` prints it as tables; `write_outputs` puts
 summary.json, loss.png and every checkpoint and trace named in the summary under --out.
 """
 
@@ -19,6 +20,7 @@ from rich.table import Table
 from offchain.chain.protocol import Protocol
 from offchain.chain.status import STATES, claim_counts, claims_of
 from offchain.demo.config import Cast
+from offchain.demo.invariants import check
 from offchain.demo.network import RoundResult
 from offchain.proofs.rounds import fetch_manifest
 from offchain.storage.store import Store
@@ -51,8 +53,10 @@ def collect(
     completions: list[dict[str, Any]],
     claimed: dict[str, int],
     trained_by: int,
+    faults: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The summary document; `trained_by` is the block at which training ended."""
+    """The summary document; `trained_by` is the block at which training ended, `faults` what the
+    run rode out (deaths it saw, faults it injected)."""
     model = protocol.model(model_id)
     shares = protocol.shares(model)
     supply = shares.functions.totalSupply().call()
@@ -133,7 +137,7 @@ def collect(
             for record in manifest.rounds
         ]
     deployment = protocol.deployment
-    return {
+    summary = {
         "chain_id": deployment["chainId"],
         "model_id": model_id,
         "spec_cid": model.spec_cid,
@@ -170,7 +174,10 @@ def collect(
         "slashes": sum(slashes.values()),
         "checkpoints": checkpoints,
         "completions": completions,
+        "faults": faults,
     }
+    summary["invariants"] = [invariant.document() for invariant in check(summary)]
+    return summary
 
 
 def _eth(wei: int | str) -> str:
@@ -260,6 +267,33 @@ def render(summary: dict[str, Any], console: Console) -> None:
         totals.add_row(label, value)
     for table in (workers, rounds, totals):
         console.print(table)
+    if summary["faults"]:
+        console.print(faults_table(summary["faults"]))
+    console.print(invariants_table(summary["invariants"]))
+
+
+def faults_table(faults: list[dict[str, Any]]) -> Table:
+    table = Table(title="faults (the network rode them out)")
+    for column in ("fault", "who", "at", "effect", "recovered"):
+        table.add_column(column, justify="right" if column == "at" else "left")
+    for fault in faults:
+        recovered = (
+            f"back after {fault['recovered_s']:.1f}s"
+            if fault["recovered_s"] is not None
+            else ("restarted" if fault["restarted"] else "not restarted")
+        )
+        table.add_row(fault["fault"], fault["name"], f"{fault['at_s']:.0f}s", fault["effect"], recovered)
+    return table
+
+
+def invariants_table(invariants: list[dict[str, Any]]) -> Table:
+    table = Table(title="invariants (read back from the chain)")
+    for column in ("invariant", "holds", "detail"):
+        table.add_column(column)
+    for invariant in invariants:
+        mark = "[green]yes[/green]" if invariant["holds"] else "[red]NO[/red]"
+        table.add_row(invariant["name"], mark, invariant["detail"])
+    return table
 
 
 def plot_loss(rounds: list[dict[str, Any]], path: Path) -> None:

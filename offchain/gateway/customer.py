@@ -10,6 +10,7 @@ be redeemed later with `pm infer --ticket` (a request id is served once, never c
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from offchain.errors import UserError
 from offchain.holder.wallet import Asset, asset_of
 
 HTTP_TIMEOUT_S = 300.0
+UNREACHABLE_RETRY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -67,14 +69,18 @@ class GatewayClient:
         self.url = url.rstrip("/")
         self.http = httpx.Client(timeout=HTTP_TIMEOUT_S)
 
-    def post(self, path: str, body: dict[str, Any], ticket: str | None = None) -> httpx.Response:
+    def _send(self, path: str, body: dict[str, Any], ticket: str | None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {ticket}"} if ticket else {}
+        return self.http.post(self.url + path, json=body, headers=headers)
+
+    def _unreachable(self, error: httpx.HTTPError) -> str:
+        return f"cannot reach the gateway at {self.url}: {type(error).__name__}: {error}"
+
+    def post(self, path: str, body: dict[str, Any], ticket: str | None = None) -> httpx.Response:
         try:
-            return self.http.post(self.url + path, json=body, headers=headers)
+            return self._send(path, body, ticket)
         except httpx.HTTPError as error:
-            raise UserError(
-                f"cannot reach the gateway at {self.url}: {type(error).__name__}: {error}"
-            ) from None
+            raise UserError(self._unreachable(error)) from None
 
     def quote(self, request: Request) -> dict[str, Any]:
         body = {"model": str(request.model_id), "prompt": request.prompt, "max_tokens": request.max_tokens}
@@ -84,7 +90,9 @@ class GatewayClient:
         return response.json()
 
     def complete(self, request: Request, ticket: str, wait_s: float) -> dict[str, Any]:
-        """POST /v1/completions, riding out 503s (swarm or chain briefly down) until `wait_s` passes."""
+        """POST /v1/completions, riding out 503s (swarm or chain briefly down) and a gateway that
+        cannot be reached (restarting after a crash: the paid ticket stays redeemable) until `wait_s`
+        passes."""
         body = {
             "model": str(request.model_id),
             "prompt": request.prompt,
@@ -94,15 +102,22 @@ class GatewayClient:
         }
         give_up_at = time.monotonic() + wait_s
         while True:
-            response = self.post("/v1/completions", body, ticket)
-            if response.status_code == 200:
-                return response.json()
-            retry_after = float(response.headers.get("Retry-After", "5"))
-            if response.status_code == 409:
-                raise UserError(f"the gateway refused the request: {_error_text(response)}")
-            if response.status_code != 503 or time.monotonic() + retry_after > give_up_at:
+            try:
+                response = self._send("/v1/completions", body, ticket)
+            except httpx.HTTPError as error:
+                failure, retry_after = self._unreachable(error), UNREACHABLE_RETRY_S
+            else:
+                if response.status_code == 200:
+                    return response.json()
+                if response.status_code == 409:
+                    raise UserError(f"the gateway refused the request: {_error_text(response)}")
+                failure = _error_text(response)
+                retry_after = float(response.headers.get("Retry-After", "5"))
+                if response.status_code != 503:
+                    retry_after = math.inf
+            if time.monotonic() + retry_after > give_up_at:
                 raise UserError(
-                    f"the gateway did not serve the paid request: {_error_text(response)}; "
+                    f"the gateway did not serve the paid request: {failure}; "
                     f"redeem it later with --ticket {ticket}"
                 )
             time.sleep(retry_after)

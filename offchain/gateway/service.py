@@ -39,6 +39,7 @@ from aiohttp import web
 from tokenizers import Tokenizer
 
 from offchain.chain.protocol import ModelInfo, Protocol
+from offchain.crash import crash_point
 from offchain.errors import UserError
 from offchain.gateway.api import (
     ApiError,
@@ -462,6 +463,7 @@ class Gateway:
         completion = Completion()
         try:
             async with self.pipeline.session() as session:
+                crash_point("mid-request")
                 deltas = stream_completion(
                     session, self.tokenizer, job.ids, job.sampling, job.body.stop_sequences, completion
                 )

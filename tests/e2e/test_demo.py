@@ -3,7 +3,8 @@ running, no port may stay taken); then killed with SIGKILL once its workers run 
 outlive it); then run again into the same --out to the end (it must stop those leftovers first),
 and its summary.json checked against the protocol's rules and the store it leaves behind: every
 round claimed while training ran, the cheater's lie (round 2) slashed once and its round-3 claim,
-chained on the lie, voided with it."""
+chained on the lie, voided with it; a validator killed mid-run told and ridden out, and every
+invariant holding. (`pm demo --faults`: test_demo_faults.py.)"""
 
 from __future__ import annotations
 
@@ -35,10 +36,14 @@ def out(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("demo") / "out"
 
 
-def demo(out: Path, stdout: Path) -> subprocess.Popen:
+def demo(out: Path, stdout: Path, *extra: str) -> subprocess.Popen:
     with open(stdout, "wb") as sink:
         return subprocess.Popen(
-            [*DEMO, "--out", str(out)], cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, env=os.environ.copy()
+            [*DEMO, *extra, "--out", str(out)],
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
         )
 
 
@@ -122,12 +127,33 @@ def test_sigkill_leaves_children_that_the_next_run_stops(out, tmp_path, killed_a
     assert processes_mentioning(str(out)) and listening(killed_anvil_ports[0])
 
 
+def kill9_child(out: Path, mentioning: str) -> None:
+    """SIGKILL the process group of the demo's child whose command line mentions `mentioning`."""
+    for line in (out / "pids").read_text().splitlines():
+        pid, cmdline = line.split("\t")
+        if mentioning.encode() in bytes.fromhex(cmdline):
+            os.killpg(int(pid), signal.SIGKILL)
+            return
+    raise AssertionError(f"no child of the demo mentions {mentioning}")
+
+
 @pytest.fixture(scope="module")
-def summary(out, tmp_path_factory, killed_anvil_ports) -> dict:
-    """The full run, into the --out folder the earlier runs used: it stops what the killed run left."""
-    log = tmp_path_factory.mktemp("demo-log") / "demo.txt"
+def log(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("demo-log") / "demo.txt"
+
+
+@pytest.fixture(scope="module")
+def summary(out, log, killed_anvil_ports) -> dict:
+    """The full run, into the --out folder the earlier runs used: it stops what the killed run left.
+    Once training runs, stage 0's only validator is killed (kill -9) and not restarted: the run
+    goes on (that stage's claims finalize unchecked once their window passes) and says so."""
     run = demo(out, log)
     try:
+        deadline = time.monotonic() + 600
+        while "$ pm driver run" not in log.read_text():
+            assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        kill9_child(out, "verifier-s0-0.key")
         assert run.wait(timeout=900) == 0, log.read_text()[-5000:]
     finally:
         if run.poll() is None:
@@ -135,6 +161,37 @@ def summary(out, tmp_path_factory, killed_anvil_ports) -> dict:
     assert processes_mentioning(str(out)) == []
     assert not any(listening(port) for port in killed_anvil_ports)
     return json.loads((out / "summary.json").read_text())
+
+
+def test_a_dead_validator_is_told_in_one_line_and_the_run_goes_on(summary, log):
+    (fault,) = summary["faults"]
+    assert (fault["fault"], fault["name"], fault["stage"], fault["exit_code"]) == (
+        "exited",
+        "verifier-s0-0",
+        0,
+        -9,
+    )
+    assert (
+        fault["effect"] == "stage 0 has no live validator: its claims finalize unchecked after their window"
+    )
+    assert not fault["restarted"] and fault["recovered_s"] is None
+    text = log.read_text()
+    assert "verifier-s0-0 exited with code -9: stage 0 has no live validator" in text
+    assert "faults (the network rode them out)" in text
+
+
+INVARIANTS = [
+    "no round claimed twice",
+    "no round lost",
+    "shares = finalized work units x rate",
+    "revenue paid = holders + fees",
+    "claimed + claimable = holders' part (1 wei per holder)",
+]
+
+
+def test_every_invariant_holds_and_is_printed(summary, log):
+    assert [invariant["name"] for invariant in summary["invariants"] if invariant["holds"]] == INVARIANTS
+    assert "invariants (read back from the chain)" in log.read_text()
 
 
 def rounds_of(claim: dict) -> list[int]:

@@ -31,6 +31,7 @@ from web3.logs import DISCARD
 from offchain.chain.client import ChainClient
 from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
+from offchain.crash import CRASH_ENV
 from offchain.model.chat import ChatTemplate, Message
 from offchain.model.generate import LocalPipeline, Sampling, complete
 from offchain.model.reference import train_single_process
@@ -95,13 +96,15 @@ class Stack:
         self.workers[stage] = proc
         return proc
 
-    def start_gateway(self, model_id: int, name: str, port: int, timeout: int = 60) -> LocalProcess:
+    def start_gateway(
+        self, model_id: int, name: str, port: int, timeout: int = 60, env: dict[str, str] | None = None
+    ) -> LocalProcess:
         args = [
             "gateway", "run", "--model", str(model_id), "--port", str(port),
             "--initial-peers", self.bootstrap, "--state-dir", str(self.tmp / f"gateway-{model_id}"),
             "--price-per-token-wei", str(PRICE), "--timeout", str(timeout), *self.chain_args(),
         ]  # fmt: skip
-        env = {"PM_PRIVATE_KEY": anvil_account(GATEWAY).key.hex()}
+        env = {"PM_PRIVATE_KEY": anvil_account(GATEWAY).key.hex(), **(env or {})}
         proc = spawn_pm(name, args, self.tmp, env=env)
         self.procs.append(proc)
         proc.wait_for(r"listening on http://", timeout=120)
@@ -370,6 +373,28 @@ def test_a_paid_request_is_served_once(stack):
     )
 
 
+def test_one_ticket_redeemed_by_several_callers_at_once_is_served_once(stack):
+    """Four callers present the same paid ticket at the same moment: one is served, the others get
+    a 409 JSON error (being served, or already served if the first finished before they arrived)."""
+    quote = quote_and_pay(stack)
+    headers = {"Authorization": f"Bearer {quote['ticket']}"}
+
+    async def redeem_at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=120) as http:
+            calls = (
+                http.post("/v1/completions", json=completion_body(quote), headers=headers) for _ in range(4)
+            )
+            return await asyncio.gather(*calls)
+
+    replies = asyncio.run(redeem_at_once())
+    assert sorted(reply.status_code for reply in replies) == [200, 409, 409, 409]
+    for reply in replies:
+        if reply.status_code == 409:
+            error = reply.json()["error"]
+            assert error["code"] == "already_served" and error["request_id"] == quote["requestId"]
+    assert stack.gateway.text().count(f"served request {quote['requestId']}") == 1
+
+
 def test_no_ticket_unpaid_underpaid_and_other_model_payments_get_402_with_a_quote(stack):
     body = completion_body({"max_tokens": 4})
     no_ticket = post(stack, "/v1/completions", body)
@@ -557,6 +582,26 @@ def test_a_stage_restarted_mid_stream_is_re_prefilled_and_the_completion_unchang
     assert "re-prefilling on a replica" in stack.gateway.text()
     assert stage_sessions(stack) == [0, 0, 0]
     assert post(stack, "/v1/completions", body, quote["ticket"]).status_code == 409
+
+
+def test_a_gateway_killed_mid_request_leaves_the_ticket_redeemable_once(stack):
+    """The gateway dies (as under kill -9) with a paid request claimed and its pipeline open
+    (PM_TEST_CRASH_AT=mid-request): the customer's call fails, a restarted gateway serves the
+    retried ticket once (the dead process's claim is no longer "being served"), then 409."""
+    port = int(stack.gateway_url.rsplit(":", 1)[1])
+    stack.gateway.stop()
+    stack.gateway = stack.start_gateway(1, "gateway-crashing", port, env={CRASH_ENV: "mid-request"})
+    quote = quote_and_pay(stack)
+    with pytest.raises(httpx.TransportError):
+        post(stack, "/v1/completions", completion_body(quote), quote["ticket"])
+    assert stack.gateway.popen.wait(timeout=30) == 137
+    stack.gateway = stack.start_gateway(1, "gateway-after-crash", port)
+    assert "released 1 request(s) a previous gateway process left unfinished" in stack.gateway.text()
+    retried = post(stack, "/v1/completions", completion_body(quote), quote["ticket"])
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["request_id"] == quote["requestId"]
+    again = post(stack, "/v1/completions", completion_body(quote), quote["ticket"])
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_served"
 
 
 def test_erc20_payment_through_pm_infer_and_a_failed_gateway_leaves_a_redeemable_ticket(stack):
