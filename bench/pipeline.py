@@ -80,11 +80,14 @@ def swarm_run(spec: ModelSpec, workdir: Path, rounds: int) -> tuple[dict, list[f
     spec_path.write_text(spec.model_dump_json())
     workers: list[LocalProcess] = []
     try:
-        first = spawn_pm("stage0", worker_args(spec_path, 0, workdir), workdir)
+        # Each worker its own state folder: it keeps its libp2p identity there (two sharing one would
+        # be one peer, and the second could not join the first).
+        first = spawn_pm("stage0", worker_args(spec_path, 0, workdir / "stage0"), workdir)
         workers.append(first)
         boot = first.maddr()
         for stage in range(1, spec.num_stages):
-            workers.append(spawn_pm(f"stage{stage}", worker_args(spec_path, stage, workdir, [boot]), workdir))
+            args = worker_args(spec_path, stage, workdir / f"stage{stage}", [boot])
+            workers.append(spawn_pm(f"stage{stage}", args, workdir))
         for worker in workers:
             worker.maddr()
         network = NetworkConfig(initial_peers=(boot,))

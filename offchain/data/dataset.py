@@ -44,6 +44,13 @@ class Dataset:
                 raise DatasetError(f"data set {self.cid}: {error}") from None
         return self._shards[key]
 
+    def load(self, split: Split) -> int:
+        """Fetch every shard of `split` now (they are kept); its token count. For a stage worker, which
+        checks every micro-batch it trains on against the data set: a store that becomes unreachable
+        mid-training (a Kubo daemon restarting) cannot then stall its rounds."""
+        shards = self.manifest.splits[split].shards
+        return sum(len(self.shard(split, index)) for index in range(len(shards)))
+
     def tokenizer(self) -> BpeTokenizer:
         return BpeTokenizer(self.store.get(self.manifest.tokenizer.cid))
 

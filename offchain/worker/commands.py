@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,11 @@ from offchain import options
 from offchain.errors import UserError
 from offchain.logs import configure_logging
 from offchain.options import ChainModelOption, KeyEnvOption, ModelIdOption, PeersOption, SpecOption
+
+if TYPE_CHECKING:  # the heavy modules load only when a command runs
+    from offchain.data.dataset import Dataset
+    from offchain.model.spec import ModelSpec
+    from offchain.storage.store import Store
 
 worker_app = typer.Typer(help="Compute provider: train one pipeline stage.", no_args_is_help=True)
 
@@ -25,6 +30,23 @@ class Cheat(StrEnum):
     SKIP_STEPS = "skip-steps"
     FAKE_DIGEST = "fake-digest"
     WRONG_PARENT = "wrong-parent"
+
+
+def _training_data(store: Store, spec: ModelSpec) -> Dataset:
+    """The spec's data set with its whole train split fetched now: the stage checks every
+    micro-batch it trains on against it, and a store that goes away mid-training (a Kubo daemon
+    restarting) must not stall its rounds. Memory: the train split's tokens (2 or 4 bytes each)."""
+    import time
+
+    from offchain.data.shipped import open_spec_dataset
+
+    started = time.monotonic()
+    dataset = open_spec_dataset(store, spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size)
+    tokens = dataset.load("train")
+    logging.getLogger("offchain.worker").info(
+        "data set %s: %d train tokens held (%.1fs)", dataset.cid, tokens, time.monotonic() - started
+    )
+    return dataset
 
 
 @worker_app.command("run")
@@ -98,7 +120,6 @@ def worker_run(
     With --model-spec FILE: off-chain training only, no claims."""
     import asyncio
 
-    from offchain.data.shipped import open_spec_dataset
     from offchain.swarm.identity import Identity
     from offchain.swarm.node import network_config
 
@@ -127,9 +148,7 @@ def worker_run(
             logging.getLogger("offchain.worker").warning("no --allow list: every peer will be refused")
         network = network_config(initial_peers, host_maddrs, announce_maddrs)
         access = Access.off_chain(model_id, allowed)
-        dataset = open_spec_dataset(
-            open_store(ipfs_api, store), spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size
-        )
+        dataset = _training_data(open_store(ipfs_api, store), spec)
         config = WorkerConfig(
             spec, stage, identity, network, access, model_id=model_id, state_dir=state_dir, dataset=dataset
         )
@@ -160,7 +179,7 @@ def worker_run(
     configure_logging()
     network = network_config(initial_peers, host_maddrs, announce_maddrs)
     access = Access.on_chain(protocol, model)
-    dataset = open_spec_dataset(content, spec.tokenizer_cid, spec.manifest_cid, spec.config.vocab_size)
+    dataset = _training_data(content, spec)
     config = WorkerConfig(
         spec, stage, identity, network, access, model_id=model, state_dir=state_dir, dataset=dataset
     )
