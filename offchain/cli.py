@@ -17,6 +17,7 @@ from rich.console import Console
 from offchain import __version__, options
 from offchain.creator.commands import model_export
 from offchain.data.commands import data_app
+from offchain.demo.config import STAGE_GRACE_S
 from offchain.errors import UserError
 from offchain.gateway.commands import gateway_app, infer
 from offchain.holder.commands import balance, claim
@@ -230,6 +231,16 @@ def demo(
             "table the recoveries and check the invariants (needs --rounds 3+; 2 workers per stage).",
         ),
     ] = False,
+    stage_grace: Annotated[
+        float,
+        typer.Option(
+            "--stage-grace",
+            min=1.0,
+            envvar="PM_DEMO_STAGE_GRACE",
+            help="Seconds a stage may have no live worker (time for one to come back) before the run "
+            "stops naming it; longer on slow or flaky hardware.",
+        ),
+    ] = STAGE_GRACE_S,
     ipfs_api: options.IpfsApi = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder for summary.json, loss.png, the store and the logs.")
@@ -248,6 +259,7 @@ def demo(
         workers_per_stage=max(workers_per_stage, 2) if faults else workers_per_stage,
         cheater=cheater,
         faults=faults,
+        stage_grace_s=stage_grace,
         ipfs_api=ipfs_api,
         out=out,
     )

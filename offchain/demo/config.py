@@ -16,6 +16,9 @@ PROMPTS = ("The model ", "def train(", "Protocol Models are ")
 # it joins stage 1 beside that stage's honest workers, so training itself stays honest.
 CHEAT_MODE = "fake-digest"
 CHEATER_STAGE = 1
+# How long a stage may have no live worker before the run stops: time for a restarted one to come
+# back (the driver waits for it meanwhile). Slow or flaky hardware may need longer.
+STAGE_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class DemoConfig:
     faults: bool = False  # inject faults (offchain/demo/faults.py) and table them
     fault_every_s: float | None = None  # with faults: random ones this often (bench/soak.py)
     train_minutes: float | None = None  # stop training after this long (at most `rounds` rounds)
+    stage_grace_s: float = STAGE_GRACE_S  # a stage with no live worker this long stops the run (watch.py)
     ipfs_api: str | None = None
     out: Path = Path(".pm/demo")
     spec: Path = DEMO_SPEC

@@ -12,8 +12,9 @@ the network has it back; the summary lists them and checks the protocol's invari
 
 bench/soak.py uses the random mode instead (`every_s`): every `every_s` seconds one fault drawn
 from the kinds that need no crash point (a stage replica killed while its stage has another live
-worker, never the swarm's entry worker that every daemon dials; a verifier killed; the RPC
-endpoint cut; the gateway killed), at whatever moment the run is at, while rounds are trained.
+worker, the swarm's entries included: daemons join through any live one, and a restarted worker
+keeps its address; a verifier killed; the RPC endpoint cut; the gateway killed), at whatever moment
+the run is at, while rounds are trained.
 
 A crashed daemon is started again after `RESTART_DELAY_S` with the same command line (its state
 folder: a worker resumes from its journal and syncs from its peer or the last checkpoint, a
@@ -63,7 +64,6 @@ class Injector:
     block: Callable[[], int]  # the chain's latest block number (the demo's own, direct RPC)
     every_s: float | None = None  # random mode (bench/soak.py): one fault this often
     rng: random.Random = field(default_factory=lambda: random.Random(0))
-    spared: set[str] = field(default_factory=set)  # never drawn: the swarm entry everyone dials
     done: set[str] = field(default_factory=set)
     outage: Fault | None = None
     cut_at_block: int = 0
@@ -107,7 +107,7 @@ class Injector:
         }
         choices: list[tuple[str, str]] = []
         for role in watch.roles.values():
-            if role.name in pending or role.name in self.spared or not role.alive:
+            if role.name in pending or not role.alive:
                 continue
             spare = role.kind == "worker" and sum(r.alive for r in watch.of_kind("worker", role.stage)) > 1
             if spare or role.kind in ("validator", "gateway"):

@@ -68,7 +68,7 @@ class DemoNetwork:
     deployment: Deployment | None = None
     protocol: Protocol | None = None  # read-only handle (no key): the demo itself never transacts
     model_id: int | None = None
-    founder: str | None = None  # multiaddr of the first stage worker: everyone's --initial-peers
+    entries: list[str] = field(default_factory=list)  # each stage's first worker: everyone's --initial-peers
     workers: dict[str, LocalProcess] = field(default_factory=dict)
     gateway_url: str | None = None
     settler: Settler | None = None
@@ -236,9 +236,17 @@ class DemoNetwork:
                 [*args, "--key-file", str(self.key_file(self.cast.creator)), *self.chain_args()],
             )
 
+    def peer_args(self) -> list[str]:
+        """--initial-peers for a daemon: every stage's first worker, so that it joins while any of them
+        lives (the node then knows the whole swarm, and a dead entry changes nothing)."""
+        return [arg for peer in self.entries for arg in ("--initial-peers", peer)]
+
     def _start_worker(self, role: Role, peers: list[str]) -> LocalProcess:
+        """A worker on a port of its own for the whole run: restarted, it keeps its address (its
+        identity is in its state folder), so the --initial-peers naming it stay good."""
         args = ["worker", "run", "--model", str(self.model_id), "--stage", str(role.stage)]
         args += ["--key-file", str(self.key_file(role)), "--state-dir", str(self.out / "state" / role.name)]
+        args += ["--host-maddrs", f"/ip4/127.0.0.1/tcp/{free_port()}"]
         args += [*self.daemon_chain_args(), *self.store_args()]
         for peer in peers:
             args += ["--initial-peers", peer]
@@ -258,31 +266,34 @@ class DemoNetwork:
     def start_workers(self) -> None:
         """Stage 0's first worker founds the swarm; the first of every other stage joins through it
         (each is its stage's first member and creates the stage key); then the replicas and the
-        cheater, who get their stage's key from a member over P2P."""
+        cheater, who get their stage's key from a member over P2P, join through all of those. The
+        founder, if restarted, rejoins through the other stages' first workers."""
         firsts: dict[int, Role] = {}
         for role in self.cast.workers:
             if role.cheat is None:
                 firsts.setdefault(role.stage, role)
         founder = firsts.pop(0)
         rest = [role for role in self.cast.workers if role is not founder and role not in firsts.values()]
-        self.founder = self._start_worker(founder, []).maddr(START_TIMEOUT_S)
-        if self.injector is not None:
-            self.injector.spared.add(founder.name)
+        self.entries = [self._start_worker(founder, []).maddr(START_TIMEOUT_S)]
         joined = {founder.address}
         for batch in (list(firsts.values()), rest):
+            peers = list(self.entries)
             for role in batch:
-                self._start_worker(role, [self.founder])
+                self._start_worker(role, peers)
             for role in batch:
-                self.workers[role.name].maddr(START_TIMEOUT_S)
+                maddr = self.workers[role.name].maddr(START_TIMEOUT_S)
+                if role in firsts.values():
+                    self.entries.append(maddr)
             joined |= {role.address for role in batch}
             self.wait_until("the workers to stake and join", lambda wanted=joined: wanted <= self._members())
-        self.echo(f"{len(self.cast.workers)} stage workers serving, swarm entry {self.founder}")
+        self.watch.roles[founder.name].args += self.peer_args()[2:]  # its restart joins, founds no new swarm
+        self.echo(f"{len(self.cast.workers)} stage workers serving, swarm entries {' '.join(self.entries)}")
 
     def start_verifiers(self) -> None:
         """One validator per stage (two on the cheater's stage), each registered for its stage only."""
         for role in self.cast.verifiers:
             args = ["verifier", "run", "--model", str(self.model_id), "--stage", str(role.stage)]
-            args += ["--initial-peers", self.founder, "--probability", "1"]
+            args += [*self.peer_args(), "--probability", "1"]
             args += [
                 "--key-file",
                 str(self.key_file(role)),
@@ -307,7 +318,7 @@ class DemoNetwork:
     def start_gateway(self) -> None:
         port, web_port = free_port(), free_port()
         args = ["gateway", "run", "--model", str(self.model_id), "--port", str(port)]
-        args += ["--initial-peers", self.founder, "--state-dir", str(self.out / "state" / "gateway")]
+        args += [*self.peer_args(), "--state-dir", str(self.out / "state" / "gateway")]
         args += ["--key-file", str(self.key_file(self.cast.creator))]
         args += ["--allow-origin", f"http://127.0.0.1:{web_port}"]  # the web app's playground
         args += [*self.daemon_chain_args(), *self.store_args()]
@@ -332,7 +343,7 @@ class DemoNetwork:
     def train_round(self, on_step: Callable[[int, int, float], None]) -> RoundResult:
         """One `pm driver run --rounds 1`; its step lines feed `on_step` while it runs."""
         args = ["driver", "run", "--model", str(self.model_id), "--rounds", "1", "--json"]
-        args += ["--initial-peers", self.founder, "--key-file", str(self.key_file(self.cast.creator))]
+        args += [*self.peer_args(), "--key-file", str(self.key_file(self.cast.creator))]
         process, stdout = self.fleet.launch("driver", [*args, *self.chain_args(), *self.store_args()])
         seen = 0
 

@@ -95,7 +95,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
         console.print(line, style="dim", markup=False, highlight=False, soft_wrap=True)
 
     fleet = Fleet(config.out / "logs", config.out / PIDS, echo_command)
-    net = DemoNetwork(config, cast, fleet, Watch(fleet, console.print), console.print)
+    net = DemoNetwork(config, cast, fleet, Watch(fleet, console.print, config.stage_grace_s), console.print)
     with sigterm_as_interrupt():
         try:
             net.check_storage()

@@ -5,7 +5,8 @@ The network rides out most faults on its own: the driver bans a dead stage repli
 the stage's others; a stage's claims are judged by its other validators (with none left they
 finalize unchecked once their challenge window passes, as on any chain); the web app is only a
 window. The run cannot go on without the chain (anvil), nor with a stage that has had no live
-worker for `grace_s` (time for a restarted one to come back: the driver waits for it meanwhile).
+worker for `grace_s` (time for a restarted one to come back: the driver waits for it meanwhile;
+`pm demo --stage-grace`).
 Every fault goes into the summary's faults table, with what became of it.
 """
 
@@ -15,11 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from offchain.demo.config import STAGE_GRACE_S
 from offchain.demo.fleet import Fleet
 from offchain.errors import UserError
 from offchain.swarm.local import LocalProcess
-
-STAGE_GRACE_S = 60.0
 
 
 @dataclass

@@ -36,10 +36,10 @@ def out(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("demo") / "out"
 
 
-def demo(out: Path, stdout: Path, *extra: str) -> subprocess.Popen:
+def demo(out: Path, stdout: Path, *extra: str, command: list[str] = DEMO) -> subprocess.Popen:
     with open(stdout, "wb") as sink:
         return subprocess.Popen(
-            [*DEMO, *extra, "--out", str(out)],
+            [*command, *extra, "--out", str(out)],
             cwd=REPO,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -87,6 +87,32 @@ def test_ctrl_c_stops_every_process_and_frees_every_port(out, tmp_path):
     assert not any(listening(port) for port in ports)
     brownie_networks = (Path.home() / ".brownie" / "network-config.yaml").read_text()
     assert f"pm-31337-{ports[0]}" not in brownie_networks
+
+
+def test_a_stage_whose_only_worker_is_gone_stops_the_run_naming_it(tmp_path):
+    """worker-s2-0, stage 2's only worker, killed with SIGKILL once the driver runs and not restarted:
+    after --stage-grace the demo stops in one line naming the stage, and stops everything else."""
+    out, log = tmp_path / "out", tmp_path / "stage-gone.txt"
+    run = demo(out, log, "--stage-grace", "5", command=DEMO[:6])  # no cheater: one worker per stage
+    try:
+        deadline = time.monotonic() + 600
+        while "$ pm driver run" not in log.read_text():
+            assert run.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        text = log.read_text()
+        ports = [int(re.search(r"anvil at http://127\.0\.0\.1:(\d+)", text)[1])]
+        ports.append(int(re.search(r"gateway run .*--port (\d+)", text)[1]))
+        kill9_child(out, "worker-s2-0.key")
+        assert run.wait(timeout=300) == 1, log.read_text()[-3000:]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    text = log.read_text()
+    assert "worker-s2-0 exited with code -9: stage 2 has no live worker" in text
+    last = text.strip().splitlines()[-1]  # pm demo's last word: the one error line
+    assert last.startswith("stage 2 has had no live worker for 5s (worker-s2-0 exited): the run cannot go on")
+    assert processes_mentioning(str(out)) == []
+    assert not any(listening(port) for port in ports)
 
 
 def test_an_unreachable_kubo_is_refused_before_anything_starts(tmp_path):

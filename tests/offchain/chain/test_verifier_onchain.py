@@ -8,19 +8,23 @@ business (and the chain refuses their challenge of it). A decoy challenge naming
 of a lying 2-round claim does not save it: voters that sampled nothing judge every round before
 voting. Withheld content is challenged as Unavailable and slashed, while content that was only
 slow is upheld. A voter killed -9 mid-replay votes once after its restart; a validator registered
-after the challenge does not vote."""
+after the challenge does not vote. The peer the verifiers joined through killed -9: the running one
+still challenges a lie, one started meanwhile waits (saying so) and joins once it is back."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
-from chain_testkit import REPO, advance_time, anvil_account
+from chain_testkit import REPO, advance_time, anvil_account, free_port
 from stage_members import serving_stage_keys
 from verifier_kit import ETHER, VALIDATORS, WORKERS, Network, seed_states
 
@@ -271,6 +275,67 @@ def test_verifier_killed_mid_replay_finishes_after_restart_without_voting_twice(
             voter.stop()
             if late is not None:
                 late.stop()
+
+
+ENTRY = """
+import asyncio, sys
+from pathlib import Path
+from offchain.swarm.identity import p2p_identity
+from offchain.swarm.node import NetworkConfig, start_node, visible_maddrs
+
+async def main():
+    network = NetworkConfig(initial_peers=(sys.argv[1],), host_maddrs=(sys.argv[2],))
+    node = await start_node(network, identity_path=p2p_identity(Path(sys.argv[3])))
+    print((await visible_maddrs(node))[0], flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def _entry(members: str, port: int, identity: Path) -> tuple[subprocess.Popen, str]:
+    """The swarm's entry peer (a DHT node on a port and identity of its own, as the demo's workers are,
+    joined through the stage members at `members`): its process and multiaddr."""
+    args = [sys.executable, "-c", ENTRY, members, f"/ip4/127.0.0.1/tcp/{port}", str(identity)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    return process, process.stdout.readline().strip()
+
+
+def _kill9(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def test_a_verifier_rides_out_the_death_of_the_peer_it_joined_through(network):
+    """The peer every daemon was given as --initial-peers is killed -9: the verifier that joined
+    through it still gets the stage key from the swarm and challenges a lie; one started while the
+    entry is down says so in its log and waits (no silent exit), and joins once the entry is back
+    at its address."""
+    net, members, port = network, network.maddr, free_port()
+    entry, net.maddr = _entry(members, port, net.tmp / "entry.key")  # the verifiers' --initial-peers
+    verifiers = []
+    try:
+        verifiers.append(net.verifier("joined", VALIDATORS[0], 1))
+        verifiers[0].wait_for("watching claims")
+        _kill9(entry)
+        verifiers.append(net.verifier("restarted", VALIDATORS[1], 1))
+        verifiers[1].wait_for(r"WARN offchain\.swarm\.node: none of the initial peers answers \(/ip4/127")
+        seeds = seed_states(net.spec)
+        first = net.train(1, seeds)
+        lie = net.publish(1, seeds[1], first.states[1], first.traces[1], cheat="fake-digest")
+        claim_id = net.claim(net.workers[1], [lie])
+        net.wait(lambda: net.status(claim_id) == ClaimStatus.CHALLENGED, processes=tuple(verifiers))
+        assert re.search(rf"challenged claim {claim_id} at round 1", verifiers[0].text())
+        entry, back = _entry(members, port, net.tmp / "entry.key")
+        assert back == net.maddr  # the same port and identity: the same address
+        verifiers[1].wait_for(r"joined the swarm after waiting \d+s for an initial peer")
+        verifiers[1].wait_for("watching claims")
+        assert verifiers[1].text().count("none of the initial peers answers") == 1
+        assert all(verifier.popen.poll() is None for verifier in verifiers)
+    finally:
+        if entry.poll() is None:
+            _kill9(entry)
+        _stop(verifiers)
 
 
 def test_bad_input_is_one_line_and_a_nonzero_exit(chain, tmp_path):
