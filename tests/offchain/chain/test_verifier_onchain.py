@@ -325,7 +325,7 @@ def test_a_verifier_rides_out_the_death_of_the_peer_it_joined_through(network):
         lie = net.publish(1, seeds[1], first.states[1], first.traces[1], cheat="fake-digest")
         claim_id = net.claim(net.workers[1], [lie])
         net.wait(lambda: net.status(claim_id) == ClaimStatus.CHALLENGED, processes=tuple(verifiers))
-        assert re.search(rf"challenged claim {claim_id} at round 1", verifiers[0].text())
+        verifiers[0].wait_for(rf"challenged claim {claim_id} at round 1")  # logged after the receipt
         entry, back = _entry(members, port, net.tmp / "entry.key")
         assert back == net.maddr  # the same port and identity: the same address
         verifiers[1].wait_for(r"joined the swarm after waiting \d+s for an initial peer")
