@@ -61,25 +61,42 @@ async def call(
     Raises RemoteError when the server replied with an error, PeerUnreachable otherwise (also for
     a reply larger than `reply_limit` bytes: nothing past the limit is read)."""
     data = pack(request)
+    async with _reaching(f"{method} to {peer_id[-8:]}", timeout):
+        if links is not None:
+            await links.link(peer_id, "out").transmit(len(data))
+        stream = await p2p.iterate_protobuf_handler(
+            PeerID.from_base58(peer_id), HANDLER_PREFIX + method, stream_chunks(data), BytesValue
+        )
+        raw = await read_framed(stream, reply_limit)
+        if links is not None and raw is not None:
+            await links.link(peer_id, "in").transmit(len(raw))
+    return _reply_document(
+        raw,
+        refused=f"{method} refused by {peer_id[-8:]}",
+        closed=f"{method} to {peer_id[-8:]}: connection closed before the whole reply arrived",
+    )
+
+
+@contextlib.asynccontextmanager
+async def _reaching(what: str, timeout: float) -> AsyncIterator[None]:
+    """Runs the block within `timeout`; a timeout or a P2P failure becomes PeerUnreachable naming `what`."""
     try:
         async with asyncio.timeout(timeout):
-            if links is not None:
-                await links.link(peer_id, "out").transmit(len(data))
-            stream = await p2p.iterate_protobuf_handler(
-                PeerID.from_base58(peer_id), HANDLER_PREFIX + method, stream_chunks(data), BytesValue
-            )
-            raw = await read_framed(stream, reply_limit)
-            if links is not None:
-                await links.link(peer_id, "in").transmit(len(raw))
+            yield
     except TimeoutError:
-        raise PeerUnreachable(f"{method} to {peer_id[-8:]} timed out after {timeout:.0f}s") from None
+        raise PeerUnreachable(f"{what} timed out after {timeout:.0f}s") from None
     except _P2P_FAILURES as error:
-        raise PeerUnreachable(f"{method} to {peer_id[-8:]} failed: {error}") from None
+        raise PeerUnreachable(f"{what} failed: {error}") from None
+
+
+def _reply_document(raw: bytes | None, *, refused: str, closed: str) -> dict[str, Any]:
+    """A whole reply frame as a document; RemoteError if the server refused, PeerUnreachable if the
+    stream closed before a whole frame arrived."""
     if raw is None:
-        raise PeerUnreachable(f"{method} to {peer_id[-8:]}: connection closed before the whole reply arrived")
+        raise PeerUnreachable(closed)
     reply = unpack(raw)
     if "error" in reply:
-        raise RemoteError(f"{method} refused by {peer_id[-8:]}: {reply['error']}")
+        raise RemoteError(f"{refused}: {reply['error']}")
     return reply
 
 
@@ -103,15 +120,10 @@ class StageStream:
 
     async def open(self, p2p: P2P, request: dict[str, Any], *, timeout: float) -> None:
         """Open the stream and send its first request (PeerUnreachable if the stream cannot open)."""
-        try:
-            async with asyncio.timeout(timeout):
-                self._stream = await p2p.iterate_protobuf_handler(
-                    PeerID.from_base58(self.peer_id), HANDLER_PREFIX + "infer", self._outgoing(), BytesValue
-                )
-        except TimeoutError:
-            raise PeerUnreachable(f"infer to {self.peer_id[-8:]} timed out after {timeout:.0f}s") from None
-        except _P2P_FAILURES as error:
-            raise PeerUnreachable(f"infer to {self.peer_id[-8:]} failed: {error}") from None
+        async with _reaching(f"infer to {self.peer_id[-8:]}", timeout):
+            self._stream = await p2p.iterate_protobuf_handler(
+                PeerID.from_base58(self.peer_id), HANDLER_PREFIX + "infer", self._outgoing(), BytesValue
+            )
         self._replies = FrameReader(self._stream, self.limit)
         self._outbox.put_nowait(pack(request))
 
@@ -130,21 +142,13 @@ class StageStream:
         return self.opening
 
     async def _reply(self, timeout: float) -> dict[str, Any]:
-        try:
-            async with asyncio.timeout(timeout):
-                raw = await self._replies.read()
-        except TimeoutError:
-            raise PeerUnreachable(
-                f"infer step to {self.peer_id[-8:]} timed out after {timeout:.0f}s"
-            ) from None
-        except _P2P_FAILURES as error:
-            raise PeerUnreachable(f"infer step to {self.peer_id[-8:]} failed: {error}") from None
-        if raw is None:
-            raise PeerUnreachable(f"infer stream to {self.peer_id[-8:]} closed")
-        reply = unpack(raw)
-        if "error" in reply:
-            raise RemoteError(f"infer refused by {self.peer_id[-8:]}: {reply['error']}")
-        return reply
+        async with _reaching(f"infer step to {self.peer_id[-8:]}", timeout):
+            raw = await self._replies.read()
+        return _reply_document(
+            raw,
+            refused=f"infer refused by {self.peer_id[-8:]}",
+            closed=f"infer stream to {self.peer_id[-8:]} closed",
+        )
 
     async def close(self) -> None:
         self._outbox.put_nowait(None)
