@@ -22,5 +22,5 @@ site=$(mktemp -d)
 NO_MKDOCS_2_WARNING=1 mkdocs build --strict --site-dir "$site"; check "mkdocs build --strict (docs)" $? || status=1
 rm -rf "$site"
 brownie test; check "brownie test (contracts)" $? || status=1
-python -m pytest -p no:pytest-brownie tests/offchain tests/e2e; check "pytest (off-chain + e2e)" $? || status=1
+python -m pytest -p no:pytest-brownie --durations=40 tests/offchain tests/e2e; check "pytest (off-chain + e2e)" $? || status=1
 exit $status
