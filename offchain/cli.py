@@ -226,9 +226,10 @@ def demo(
         bool,
         typer.Option(
             "--faults",
-            help="Kill a stage replica mid-round, a worker between publish and claim, a verifier "
-            "mid-replay and the gateway mid-request, cut the chain's RPC for 10 s; restart each, "
-            "table the recoveries and check the invariants (needs --rounds 3+; 2 workers per stage).",
+            help="Kill a stage replica mid-round, the only worker of stage 0 between publish and "
+            "claim, a verifier mid-replay and the gateway mid-request, cut the chain's RPC for 10 s; "
+            "restart each, table the recoveries and check the invariants (needs --rounds 3+; 2 workers "
+            "per stage, 1 on stage 0).",
         ),
     ] = False,
     stage_grace: Annotated[
@@ -248,11 +249,16 @@ def demo(
 ) -> None:
     """Run the whole network on this machine: deploy, train, verify, serve, claim, summarise."""
     from offchain.demo.config import DemoConfig
-    from offchain.demo.faults import MIN_ROUNDS
+    from offchain.demo.faults import MIN_ROUNDS, MIN_STAGE_GRACE_S
     from offchain.demo.run import run_demo
 
     if faults and rounds < MIN_ROUNDS:
         raise UserError(f"--faults needs --rounds {MIN_ROUNDS} or more (the RPC endpoint is cut in round 3)")
+    if faults and stage_grace < MIN_STAGE_GRACE_S:
+        raise UserError(
+            f"--faults needs --stage-grace {MIN_STAGE_GRACE_S:.0f} or more (stage 0's only worker is killed "
+            "and restarted: the run must wait for it)"
+        )
     console = Console(width=None if sys.stdout.isatty() else 120)  # the tables stay readable in a log
     config = DemoConfig(
         rounds=rounds,

@@ -16,6 +16,10 @@ PROMPTS = ("The model ", "def train(", "Protocol Models are ")
 # it joins stage 1 beside that stage's honest workers, so training itself stays honest.
 CHEAT_MODE = "fake-digest"
 CHEATER_STAGE = 1
+# With the planned faults (`pm demo --faults`) this stage has a single worker, the one killed between
+# publish and claim: stage 0, since stage 2 keeps a replica to kill mid-round and --cheater adds its
+# liar to stage 1.
+SOLE_WORKER_STAGE = 0
 # How long a stage may have no live worker before the run stops: time for a restarted one to come
 # back (the driver waits for it meanwhile). Slow or flaky hardware may need longer.
 STAGE_GRACE_S = 60.0
@@ -46,6 +50,13 @@ class DemoConfig:
         round 1's claim is settled, while the cheater's later rounds are claimed on top of it (and
         voided with it); round 1 in a one-round demo."""
         return min(2, self.rounds)
+
+    def workers(self, stage: int) -> int:
+        """Honest workers of `stage`: `workers_per_stage`, but one on SOLE_WORKER_STAGE under the
+        planned faults, so that killing that worker leaves its stage with none (the random faults of
+        bench/soak.py kill only a worker whose stage has another)."""
+        planned = self.faults and self.fault_every_s is None
+        return 1 if planned and stage == SOLE_WORKER_STAGE else self.workers_per_stage
 
     def validators(self, stage: int) -> int:
         """Validators of `stage` (each registered for that stage only). A dispute is decided by the
@@ -95,7 +106,7 @@ class Cast:
         workers = [
             role(f"worker-s{stage}-{replica}", stage)
             for stage in range(num_stages)
-            for replica in range(config.workers_per_stage)
+            for replica in range(config.workers(stage))
         ]
         if config.cheater:
             workers.append(role(f"cheater-s{CHEATER_STAGE}", CHEATER_STAGE, CHEAT_MODE))

@@ -2,8 +2,12 @@
 the network has it back; the summary lists them and checks the protocol's invariants after them.
 
 - a stage replica (`REPLICA`) killed with SIGKILL mid-round: at round 1's first step;
-- a worker (`BETWEEN_PUBLISH_AND_CLAIM`) killed between publish and claim: crash point
-  `after-store` (offchain/crash.py) at round 2's end, so its round 2 must be claimed exactly once;
+- the only worker of a stage (`SOLE_WORKER`: the demo gives stage 0 a single worker, config.py)
+  killed between publish and claim: crash point `after-store` (offchain/crash.py) once its round 2
+  checkpoint is stored and journaled, before any claim of it. Its stage has no live worker until the
+  restart: the driver pauses training (a round under way is aborted on every stage and redone), the
+  watch waits for it (`--stage-grace`, which must outlast `RESTART_DELAY_S`); the restarted worker
+  resumes from its state folder, claims round 2 from its journal exactly once and trains round 3;
 - a verifier (`REPLAYING`) killed mid-replay: crash point `mid-replay`, its first replay;
 - the chain's RPC endpoint unreachable for every daemon: the demo's proxy to anvil cut for
   `RPC_OUTAGE_S` at round 3's first step;
@@ -32,16 +36,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from offchain.crash import CRASH_ENV
+from offchain.demo.config import SOLE_WORKER_STAGE
 from offchain.demo.fleet import Fleet
 from offchain.demo.rpc_proxy import RpcProxy
 from offchain.demo.watch import Fault, Watch
 from offchain.swarm.local import MADDR
 
 RESTART_DELAY_S = 2.0
+MIN_STAGE_GRACE_S = RESTART_DELAY_S + 3.0  # the sole worker's stage is left without one until its restart
 RPC_OUTAGE_S = 10.0
 MIN_ROUNDS = 3
-REPLICA = "worker-s2-1"  # not stage 1, where --cheater adds its liar
-BETWEEN_PUBLISH_AND_CLAIM = "worker-s0-1"
+REPLICA = "worker-s2-1"  # stage 0 has one worker, --cheater adds its liar to stage 1
+SOLE_WORKER = f"worker-s{SOLE_WORKER_STAGE}-0"
 REPLAYING = "verifier-s2-0"
 READY = {
     "worker": MADDR,
@@ -49,7 +55,10 @@ READY = {
     "gateway": re.compile(r"listening on http://"),
 }
 CRASH_POINTS = {  # role -> (crash point, fault name)
-    BETWEEN_PUBLISH_AND_CLAIM: ("after-store#2", "kill between publish and claim (round 2)"),
+    SOLE_WORKER: (
+        "after-store#2",
+        f"kill the only worker of stage {SOLE_WORKER_STAGE} between publish and claim (round 2)",
+    ),
     REPLAYING: ("mid-replay", "kill mid-replay"),
     "gateway": ("mid-request", "kill mid-request"),
 }

@@ -59,3 +59,14 @@ def test_dotenv_in_the_working_directory_configures_pm(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip() == "cannot reach the RPC URL http://127.0.0.1:9"
+
+
+def test_demo_faults_refuses_a_stage_grace_shorter_than_the_restart(tmp_path):
+    """--faults kills stage 0's only worker and restarts it: a grace shorter than that stops the run."""
+    result = run_pm("demo", "--faults", "--stage-grace", "2", "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "--faults needs --stage-grace 5 or more (stage 0's only worker is killed and restarted: the run "
+        "must wait for it)"
+    )
+    assert not (tmp_path / "out").exists()
