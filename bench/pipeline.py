@@ -139,14 +139,15 @@ def main() -> None:
     parser.add_argument("--val-batches", type=int, default=8)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline.json"))
     parser.add_argument(
-        "--loss-only",
-        action="store_true",
-        help="run only part 2 and replace the loss curve in --out, keeping its other figures",
+        "--part",
+        choices=("all", "throughput", "loss"),
+        default="all",
+        help="throughput = parts 1 and 3, loss = part 2; one part replaces only its own figures in --out",
     )
     args = parser.parse_args()
     spec = load_spec(args.spec)
     shipped_dataset(spec.manifest_cid)  # prepared before any timing
-    if args.loss_only:
+    if args.part == "loss":
         loss_only(spec, args)
         return
     steps = args.rounds * spec.round_steps
@@ -161,9 +162,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pm-bench-pipeline-") as tmp:
         swarm, rss = swarm_run(spec, Path(tmp) / "loopback", args.rounds)
     print(f"  swarm: {swarm['median_tokens_per_second']:.0f} tok/s", flush=True)
-    curve = loss_curve(spec, args.cpu_minutes, args.eval_every, args.val_batches)
-
-    loss = loss_report(spec, curve, args.cpu_minutes)
+    if args.part == "throughput":
+        out = Path(args.out)
+        loss = json.loads(out.read_text())["loss_curve"] if out.exists() else None
+    else:
+        curve = loss_curve(spec, args.cpu_minutes, args.eval_every, args.val_batches)
+        loss = loss_report(spec, curve, args.cpu_minutes)
     ratio = swarm["median_tokens_per_second"] / baseline["tokens_per_second"]
     report = {
         "spec": spec.name,
@@ -207,7 +211,8 @@ def main() -> None:
         f"{pipeline['tokens_per_second']:.0f}, swarm {swarm_rate:.0f} = {ratio:.0%} of the "
         f"baseline (target >= 50%: {'met' if ratio >= 0.5 else 'MISSED'})"
     )
-    print_loss(spec, loss)
+    if args.part == "all":
+        print_loss(spec, loss)
     print(f"stage worker peak RSS (MiB): {', '.join(f'{mib:.0f}' for mib in rss)}\nwrote {args.out}")
 
 
