@@ -138,9 +138,18 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=10, help="steps between validation losses")
     parser.add_argument("--val-batches", type=int, default=8)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "pipeline.json"))
+    parser.add_argument(
+        "--part",
+        choices=("all", "throughput", "loss"),
+        default="all",
+        help="throughput = parts 1 and 3, loss = part 2; one part replaces only its own figures in --out",
+    )
     args = parser.parse_args()
     spec = load_spec(args.spec)
     shipped_dataset(spec.manifest_cid)  # prepared before any timing
+    if args.part == "loss":
+        loss_only(spec, args)
+        return
     steps = args.rounds * spec.round_steps
     load_before = os.getloadavg()[0]
 
@@ -153,11 +162,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pm-bench-pipeline-") as tmp:
         swarm, rss = swarm_run(spec, Path(tmp) / "loopback", args.rounds)
     print(f"  swarm: {swarm['median_tokens_per_second']:.0f} tok/s", flush=True)
-    curve = loss_curve(spec, args.cpu_minutes, args.eval_every, args.val_batches)
-
-    uniform = math.log(spec.config.vocab_size)
-    goal = uniform - NATS_BELOW_UNIFORM
-    reached = next((point for point in curve if point["val_loss"] <= goal), None)
+    if args.part == "throughput":
+        out = Path(args.out)
+        loss = json.loads(out.read_text())["loss_curve"] if out.exists() else None
+    else:
+        curve = loss_curve(spec, args.cpu_minutes, args.eval_every, args.val_batches)
+        loss = loss_report(spec, curve, args.cpu_minutes)
     ratio = swarm["median_tokens_per_second"] / baseline["tokens_per_second"]
     report = {
         "spec": spec.name,
@@ -186,17 +196,7 @@ def main() -> None:
             "target_met": ratio >= 0.5,
             "steps": steps,
         },
-        "loss_curve": {
-            "uniform_loss": uniform,
-            "goal_loss": goal,
-            "cpu_minutes": args.cpu_minutes,
-            "final_val_loss": curve[-1]["val_loss"],
-            "cpu_s_to_goal": reached["cpu_s"] if reached else None,
-            "wall_s_to_goal": reached["wall_s"] if reached else None,
-            "target": f"val loss {NATS_BELOW_UNIFORM:g} nats under ln(vocab) in {args.cpu_minutes:g} CPU-min",
-            "target_met": reached is not None,
-            "points": curve,
-        },
+        "loss_curve": loss,
         "stage_worker_peak_rss_mib": rss,
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -211,13 +211,54 @@ def main() -> None:
         f"{pipeline['tokens_per_second']:.0f}, swarm {swarm_rate:.0f} = {ratio:.0%} of the "
         f"baseline (target >= 50%: {'met' if ratio >= 0.5 else 'MISSED'})"
     )
-    last = curve[-1]
-    print(
-        f"validation loss {curve[0]['val_loss']:.2f} -> {last['val_loss']:.2f} in {last['cpu_s'] / 60:.1f} "
-        f"CPU-min ({last['wall_s'] / 60:.1f} wall-min); goal {goal:.2f} = ln({spec.config.vocab_size}) - 3: "
-        + (f"reached at {reached['cpu_s'] / 60:.1f} CPU-min" if reached else "NOT reached")
-    )
+    if args.part == "all":
+        print_loss(spec, loss)
     print(f"stage worker peak RSS (MiB): {', '.join(f'{mib:.0f}' for mib in rss)}\nwrote {args.out}")
+
+
+def loss_report(spec: ModelSpec, curve: list[dict], cpu_minutes: float) -> dict:
+    """Part 2's section of the results: the curve, the goal and when it was reached."""
+    uniform = math.log(spec.config.vocab_size)
+    goal = uniform - NATS_BELOW_UNIFORM
+    reached = next((point for point in curve if point["val_loss"] <= goal), None)
+    return {
+        "uniform_loss": uniform,
+        "goal_loss": goal,
+        "final_val_loss": curve[-1]["val_loss"],
+        "cpu_s_to_goal": reached["cpu_s"] if reached else None,
+        "cpu_minutes": cpu_minutes,
+        "wall_s_to_goal": reached["wall_s"] if reached else None,
+        "tokens_per_step": spec.tokens_per_step,
+        "optimizer": spec.optimizer.model_dump(mode="json"),
+        "target": f"val loss {NATS_BELOW_UNIFORM:g} nats under ln(vocab) in {cpu_minutes:g} CPU-min",
+        "target_met": reached is not None,
+        "points": curve,
+    }
+
+
+def print_loss(spec: ModelSpec, loss: dict) -> None:
+    first, last = loss["points"][0], loss["points"][-1]
+    reached = loss["cpu_s_to_goal"]
+    print(
+        f"validation loss {first['val_loss']:.2f} -> {last['val_loss']:.2f} in {last['cpu_s'] / 60:.1f} "
+        f"CPU-min ({last['wall_s'] / 60:.1f} wall-min); goal {loss['goal_loss']:.2f} = "
+        f"ln({spec.config.vocab_size}) - 3: "
+        + (f"reached at {reached / 60:.1f} CPU-min" if reached is not None else "NOT reached")
+    )
+
+
+def loss_only(spec: ModelSpec, args: argparse.Namespace) -> None:
+    """Part 2 alone: its section of --out replaced (with the load it ran under), the rest kept."""
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.exists() else {"spec": spec.name}
+    load_before = os.getloadavg()[0]
+    curve = loss_curve(spec, args.cpu_minutes, args.eval_every, args.val_batches)
+    loss = loss_report(spec, curve, args.cpu_minutes)
+    loss["load_average_1min_before"], loss["load_average_1min_at_end"] = load_before, os.getloadavg()[0]
+    report["loss_curve"] = loss
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print_loss(spec, loss)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

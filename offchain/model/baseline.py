@@ -1,6 +1,7 @@
 """What someone would run instead of the swarm: transformers' `LlamaForCausalLM` trained in one
-process, on the spec's batches, with the pipeline's optimizer semantics (AdamW over each stage's
-parameters, mean of the micro-batch gradients, clipped per stage), under the spec's compute profile.
+process, on the spec's batches, with the pipeline's optimizer step (offchain/model/optim.py: AdamW
+over each stage's parameters, mean of the micro-batch gradients, clipped per stage, the spec's rate
+schedule), under the spec's compute profile.
 
 It starts from the stages' seeded init, so a pipeline run and this loop train the same model: the
 equivalence test checks they stay bitwise equal, and bench/pipeline.py measures what the pipeline
@@ -19,6 +20,7 @@ from offchain.data.dataset import Dataset
 from offchain.model.data import batch_for
 from offchain.model.export import llama_for_causal_lm
 from offchain.model.llama import build_stage
+from offchain.model.optim import optimizer_step, stage_adamw
 from offchain.model.profile import apply_profile, autocast
 from offchain.model.spec import ModelSpec
 
@@ -43,20 +45,9 @@ class UnsplitTrainer:
         self.model = llama_for_causal_lm(spec, weights).to(spec.profile.torch_device).train()
         named = dict(self.model.named_parameters())
         self.groups = []
-        opt = spec.optimizer
         for stage in stages:
             params = [named[name] for name in sorted(dict(stage.named_parameters()))]
-            optimizer = torch.optim.AdamW(
-                [
-                    {"params": [p for p in params if p.dim() >= 2], "weight_decay": opt.weight_decay},
-                    {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-                ],
-                lr=opt.lr,
-                betas=opt.betas,
-                eps=opt.eps,
-                foreach=False,
-            )
-            self.groups.append((params, optimizer))
+            self.groups.append((params, stage_adamw(spec, params)))
 
     def _loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         device = self.spec.profile.torch_device
@@ -75,10 +66,7 @@ class UnsplitTrainer:
         for params, optimizer in self.groups:
             for param in params:
                 param.grad.div_(spec.micro_batches)
-            if spec.optimizer.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, spec.optimizer.grad_clip, foreach=False)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(spec, optimizer, params, round, step)
         return total / spec.micro_batches
 
     def validation_loss(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:

@@ -8,7 +8,15 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from offchain.errors import UserError
 from offchain.model.profile import ComputeProfile
@@ -49,15 +57,57 @@ class CodecSpec(_Strict):
         return self
 
 
+class ScheduleSpec(_Strict):
+    """The learning rate as a function of the optimizer step t = round * round_steps + step alone,
+    so a worker and a verifier replaying any step apply the same rate: a linear warmup from
+    lr / warmup_steps to lr over the first `warmup_steps` steps, then (with `decay_steps`) a linear
+    decay to `min_lr_ratio * lr` at step `decay_steps`, constant after. Linear, not cosine: IEEE
+    754 rounds +, * and / the same on every machine, libm's cos need not."""
+
+    warmup_steps: int = Field(default=0, ge=0)
+    decay_steps: int | None = Field(default=None, gt=0)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _decay_after_warmup(self) -> ScheduleSpec:
+        if self.decay_steps is not None and self.decay_steps <= self.warmup_steps:
+            raise ValueError(f"decay_steps={self.decay_steps} must be above warmup_steps={self.warmup_steps}")
+        return self
+
+    def factor(self, t: int) -> float:
+        """The multiple of the peak rate at optimizer step `t` (0-based)."""
+        if t < self.warmup_steps:
+            return (t + 1) / self.warmup_steps
+        if self.decay_steps is None:
+            return 1.0
+        done = min(t - self.warmup_steps, self.decay_steps - self.warmup_steps)
+        return 1.0 - (1.0 - self.min_lr_ratio) * done / (self.decay_steps - self.warmup_steps)
+
+
 class OptimizerSpec(_Strict):
     """AdamW. `grad_clip` clips each stage's own gradient norm: a global norm would need an extra
-    all-reduce across stages every step, which the pipeline does not have."""
+    all-reduce across stages every step, which the pipeline does not have. `schedule` (optional)
+    varies the rate by step; without it the rate is `lr` throughout."""
 
     lr: float = Field(gt=0)
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = Field(default=1e-8, gt=0)
     weight_decay: float = Field(default=0.1, ge=0)
     grad_clip: float | None = Field(default=1.0, gt=0)
+    schedule: ScheduleSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_schedule(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """No `schedule` key when there is none: a spec written before schedules existed keeps
+        its canonical bytes, hence its CID (on-chain, and in every checkpoint's metadata)."""
+        data = handler(self)
+        if data.get("schedule") is None:
+            data.pop("schedule", None)
+        return data
+
+    def learning_rate(self, t: int) -> float:
+        """The rate of optimizer step `t` (0-based, counted over all rounds)."""
+        return self.lr if self.schedule is None else self.lr * self.schedule.factor(t)
 
 
 _CID = r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,})$"
@@ -162,6 +212,10 @@ class ModelSpec(_Strict):
     def threads(self) -> int:
         """The profile's torch thread count (results differ bitwise between thread counts)."""
         return self.profile.threads
+
+    def learning_rate(self, round: int, step: int) -> float:
+        """The optimizer's rate at (round, step): what every worker and replay applies."""
+        return self.optimizer.learning_rate(round * self.round_steps + step)
 
     @property
     def tokens_per_step(self) -> int:

@@ -16,6 +16,7 @@ from offchain.errors import UserError
 from offchain.model.checkpoint import load_state_bytes, state_bytes
 from offchain.model.codecs import get_codec
 from offchain.model.llama import FrozenEmbedding, build_stage
+from offchain.model.optim import optimizer_step, stage_adamw
 from offchain.model.profile import apply_profile, autocast, can_run
 from offchain.model.records import (
     MessageHeader,
@@ -72,16 +73,7 @@ class StageTrainer:
         self.frozen_embedding = FrozenEmbedding(spec) if spec.codec.name == "subspace" else None
         named = dict(self.module.named_parameters())
         self.params = [named[name] for name in sorted(named) if named[name].requires_grad]
-        decay = [p for p in self.params if p.dim() >= 2]
-        no_decay = [p for p in self.params if p.dim() < 2]
-        opt = spec.optimizer
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=opt.lr,
-            betas=opt.betas,
-            eps=opt.eps,
-            foreach=False,
-        )
+        self.optimizer = stage_adamw(spec, self.params)
         if state is not None:
             self.load_state(state)
         self._digest: str | None = None
@@ -302,7 +294,7 @@ class StageTrainer:
         `micro_batches`: the indices this worker trained when replicas of its stage split a step
         (None = all of them). Their gradients are summed in index order and divided by their count,
         so the update does not depend on arrival order; other pending entries (a micro-batch
-        retried on another replica) are dropped. Then clip (per stage) and AdamW."""
+        retried on another replica) are dropped. Then clip (per stage) and AdamW at the scheduled rate."""
         trace = self.trace
         if trace is None or trace.round != round or len(trace.records) != step:
             where = "no round yet" if trace is None else f"round {trace.round} step {len(trace.records)}"
@@ -321,10 +313,7 @@ class StageTrainer:
             for entry in ordered[1:]:
                 total.add_(entry.grads[index])
             param.grad = total.div_(len(ordered))
-        if self.spec.optimizer.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.spec.optimizer.grad_clip, foreach=False)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(self.spec, self.optimizer, self.params, round, step)
         self._digest = None
         record = StepRecord(
             round,

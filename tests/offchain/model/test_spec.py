@@ -1,5 +1,6 @@
 """A spec is refused with one line naming the field when it is malformed."""
 
+import itertools
 import json
 
 import pytest
@@ -52,6 +53,16 @@ def test_digest_changes_with_any_field(tiny, tiny_data):
         ({"codec": {"name": "int8", "coordinates": "fp16"}}, "takes no coordinates"),
         ({"codec": {"name": "zip"}}, "codec.name"),
         ({"config.hidden_size": -1}, "config.hidden_size: Input should be greater than 0"),
+        (
+            {"optimizer": {"lr": 0.1, "schedule": {"warmup_steps": 10, "decay_steps": 10}}},
+            "optimizer.schedule: decay_steps=10 must be above warmup_steps=10",
+        ),
+        ({"optimizer": {"lr": 0.1, "schedule": {"min_lr_ratio": 1.5}}}, "optimizer.schedule.min_lr_ratio"),
+        ({"optimizer": {"lr": 0.1, "schedule": {"warmup_steps": -1}}}, "optimizer.schedule.warmup_steps"),
+        (
+            {"optimizer": {"lr": 0.1, "schedule": {"kind": "cosine"}}},
+            "optimizer.schedule.kind: unknown field",
+        ),
     ],
 )
 def test_bad_spec_is_one_clear_error(tiny_data, change, message):
@@ -96,3 +107,33 @@ def test_load_spec_file_errors(tmp_path):
 def test_stage_index_out_of_range(tiny):
     with pytest.raises(UserError, match=r"stage 3 out of range: the spec has stages 0\.\.2"):
         tiny.check_stage(3)
+
+
+def test_the_rate_schedule_is_a_function_of_round_and_step(tiny_data):
+    schedule = {"warmup_steps": 4, "decay_steps": 12, "min_lr_ratio": 0.25}
+    spec = parse_spec(
+        {**tiny_data, "optimizer": {**tiny_data["optimizer"], "lr": 0.004, "schedule": schedule}}
+    )
+    assert spec.round_steps == 4
+    rates = [spec.learning_rate(*divmod(t, spec.round_steps)) for t in range(16)]
+    assert rates[:4] == [0.001, 0.002, 0.003, 0.004]  # warmup, then peak
+    assert rates[4] == 0.004 and rates[8] == 0.0025  # linear decay from step 4 ...
+    assert rates[12:] == [0.001] * 4  # ... to 0.25 * lr at step 12, constant after
+    assert all(a >= b for a, b in itertools.pairwise(rates[4:]))
+    plain = parse_spec(tiny_data)
+    assert {plain.learning_rate(r, s) for r in range(3) for s in range(4)} == {plain.optimizer.lr}
+
+
+def test_a_spec_without_schedule_keeps_its_canonical_bytes(tiny, tiny_data):
+    """Specs written before `optimizer.schedule` existed keep their CID (on-chain, in checkpoints)."""
+    assert b"schedule" not in tiny.canonical_json()
+    assert json.loads(tiny.canonical_json())["optimizer"] == {**tiny_data["optimizer"], "betas": [0.9, 0.95]}
+    scheduled = parse_spec(
+        {**tiny_data, "optimizer": {**tiny_data["optimizer"], "schedule": {"warmup_steps": 2}}}
+    )
+    assert json.loads(scheduled.canonical_json())["optimizer"]["schedule"] == {
+        "warmup_steps": 2,
+        "decay_steps": None,
+        "min_lr_ratio": 0.1,
+    }
+    assert parse_spec(json.loads(scheduled.canonical_json())).cid() == scheduled.cid() != tiny.cid()

@@ -13,6 +13,7 @@ from offchain.model.reference import train_single_process
 from offchain.model.spec import parse_spec
 from offchain.model.tokens import encode_tokens
 from offchain.model.trainer import StageTrainer
+from offchain.proofs.replay import replay_round
 
 
 def test_reference_training_lowers_loss(tiny):
@@ -111,6 +112,24 @@ def test_three_stages_train_bitwise_like_llama_for_causal_lm(tiny):
     result = train_single_process(tiny, rounds)
     assert result.losses == losses
     _assert_stages_equal(tiny, model, result.states)
+
+
+def test_a_rate_schedule_trains_bitwise_like_llama_for_causal_lm_and_replays(tiny_data):
+    """The schedule is applied by (round, step) alone: the pipeline, the unsplit loop and a
+    verifier's replay of a later round all take the same steps."""
+    optimizer = {**tiny_data["optimizer"], "schedule": {"warmup_steps": 3, "decay_steps": 6}}
+    spec = parse_spec({**tiny_data, "optimizer": optimizer})
+    rounds = 2
+    model, losses = _train_unsplit(spec, rounds * spec.round_steps)
+    result = train_single_process(spec, rounds)
+    assert result.losses == losses
+    assert losses != _train_unsplit(parse_spec(tiny_data), rounds * spec.round_steps)[1]
+    _assert_stages_equal(spec, model, result.states)
+    parents = train_single_process(spec, 1).states
+    for stage, trace in enumerate(result.traces):
+        report = replay_round(spec, stage, parents[stage], trace, require_signatures=False)
+        assert report.ok, report
+        assert report.state == result.states[stage]
 
 
 def _projected_forward(spec, model, tokens):
