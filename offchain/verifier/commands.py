@@ -11,7 +11,6 @@ from offchain import options
 from offchain.errors import UserError
 from offchain.logs import configure_logging
 from offchain.options import PeersOption
-from offchain.swarm.node import network_config
 
 if TYPE_CHECKING:
     from hivemind.dht.node import DHTNode
@@ -124,7 +123,7 @@ def verifier_run(
 
     from offchain.storage.store import open_store
     from offchain.swarm.keyshare import EncryptionKeypair
-    from offchain.swarm.node import shutdown_node, start_node, stop_on_signals
+    from offchain.swarm.node import network_config, shutdown_node, start_node, stop_on_signals
     from offchain.verifier.daemon import Verifier, VerifierConfig, ensure_validator
 
     keypair = EncryptionKeypair.load_or_create(state_dir / "x25519.key")

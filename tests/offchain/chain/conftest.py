@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,11 +41,11 @@ def token(client):
     return contract
 
 
-@pytest.fixture(scope="module")
-def deployed(request, compiled, tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """One anvil per test module, protocol deployed by scripts/deploy.py: (rpc_url, deployments dir).
-    A module's ANVIL_ARGS go to anvil (e.g. `--block-time 1`: chain time that moves on its own)."""
-    process, url = start_anvil(*getattr(request.module, "ANVIL_ARGS", ()))
+@pytest.fixture(scope="session")
+def shared_deployment(compiled, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """One anvil for the session with the protocol deployed by scripts/deploy.py (a deploy is a
+    brownie process: seconds each); modules without ANVIL_ARGS take turns on it."""
+    process, url = start_anvil()
     deployments = tmp_path_factory.mktemp("deployments")
     try:
         deploy_protocol(url, deployments, anvil_account(0))
@@ -53,13 +54,41 @@ def deployed(request, compiled, tmp_path_factory) -> Iterator[tuple[str, Path]]:
         stop(process)
 
 
-@pytest.fixture
-def chain(deployed) -> Iterator[tuple[str, Path]]:
-    """The deployed chain, reverted to its freshly deployed state after each test."""
-    url, deployments = deployed
+@pytest.fixture(scope="module")
+def deployed(request, compiled, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """The protocol deployed by scripts/deploy.py on anvil, as each module found it fresh: (rpc_url,
+    deployments dir). The session's chain, reverted to its freshly deployed state after the module;
+    a module with ANVIL_ARGS (e.g. `--block-time 1`: chain time that moves on its own) gets an anvil
+    of its own."""
+    anvil_args = getattr(request.module, "ANVIL_ARGS", ())
+    if not anvil_args:
+        url, deployments = request.getfixturevalue("shared_deployment")
+        with reverted_after(url):
+            yield url, deployments
+        return
+    process, url = start_anvil(*anvil_args)
+    deployments = tmp_path_factory.mktemp("deployments")
+    try:
+        deploy_protocol(url, deployments, anvil_account(0))
+        yield url, deployments
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
+def reverted_after(url: str) -> Iterator[None]:
+    """Everything the block does to the chain at `url` is undone when it ends."""
     probe = ChainClient(url)
     snapshot = probe.w3.provider.make_request("evm_snapshot", [])["result"]
     try:
-        yield url, deployments
+        yield
     finally:
         probe.w3.provider.make_request("evm_revert", [snapshot])
+
+
+@pytest.fixture
+def chain(deployed) -> Iterator[tuple[str, Path]]:
+    """The deployed chain, reverted to its freshly deployed state after each test."""
+    url, _ = deployed
+    with reverted_after(url):
+        yield deployed
