@@ -62,6 +62,7 @@ class SessionLimits:
     max_tokens: int = 64 * 256
     idle_seconds: float = 60.0
     max_batch: int = 32
+    max_gather_seconds: float = 0.1  # a pass waits at most this for open sessions' steps (batching.py)
 
 
 @dataclass
@@ -161,9 +162,19 @@ class SessionHost:
         async with self._building:
             if self._serving is None or self._serving.weights.digest != weights.digest:
                 stage = await self.compute(partial(ServingStage, self.spec, self.stage, weights.state))
-                queue = PassQueue(partial(self._run, stage), self.limits.max_batch, self.stats)
+                queue = PassQueue(
+                    partial(self._run, stage),
+                    self.limits.max_batch,
+                    self.stats,
+                    open_requests=partial(self._open_on, weights.digest),
+                    max_gather_seconds=self.limits.max_gather_seconds,
+                )
                 self._serving = _Serving(weights, stage, queue)
             return self._serving
+
+    def _open_on(self, digest: str) -> int:
+        """The open sessions served from the weights `digest`: those that may share its passes."""
+        return sum(1 for session in self.sessions.values() if session.serving.weights.digest == digest)
 
     async def _run(self, stage: ServingStage, steps: list[Step]) -> list[bytes]:
         return await self.compute(partial(stage.run, steps))
