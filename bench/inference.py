@@ -11,12 +11,13 @@ process running the same weights, measured in one run.
 2. The paid gateway: `pm gateway run` in front of the same workers; every ticket quoted and paid
    on-chain up front. Bursts alternate: one streaming client redeeming its tickets one after
    another, then 8 streaming clients at once (continuous batching), each of their tickets sent
-   twice at the same moment (a double-spend attempt); `--pairs` such pairs. The machine is shared,
-   so the speed-up is the median over the pairs of (8-client burst tokens/s) / (the 1-client burst
-   just before it): both sides of a ratio see the same load. Per burst: aggregate tokens/s, failed
-   tickets (no complete stream), double-served tickets (two), and per stage the steps per pass its
-   continuous batching achieved (the stages' `info` pass counters before and after). Targets:
-   8 clients >= 4x one client's aggregate tokens/s; 0 failed, 0 double-served.
+   twice at the same moment (a double-spend attempt); `--pairs` 8-client bursts, each between two
+   1-client bursts. The machine is shared, so the speed-up is the median over the 8-client bursts
+   of their tokens/s over the mean of the 1-client bursts just before and after: both sides of a
+   ratio see the same load, and a load that drifts during the run cancels out. Per burst: aggregate
+   tokens/s, failed tickets (no complete stream), double-served tickets (two), and per stage the
+   steps per pass its continuous batching achieved (the stages' `info` pass counters before and
+   after). Targets: 8 clients >= 4x one client's aggregate tokens/s; 0 failed, 0 double-served.
 
 Both parts run on anvil with the protocol deployed by scripts/deploy.py and the model created
 on-chain, as the authorized P2P plane requires: the stage workers are on-chain members (`pm worker
@@ -195,29 +196,28 @@ async def pass_counts(driver: Driver, replicas: list[Replica]) -> list[tuple[int
 
 
 async def gateway_bursts(
-    gateway: str, bootstrap: str, spec: ModelSpec, protocol: Protocol, pairs: list[tuple[list, list]]
+    gateway: str, bootstrap: str, spec: ModelSpec, protocol: Protocol, schedule: list[tuple[list, bool]]
 ) -> list[dict]:
-    """Per pair, a 1-client burst then an 8-client burst (each ticket sent twice), each with the
+    """The bursts of `schedule` in turn (their tickets; whether each is sent twice), each with the
     load average at its start and the steps per pass every stage's continuous batching achieved."""
     node, driver = await gateway_driver(spec, protocol, bootstrap)
     bursts = []
     try:
         replicas = [(await driver.discover(stage))[0] for stage in range(spec.num_stages)]
-        for alone, together in pairs:
-            for tickets, twice in ((alone, False), (together, True)):
-                load, before = os.getloadavg()[0], await pass_counts(driver, replicas)
-                burst = await redeem(gateway, tickets, twice)
-                after = await pass_counts(driver, replicas)
-                steps_per_pass = [
-                    (steps - steps0) / max(passes - passes0, 1)
-                    for (passes0, steps0), (passes, steps) in zip(before, after, strict=True)
-                ]
-                bursts.append({**burst, "load_average_1min": load, "steps_per_pass": steps_per_pass})
-                print(
-                    f"  {burst['clients']} client(s): {burst['tokens_per_second']:.1f} tokens/s, "
-                    f"steps per pass {' '.join(f'{x:.2f}' for x in steps_per_pass)}, load {load:.1f}",
-                    flush=True,
-                )
+        for tickets, twice in schedule:
+            load, before = os.getloadavg()[0], await pass_counts(driver, replicas)
+            burst = await redeem(gateway, tickets, twice)
+            after = await pass_counts(driver, replicas)
+            steps_per_pass = [
+                (steps - steps0) / max(passes - passes0, 1)
+                for (passes0, steps0), (passes, steps) in zip(before, after, strict=True)
+            ]
+            bursts.append({**burst, "load_average_1min": load, "steps_per_pass": steps_per_pass})
+            print(
+                f"  {burst['clients']} client(s): {burst['tokens_per_second']:.1f} tokens/s, "
+                f"steps per pass {' '.join(f'{x:.2f}' for x in steps_per_pass)}, load {load:.1f}",
+                flush=True,
+            )
     finally:
         await shutdown_node(node)
     return bursts
@@ -228,7 +228,9 @@ def main() -> None:
     parser.add_argument("--spec", default=str(ROOT / "specs" / "small.json"))
     parser.add_argument("--requests", type=int, default=8, help="completions per side in part 1")
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--pairs", type=int, default=5, help="(1-client, 8-client) burst pairs in part 2")
+    parser.add_argument(
+        "--pairs", type=int, default=5, help="8-client bursts in part 2, each between two 1-client bursts"
+    )
     parser.add_argument("--tickets-alone", type=int, default=10, help="tickets of each 1-client burst")
     parser.add_argument("--tickets-per-client", type=int, default=8, help="per client, each 8-client burst")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inference.json"))
@@ -289,10 +291,12 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             print("part 2: paying tickets, then 1-client and 8-client bursts in turn", flush=True)
             pay = partial(pay_tickets, url, deployments, base, max_tokens=args.max_tokens)
-            pairs = [
-                (pay(1, args.tickets_alone), pay(CLIENTS, args.tickets_per_client)) for _ in range(args.pairs)
-            ]
-            bursts = asyncio.run(gateway_bursts(base, bootstrap, spec, protocol, pairs))
+            alone = [pay(1, args.tickets_alone) for _ in range(args.pairs + 1)]
+            together = [pay(CLIENTS, args.tickets_per_client) for _ in range(args.pairs)]
+            schedule = [(alone[0], False)]
+            for many, one in zip(together, alone[1:], strict=True):
+                schedule += [(many, True), (one, False)]
+            bursts = asyncio.run(gateway_bursts(base, bootstrap, spec, protocol, schedule))
     finally:
         for proc in procs:
             proc.stop()
@@ -303,7 +307,8 @@ def main() -> None:
     decode_ratio = swarm["decode_tokens_per_s_p50"] / single["decode_tokens_per_s_p50"]
     ones, manys = bursts[0::2], bursts[1::2]
     ratios = [
-        many["tokens_per_second"] / one["tokens_per_second"] for one, many in zip(ones, manys, strict=True)
+        many["tokens_per_second"] / statistics.mean([before["tokens_per_second"], after["tokens_per_second"]])
+        for before, many, after in zip(ones, manys, ones[1:], strict=False)
     ]
     batching = statistics.median(ratios)
     clean = all(burst["failed"] == 0 and burst["double_served"] == 0 for burst in bursts)
@@ -357,7 +362,8 @@ def main() -> None:
     failed = sum(burst["failed"] for burst in bursts)
     doubled = sum(burst["double_served"] for burst in bursts)
     print(
-        f"gateway: {CLIENTS} clients / 1 client tokens/s per pair {' '.join(f'{r:.2f}' for r in ratios)}, "
+        f"gateway: {CLIENTS} clients / the 1-client bursts around them, tokens/s: "
+        f"{' '.join(f'{r:.2f}' for r in ratios)}, "
         f"median {batching:.2f}x (target >= 4x: {verdict(batching >= 4)}); "
         f"failed {failed}, double-served {doubled} ({verdict(clean)})"
     )
