@@ -11,12 +11,12 @@ stage one by one (the client relays each request's output on its own stream), a 
 apart: a stage that started a pass on the first arrival would split them, and the groups, once
 split, stay split (each arrives while the other's pass runs). Measured with 8 streaming clients on
 the 4-stage small spec: 2 steps per pass on every stage, not 8. So a queue told how many requests
-may submit to it (`open_requests`: the stage's open sessions) holds a pass while fewer steps wait
-than requests are open, until the missing ones arrive, at most twice as long as the last pass took
-(a step arriving during a pass waits that long anyway; twice lets a group one pass behind catch
-up) and at most `max_gather_seconds`; the requests of the pass that just ended are not waited for
-(they are on their way through the other stages). A lone request never waits, so latency at batch 1 is
-unchanged; the single-process baseline (no `open_requests`) never waits.
+may submit to it (`open_requests`: the stage's sessions that sent a step lately) holds a pass while
+fewer steps wait than requests are open, until the missing ones arrive, at most twice as long as
+the last pass took (a step arriving during a pass waits that long anyway; twice lets a group one
+pass behind catch up) and at most `max_gather_seconds`; the requests of the pass that just ended
+are not waited for (they are on their way through the other stages). A lone request never waits, so
+latency at batch 1 is unchanged; the single-process baseline (no `open_requests`) never waits.
 """
 
 from __future__ import annotations
