@@ -9,10 +9,15 @@ process running the same weights, measured in one run.
    token: one-token steps through every stage). Targets: first token <= 2x one process, decode
    tokens/s >= 50% of one process.
 2. The paid gateway: `pm gateway run` in front of the same workers; every ticket quoted and paid
-   on-chain up front. One streaming client, requests one after another, then 8 streaming clients at once
-   (continuous batching), each ticket sent twice at the same moment (a double-spend attempt):
-   aggregate tokens/s of each, failed tickets (no complete stream) and double-served tickets
-   (two). Targets: 8 clients >= 4x one client's aggregate tokens/s; 0 failed, 0 double-served.
+   on-chain up front. Bursts alternate: one streaming client redeeming its tickets one after
+   another, then 8 streaming clients at once (continuous batching), each of their tickets sent
+   twice at the same moment (a double-spend attempt); `--pairs` 8-client bursts, each between two
+   1-client bursts. The machine is shared, so the speed-up is the median over the 8-client bursts
+   of their tokens/s over the mean of the 1-client bursts just before and after: both sides of a
+   ratio see the same load, and a load that drifts during the run cancels out. Per burst: aggregate
+   tokens/s, failed tickets (no complete stream), double-served tickets (two), and per stage the
+   steps per pass its continuous batching achieved (the stages' `info` pass counters before and
+   after). Targets: 8 clients >= 4x one client's aggregate tokens/s; 0 failed, 0 double-served.
 
 Both parts run on anvil with the protocol deployed by scripts/deploy.py and the model created
 on-chain, as the authorized P2P plane requires: the stage workers are on-chain members (`pm worker
@@ -26,8 +31,10 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -43,11 +50,11 @@ from offchain.model.spec import ModelSpec, load_spec
 from offchain.model.tokens import shipped_tokenizer
 from offchain.storage.embedded import EmbeddedStore
 from offchain.swarm.authz import Access
-from offchain.swarm.driver import Driver, DriverConfig
+from offchain.swarm.driver import Driver, DriverConfig, Replica
 from offchain.swarm.identity import Identity
 from offchain.swarm.inference import SwarmPipeline
 from offchain.swarm.local import ROOT, LocalProcess, chain_worker_args, spawn_pm
-from offchain.swarm.node import NetworkConfig, shutdown_node, start_node
+from offchain.swarm.node import DHTNode, NetworkConfig, shutdown_node, start_node
 
 PROMPT = "The assert statement"
 MODEL_ID = 1  # the first model created on the fresh chain
@@ -87,15 +94,20 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
+async def gateway_driver(spec: ModelSpec, protocol: Protocol, bootstrap: str) -> tuple[DHTNode, Driver]:
+    """A client node and a driver that calls the stages as the model's gateway (the creator's key)."""
+    node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
+    access = Access.on_chain(protocol, MODEL_ID)
+    config = DriverConfig(spec, Identity.from_key(bytes(CREATOR.key)), model_id=MODEL_ID, access=access)
+    return node, Driver(config, node)
+
+
 async def swarm_vs_single(
     spec: ModelSpec, protocol: Protocol, bootstrap: str, requests: int, ids: list[int], sampling: Sampling
 ) -> dict:
     """Alternate one swarm completion and one single-process completion, after one warm-up each. The
     swarm client calls the stages as the model's gateway (the creator's key)."""
-    node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
-    access = Access.on_chain(protocol, MODEL_ID)
-    config = DriverConfig(spec, Identity.from_key(bytes(CREATOR.key)), model_id=MODEL_ID, access=access)
-    driver = Driver(config, node)
+    node, driver = await gateway_driver(spec, protocol, bootstrap)
     swarm = SwarmPipeline(driver)
     states = train_single_process(spec, 0, model_id=MODEL_ID).states
     local = LocalPipeline(spec, states, [0] * spec.num_stages)
@@ -111,7 +123,9 @@ async def swarm_vs_single(
     return {name: summarize(found) for name, found in runs.items()}
 
 
-def pay_tickets(url: str, deployments: Path, gateway: str, clients: int, count: int, max_tokens: int) -> list:
+def pay_tickets(
+    url: str, deployments: Path, gateway: str, clients: int, count: int, *, max_tokens: int
+) -> list:
     """`count` quotes per client, each paid on-chain from that client's own anvil account."""
     tickets: list[list[dict]] = []
     for client in range(clients):
@@ -175,12 +189,50 @@ async def redeem(gateway: str, tickets: list[list[tuple[dict, str]]], twice: boo
     }
 
 
+async def pass_counts(driver: Driver, replicas: list[Replica]) -> list[tuple[int, int]]:
+    """(passes, steps) each stage's serving has run so far."""
+    replies = await asyncio.gather(*(driver.stage_info(replica) for replica in replicas))
+    return [(reply["passes"], reply["pass_steps"]) for reply in replies]
+
+
+async def gateway_bursts(
+    gateway: str, bootstrap: str, spec: ModelSpec, protocol: Protocol, schedule: list[tuple[list, bool]]
+) -> list[dict]:
+    """The bursts of `schedule` in turn (their tickets; whether each is sent twice), each with the
+    load average at its start and the steps per pass every stage's continuous batching achieved."""
+    node, driver = await gateway_driver(spec, protocol, bootstrap)
+    bursts = []
+    try:
+        replicas = [(await driver.discover(stage))[0] for stage in range(spec.num_stages)]
+        for tickets, twice in schedule:
+            load, before = os.getloadavg()[0], await pass_counts(driver, replicas)
+            burst = await redeem(gateway, tickets, twice)
+            after = await pass_counts(driver, replicas)
+            steps_per_pass = [
+                (steps - steps0) / max(passes - passes0, 1)
+                for (passes0, steps0), (passes, steps) in zip(before, after, strict=True)
+            ]
+            bursts.append({**burst, "load_average_1min": load, "steps_per_pass": steps_per_pass})
+            print(
+                f"  {burst['clients']} client(s): {burst['tokens_per_second']:.1f} tokens/s, "
+                f"steps per pass {' '.join(f'{x:.2f}' for x in steps_per_pass)}, load {load:.1f}",
+                flush=True,
+            )
+    finally:
+        await shutdown_node(node)
+    return bursts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(ROOT / "specs" / "small.json"))
     parser.add_argument("--requests", type=int, default=8, help="completions per side in part 1")
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--tickets-per-client", type=int, default=3)
+    parser.add_argument(
+        "--pairs", type=int, default=5, help="8-client bursts in part 2, each between two 1-client bursts"
+    )
+    parser.add_argument("--tickets-alone", type=int, default=10, help="tickets of each 1-client burst")
+    parser.add_argument("--tickets-per-client", type=int, default=8, help="per client, each 8-client burst")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inference.json"))
     args = parser.parse_args()
     spec = load_spec(args.spec)
@@ -237,12 +289,14 @@ def main() -> None:
             )  # fmt: skip
             gateway.wait_for("listening on http://")
             base = f"http://127.0.0.1:{port}"
-            print("part 2: paying tickets, then one streaming client, then 8 at once", flush=True)
-            count = args.tickets_per_client
-            alone = pay_tickets(url, deployments, base, 1, CLIENTS, args.max_tokens)
-            together = pay_tickets(url, deployments, base, CLIENTS, count, args.max_tokens)
-            one_client = asyncio.run(redeem(base, alone, twice=False))
-            many = asyncio.run(redeem(base, together, twice=True))
+            print("part 2: paying tickets, then 1-client and 8-client bursts in turn", flush=True)
+            pay = partial(pay_tickets, url, deployments, base, max_tokens=args.max_tokens)
+            alone = [pay(1, args.tickets_alone) for _ in range(args.pairs + 1)]
+            together = [pay(CLIENTS, args.tickets_per_client) for _ in range(args.pairs)]
+            schedule = [(alone[0], False)]
+            for many, one in zip(together, alone[1:], strict=True):
+                schedule += [(many, True), (one, False)]
+            bursts = asyncio.run(gateway_bursts(base, bootstrap, spec, protocol, schedule))
     finally:
         for proc in procs:
             proc.stop()
@@ -251,8 +305,13 @@ def main() -> None:
     swarm, single = latency["swarm"], latency["single"]
     first_ratio = swarm["first_token_p50_s"] / single["first_token_p50_s"]
     decode_ratio = swarm["decode_tokens_per_s_p50"] / single["decode_tokens_per_s_p50"]
-    batching = many["tokens_per_second"] / one_client["tokens_per_second"]
-    clean = all(run["failed"] == 0 and run["double_served"] == 0 for run in (one_client, many))
+    ones, manys = bursts[0::2], bursts[1::2]
+    ratios = [
+        many["tokens_per_second"] / statistics.mean([before["tokens_per_second"], after["tokens_per_second"]])
+        for before, many, after in zip(ones, manys, ones[1:], strict=False)
+    ]
+    batching = statistics.median(ratios)
+    clean = all(burst["failed"] == 0 and burst["double_served"] == 0 for burst in bursts)
     report = {
         "spec": spec.name,
         "stages": spec.num_stages,
@@ -269,8 +328,10 @@ def main() -> None:
         "decode_ratio": decode_ratio,
         "decode_target": "swarm decode tokens/s at batch 1 >= 50% of single process",
         "decode_target_met": decode_ratio >= 0.5,
-        "gateway_one_client": one_client,
-        "gateway_clients": many,
+        "gateway_bursts": bursts,
+        "gateway_one_client_tokens_per_s_median": statistics.median(b["tokens_per_second"] for b in ones),
+        "gateway_clients_tokens_per_s_median": statistics.median(b["tokens_per_second"] for b in manys),
+        "batching_ratios": ratios,
         "batching_speedup": batching,
         "batching_target": f"{CLIENTS} streaming clients >= 4x one client's aggregate tokens/s",
         "batching_target_met": batching >= 4.0,
@@ -298,12 +359,13 @@ def main() -> None:
 
     print(f"first-token ratio {first_ratio:.2f}x (target <= 2x: {verdict(first_ratio <= 2)})")
     print(f"decode ratio {decode_ratio:.0%} (target >= 50%: {verdict(decode_ratio >= 0.5)})")
+    failed = sum(burst["failed"] for burst in bursts)
+    doubled = sum(burst["double_served"] for burst in bursts)
     print(
-        f"gateway: 1 client {one_client['tokens_per_second']:.1f} tokens/s, {CLIENTS} clients "
-        f"{many['tokens_per_second']:.1f} tokens/s = {batching:.1f}x "
-        f"(target >= 4x: {verdict(batching >= 4)}); "
-        f"failed {one_client['failed'] + many['failed']}, double-served {many['double_served']} "
-        f"({verdict(clean)})"
+        f"gateway: {CLIENTS} clients / the 1-client bursts around them, tokens/s: "
+        f"{' '.join(f'{r:.2f}' for r in ratios)}, "
+        f"median {batching:.2f}x (target >= 4x: {verdict(batching >= 4)}); "
+        f"failed {failed}, double-served {doubled} ({verdict(clean)})"
     )
     print(f"\nwrote {args.out}")
 

@@ -369,7 +369,7 @@ class Gateway:
             raise
         rounds = await self.finalized_rounds()
         rid = "0x" + rid_bytes.hex()
-        claim = self.served.claim(rid)
+        claim = await asyncio.to_thread(self.served.claim, rid)  # a durable write: off the loop
         if claim is not Claim.CLAIMED:
             being = "was already served" if claim is Claim.SERVED else "is being served by another call"
             raise ApiError(
@@ -394,8 +394,8 @@ class Gateway:
     def _provenance(self, job: _Job) -> dict[str, Any]:
         return {"request_id": job.rid, "amount": str(job.due), "round": min(job.rounds), "rounds": job.rounds}
 
-    def _served(self, job: _Job, completion: Completion) -> None:
-        self.served.mark_served(job.rid, len(completion.token_ids), job.due)
+    async def _served(self, job: _Job, completion: Completion) -> None:
+        await asyncio.to_thread(self.served.mark_served, job.rid, len(completion.token_ids), job.due)
         logger.info(
             "served request %s: %d tokens (%s), stages at rounds %s",
             job.rid,
@@ -477,7 +477,7 @@ class Gateway:
         except BaseException:
             self.served.release(job.rid)
             raise
-        self._served(job, completion)
+        await self._served(job, completion)
         reply = {
             **self._envelope(job, completion, chunk=False),
             "choices": [job.body.choice(completion)],
@@ -517,5 +517,5 @@ class Gateway:
             logger.info(
                 "request %s: the client left mid-stream after %d tokens", job.rid, len(completion.token_ids)
             )
-        self._served(job, completion)
+        await self._served(job, completion)
         return response

@@ -188,9 +188,8 @@ class Driver:
         records = await lookup(self.node, stage_key(self.spec_digest, self.config.model_id, stage))
 
         async def info(peer_id: str) -> Replica | None:
-            probe = Replica(peer_id, "", "", -1, "")
             try:
-                reply = await self._call(probe, "info", timeout=self.config.info_timeout)
+                reply = await self.stage_info(Replica(peer_id, "", "", -1, ""))
             except WorkerFailed:
                 return None
             if reply["stage"] != stage or not is_address(reply["address"]):
@@ -202,6 +201,11 @@ class Driver:
 
         found = await asyncio.gather(*(info(record.peer_id) for record in records))
         return [replica for replica in found if replica is not None]
+
+    async def stage_info(self, replica: Replica) -> dict:
+        """The replica's `info` reply: its stage, round and digest, its open completion sessions and
+        its serving pass counters (`passes`, `pass_steps`: how well continuous batching shares passes)."""
+        return await self._call(replica, "info", timeout=self.config.info_timeout)
 
     def _is_member(self, replica: Replica, stage: int) -> bool:
         """On-chain: the peer id is the one a member of `stage` registered, and the member's address is

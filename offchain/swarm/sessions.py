@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 OPEN_SECONDS = 60.0
 REPLY_LINGER = 60.0
+ACTIVE_SECONDS = 2.0
 Compute = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
@@ -62,6 +64,7 @@ class SessionLimits:
     max_tokens: int = 64 * 256
     idle_seconds: float = 60.0
     max_batch: int = 32
+    max_gather_seconds: float = 0.1  # a pass waits at most this for open sessions' steps (batching.py)
 
 
 @dataclass
@@ -75,6 +78,7 @@ class _Serving:
 class _Session:
     serving: _Serving
     cache: RequestCache = field(default_factory=RequestCache)
+    active: float = field(default_factory=time.monotonic)  # opened, or last sent a step
 
 
 class SessionHost:
@@ -140,6 +144,7 @@ class SessionHost:
         await asyncio.sleep(REPLY_LINGER)
 
     async def _steps(self, session: _Session, request: dict) -> bytes:
+        session.active = time.monotonic()
         steps = request["steps"]
         if not isinstance(steps, list) or not steps:
             raise SessionRefused("a step request carries a non-empty list of steps")
@@ -161,9 +166,26 @@ class SessionHost:
         async with self._building:
             if self._serving is None or self._serving.weights.digest != weights.digest:
                 stage = await self.compute(partial(ServingStage, self.spec, self.stage, weights.state))
-                queue = PassQueue(partial(self._run, stage), self.limits.max_batch, self.stats)
+                queue = PassQueue(
+                    partial(self._run, stage),
+                    self.limits.max_batch,
+                    self.stats,
+                    open_requests=partial(self._open_on, weights.digest),
+                    max_gather_seconds=self.limits.max_gather_seconds,
+                )
                 self._serving = _Serving(weights, stage, queue)
             return self._serving
+
+    def _open_on(self, digest: str) -> int:
+        """The sessions served from the weights `digest` that may share its next pass: those active
+        within ACTIVE_SECONDS (a completion sends a step every token; one whose client went quiet
+        would otherwise hold every pass until the session idles out)."""
+        recent = time.monotonic() - ACTIVE_SECONDS
+        return sum(
+            1
+            for session in self.sessions.values()
+            if session.serving.weights.digest == digest and session.active >= recent
+        )
 
     async def _run(self, stage: ServingStage, steps: list[Step]) -> list[bytes]:
         return await self.compute(partial(stage.run, steps))

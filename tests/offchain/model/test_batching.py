@@ -1,0 +1,63 @@
+"""Continuous batching's gathering (offchain/model/batching.py): in a pipeline, the steps of
+requests that shared a pass on the previous stage arrive one by one; a queue that knows how many
+requests are open holds the pass until they are all in, and a lone request never waits."""
+
+import asyncio
+import time
+
+import torch
+
+from offchain.model.batching import PassQueue
+from offchain.model.kv import RequestCache, Step
+
+PASS_SECONDS = 0.2
+
+
+def recording_queue(sizes: list[int], open_requests: int | None) -> PassQueue:
+    """A queue whose passes take PASS_SECONDS and record how many steps they carried."""
+
+    async def run(steps: list[Step]) -> list[bytes]:
+        sizes.append(len(steps))
+        await asyncio.sleep(PASS_SECONDS)
+        return [b"out"] * len(steps)
+
+    count = None if open_requests is None else (lambda: open_requests)
+    return PassQueue(run, max_batch=32, open_requests=count, max_gather_seconds=10.0)
+
+
+def step() -> Step:
+    return Step(RequestCache(), torch.tensor([1]))
+
+
+async def staggered(queue: PassQueue, requests: int, gap: float) -> None:
+    """One warm-up pass (the queue learns how long a pass takes), then `requests` steps `gap` apart."""
+    await queue.submit(step())
+
+    async def arrive(index: int) -> bytes:
+        await asyncio.sleep(index * gap)
+        return await queue.submit(step())
+
+    assert await asyncio.gather(*(arrive(i) for i in range(requests))) == [b"out"] * requests
+
+
+def test_steps_arriving_one_by_one_share_a_pass_when_their_requests_are_open():
+    gathered, ungathered = [], []
+    asyncio.run(staggered(recording_queue(gathered, open_requests=4), requests=4, gap=0.02))
+    asyncio.run(staggered(recording_queue(ungathered, open_requests=None), requests=4, gap=0.02))
+    assert gathered == [1, 4]  # the first arrival waited for the other three
+    assert ungathered == [1, 1, 3]  # started on the first arrival: the others waited for the next pass
+
+
+def test_a_lone_request_never_waits():
+    sizes: list[int] = []
+    queue = recording_queue(sizes, open_requests=1)
+
+    async def two_steps() -> float:
+        await queue.submit(step())
+        started = time.perf_counter()
+        await queue.submit(step())
+        return time.perf_counter() - started
+
+    seconds = asyncio.run(two_steps())
+    assert sizes == [1, 1]
+    assert seconds < 2 * PASS_SECONDS  # a gathering pass would have held it another 2 x PASS_SECONDS
