@@ -66,7 +66,7 @@ def run(spec: ModelSpec, steps: int, batches: list) -> dict:
     started = time.perf_counter()
     crossed, losses = 0, []
     for step in range(steps):
-        loss, step_bytes = run_step(trainers, *divmod(step, spec.round_steps))
+        loss, step_bytes = run_step(trainers, *spec.round_and_step(step))
         crossed += step_bytes
         losses.append(loss)
     seconds = time.perf_counter() - started

@@ -53,7 +53,7 @@ def interleaved_tokens_per_second(spec: ModelSpec, steps: int) -> tuple[dict, di
     for index in range(steps + 1):
         for name, step in runs.items():
             started = time.perf_counter()
-            step(*divmod(index, spec.round_steps))
+            step(*spec.round_and_step(index))
             if index:
                 seconds[name].append(time.perf_counter() - started)
     results = []
@@ -115,7 +115,7 @@ def loss_curve(spec: ModelSpec, cpu_minutes: float, every_steps: int, val_batche
     while training_cpu < cpu_minutes * 60:
         started, cpu = time.perf_counter(), time.process_time()
         for _ in range(every_steps):
-            baseline.step(*divmod(step, spec.round_steps))
+            baseline.step(*spec.round_and_step(step))
             step += 1
         wall += time.perf_counter() - started
         training_cpu += time.process_time() - cpu

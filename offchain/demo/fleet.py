@@ -132,14 +132,21 @@ def deferred_signals() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (e.g. `kill`, a CI timeout) unwinds like Ctrl-C, so every `finally` runs."""
+def interrupt_on_signals() -> Iterator[None]:
+    """SIGTERM (e.g. `kill`, a CI timeout) unwinds like Ctrl-C, so every `finally` runs. SIGINT is
+    set to raise KeyboardInterrupt too: a background job of a non-interactive shell (`pm demo &` in
+    a script) starts with SIGINT ignored, and Python then leaves it ignored, so `kill -INT` would
+    do nothing."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, interrupt),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from offchain.demo.config import Cast, DemoConfig
-from offchain.demo.fleet import Fleet, sigterm_as_interrupt, stop_leftovers
+from offchain.demo.fleet import Fleet, interrupt_on_signals, stop_leftovers
 from offchain.demo.network import DemoNetwork, RoundResult
 from offchain.demo.summary import collect, render, write_outputs
 from offchain.demo.watch import Watch
@@ -96,7 +96,7 @@ def run_demo(config: DemoConfig, console: Console) -> dict[str, Any]:
 
     fleet = Fleet(config.out / "logs", config.out / PIDS, echo_command)
     net = DemoNetwork(config, cast, fleet, Watch(fleet, console.print, config.stage_grace_s), console.print)
-    with sigterm_as_interrupt():
+    with interrupt_on_signals():
         try:
             net.check_storage()
             console.rule("chain: anvil, contracts, model")

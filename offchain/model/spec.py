@@ -58,8 +58,9 @@ class CodecSpec(_Strict):
 
 
 class ScheduleSpec(_Strict):
-    """The learning rate as a function of the optimizer step t = round * round_steps + step alone,
-    so a worker and a verifier replaying any step apply the same rate: a linear warmup from
+    """The learning rate as a function of the optimizer step t alone (ModelSpec.learning_rate: t
+    counts from the first step of round 1, the first round a network trains), so a worker and a
+    verifier replaying any step apply the same rate: a linear warmup from
     lr / warmup_steps to lr over the first `warmup_steps` steps, then (with `decay_steps`) a linear
     decay to `min_lr_ratio * lr` at step `decay_steps`, constant after. Linear, not cosine: IEEE
     754 rounds +, * and / the same on every machine, libm's cos need not."""
@@ -110,6 +111,7 @@ class OptimizerSpec(_Strict):
         return self.lr if self.schedule is None else self.lr * self.schedule.factor(t)
 
 
+FIRST_TRAINED_ROUND = 1  # on a chain, round 0 is the seed checkpoint every stage starts from
 _CID = r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{58,})$"
 
 
@@ -214,8 +216,16 @@ class ModelSpec(_Strict):
         return self.profile.threads
 
     def learning_rate(self, round: int, step: int) -> float:
-        """The optimizer's rate at (round, step): what every worker and replay applies."""
-        return self.optimizer.learning_rate(round * self.round_steps + step)
+        """The optimizer's rate at (round, step): what every worker and replay applies. The schedule
+        starts at round FIRST_TRAINED_ROUND; a round before it (round 0 of an off-chain swarm) trains
+        at the rates of the first."""
+        return self.optimizer.learning_rate(max(round - FIRST_TRAINED_ROUND, 0) * self.round_steps + step)
+
+    def round_and_step(self, t: int) -> tuple[int, int]:
+        """The (round, step) of a network's t-th optimizer step (t from 0): what a single-process
+        loop passes to train as the network does."""
+        rounds, step = divmod(t, self.round_steps)
+        return FIRST_TRAINED_ROUND + rounds, step
 
     @property
     def tokens_per_step(self) -> int:

@@ -115,7 +115,9 @@ def test_the_rate_schedule_is_a_function_of_round_and_step(tiny_data):
         {**tiny_data, "optimizer": {**tiny_data["optimizer"], "lr": 0.004, "schedule": schedule}}
     )
     assert spec.round_steps == 4
-    rates = [spec.learning_rate(*divmod(t, spec.round_steps)) for t in range(16)]
+    rates = [spec.learning_rate(*spec.round_and_step(t)) for t in range(16)]
+    assert spec.round_and_step(0) == (1, 0)  # round 1 is the first a network trains
+    assert spec.learning_rate(0, 3) == spec.learning_rate(1, 3)  # an off-chain round 0: round 1's rates
     assert rates[:4] == [0.001, 0.002, 0.003, 0.004]  # warmup, then peak
     assert rates[4] == 0.004 and rates[8] == 0.0025  # linear decay from step 4 ...
     assert rates[12:] == [0.001] * 4  # ... to 0.25 * lr at step 12, constant after
