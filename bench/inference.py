@@ -235,6 +235,9 @@ def main() -> None:
     parser.add_argument("--tickets-per-client", type=int, default=8, help="per client, each 8-client burst")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "inference.json"))
     args = parser.parse_args()
+    for name in ("requests", "max_tokens", "pairs", "tickets_alone", "tickets_per_client"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     spec = load_spec(args.spec)
     sampling = Sampling(max_tokens=args.max_tokens)
     ids = shipped_tokenizer(spec).encode(PROMPT).ids
