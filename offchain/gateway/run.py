@@ -5,6 +5,7 @@ released), leaves the DHT and closes the served-request record."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,4 +135,5 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store,
         if runner is not None:
             await runner.cleanup()
         await shutdown_node(node)
+        await asyncio.get_running_loop().shutdown_default_executor()  # record writes still running
         served.close()

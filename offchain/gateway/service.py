@@ -395,7 +395,11 @@ class Gateway:
         return {"request_id": job.rid, "amount": str(job.due), "round": min(job.rounds), "rounds": job.rounds}
 
     async def _served(self, job: _Job, completion: Completion) -> None:
-        await asyncio.to_thread(self.served.mark_served, job.rid, len(completion.token_ids), job.due)
+        # Shielded: a handler cancelled at shutdown must not drop the record of a completion the
+        # customer already has (the next start would release its ticket for a second serving).
+        await asyncio.shield(
+            asyncio.to_thread(self.served.mark_served, job.rid, len(completion.token_ids), job.due)
+        )
         logger.info(
             "served request %s: %d tokens (%s), stages at rounds %s",
             job.rid,
