@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from offchain.demo.anvil import Anvil
 from offchain.errors import UserError
@@ -121,9 +122,9 @@ class Fleet:
 
 
 @contextlib.contextmanager
-def deferred_signals() -> Iterator[None]:
-    """A second Ctrl-C while cleaning up must not abandon the processes not yet stopped."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _signal_handlers(handlers: dict[signal.Signals, Any]) -> Iterator[None]:
+    """Install `handlers` for the block, then put back the ones they replaced."""
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         yield
     finally:
@@ -131,8 +132,12 @@ def deferred_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-@contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[None]:
+def deferred_signals() -> contextlib.AbstractContextManager[None]:
+    """A second Ctrl-C while cleaning up must not abandon the processes not yet stopped."""
+    return _signal_handlers({signal.SIGINT: signal.SIG_IGN, signal.SIGTERM: signal.SIG_IGN})
+
+
+def interrupt_on_signals() -> contextlib.AbstractContextManager[None]:
     """SIGTERM (e.g. `kill`, a CI timeout) unwinds like Ctrl-C, so every `finally` runs. SIGINT is
     set to raise KeyboardInterrupt too: a background job of a non-interactive shell (`pm demo &` in
     a script) starts with SIGINT ignored, and Python then leaves it ignored, so `kill -INT` would
@@ -141,12 +146,4 @@ def interrupt_on_signals() -> Iterator[None]:
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, interrupt),
-        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
-    }
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return _signal_handlers({signal.SIGTERM: interrupt, signal.SIGINT: signal.default_int_handler})
