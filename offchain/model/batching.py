@@ -83,13 +83,21 @@ class PassQueue:
             return
         window = min(2 * self._pass_seconds, self.max_gather_seconds)
         deadline = time.perf_counter() + window
-        while 0 < len(self._waiting) < min(self.open_requests() - left, self.max_batch):
+        while self._waiting and self._joinable() < min(self.open_requests() - left, self.max_batch):
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    def _joinable(self) -> int:
+        """How many waiting steps the next pass could carry: only steps as wide as the oldest share
+        a pass, and a prompt's pass is not held for the one-token steps that would arrive."""
+        width = len(self._waiting[0][0].tokens)
+        if width > 1:
+            return self.max_batch
+        return sum(1 for step, _ in self._waiting if len(step.tokens) == width)
 
     def _next_batch(self) -> list[tuple[Step, asyncio.Future]]:
         self._waiting = [(step, future) for step, future in self._waiting if not future.done()]

@@ -61,3 +61,18 @@ def test_a_lone_request_never_waits():
     seconds = asyncio.run(two_steps())
     assert sizes == [1, 1]
     assert seconds < 2 * PASS_SECONDS  # a gathering pass would have held it another 2 x PASS_SECONDS
+
+
+def test_a_prompt_is_not_held_for_steps_that_could_not_join_its_pass():
+    sizes: list[int] = []
+    queue = recording_queue(sizes, open_requests=4)  # three other requests open, all decoding
+
+    async def prompt_after_warm_up() -> float:
+        await queue.submit(step())  # the queue learns how long a pass takes
+        started = time.perf_counter()
+        await queue.submit(Step(RequestCache(), torch.tensor([1, 2, 3])))
+        return time.perf_counter() - started
+
+    seconds = asyncio.run(prompt_after_warm_up())
+    assert sizes == [1, 1]
+    assert seconds < 2 * PASS_SECONDS  # held, it would have waited another 2 x PASS_SECONDS
