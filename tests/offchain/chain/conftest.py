@@ -45,13 +45,8 @@ def token(client):
 def shared_deployment(compiled, tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """One anvil for the session with the protocol deployed by scripts/deploy.py (a deploy is a
     brownie process: seconds each); modules without ANVIL_ARGS take turns on it."""
-    process, url = start_anvil()
-    deployments = tmp_path_factory.mktemp("deployments")
-    try:
-        deploy_protocol(url, deployments, anvil_account(0))
-        yield url, deployments
-    finally:
-        stop(process)
+    with deployed_anvil(tmp_path_factory) as chain:
+        yield chain
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +61,13 @@ def deployed(request, compiled, tmp_path_factory) -> Iterator[tuple[str, Path]]:
         with reverted_after(url):
             yield url, deployments
         return
+    with deployed_anvil(tmp_path_factory, *anvil_args) as chain:
+        yield chain
+
+
+@contextlib.contextmanager
+def deployed_anvil(tmp_path_factory, *anvil_args: str) -> Iterator[tuple[str, Path]]:
+    """A fresh anvil with the protocol deployed by scripts/deploy.py: (rpc_url, deployments dir)."""
     process, url = start_anvil(*anvil_args)
     deployments = tmp_path_factory.mktemp("deployments")
     try:
