@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -78,7 +79,8 @@ class _Serving:
 class _Session:
     serving: _Serving
     cache: RequestCache = field(default_factory=RequestCache)
-    active: float = field(default_factory=time.monotonic)  # opened, or last sent a step
+    active: float = -math.inf  # when it last sent a step: an opened session that has not yet
+    # sent one (a gateway's spare, offchain/swarm/inference.py) holds no pass
 
 
 class SessionHost:

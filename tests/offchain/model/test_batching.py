@@ -76,3 +76,28 @@ def test_a_prompt_is_not_held_for_steps_that_could_not_join_its_pass():
     seconds = asyncio.run(prompt_after_warm_up())
     assert sizes == [1, 1]
     assert seconds < 2 * PASS_SECONDS  # held, it would have waited another 2 x PASS_SECONDS
+
+
+def test_a_lone_requests_pass_runs_in_its_own_task_and_later_arrivals_follow_it():
+    """A lone request skips the drain task (its pass runs in the task that submitted it); a step
+    that arrives during that pass is not lost: it runs in the next pass, on a drain task."""
+    runners: list[asyncio.Task] = []
+
+    async def run(steps: list[Step]) -> list[bytes]:
+        runners.append(asyncio.current_task())
+        await asyncio.sleep(PASS_SECONDS)
+        return [b"out"] * len(steps)
+
+    queue = PassQueue(run, max_batch=32, open_requests=lambda: 1, max_gather_seconds=10.0)
+
+    async def lone_then_late() -> list[asyncio.Task]:
+        lone = asyncio.create_task(queue.submit(step()))
+        await asyncio.sleep(PASS_SECONDS / 4)  # the lone pass is running
+        late = asyncio.create_task(queue.submit(step()))
+        assert await asyncio.gather(lone, late) == [b"out", b"out"]
+        return [lone, late]
+
+    lone, late = asyncio.run(lone_then_late())
+    assert runners[0] is lone
+    assert len(runners) == 2 and runners[1] not in (lone, late)
+    assert queue.stats.passes == 2 and queue.stats.steps == 2
