@@ -12,6 +12,11 @@ replica, waiting up to `wait_seconds` for one. The new stream is re-prefilled: t
 to it every input it relayed to that stage so far, step by step as they first went (one request),
 so its cache, and so the completion, come out exactly as before; the other stages keep theirs.
 No such replica within the wait: StageLost.
+
+Batches. A completion's first step (its prompt) and a re-prefill go out on its own stream; its
+one-token steps go through the pipeline's `StepRelay` of that replica, which sends the steps of all
+the gateway's completions bound for it in the same turn of the event loop as one frame
+(offchain/swarm/relay.py).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 from offchain.model.tokens import encode_ids
 from offchain.swarm.client import PeerUnreachable, RemoteError, StageStream, call
 from offchain.swarm.driver import Driver, Replica, StageLost, WorkerFailed
+from offchain.swarm.relay import StepRelay
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,12 @@ class SwarmPipeline:
         self.spec = driver.spec
         widest = 4 * max(self.spec.config.hidden_size, self.spec.config.vocab_size) + 64
         self.frame_limit = self.spec.context * widest + (1 << 20)
+        self.relays: dict[str, StepRelay] = {}  # per replica (peer id)
+
+    def relay(self, replica: Replica) -> StepRelay:
+        if replica.peer_id not in self.relays:
+            self.relays[replica.peer_id] = StepRelay(self.driver.config.call_timeout)
+        return self.relays[replica.peer_id]
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[SwarmSession]:
@@ -88,9 +100,8 @@ class SwarmSession:
             if fresh:
                 await self._open(stage)
             replica, stream = self.streams[stage]
-            steps = self.sent[stage] if fresh else self.sent[stage][-1:]
             try:
-                output = bytes((await self._reply(replica, stream, steps))["output"])
+                output = bytes((await self._reply(replica, stream, self.sent[stage], fresh))["output"])
                 if self._same_weights(stage, stream.opening):
                     return output
                 error: Exception = RemoteError(f"{replica.short} serves other weights than this completion's")
@@ -117,11 +128,16 @@ class SwarmSession:
         self.rounds[stage], self.digests[stage] = opening["round"], opening["digest"]
         return True
 
-    async def _reply(self, replica: Replica, stream: StageStream, steps: list[dict]) -> dict:
-        """The stage's answer to `steps`. A stage silent for PROBE_SECONDS is asked on a fresh
-        stream whether it is alive (`info`): a killed worker's stream can hang until the call
-        timeout, its death should cost seconds."""
-        pending = asyncio.ensure_future(stream.request({"steps": steps}, timeout=self._timeout))
+    async def _reply(self, replica: Replica, stream: StageStream, sent: list[dict], fresh: bool) -> dict:
+        """The stage's answer to the latest step of `sent` (to all of them on a `fresh` stream, on
+        that stream; else through the replica's relay, batched with other completions' steps). A
+        stage silent for PROBE_SECONDS is asked on a fresh stream whether it is alive (`info`): a
+        killed worker's stream can hang until the call timeout, its death should cost seconds."""
+        session = stream.opening.get("session") if stream.opening else None
+        if fresh or session is None:
+            pending = asyncio.ensure_future(stream.request({"steps": sent}, timeout=self._timeout))
+        else:
+            pending = self.pipeline.relay(replica).send(session, stream, sent[-1:])
         try:
             while True:
                 done, _ = await asyncio.wait({pending}, timeout=PROBE_SECONDS)
@@ -176,6 +192,7 @@ class SwarmSession:
         if entry is not None:
             replica, stream = entry
             self.driver.inference_load[replica.peer_id] -= 1
+            await self.pipeline.relay(replica).settled(stream)
             await stream.close()
 
     async def close(self) -> None:

@@ -522,9 +522,8 @@ class StageServer(ServicerBase):
         self, requests: AsyncIterator[BytesValue], context: P2PContext
     ) -> AsyncIterator[BytesValue]:
         """A completion's stream: open, then its steps, its KV cache kept in between (sessions.py)."""
-        async for chunk in self.sessions.serve(
-            requests, partial(self._open_session, context.remote_id.to_base58())
-        ):
+        caller = context.remote_id.to_base58()
+        async for chunk in self.sessions.serve(requests, caller, partial(self._open_session, caller)):
             yield chunk
 
     async def rpc_forward_backward(

@@ -2,16 +2,29 @@
 
 Protocol (msgpack frames, length-prefixed both ways: offchain/swarm/wire.py `FrameReader`):
 
-    client  {"model", "model_id"}                  open; the stage answers {"round", "digest"}: the
-                                                   committed weights the completion is served from
+    client  {"model", "model_id"}                  open; the stage answers {"round", "digest",
+                                                   "session"}: the committed weights the completion
+                                                   is served from, and the session's key
     client  {"steps": [{"tokens", "activation"}]}  steps, run in order; the stage answers {"output"},
                                                    the last step's output (more than one step only to
                                                    rebuild a cache on a replacement, step by step)
+    client  {"batch": [[session, steps], ...]}     the steps of several sessions the same caller
+                                                   opened on this stage (this one's or not), run
+                                                   together; the stage answers {"outputs": [...]}
     client  ends the stream                        the session's cache is freed
 
-A refusal or a failure is answered {"error"} and ends the session. Whatever way a session ends
-(the client closes, disconnects or dies, a step fails, it idles past `idle_seconds`), its cache is
-freed in one place (`serve`'s finally).
+Batches. A gateway serving many completions relays every one's step to the next stage; one frame per
+session would cost each token a message per stage per session, and the steps of one pass would reach
+the next stage one by one (batching.py's gathering waits for them). A batch carries all the steps a
+gateway has for this stage at once, on the stream of one of its sessions: one message per pass, and
+the steps arrive together. Only the caller that opened a session may step it (a session's key is no
+secret: the stage numbers them), and each session at most once per batch.
+
+A refusal or a failure is answered {"error"} and ends the session whose stream carried it (the other
+sessions of a refused batch stay open: their caller re-prefills them, it cannot know how far they
+got). Whatever way a session ends (the client closes, disconnects or dies, a step fails, it idles past
+`idle_seconds`: no step on its stream or in a batch), its cache is freed in one place (`serve`'s
+finally).
 
 Bounds: at most `max_sessions` sessions and `max_tokens` cached positions on this stage (a session
 over either is refused; the client tries another replica), one completion at most the context.
@@ -78,7 +91,9 @@ class _Serving:
 @dataclass
 class _Session:
     serving: _Serving
+    caller: str
     cache: RequestCache = field(default_factory=RequestCache)
+    heard: float = field(default_factory=time.monotonic)  # opened, or last sent a step: for idling
     active: float = -math.inf  # when it last sent a step: an opened session that has not yet
     # sent one (a gateway's spare, offchain/swarm/inference.py) holds no pass
 
@@ -104,10 +119,13 @@ class SessionHost:
         return sum(session.cache.length for session in self.sessions.values())
 
     async def serve(
-        self, requests: AsyncIterator[BytesValue], admit: Callable[[dict], Awaitable[Weights]]
+        self,
+        requests: AsyncIterator[BytesValue],
+        caller: str,
+        admit: Callable[[dict], Awaitable[Weights]],
     ) -> AsyncIterator[BytesValue]:
-        """One session over one stream; `admit` checks the opening request (model, caller) and
-        returns the committed state to serve it from."""
+        """One session over one stream from `caller` (its peer id); `admit` checks the opening
+        request (model, caller) and returns the committed state to serve it from."""
         frames = FrameReader(requests, self.frame_limit)
         key = next(self._ids)
         try:
@@ -119,25 +137,32 @@ class SessionHost:
                 raise SessionRefused(
                     f"stage {self.stage} is serving {len(self.sessions)} sessions, its limit"
                 )
-            self.sessions[key] = session = _Session(await self._serving_for(weights))
-            for chunk in framed_chunks(pack({"round": weights.round, "digest": weights.digest})):
+            self.sessions[key] = session = _Session(await self._serving_for(weights), caller)
+            opened = {"round": weights.round, "digest": weights.digest, "session": key}
+            for chunk in framed_chunks(pack(opened)):
                 yield chunk
-            while (frame := await asyncio.wait_for(frames.read(), self.limits.idle_seconds)) is not None:
-                output = await self._steps(session, unpack(frame))
-                for chunk in framed_chunks(pack({"output": output})):
+            while (frame := await self._next_frame(frames, session)) is not None:
+                request = unpack(frame)
+                if "batch" in request:
+                    reply = {"outputs": await self._batch(caller, request["batch"])}
+                else:
+                    reply = {"output": await self._steps(session, request)}
+                for chunk in framed_chunks(pack(reply)):
                     yield chunk
         except TimeoutError:
             logger.info(
                 "stage %d: session %d idle for %.0fs, closed", self.stage, key, self.limits.idle_seconds
             )
-            async for chunk in self._refusal(f"session idle for {self.limits.idle_seconds:.0f}s: closed"):
-                yield chunk
+            refusal = f"session idle for {self.limits.idle_seconds:.0f}s: closed"
         except (SessionRefused, WireError, ValueError, KeyError, TypeError) as error:
             logger.warning("stage %d refused session %d: %s", self.stage, key, error)
-            async for chunk in self._refusal(f"{type(error).__name__}: {error}"):
-                yield chunk
+            refusal = f"{type(error).__name__}: {error}"
+        else:
+            return
         finally:
-            self.sessions.pop(key, None)
+            self.sessions.pop(key, None)  # before a refusal's linger: the cache is freed at once
+        async for chunk in self._refusal(refusal):
+            yield chunk
 
     async def _refusal(self, message: str) -> AsyncIterator[BytesValue]:
         for chunk in framed_chunks(pack({"error": message})):
@@ -145,8 +170,46 @@ class SessionHost:
         # Let the caller close the stream (see offchain.swarm.wire); this wait is cancelled then.
         await asyncio.sleep(REPLY_LINGER)
 
+    async def _next_frame(self, frames: FrameReader, session: _Session) -> bytes | None:
+        """The session's next frame; TimeoutError once it has been idle `idle_seconds` (a session
+        stepped only in batches on other streams is not idle)."""
+        reading = asyncio.ensure_future(frames.read())
+        try:
+            while True:
+                silent = time.monotonic() - session.heard
+                if silent >= self.limits.idle_seconds:
+                    raise TimeoutError
+                done, _ = await asyncio.wait({reading}, timeout=self.limits.idle_seconds - silent)
+                if done:
+                    return reading.result()
+        finally:
+            if not reading.done():
+                reading.cancel()
+
+    async def _batch(self, caller: str, entries: list) -> list[bytes]:
+        """Each entry's steps on its session, all at once (their passes are shared)."""
+        sessions = []
+        for key, _ in entries:
+            session = self.sessions.get(key)
+            if session is None or session.caller != caller:
+                raise SessionRefused(f"stage {self.stage} has no session {key} of this caller")
+            if any(session is other for other in sessions):
+                raise SessionRefused(f"session {key} appears twice in one batch")
+            sessions.append(session)
+        outputs = await asyncio.gather(
+            *(
+                self._steps(session, {"steps": steps})
+                for session, (_, steps) in zip(sessions, entries, strict=True)
+            ),
+            return_exceptions=True,  # every step done before the batch is answered, failed or not
+        )
+        for output in outputs:
+            if isinstance(output, BaseException):
+                raise output
+        return outputs
+
     async def _steps(self, session: _Session, request: dict) -> bytes:
-        session.active = time.monotonic()
+        session.active = session.heard = time.monotonic()
         steps = request["steps"]
         if not isinstance(steps, list) or not steps:
             raise SessionRefused("a step request carries a non-empty list of steps")

@@ -1,7 +1,7 @@
 """Completions through real stage workers, each stage keeping a KV cache per completion: the same
-tokens as one process running the same weights, served from the committed round, the caches freed
-after each completion, a stage killed mid-completion re-prefilled on its replacement, and
-training afterwards bitwise unaffected."""
+tokens as one process running the same weights, alone or sharing frames and passes with other
+completions, served from the committed round, the caches freed after each completion, a stage
+killed mid-completion re-prefilled on its replacement, and training afterwards bitwise unaffected."""
 
 from __future__ import annotations
 
@@ -43,12 +43,16 @@ async def _sessions_open(driver: Driver) -> dict[str, int]:
     return found
 
 
-async def _over_swarm(spec, bootstrap: str, kill_mid_stream) -> tuple[list, dict, dict]:
+async def _over_swarm(spec, bootstrap: str, kill_mid_stream) -> tuple[list, dict, dict, list]:
     node = await start_node(NetworkConfig(initial_peers=(bootstrap,)), client_mode=True)
     driver = Driver(DriverConfig(spec, Identity.from_key(LOCAL_KEY), call_timeout=20), node)
     pipeline = SwarmPipeline(driver, wait_seconds=60)
     try:
         served = [await complete(pipeline, TOKENIZER, IDS, sampling) for sampling in (GREEDY, SAMPLED)]
+        together = await asyncio.gather(
+            *(complete(pipeline, TOKENIZER, IDS, s) for s in (GREEDY, SAMPLED, GREEDY))
+        )
+        relayed = [(relay.frames, relay.steps) for relay in pipeline.relays.values()]
         after_success = await _sessions_open(driver)
         async with pipeline.session() as session:
             tokens, during = [], None
@@ -59,7 +63,8 @@ async def _over_swarm(spec, bootstrap: str, kill_mid_stream) -> tuple[list, dict
                     during = (await _sessions_open(driver))[replica.peer_id]
                     await asyncio.to_thread(kill_mid_stream, replica.peer_id)
         served.append(tokens)
-        return served, {"during": during, "after_success": after_success}, await _sessions_open(driver)
+        counts = {"during": during, "after_success": after_success, "relayed": relayed}
+        return served, counts, await _sessions_open(driver), together
     finally:
         await shutdown_node(node)
 
@@ -79,12 +84,15 @@ def test_swarm_completions_match_one_process_and_free_their_caches(tmp_path, cap
             workers[1].kill9()
             workers[1] = swarm.worker("stage1-restarted", 1, [bootstrap], state_dir="stage1")
 
-        served, counts, after = asyncio.run(_over_swarm(spec, bootstrap, restart_stage1))
+        served, counts, after, together = asyncio.run(_over_swarm(spec, bootstrap, restart_stage1))
         local = LocalPipeline(spec, train_single_process(spec, 1).states, [1, 1, 1])
         expected = [asyncio.run(complete(local, TOKENIZER, IDS, s)) for s in (GREEDY, SAMPLED, LONG)]
         for swarm_side, one_process in zip(served[:2], expected, strict=False):
             assert swarm_side.token_ids == one_process.token_ids and swarm_side.text == one_process.text
             assert swarm_side.rounds == [1, 1, 1]  # every stage served its committed round-1 weights
+        # Three completions at once: their one-token steps shared frames (and passes), same tokens.
+        assert [c.token_ids for c in together] == [expected[i].token_ids for i in (0, 1, 0)]
+        assert len(counts["relayed"]) == 3 and all(steps > frames for frames, steps in counts["relayed"])
         # Stage 1 restarted after 10 tokens: re-prefilled once it was back, the same tokens.
         assert served[2] == expected[2].token_ids and len(served[2]) == LONG.max_tokens
         assert counts["during"] == 1

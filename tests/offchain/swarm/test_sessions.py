@@ -1,5 +1,6 @@
 """A stage's inference sessions (offchain/swarm/sessions.py) driven in-process through `serve`, the
-code behind the `infer` stream: which sessions a pass waits for."""
+code behind the `infer` stream: which sessions a pass waits for, and batches of several sessions'
+steps on one stream (who may send them, what they answer)."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -10,7 +11,7 @@ from google.protobuf.wrappers_pb2 import BytesValue
 
 from offchain.model.spec import load_spec
 from offchain.model.tokens import encode_ids
-from offchain.swarm.sessions import SessionHost
+from offchain.swarm.sessions import SessionHost, SessionLimits
 from offchain.swarm.wire import FrameReader, framed_chunks, pack, unpack
 
 SPEC = load_spec(Path(__file__).resolve().parents[3] / "specs" / "tiny.json")
@@ -28,9 +29,9 @@ class Seed:
 class Client:
     """One session's side of an `infer` stream: frames go in through a queue, replies are read."""
 
-    def __init__(self, host: SessionHost) -> None:
+    def __init__(self, host: SessionHost, caller: str = "gateway") -> None:
         self._outbox: asyncio.Queue[dict | None] = asyncio.Queue()
-        self._replies = FrameReader(host.serve(self._requests(), self._admit), 1 << 24)
+        self._replies = FrameReader(host.serve(self._requests(), caller, self._admit), 1 << 24)
 
     async def _requests(self) -> AsyncIterator[BytesValue]:
         while (document := await self._outbox.get()) is not None:
@@ -43,14 +44,23 @@ class Client:
 
     async def send(self, document: dict | None) -> dict | None:
         self._outbox.put_nowait(document)
-        if document is None:
-            return None
+        return None if document is None else await self.reply()
+
+    async def reply(self) -> dict | None:
         raw = await self._replies.read()
         return None if raw is None else unpack(raw)
 
 
 async def compute(fn):
     return fn()
+
+
+def step(ids: list[int]) -> dict:
+    return {"tokens": encode_ids(ids, SPEC), "activation": b""}
+
+
+def steps(ids: list[int]) -> dict:
+    return {"steps": [step(ids)]}
 
 
 def test_an_opened_session_counts_for_gathering_only_once_it_sends_a_step():
@@ -63,7 +73,7 @@ def test_an_opened_session_counts_for_gathering_only_once_it_sends_a_step():
         assert (await stepping.send({"model": "m"}))["digest"] == "seed"
         assert (await spare.send({"model": "m"}))["digest"] == "seed"
         counts.append(host._open_on("seed"))
-        await stepping.send({"steps": [{"tokens": encode_ids([1, 2, 3], SPEC), "activation": b""}]})
+        await stepping.send(steps([1, 2, 3]))
         counts.append(host._open_on("seed"))
         counts.append(len(host.sessions))
         await stepping.send(None)
@@ -71,3 +81,65 @@ def test_an_opened_session_counts_for_gathering_only_once_it_sends_a_step():
         return counts
 
     assert asyncio.run(scenario()) == [0, 1, 2]
+
+
+def test_a_batch_steps_the_callers_sessions_in_one_pass_with_their_own_outputs():
+    async def scenario() -> None:
+        host = SessionHost(SPEC, 0, compute)
+        clients = [Client(host) for _ in range(3)]
+        keys = [(await client.send({"model": "m"}))["session"] for client in clients]
+        alone = [(await client.send(steps([7, 8, 9 + i])))["output"] for i, client in enumerate(clients)]
+        passes = host.stats.passes
+        batch = [[key, [step([5 + i])]] for i, key in enumerate(keys)]
+        outputs = (await clients[0].send({"batch": batch}))["outputs"]
+        assert host.stats.passes == passes + 1  # the three steps shared one pass
+        assert len(set(outputs)) == 3 and not set(outputs) & set(alone)
+        again = [(await client.send(steps([5 + i])))["output"] for i, client in enumerate(clients[1:], 1)]
+        assert again != outputs[1:]  # each session's cache grew by its batched step: position 4 now
+        assert [host.sessions[key].cache.length for key in keys] == [4, 5, 5]
+        for client in clients:
+            await client.send(None)
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_naming_another_callers_session_is_refused_and_leaves_it_untouched():
+    async def scenario() -> None:
+        host = SessionHost(SPEC, 0, compute)
+        victim, attacker = Client(host, caller="gateway"), Client(host, caller="attacker")
+        victim_key = (await victim.send({"model": "m"}))["session"]
+        attacker_key = (await attacker.send({"model": "m"}))["session"]
+        await victim.send(steps([1, 2]))
+        refused = await attacker.send({"batch": [[attacker_key, [step([3])]], [victim_key, [step([4])]]]})
+        assert f"no session {victim_key} of this caller" in refused["error"]
+        assert host.sessions[victim_key].cache.length == 2
+        assert "output" in await victim.send(steps([3]))  # the victim's completion goes on
+        twice = await victim.send({"batch": [[victim_key, [step([4])]], [victim_key, [step([5])]]]})
+        assert "appears twice in one batch" in twice["error"]
+        await victim.send(None)
+        await attacker.send(None)
+
+    asyncio.run(scenario())
+
+
+def test_a_session_stepped_only_in_batches_does_not_idle_out():
+    async def scenario() -> tuple[set, set, dict | None, bool]:
+        host = SessionHost(SPEC, 0, compute, SessionLimits(idle_seconds=0.3))
+        carrier, carried, silent = Client(host), Client(host), Client(host)
+        keys = [(await client.send({"model": "m"}))["session"] for client in (carrier, carried, silent)]
+        # the stage serves a stream only while its replies are read, as hivemind does
+        listening = [asyncio.create_task(client.reply()) for client in (carried, silent)]
+        for position in range(6):  # 0.6 s of batches, twice the idle limit
+            await carrier.send({"batch": [[key, [step([position + 1])]] for key in keys[:2]]})
+            await asyncio.sleep(0.1)
+        open_keys = set(host.sessions)
+        carried_listening = not listening[0].done()
+        for client in (carrier, carried, silent):
+            await client.send(None)
+        silent_reply = await listening[1]
+        listening[0].cancel()
+        return open_keys, set(keys[:2]), silent_reply, carried_listening
+
+    open_keys, stepped, silent_reply, carried_listening = asyncio.run(scenario())
+    assert open_keys == stepped  # the silent session idled out; the batched one did not
+    assert "idle" in silent_reply["error"] and carried_listening

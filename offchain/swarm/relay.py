@@ -1,0 +1,92 @@
+"""A gateway's steps to one stage replica, sent together: one batch frame per pass, not one per
+completion (the stage side and the reason: offchain/swarm/sessions.py, "Batches").
+
+Every completion on the gateway relays its step to the next stage when the previous stage answers.
+Steps sent in the same turn of the event loop (the completions that shared the previous stage's
+pass are all woken by its answer, one after another, before the loop polls again) leave as one
+frame on the stream of the first of them, and the answer's outputs go back to each. A lone step
+goes out on its own stream as before.
+
+Failure. A batch fails as a whole (the carrier stream broke, or the stage refused one of its steps):
+every completion in it gets the failure and, as for its own stream, re-opens that stage and
+re-prefills (it cannot tell how far the stage got). A completion that ends while a batch carries
+its step waits for that batch before closing its stream (`settled`): closing a carrier under a batch
+would fail the other completions in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from offchain.swarm.client import StageStream
+
+MAX_BATCH = 32  # steps per frame: a stage's default max_batch (offchain/swarm/sessions.py)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    session: int  # the key the stage gave the completion's session on `stream`
+    stream: StageStream
+    steps: list[dict]
+    reply: asyncio.Future
+
+
+class StepRelay:
+    """Batches the steps bound for one replica; `send` answers the document the stage would have
+    answered on the completion's own stream ({"output"})."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._queued: list[_Entry] = []
+        self._carrying: dict[int, asyncio.Task] = {}  # id(stream) -> the batch in flight on it
+        self._tasks: set[asyncio.Task] = set()
+        self.frames = self.steps = 0  # sent so far: steps / frames is how well completions share frames
+
+    def send(self, session: int, stream: StageStream, steps: list[dict]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        entry = _Entry(session, stream, steps, loop.create_future())
+        self._queued.append(entry)
+        if len(self._queued) == 1:
+            loop.call_soon(self._flush)
+        return entry.reply
+
+    def _flush(self) -> None:
+        queued, self._queued = [entry for entry in self._queued if not entry.reply.done()], []
+        for start in range(0, len(queued), MAX_BATCH):
+            batch = queued[start : start + MAX_BATCH]
+            task = asyncio.ensure_future(self._carry(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            for entry in batch:
+                self._carrying[id(entry.stream)] = task
+
+    async def _carry(self, batch: list[_Entry]) -> None:
+        carrier = batch[0].stream
+        self.frames, self.steps = self.frames + 1, self.steps + len(batch)
+        try:
+            if len(batch) == 1:
+                outputs = [(await carrier.request({"steps": batch[0].steps}, timeout=self.timeout))["output"]]
+            else:
+                request = {"batch": [[entry.session, entry.steps] for entry in batch]}
+                outputs = (await carrier.request(request, timeout=self.timeout))["outputs"]
+                if len(outputs) != len(batch):
+                    raise ValueError(f"a batch of {len(batch)} steps answered with {len(outputs)} outputs")
+        except Exception as error:  # noqa: BLE001 - each completion handles it as its own stream's failure
+            for entry in batch:
+                if not entry.reply.done():
+                    entry.reply.set_exception(error)
+        else:
+            for entry, output in zip(batch, outputs, strict=True):
+                if not entry.reply.done():
+                    entry.reply.set_result({"output": output})
+        finally:
+            for entry in batch:
+                if self._carrying.get(id(entry.stream)) is asyncio.current_task():
+                    del self._carrying[id(entry.stream)]
+
+    async def settled(self, stream: StageStream) -> None:
+        """Wait for the batch in flight (if any) that carries a step of `stream`'s session."""
+        task = self._carrying.get(id(stream))
+        if task is not None:
+            await asyncio.wait({task})
