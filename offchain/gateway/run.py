@@ -99,6 +99,7 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store,
         )
         # A stage that fails mid-completion is waited for as long as a call may take.
         pipeline = SwarmPipeline(Driver(driver_config, node), wait_seconds=config.call_timeout)
+        pipeline.replenish()  # spare streams for the first completion too
         gateway = Gateway(
             protocol=protocol,
             model=model,
