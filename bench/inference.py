@@ -119,6 +119,7 @@ async def swarm_vs_single(
             runs["swarm"].append(await one_completion(swarm, ids, sampling))
             runs["single"].append(await one_completion(local, ids, sampling))
     finally:
+        await swarm.close()
         await shutdown_node(node)
     return {name: summarize(found) for name, found in runs.items()}
 

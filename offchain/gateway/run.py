@@ -1,7 +1,8 @@
 """`pm gateway run`: the model from the chain, its spec by CID, a swarm client node, the HTTP site.
 
 SIGTERM/SIGINT set an Event; `finally` stops the site (in-flight requests finish or are
-released), leaves the DHT and closes the served-request record."""
+released), closes the pipeline's spare streams, leaves the DHT and closes the served-request
+record."""
 
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store,
         logger.warning("released %d request(s) a previous gateway process left unfinished", released)
     node = await start_node(config.network, client_mode=True)
     runner: web.AppRunner | None = None
+    pipeline: SwarmPipeline | None = None
     try:
         driver_config = DriverConfig(
             spec,
@@ -95,15 +97,16 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store,
             call_timeout=config.call_timeout,
             access=Access.on_chain(protocol, model.model_id),
         )
-        driver = Driver(driver_config, node)
+        # A stage that fails mid-completion is waited for as long as a call may take.
+        pipeline = SwarmPipeline(Driver(driver_config, node), wait_seconds=config.call_timeout)
+        pipeline.replenish()  # spare streams for the first completion too
         gateway = Gateway(
             protocol=protocol,
             model=model,
             asset=asset_of(protocol, model),
             spec=spec,
             tokenizer=load_tokenizer(spec, store),
-            # A stage that fails mid-completion is waited for as long as a call may take.
-            pipeline=SwarmPipeline(driver, wait_seconds=config.call_timeout),
+            pipeline=pipeline,
             served=served,
             secret=load_or_create_secret(config.state_dir),
             pricing=Pricing(config.price_per_token),
@@ -134,6 +137,8 @@ async def serve_gateway(config: GatewayConfig, protocol: Protocol, store: Store,
     finally:
         if runner is not None:
             await runner.cleanup()
+        if pipeline is not None:
+            await pipeline.close()  # its spare streams: an open session on every stage
         await shutdown_node(node)
         await asyncio.get_running_loop().shutdown_default_executor()  # record writes still running
         served.close()

@@ -253,6 +253,13 @@ class Driver:
         ]
         return min(replicas, key=lambda r: (self.inference_load[r.peer_id], r.peer_id), default=None)
 
+    def still_routed(self, stage: int, replica: Replica) -> bool:
+        """Whether `replica` is, as last discovered, still one of `stage`'s inference replicas (the
+        same worker session serving the same weights) and not banned: a stream opened to it earlier
+        may still start a completion."""
+        cached = self.inference_routes.get(stage)
+        return cached is not None and replica in cached[1] and not self._is_banned(replica)
+
     def drop_replica(self, replica: Replica, reason: str) -> None:
         """A replica that failed a completion's stream: banned, so no completion picks it again."""
         self._ban(replica, reason)

@@ -17,6 +17,20 @@ Batches. A completion's first step (its prompt) and a re-prefill go out on its o
 one-token steps go through the pipeline's `StepRelay` of that replica, which sends the steps of all
 the gateway's completions bound for it in the same turn of the event loop as one frame
 (offchain/swarm/relay.py).
+
+Spare streams (connection pooling, like HTTP keep-alive). Opening a stage's stream is most of
+what a completion's first token costs over one process (~10 ms over 4 stages at batch 1 on the
+small spec: the new libp2p stream, then the first frames on it and the opening reply). So the
+pipeline keeps one spare stream per stage, opened in the background with its opening reply
+(round, digest) already read; a new completion takes the spares and its first step goes out on
+streams already open. The next spares are opened once that first step is through (not during
+it: the opens would compete with it for the CPU). Every `renew_seconds` (a third of the stages'
+session idle timeout, SessionLimits.idle_seconds) a spare is renewed, the new one opened before
+the old one is closed, so a spare is never one its stage is about to close. A spare is taken only
+while its replica is still one of the driver's routes (not banned, the same worker session and
+weights as last discovered); one that turns out dead at its first step takes the fault path above
+like any stream. Cost: one idle session per stage per pipeline (a gateway has one), which caches
+nothing and, idle, holds no pass; `close` ends them.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,39 +54,156 @@ logger = logging.getLogger(__name__)
 ATTEMPTS = 3  # refusals of one step by live replicas before the completion fails
 POLL_SECONDS = 0.5
 PROBE_SECONDS = 2.0
+RENEW_SECONDS = 20.0  # a third of a stage's session idle timeout (SessionLimits.idle_seconds, 60 s)
+
+
+@dataclass
+class Spare:
+    """A stream to `replica` opened ahead of a completion, its opening reply already read."""
+
+    replica: Replica
+    stream: StageStream
+    opened: float = field(default_factory=time.monotonic)
 
 
 class SwarmPipeline:
-    """Completions over the replicas `driver` finds (its discovery, load counts and bans)."""
+    """Completions over the replicas `driver` finds (its discovery, load counts and bans), with a
+    spare stream per stage kept open for the next completion (see the module doc)."""
 
-    def __init__(self, driver: Driver, *, wait_seconds: float = 30.0) -> None:
-        self.driver, self.wait_seconds = driver, wait_seconds
+    def __init__(
+        self, driver: Driver, *, wait_seconds: float = 30.0, renew_seconds: float = RENEW_SECONDS
+    ) -> None:
+        self.driver, self.wait_seconds, self.renew_seconds = driver, wait_seconds, renew_seconds
         self.spec = driver.spec
         widest = 4 * max(self.spec.config.hidden_size, self.spec.config.vocab_size) + 64
         self.frame_limit = self.spec.context * widest + (1 << 20)
+        self.spares: list[Spare | None] = [None] * self.spec.num_stages
+        self._keepers: dict[int, asyncio.Task] = {}  # stage -> the task keeping its spare
+        self._tasks: set[asyncio.Task] = set()  # every keeper not yet finished
+        self._closed = False
         self.relays: dict[str, StepRelay] = {}  # per replica (peer id)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[SwarmSession]:
+        spares = [await self._take(stage) for stage in range(self.spec.num_stages)]
+        session = SwarmSession(self, spares)
+        try:
+            yield session
+        finally:
+            await session.close()
+            self.replenish()
+
+    async def _take(self, stage: int) -> Spare | None:
+        """The stage's spare for a new session, if it is fresh and its replica still routed (a stale
+        one is closed); its keeper stops, and `replenish` starts the next."""
+        spare, self.spares[stage] = self.spares[stage], None
+        if spare is None:
+            return None
+        self._keepers.pop(stage).cancel()  # asleep, or opening a renewal: that stream is closed
+        fresh = time.monotonic() - spare.opened < self.renew_seconds
+        if fresh and spare.stream.opening["digest"] == spare.replica.digest:
+            if self.driver.still_routed(stage, spare.replica):
+                return spare
+        await spare.stream.close()
+        return None
+
+    def replenish(self) -> None:
+        """Start keeping a spare for every stage that has no keeper (a session took its spare, or
+        none could be opened last time)."""
+        if self._closed:
+            return
+        for stage in range(self.spec.num_stages):
+            if stage not in self._keepers or self._keepers[stage].done():
+                task = asyncio.create_task(self._keep(stage))
+                self._keepers[stage] = task
+                self._tasks.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("spare stream upkeep failed: %s", task.exception())
+
+    async def _keep(self, stage: int) -> None:
+        """Keeps a fresh spare for `stage` until a session takes it (which cancels this): opens one,
+        then every `renew_seconds` opens the next and closes the one it replaces. Without a replica
+        to open one on, it closes the one it has and stops (the next session's `replenish` tries
+        again)."""
+        while True:
+            spare = await self._open_spare(stage)
+            old, self.spares[stage] = self.spares[stage], spare
+            if old is not None:
+                await old.stream.close()
+            if spare is None:
+                return
+            await asyncio.sleep(self.renew_seconds)
+
+    async def _open_spare(self, stage: int) -> Spare | None:
+        """A spare on the least-loaded replica of `stage`, its opening answered; None if there is
+        no replica or it does not open."""
+        replica = await self.driver.serving_replica(stage)
+        stream = None if replica is None else await self.connect(replica, answered=True)
+        return None if stream is None else Spare(replica, stream)
+
+    async def connect(self, replica: Replica, *, answered: bool = False) -> StageStream | None:
+        """A stream to `replica`, its opening sent (and with `answered`, its reply read; otherwise
+        it is read with the first step's). None if it cannot open (an unreachable replica is
+        dropped) or, with `answered`, the stage refused the session."""
+        stream = StageStream(replica.peer_id, self.frame_limit)
+        timeout = self.driver.config.call_timeout
+        try:
+            await stream.open(self.driver.node.p2p, self.opening(), timeout=timeout)
+            if answered:
+                await stream.opened(timeout=timeout)
+        except PeerUnreachable as error:
+            await stream.close()
+            self.driver.drop_replica(replica, str(error))
+            return None
+        except RemoteError as error:
+            await stream.close()
+            logger.info("%s refused a spare stream: %s", replica.short, error)
+            return None
+        except asyncio.CancelledError:
+            await stream.close()
+            raise
+        return stream
 
     def relay(self, replica: Replica) -> StepRelay:
         if replica.peer_id not in self.relays:
             self.relays[replica.peer_id] = StepRelay(self.driver.config.call_timeout)
         return self.relays[replica.peer_id]
 
-    @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[SwarmSession]:
-        session = SwarmSession(self)
-        try:
-            yield session
-        finally:
-            await session.close()
+    def opening(self) -> dict:
+        """What opens a stage's session: the driver's request document (model, and whatever proves
+        whom this peer acts for), the same as every other RPC it makes."""
+        return self.driver._request()
+
+    async def close(self) -> None:
+        """Stop keeping spares and close every spare (each is an open session on its stage)."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._keepers.clear()
+        spares = [spare for spare in self.spares if spare is not None]
+        self.spares = [None] * self.spec.num_stages
+        await asyncio.gather(*(spare.stream.close() for spare in spares))
 
 
 class SwarmSession:
     """One completion's streams; `rounds`/`digests`: the committed round and state each stage serves."""
 
-    def __init__(self, pipeline: SwarmPipeline) -> None:
+    def __init__(self, pipeline: SwarmPipeline, spares: list[Spare | None]) -> None:
+        """`spares`: per stage, an open stream to start on (None: one is opened at the first step)."""
         self.pipeline, self.driver = pipeline, pipeline.driver
         stages = pipeline.spec.num_stages
-        self.streams: list[tuple[Replica, StageStream] | None] = [None] * stages
+        self.streams: list[tuple[Replica, StageStream] | None] = [
+            None if spare is None else (spare.replica, spare.stream) for spare in spares
+        ]
+        for spare in spares:
+            if spare is not None:
+                self.driver.inference_load[spare.replica.peer_id] += 1
         self.sent: list[list[dict]] = [[] for _ in range(stages)]
         self.rounds: list[int] = [-1] * stages
         self.digests: list[str] = [""] * stages
@@ -79,14 +211,19 @@ class SwarmSession:
 
     async def step(self, ids: list[int]) -> np.ndarray:
         """Feed the next positions through every stage; the float32 logits of the last one."""
-        if self._opens is None:  # the first step: every stage's stream opens at once, in the background
+        first = self._opens is None
+        if first:  # every stage without a spare opens its stream at once, in the background
             self._opens = {
-                stage: asyncio.ensure_future(self._open(stage)) for stage in range(len(self.streams))
+                stage: asyncio.ensure_future(self._open(stage))
+                for stage, entry in enumerate(self.streams)
+                if entry is None
             }
         tokens, output = encode_ids(ids, self.pipeline.spec), b""
         for stage in range(len(self.streams)):
             self.sent[stage].append({"tokens": tokens, "activation": output})
             output = await self._run(stage)
+        if first:
+            self.pipeline.replenish()
         return np.frombuffer(output, dtype="<f4")
 
     async def _run(self, stage: int) -> bytes:
@@ -147,7 +284,7 @@ class SwarmSession:
                     self.driver.node.p2p,
                     replica.peer_id,
                     "info",
-                    self._opening(),
+                    self.pipeline.opening(),
                     timeout=self.driver.config.info_timeout,
                 )
         finally:
@@ -163,17 +300,11 @@ class SwarmSession:
         deadline = time.monotonic() + self.pipeline.wait_seconds
         while True:
             replica = await self.driver.serving_replica(stage, self.digests[stage] or None)
-            if replica is not None:
-                stream = StageStream(replica.peer_id, self.pipeline.frame_limit)
-                try:
-                    await stream.open(self.driver.node.p2p, self._opening(), timeout=self._timeout)
-                except PeerUnreachable as error:
-                    await stream.close()
-                    self.driver.drop_replica(replica, str(error))
-                else:
-                    self.streams[stage] = (replica, stream)
-                    self.driver.inference_load[replica.peer_id] += 1
-                    return
+            stream = None if replica is None else await self.pipeline.connect(replica)
+            if stream is not None:
+                self.streams[stage] = (replica, stream)
+                self.driver.inference_load[replica.peer_id] += 1
+                return
             if time.monotonic() >= deadline:
                 raise StageLost(stage)
             await asyncio.sleep(POLL_SECONDS)
@@ -181,11 +312,6 @@ class SwarmSession:
     @property
     def _timeout(self) -> float:
         return self.driver.config.call_timeout
-
-    def _opening(self) -> dict:
-        """What opens a stage's session: the driver's request document (model, and whatever proves
-        whom this peer acts for), the same as every other RPC it makes."""
-        return self.driver._request()
 
     async def _drop(self, stage: int) -> None:
         entry, self.streams[stage] = self.streams[stage], None
