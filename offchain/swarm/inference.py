@@ -13,10 +13,11 @@ to it every input it relayed to that stage so far, step by step as they first we
 so its cache, and so the completion, come out exactly as before; the other stages keep theirs.
 No such replica within the wait: StageLost.
 
-Batches. A completion's first step (its prompt) and a re-prefill go out on its own stream; its
-one-token steps go through the pipeline's `StepRelay` of that replica, which sends the steps of all
-the gateway's completions bound for it in the same turn of the event loop as one frame
-(offchain/swarm/relay.py).
+Batches. A completion's first step on a new stream and a re-prefill go out on its own stream; so
+do all its steps while it is the pipeline's only completion (a relay would only add turns of the
+event loop to every hop). With others open, its steps go through the pipeline's `StepRelay` of
+that replica, which sends the steps of all the gateway's completions bound for it in the same turn
+of the event loop as one frame (offchain/swarm/relay.py).
 
 Spare streams (connection pooling, like HTTP keep-alive). Opening a stage's stream is most of
 what a completion's first token costs over one process (~10 ms over 4 stages at batch 1 on the
@@ -82,14 +83,17 @@ class SwarmPipeline:
         self._tasks: set[asyncio.Task] = set()  # every keeper not yet finished
         self._closed = False
         self.relays: dict[str, StepRelay] = {}  # per replica (peer id)
+        self.open_sessions = 0  # completions in progress: one alone skips the relays
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[SwarmSession]:
         spares = [await self._take(stage) for stage in range(self.spec.num_stages)]
         session = SwarmSession(self, spares)
+        self.open_sessions += 1
         try:
             yield session
         finally:
+            self.open_sessions -= 1
             await session.close()
             self.replenish()
 
@@ -271,8 +275,9 @@ class SwarmSession:
         stage silent for PROBE_SECONDS is asked on a fresh stream whether it is alive (`info`): a
         killed worker's stream can hang until the call timeout, its death should cost seconds."""
         session = stream.opening.get("session") if stream.opening else None
-        if fresh or session is None:
-            pending = asyncio.ensure_future(stream.request({"steps": sent}, timeout=self._timeout))
+        if fresh or session is None or self.pipeline.open_sessions == 1:
+            steps = sent if fresh else sent[-1:]
+            pending = asyncio.ensure_future(stream.request({"steps": steps}, timeout=self._timeout))
         else:
             pending = self.pipeline.relay(replica).send(session, stream, sent[-1:])
         try:
