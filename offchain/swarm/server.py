@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cached_property, partial
 from pathlib import Path
@@ -132,7 +132,8 @@ class StageServer(ServicerBase):
         self.data_gate = DataGate(spec, dataset)
         self.p2p: P2P | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage{stage}")
-        self.sessions = SessionHost(spec, stage, self._compute)
+        self._jobs: set[Future] = set()  # submitted to the compute thread, perhaps not finished
+        self.sessions = SessionHost(spec, stage, self._compute, inline=self._compute_idle)
         self.trainer: StageTrainer | None = None
         self.committed: RoundState | None = None
         self.previous: RoundState | None = None
@@ -167,7 +168,15 @@ class StageServer(ServicerBase):
         logger.info("stage %d: adopted state %s as round %d", self.stage, state.digest[:16], state.round)
 
     async def _compute(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        job = self._executor.submit(fn)
+        self._jobs.add(job)
+        return await asyncio.wrap_future(job)
+
+    def _compute_idle(self) -> bool:
+        """Whether the compute thread runs nothing and has nothing queued. A job's own future says
+        so, not its caller: a cancelled caller leaves its job running to its end."""
+        self._jobs = {job for job in self._jobs if not job.done()}
+        return not self._jobs
 
     async def _commit(self, state: RoundState) -> None:
         self.previous, self.committed, self.in_round = self.committed, state, None

@@ -1,16 +1,20 @@
 """A stage's inference sessions (offchain/swarm/sessions.py) driven in-process through `serve`, the
-code behind the `infer` stream: which sessions a pass waits for, and batches of several sessions'
-steps on one stream (who may send them, what they answer)."""
+code behind the `infer` stream: which sessions a pass waits for, batches of several sessions' steps
+on one stream (who may send them, what they answer), and where a lone pass runs."""
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from google.protobuf.wrappers_pb2 import BytesValue
 
 from offchain.model.spec import load_spec
 from offchain.model.tokens import encode_ids
+from offchain.swarm.server import StageServer
 from offchain.swarm.sessions import SessionHost, SessionLimits
 from offchain.swarm.wire import FrameReader, framed_chunks, pack, unpack
 
@@ -143,3 +147,43 @@ def test_a_session_stepped_only_in_batches_does_not_idle_out():
     open_keys, stepped, silent_reply, carried_listening = asyncio.run(scenario())
     assert open_keys == stepped  # the silent session idled out; the batched one did not
     assert "idle" in silent_reply["error"] and carried_listening
+
+
+def test_a_lone_one_token_pass_runs_on_the_loop_only_while_the_compute_thread_is_idle():
+    async def scenario(idle: bool) -> list[int]:
+        handed: list[int] = []
+
+        async def counting(fn):
+            handed.append(1)
+            return fn()
+
+        host = SessionHost(SPEC, 0, counting, inline=lambda: idle)
+        client = Client(host)
+        await client.send({"model": "m"})  # builds the serving stage: one job
+        await client.send(steps([1, 2, 3]))  # a prompt: always the compute thread
+        await client.send(steps([4]))  # one token
+        await client.send(None)
+        return handed
+
+    assert len(asyncio.run(scenario(idle=True))) == 2
+    assert len(asyncio.run(scenario(idle=False))) == 3
+
+
+def test_the_compute_thread_is_busy_until_its_job_ends_even_if_its_caller_was_cancelled():
+    """A training RPC whose caller went away leaves its job running: a pass must not run beside it."""
+    release = threading.Event()
+
+    async def scenario() -> list[bool]:
+        server = SimpleNamespace(_executor=ThreadPoolExecutor(max_workers=1), _jobs=set())
+        seen = [StageServer._compute_idle(server)]
+        caller = asyncio.ensure_future(StageServer._compute(server, release.wait))
+        await asyncio.sleep(0.05)
+        caller.cancel()
+        await asyncio.gather(caller, return_exceptions=True)
+        seen.append(StageServer._compute_idle(server))  # cancelled caller, job still running
+        release.set()
+        server._executor.shutdown(wait=True)
+        seen.append(StageServer._compute_idle(server))
+        return seen
+
+    assert asyncio.run(scenario()) == [True, False, True]
