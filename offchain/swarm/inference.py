@@ -13,7 +13,7 @@ to it every input it relayed to that stage so far, step by step as they first we
 so its cache, and so the completion, come out exactly as before; the other stages keep theirs.
 No such replica within the wait: StageLost.
 
-Batches. A completion's first step on a new stream and a re-prefill go out on its own stream; so
+Batches. A completion's first step (its prompt) and a re-prefill go out on its own stream; so
 do all its steps while it is the pipeline's only completion (a relay would only add turns of the
 event loop to every hop). With others open, its steps go through the pipeline's `StepRelay` of
 that replica, which sends the steps of all the gateway's completions bound for it in the same turn
@@ -82,12 +82,18 @@ class SwarmPipeline:
         self._keepers: dict[int, asyncio.Task] = {}  # stage -> the task keeping its spare
         self._tasks: set[asyncio.Task] = set()  # every keeper not yet finished
         self._closed = False
-        self.relays: dict[str, StepRelay] = {}  # per replica (peer id)
+        self.relays: dict[tuple[str, str], StepRelay] = {}  # per replica process (ban_key)
         self.open_sessions = 0  # completions in progress: one alone skips the relays
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[SwarmSession]:
-        spares = [await self._take(stage) for stage in range(self.spec.num_stages)]
+        spares: list[Spare | None] = []
+        try:
+            for stage in range(self.spec.num_stages):
+                spares.append(await self._take(stage))
+        except BaseException:  # cancelled while a stale spare closed: the ones taken are closed too
+            await asyncio.gather(*(spare.stream.close() for spare in spares if spare is not None))
+            raise
         session = SwarmSession(self, spares)
         self.open_sessions += 1
         try:
@@ -173,9 +179,9 @@ class SwarmPipeline:
         return stream
 
     def relay(self, replica: Replica) -> StepRelay:
-        if replica.peer_id not in self.relays:
-            self.relays[replica.peer_id] = StepRelay(self.driver.config.call_timeout)
-        return self.relays[replica.peer_id]
+        if replica.ban_key not in self.relays:
+            self.relays[replica.ban_key] = StepRelay(self.driver.config.call_timeout)
+        return self.relays[replica.ban_key]
 
     def opening(self) -> dict:
         """What opens a stage's session: the driver's request document (model, and whatever proves
@@ -248,7 +254,7 @@ class SwarmSession:
                 error: Exception = RemoteError(f"{replica.short} serves other weights than this completion's")
             except (PeerUnreachable, RemoteError) as failure:
                 error = failure
-            await self._drop(stage)
+            await self._drop(stage, unreachable=isinstance(error, PeerUnreachable))
             if isinstance(error, PeerUnreachable):
                 self.driver.drop_replica(replica, str(error))
             else:
@@ -275,7 +281,7 @@ class SwarmSession:
         stage silent for PROBE_SECONDS is asked on a fresh stream whether it is alive (`info`): a
         killed worker's stream can hang until the call timeout, its death should cost seconds."""
         session = stream.opening.get("session") if stream.opening else None
-        if fresh or session is None or self.pipeline.open_sessions == 1:
+        if fresh or session is None or len(sent) == 1 or self.pipeline.open_sessions == 1:
             steps = sent if fresh else sent[-1:]
             pending = asyncio.ensure_future(stream.request({"steps": steps}, timeout=self._timeout))
         else:
@@ -318,12 +324,12 @@ class SwarmSession:
     def _timeout(self) -> float:
         return self.driver.config.call_timeout
 
-    async def _drop(self, stage: int) -> None:
+    async def _drop(self, stage: int, *, unreachable: bool = False) -> None:
         entry, self.streams[stage] = self.streams[stage], None
         if entry is not None:
             replica, stream = entry
             self.driver.inference_load[replica.peer_id] -= 1
-            await self.pipeline.relay(replica).settled(stream)
+            await self.pipeline.relay(replica).settled(stream, abandon=unreachable)
             await stream.close()
 
     async def close(self) -> None:

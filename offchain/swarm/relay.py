@@ -11,7 +11,10 @@ Failure. A batch fails as a whole (the carrier stream broke, or the stage refuse
 every completion in it gets the failure and, as for its own stream, re-opens that stage and
 re-prefills (it cannot tell how far the stage got). A completion that ends while a batch carries
 its step waits for that batch before closing its stream (`settled`): closing a carrier under a batch
-would fail the other completions in it.
+would fail the other completions in it; one that found the replica unreachable ends the batch
+instead (`abandon`), so the others learn it at once rather than at the call timeout. Relays are per
+replica *process* (peer id and worker session): a restarted worker's new sessions never share a
+frame with streams to its previous life.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from offchain.swarm.client import StageStream
+from offchain.swarm.client import PeerUnreachable, StageStream
 
 MAX_BATCH = 32  # steps per frame: a stage's default max_batch (offchain/swarm/sessions.py)
 
@@ -72,6 +75,11 @@ class StepRelay:
                 outputs = (await carrier.request(request, timeout=self.timeout))["outputs"]
                 if len(outputs) != len(batch):
                     raise ValueError(f"a batch of {len(batch)} steps answered with {len(outputs)} outputs")
+        except asyncio.CancelledError:  # abandoned: its replica is unreachable
+            for entry in batch:
+                if not entry.reply.done():
+                    entry.reply.set_exception(PeerUnreachable(f"{carrier.peer_id[-8:]} unreachable"))
+            raise
         except Exception as error:  # noqa: BLE001 - each completion handles it as its own stream's failure
             for entry in batch:
                 if not entry.reply.done():
@@ -85,8 +93,11 @@ class StepRelay:
                 if self._carrying.get(id(entry.stream)) is asyncio.current_task():
                     del self._carrying[id(entry.stream)]
 
-    async def settled(self, stream: StageStream) -> None:
-        """Wait for the batch in flight (if any) that carries a step of `stream`'s session."""
+    async def settled(self, stream: StageStream, *, abandon: bool = False) -> None:
+        """Wait for the batch in flight (if any) that carries a step of `stream`'s session; with
+        `abandon` (its replica is unreachable), end it now: it would only wait for its timeout."""
         task = self._carrying.get(id(stream))
         if task is not None:
+            if abandon:
+                task.cancel()
             await asyncio.wait({task})

@@ -169,7 +169,7 @@ class StageServer(ServicerBase):
 
     async def _compute(self, fn: Callable[[], Any]) -> Any:
         job = self._executor.submit(fn)
-        self._jobs.add(job)
+        self._jobs = {other for other in self._jobs if not other.done()} | {job}
         return await asyncio.wrap_future(job)
 
     def _compute_idle(self) -> bool:

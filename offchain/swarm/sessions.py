@@ -38,6 +38,7 @@ import asyncio
 import itertools
 import logging
 import math
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ class _Session:
     caller: str
     cache: RequestCache = field(default_factory=RequestCache)
     heard: float = field(default_factory=time.monotonic)  # opened, or last sent a step: for idling
+    stepping: bool = False  # a step in flight: one at a time (its own stream or any batch)
     active: float = -math.inf  # when it last sent a step: an opened session that has not yet
     # sent one (a gateway's spare, offchain/swarm/inference.py) holds no pass
 
@@ -116,7 +118,9 @@ class SessionHost:
         self.limits = limits or SessionLimits()
         self.sessions: dict[int, _Session] = {}
         self.stats = PassStats()  # every pass served, whatever the weights
-        self._ids = itertools.count()
+        # Keys are not secret (only their opener may step them), but a restarted worker must not
+        # hand out the keys of its previous life: a gateway may still hold one from before it.
+        self._ids = itertools.count(secrets.randbits(62))
         self._serving: _Serving | None = None
         self._building = asyncio.Lock()
         widest = 4 * max(spec.config.hidden_size, spec.config.vocab_size) + 64
@@ -217,11 +221,27 @@ class SessionHost:
         return outputs
 
     async def _steps(self, session: _Session, request: dict) -> bytes:
+        if session.stepping:
+            raise SessionRefused("the session already has a step in flight")
+        session.stepping = True
+        try:
+            return await self._run_steps(session, request)
+        finally:
+            session.stepping = False
+
+    async def _run_steps(self, session: _Session, request: dict) -> bytes:
         session.active = session.heard = time.monotonic()
         steps = request["steps"]
         if not isinstance(steps, list) or not steps:
             raise SessionRefused("a step request carries a non-empty list of steps")
-        tokens = [decode_ids(bytes(step["tokens"]), self.spec) for step in steps]
+        if not all(
+            isinstance(step, dict)
+            and isinstance(step.get("tokens"), bytes)
+            and isinstance(step.get("activation", b""), bytes)
+            for step in steps
+        ):
+            raise SessionRefused("a step carries its tokens and activation as bytes")
+        tokens = [decode_ids(step["tokens"], self.spec) for step in steps]
         growth = sum(len(ids) for ids in tokens)
         if self.cached_tokens + growth > self.limits.max_tokens:
             raise SessionRefused(
@@ -230,7 +250,7 @@ class SessionHost:
             )
         output = b""
         for ids, step in zip(tokens, steps, strict=True):
-            activation = bytes(step.get("activation", b""))
+            activation = step.get("activation", b"")
             output = await session.serving.queue.submit(Step(session.cache, ids, activation))
         return output
 

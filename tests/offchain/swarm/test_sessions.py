@@ -187,3 +187,32 @@ def test_the_compute_thread_is_busy_until_its_job_ends_even_if_its_caller_was_ca
         return seen
 
     assert asyncio.run(scenario()) == [True, False, True]
+
+
+def test_a_session_takes_one_step_at_a_time_and_steps_carry_bytes():
+    """A gateway stepping one session twice at once (its own stream and a batch) would grow its
+    cache twice in one pass and fail everyone's pass: the second step is refused instead."""
+
+    async def slow(fn):
+        await asyncio.sleep(0.2)
+        return fn()
+
+    async def scenario() -> tuple[dict, dict, int]:
+        host = SessionHost(SPEC, 0, slow)
+        stepping, carrier = Client(host), Client(host)
+        key = (await stepping.send({"model": "m"}))["session"]
+        own_key = (await carrier.send({"model": "m"}))["session"]
+        own = asyncio.create_task(stepping.send(steps([1, 2, 3])))
+        await asyncio.sleep(0.05)  # its pass is computing
+        twice = await carrier.send({"batch": [[own_key, [step([4])]], [key, [step([5])]]]})
+        assert "output" in await own
+        length = host.sessions[key].cache.length
+        garbage = await stepping.send({"steps": [{"tokens": 10**12, "activation": b""}]})
+        await stepping.send(None)
+        await carrier.send(None)
+        return twice, garbage, length
+
+    twice, garbage, length = asyncio.run(scenario())
+    assert "already has a step in flight" in twice["error"]
+    assert length == 3  # the prompt's three positions only
+    assert "as bytes" in garbage["error"]

@@ -1,0 +1,71 @@
+"""A gateway's relay of its completions' steps to one replica (offchain/swarm/relay.py), against
+streams that answer as a stage would: steps sent in one event-loop turn leave as one frame, and an
+unreachable replica's batch is abandoned at once instead of at its call timeout."""
+
+import asyncio
+
+import pytest
+
+from offchain.swarm.client import PeerUnreachable
+from offchain.swarm.relay import StepRelay
+
+
+class Stream:
+    """A stage stream that records the frames it carries; `hang` never answers."""
+
+    peer_id = "12D3KooWstage"
+
+    def __init__(self, hang: bool = False) -> None:
+        self.frames: list[dict] = []
+        self.hang = hang
+
+    async def request(self, request: dict, *, timeout: float) -> dict:
+        self.frames.append(request)
+        if self.hang:
+            await asyncio.sleep(timeout)
+        if "batch" in request:
+            return {"outputs": [f"out{session}".encode() for session, _ in request["batch"]]}
+        return {"output": b"alone"}
+
+
+def test_steps_sent_in_one_turn_leave_as_one_frame_with_their_own_outputs():
+    async def scenario() -> tuple[list, list[Stream], StepRelay]:
+        relay, streams = StepRelay(timeout=5), [Stream() for _ in range(3)]
+        replies = [relay.send(7 + i, stream, [{"tokens": b"x"}]) for i, stream in enumerate(streams)]
+        outputs = await asyncio.gather(*replies)
+        alone = await relay.send(7, streams[0], [{"tokens": b"y"}])
+        return [*outputs, alone], streams, relay
+
+    outputs, streams, relay = asyncio.run(scenario())
+    assert outputs == [{"output": b"out7"}, {"output": b"out8"}, {"output": b"out9"}, {"output": b"alone"}]
+    assert len(streams[0].frames) == 2 and not streams[1].frames and not streams[2].frames
+    assert relay.frames == 2 and relay.steps == 4
+
+
+def test_an_unreachable_replicas_batch_is_abandoned_at_once():
+    async def scenario() -> tuple[list, float]:
+        relay, carrier, other = StepRelay(timeout=30), Stream(hang=True), Stream()
+        replies = [relay.send(1, carrier, [{"tokens": b"x"}]), relay.send(2, other, [{"tokens": b"x"}])]
+        await asyncio.sleep(0.05)  # the batch is in flight, its replica silent
+        started = asyncio.get_running_loop().time()
+        await relay.settled(other, abandon=True)
+        results = await asyncio.gather(*replies, return_exceptions=True)
+        return results, asyncio.get_running_loop().time() - started
+
+    results, seconds = asyncio.run(scenario())
+    assert all(isinstance(result, PeerUnreachable) for result in results)
+    assert seconds < 1
+
+
+@pytest.mark.parametrize("cancelled", [0, 1])
+def test_a_step_whose_completion_went_away_before_the_frame_left_is_not_sent(cancelled):
+    async def scenario() -> list[dict]:
+        relay, streams = StepRelay(timeout=5), [Stream(), Stream()]
+        replies = [relay.send(i, stream, [{"tokens": b"x"}]) for i, stream in enumerate(streams)]
+        replies[cancelled].cancel()
+        kept = replies[1 - cancelled]
+        await kept
+        return [frame for stream in streams for frame in stream.frames]
+
+    frames = asyncio.run(scenario())
+    assert frames == [{"steps": [{"tokens": b"x"}]}]  # the other step went alone
