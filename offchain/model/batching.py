@@ -62,8 +62,10 @@ class PassQueue:
         return await future
 
     def _alone(self) -> bool:
-        """Whether a step that finds the queue idle is the only request that could share its pass."""
-        return self.open_requests is None or self.open_requests() <= 1
+        """Whether a step that finds the queue idle is the only request that could share its pass.
+        Never without `open_requests` (one process): its passes may not yield to the event loop, so
+        a request run by its own task would never let the others that arrived with it join."""
+        return self.open_requests is not None and self.open_requests() <= 1
 
     async def _run_alone(self, step: Step) -> bytes:
         """A lone request's pass, run by its own task: no drain task and no future to hand the
