@@ -280,12 +280,11 @@ class SwarmSession:
         that stream; else through the replica's relay, batched with other completions' steps). A
         stage silent for PROBE_SECONDS is asked on a fresh stream whether it is alive (`info`): a
         killed worker's stream can hang until the call timeout, its death should cost seconds."""
-        session = stream.opening.get("session") if stream.opening else None
-        if fresh or session is None or len(sent) == 1 or self.pipeline.open_sessions == 1:
+        if fresh or len(sent) == 1 or self.pipeline.open_sessions == 1:
             steps = sent if fresh else sent[-1:]
             pending = asyncio.ensure_future(stream.request({"steps": steps}, timeout=self._timeout))
-        else:
-            pending = self.pipeline.relay(replica).send(session, stream, sent[-1:])
+        else:  # a step after the first on this stream: its opening (and session key) was read
+            pending = self.pipeline.relay(replica).send(stream.opening["session"], stream, sent[-1:])
         try:
             while True:
                 done, _ = await asyncio.wait({pending}, timeout=PROBE_SECONDS)
