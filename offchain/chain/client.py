@@ -74,6 +74,11 @@ class ChainClient:
         self.fees = fees or FeePolicy()
         self.retry_deadline_s = retry_deadline_s
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout_s}))
+        # web3's validation middleware asks the node for its chain id before every call and gas
+        # estimate: a second round trip each, on a 1 s claim-keeper poll and every paid request.
+        # Its check adds nothing here: transactions are signed with `chain_id` read at connect, so
+        # a node of another chain refuses them.
+        self.w3.middleware_onion.remove("validation")
         self.chain_id = self._connect()
         self._nonce_lock = threading.Lock()
         self._next_nonce: int | None = None

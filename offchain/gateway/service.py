@@ -181,6 +181,7 @@ class Gateway:
         self.name = str(model.model_id)
         self.created = int(time.time())
         self._rounds: tuple[float, list[int]] | None = None
+        self._rounds_read: asyncio.Future | None = None
         self.allowed_origins = allowed_origins
         self.unpaid = RateLimiter(UNPAID_PER_SECOND, UNPAID_BURST)
 
@@ -211,18 +212,34 @@ class Gateway:
             ) from None
 
     async def finalized_rounds(self) -> list[int]:
-        """Per stage, the round of its latest finalized checkpoint (ModelRegistry.checkpointOf)."""
-        if self._rounds is None or self._rounds[0] < time.monotonic():
-            registry, client = self.protocol.registry.functions, self.protocol.client
+        """Per stage, the round of its latest finalized checkpoint (ModelRegistry.checkpointOf),
+        read at most every ROUNDS_TTL_SECONDS. The requests that find it stale share one read: at a
+        ticket boundary of many streaming clients each would otherwise read every stage at once."""
+        if self._rounds is not None and time.monotonic() <= self._rounds[0]:
+            return self._rounds[1]
+        if self._rounds_read is None:
+            self._rounds_read = asyncio.ensure_future(self._read_rounds())
+            self._rounds_read.add_done_callback(self._rounds_read_done)
+        return await asyncio.shield(self._rounds_read)
 
-            def read() -> list[int]:
-                calls = (
-                    registry.checkpointOf(self.model.model_id, stage) for stage in range(self.spec.num_stages)
-                )
-                return [int(client.call(call, action="checkpointOf")[2]) for call in calls]
+    async def _read_rounds(self) -> list[int]:
+        registry, client = self.protocol.registry.functions, self.protocol.client
 
-            self._rounds = (time.monotonic() + ROUNDS_TTL_SECONDS, await self._chain(read))
-        return self._rounds[1]
+        def read() -> list[int]:
+            stages = range(self.spec.num_stages)
+            calls = (registry.checkpointOf(self.model.model_id, stage) for stage in stages)
+            return [int(client.call(call, action="checkpointOf")[2]) for call in calls]
+
+        rounds = await self._chain(read)
+        self._rounds = (time.monotonic() + ROUNDS_TTL_SECONDS, rounds)
+        return rounds
+
+    def _rounds_read_done(self, read: asyncio.Future) -> None:
+        """The next stale request starts a new read; a failed one is retrieved here, since every
+        request that awaited it may have gone (each got the failure, or was cancelled)."""
+        self._rounds_read = None
+        if not read.cancelled():
+            read.exception()
 
     def _payment_of(self, rid: bytes) -> tuple[int, int]:
         client = self.protocol.client

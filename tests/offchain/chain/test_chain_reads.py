@@ -1,0 +1,105 @@
+"""Chain reads cost what they must, counted at the RPC provider of a real anvil: a contract call
+is one request (web3's validation middleware would first ask for the chain id, every time), and the
+gateway's requests that find its finalized rounds stale share one read of them (at a ticket
+boundary of many streaming clients, each would otherwise read every stage)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from chain_testkit import REPO, anvil_account
+from web3.middleware import Web3Middleware
+
+from offchain.chain.client import ChainClient
+from offchain.chain.models import create_model
+from offchain.chain.protocol import Protocol
+from offchain.gateway import service
+from offchain.gateway.served import ServedRequests
+from offchain.gateway.service import Gateway, Pricing
+from offchain.holder.wallet import asset_of
+from offchain.model.generate import LocalPipeline
+from offchain.model.spec import load_spec
+from offchain.model.tokens import shipped_tokenizer
+from offchain.storage.embedded import EmbeddedStore
+
+SPEC = REPO / "specs" / "tiny.json"
+
+
+def counted(client: ChainClient) -> Counter:
+    """The JSON-RPC methods `client` sends from now on, counted by a middleware around all of
+    web3's (so a request one of them makes, as the validation middleware would, counts too)."""
+    sent: Counter = Counter()
+
+    class Counting(Web3Middleware):
+        def wrap_make_request(self, make_request):
+            def counting(method, params):
+                sent[method] += 1
+                return make_request(method, params)
+
+            return counting
+
+    client.w3.middleware_onion.inject(Counting, "counting", layer=0)
+    return sent
+
+
+def test_a_contract_call_is_one_rpc(chain):
+    url, deployments = chain
+    protocol = Protocol.load(ChainClient(url), deployments)
+    sent = counted(protocol.client)
+    protocol.client.call(protocol.ledger.functions.parameters())
+    assert sent == Counter({"eth_call": 1})
+
+
+def test_a_transaction_is_still_signed_for_the_chain_it_was_sent_to(chain):
+    url, deployments = chain
+    client = ChainClient(url, anvil_account(2))
+    protocol = Protocol.load(client, deployments)
+    receipt = client.transact(
+        protocol.ledger.functions.stake(), value=protocol.ledger.functions.parameters().call()[8]
+    )
+    assert receipt["status"] == 1
+    assert client.w3.eth.get_transaction(receipt["transactionHash"])["chainId"] == client.chain_id
+
+
+@pytest.fixture
+def gateway(chain, tmp_path) -> Gateway:
+    url, deployments = chain
+    creator = Protocol.load(ChainClient(url, anvil_account(1)), deployments)
+    store = EmbeddedStore(tmp_path / "store")
+    created = create_model(
+        creator, store, SPEC, shares_per_work_unit=10**18, revenue_asset="eth", operator=None
+    )
+    protocol = Protocol.load(ChainClient(url), deployments)
+    model = protocol.model(created.model.model_id)
+    spec = load_spec(SPEC)
+    return Gateway(
+        protocol=protocol,
+        model=model,
+        asset=asset_of(protocol, model),
+        spec=spec,
+        tokenizer=shipped_tokenizer(spec),
+        pipeline=LocalPipeline(spec, [None] * spec.num_stages, [0] * spec.num_stages),
+        served=ServedRequests(tmp_path / "gateway"),
+        secret=b"\x01" * 32,
+        pricing=Pricing(10**12),
+        max_tokens=8,
+    )
+
+
+def test_requests_finding_the_rounds_stale_share_one_read(gateway, monkeypatch):
+    stages = gateway.spec.num_stages
+    sent = counted(gateway.protocol.client)
+    monkeypatch.setattr(service, "ROUNDS_TTL_SECONDS", 0.5)
+
+    async def requests_at_once() -> list[list[int]]:
+        return await asyncio.gather(*(gateway.finalized_rounds() for _ in range(16)))
+
+    assert asyncio.run(requests_at_once()) == [[0] * stages] * 16
+    assert sent == Counter({"eth_call": stages})  # one read: checkpointOf of each stage, once
+    asyncio.run(requests_at_once())
+    assert sent == Counter({"eth_call": stages})  # fresh: no read at all
+    asyncio.run(asyncio.sleep(0.6))
+    assert asyncio.run(requests_at_once()) == [[0] * stages] * 16
+    assert sent == Counter({"eth_call": 2 * stages})  # stale again: one more read, shared again
