@@ -190,10 +190,11 @@ async def redeem(gateway: str, tickets: list[list[tuple[dict, str]]], twice: boo
     }
 
 
-async def pass_counts(driver: Driver, replicas: list[Replica]) -> list[tuple[int, int]]:
-    """(passes, steps) each stage's serving has run so far."""
+async def pass_counts(driver: Driver, replicas: list[Replica]) -> list[tuple[int, int, float, int]]:
+    """(passes, steps, seconds held gathering, holds expired) of each stage's serving so far."""
     replies = await asyncio.gather(*(driver.stage_info(replica) for replica in replicas))
-    return [(reply["passes"], reply["pass_steps"]) for reply in replies]
+    keys = ("passes", "pass_steps", "pass_held_seconds", "pass_holds_expired")
+    return [tuple(reply[key] for key in keys) for reply in replies]
 
 
 async def gateway_bursts(
@@ -209,14 +210,27 @@ async def gateway_bursts(
             load, before = os.getloadavg()[0], await pass_counts(driver, replicas)
             burst = await redeem(gateway, tickets, twice)
             after = await pass_counts(driver, replicas)
-            steps_per_pass = [
-                (steps - steps0) / max(passes - passes0, 1)
-                for (passes0, steps0), (passes, steps) in zip(before, after, strict=True)
+            grown = [
+                [now - then for then, now in zip(b, a, strict=True)]
+                for b, a in zip(before, after, strict=True)
             ]
-            bursts.append({**burst, "load_average_1min": load, "steps_per_pass": steps_per_pass})
+            steps_per_pass = [steps / max(passes, 1) for passes, steps, _, _ in grown]
+            held_ms_per_pass = [1000 * held / max(passes, 1) for passes, _, held, _ in grown]
+            holds_expired = [expired for _, _, _, expired in grown]
+            bursts.append(
+                {
+                    **burst,
+                    "load_average_1min": load,
+                    "steps_per_pass": steps_per_pass,
+                    "held_ms_per_pass": held_ms_per_pass,
+                    "holds_expired": holds_expired,
+                }
+            )
             print(
                 f"  {burst['clients']} client(s): {burst['tokens_per_second']:.1f} tokens/s, "
-                f"steps per pass {' '.join(f'{x:.2f}' for x in steps_per_pass)}, load {load:.1f}",
+                f"steps per pass {' '.join(f'{x:.2f}' for x in steps_per_pass)}, "
+                f"held ms per pass {' '.join(f'{x:.2f}' for x in held_ms_per_pass)}, "
+                f"holds expired {' '.join(str(x) for x in holds_expired)}, load {load:.1f}",
                 flush=True,
             )
     finally:

@@ -6,17 +6,22 @@ leaves with every other waiting step that has the same number of new positions (
 `max_batch`), so a request joins the running batch at its next step, and a prompt does not pad
 the one-token steps it would otherwise share a pass with.
 
-Gathering. In a pipeline, the steps of requests that shared a pass on one stage reach the next
-stage one by one (the client relays each request's output on its own stream), a few milliseconds
-apart: a stage that started a pass on the first arrival would split them, and the groups, once
-split, stay split (each arrives while the other's pass runs). Measured with 8 streaming clients on
-the 4-stage small spec: 2 steps per pass on every stage, not 8. So a queue told how many requests
-may submit to it (`open_requests`: the stage's sessions that sent a step lately) holds a pass while
-fewer steps wait than requests are open, until the missing ones arrive, at most twice as long as
-the last pass took (a step arriving during a pass waits that long anyway; twice lets a group one
-pass behind catch up) and at most `max_gather_seconds`; the requests of the pass that just ended
-are not waited for (they are on their way through the other stages). A lone request never waits, so
-latency at batch 1 is unchanged; the single-process baseline (no `open_requests`) never waits.
+Gathering. In a pipeline, the steps of requests that shared a pass on one stage may reach the next
+stage one by one, a few milliseconds apart: a stage that started a pass on the first arrival would
+split them, and the groups, once split, stay split (each arrives while the other's pass runs).
+Measured with 8 streaming clients on the 4-stage small spec, each client relaying its own steps:
+2 steps per pass on every stage, not 8. So a queue told which requests may submit to it
+(`open_requests`: the caches of the stage's sessions that sent a step lately) holds a pass while a
+request is *coming*: open, not waiting, and last served here no later than the oldest waiting step
+(its pass-mate or a straggler behind it, on its way here). A request served here after that step
+is ahead of it (the pass that just ended, a new completion's prompt that overtook the group) and is
+not waited for: counting every open request, as this queue first did, held about half of the
+passes of an 8-client burst until the deadline, ~7 ms a pass on every stage, for steps that were
+not coming. A hold lasts until the coming steps arrive or stop being open (`recount`: a completion
+that ended closes its session), at most twice as long as the last pass took (a step arriving
+during a pass waits that long anyway; twice lets a group one pass behind catch up) and at most
+`max_gather_seconds`. A lone request never waits, so latency at batch 1 is unchanged; the
+single-process baseline (no `open_requests`) never waits.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
-from offchain.model.kv import Step
+from offchain.model.kv import RequestCache, Step
 
 RunPass = Callable[[list[Step]], Awaitable[list[bytes]]]
 
@@ -36,6 +41,8 @@ RunPass = Callable[[list[Step]], Awaitable[list[bytes]]]
 class PassStats:
     passes: int = 0
     steps: int = 0
+    held_seconds: float = 0.0  # passes held for open requests' steps (`_gather`), in all
+    holds_expired: int = 0  # holds that ended at their deadline, not because the steps came
 
 
 @dataclass
@@ -43,12 +50,13 @@ class PassQueue:
     run: RunPass
     max_batch: int
     stats: PassStats = field(default_factory=PassStats)
-    open_requests: Callable[[], int] | None = None
+    open_requests: Callable[[], Collection[RequestCache]] | None = None
     max_gather_seconds: float = 0.0
     _waiting: list[tuple[Step, asyncio.Future]] = field(default_factory=list)
     _running: asyncio.Task | None = None  # the task running passes: a drain or a lone request
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _pass_seconds: float = 0.0
+    _started: int = 0  # passes started: the number stamped on their requests' caches (`last_pass`)
 
     async def submit(self, step: Step) -> bytes:
         """The stage's output for `step`, computed in a pass with whatever else is waiting."""
@@ -65,7 +73,16 @@ class PassQueue:
         """Whether a step that finds the queue idle is the only request that could share its pass.
         Never without `open_requests` (one process): its passes may not yield to the event loop, so
         a request run by its own task would never let the others that arrived with it join."""
-        return self.open_requests is not None and self.open_requests() <= 1
+        return self.open_requests is not None and len(self.open_requests()) <= 1
+
+    def recount(self) -> None:
+        """The open requests changed (one ended): a held pass re-checks whom it waits for."""
+        self._arrived.set()
+
+    def _stamp(self, steps: list[Step]) -> None:
+        self._started += 1
+        for step in steps:
+            step.cache.last_pass = self._started
 
     async def _run_alone(self, step: Step) -> bytes:
         """A lone request's pass, run by its own task: no drain task and no future to hand the
@@ -74,6 +91,7 @@ class PassQueue:
         self._running = asyncio.current_task()
         try:
             started = time.perf_counter()
+            self._stamp([step])
             (output,) = await self.run([step])
             self._pass_seconds = time.perf_counter() - started
             self.stats.passes += 1
@@ -82,38 +100,48 @@ class PassQueue:
         finally:
             self._running = None
             if self._waiting:
-                self._running = asyncio.create_task(self._drain(left=1))
+                self._running = asyncio.create_task(self._drain())
 
-    async def _drain(self, left: int = 0) -> None:
+    async def _drain(self) -> None:
         """Passes until nothing waits. A pass is formed when it starts, so every step submitted
         before then (in the same event-loop turn, during the previous pass, or while it gathers)
-        can join it; `left`: the requests of the pass that just ended."""
+        can join it."""
         try:
             while True:
-                await self._gather(left)
+                await self._gather()
                 if not (batch := self._next_batch()):
                     return
                 started = time.perf_counter()
                 await self._pass(batch)
-                self._pass_seconds, left = time.perf_counter() - started, len(batch)
+                self._pass_seconds = time.perf_counter() - started
         finally:
             self._running = None
 
-    async def _gather(self, left: int) -> None:
-        """Hold the next pass while fewer steps wait than requests are open (see the module doc),
-        not counting the `left` requests of the pass that just ended: they are on their way
-        through the rest of the pipeline, not about to arrive."""
-        if self.open_requests is None:
-            return
+    async def _gather(self) -> None:
+        """Hold the next pass while a request is coming (see the module doc)."""
         window = min(2 * self._pass_seconds, self.max_gather_seconds)
-        deadline = time.perf_counter() + window
-        while self._waiting and self._joinable() < min(self.open_requests() - left, self.max_batch):
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+        if self.open_requests is None or window <= 0:  # no pass has run yet: nothing to go by
+            return
+        started = time.perf_counter()
+        deadline = started + window
+        try:
+            while self._waiting and self._joinable() < self.max_batch and self._coming():
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    self.stats.holds_expired += 1
+                    return
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+        finally:
+            self.stats.held_seconds += time.perf_counter() - started
+
+    def _coming(self) -> bool:
+        """Whether an open request that is not waiting was last served here no later than the
+        oldest waiting step: a pass-mate of it or a straggler, on its way here."""
+        waiting = {id(step.cache) for step, _ in self._waiting}
+        mark = self._waiting[0][0].cache.last_pass
+        return any(cache.last_pass <= mark and id(cache) not in waiting for cache in self.open_requests())
 
     def _joinable(self) -> int:
         """How many waiting steps the next pass could carry: only steps as wide as the oldest share
@@ -134,6 +162,7 @@ class PassQueue:
         return batch
 
     async def _pass(self, batch: list[tuple[Step, asyncio.Future]]) -> None:
+        self._stamp([step for step, _ in batch])
         try:
             outputs = await self.run([step for step, _ in batch])
         except asyncio.CancelledError:

@@ -49,6 +49,7 @@ class RequestCache:
 
     cache: DynamicCache = field(default_factory=DynamicCache)
     length: int = 0
+    last_pass: int = -1  # the number of the stage's latest pass with a step of this request (batching.py)
 
     @property
     def nbytes(self) -> int:

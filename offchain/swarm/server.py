@@ -298,6 +298,8 @@ class StageServer(ServicerBase):
             "cached_tokens": self.sessions.cached_tokens,
             "passes": self.sessions.stats.passes,
             "pass_steps": self.sessions.stats.steps,
+            "pass_held_seconds": self.sessions.stats.held_seconds,
+            "pass_holds_expired": self.sessions.stats.holds_expired,
         }
 
     async def _forward(self, request: dict) -> dict:

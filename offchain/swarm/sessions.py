@@ -172,7 +172,9 @@ class SessionHost:
         else:
             return
         finally:
-            self.sessions.pop(key, None)  # before a refusal's linger: the cache is freed at once
+            ended = self.sessions.pop(key, None)  # before a refusal's linger: the cache is freed at once
+            if ended is not None:
+                ended.serving.queue.recount()  # a pass held for its step stops waiting
         async for chunk in self._refusal(refusal):
             yield chunk
 
@@ -269,16 +271,16 @@ class SessionHost:
                 self._serving = _Serving(weights, stage, queue)
             return self._serving
 
-    def _open_on(self, digest: str) -> int:
-        """The sessions served from the weights `digest` that may share its next pass: those active
-        within ACTIVE_SECONDS (a completion sends a step every token; one whose client went quiet
-        would otherwise hold every pass until the session idles out)."""
+    def _open_on(self, digest: str) -> list[RequestCache]:
+        """The caches of the sessions served from the weights `digest` that may share its next pass:
+        those active within ACTIVE_SECONDS (a completion sends a step every token; one whose client
+        went quiet would otherwise hold passes until the session idles out)."""
         recent = time.monotonic() - ACTIVE_SECONDS
-        return sum(
-            1
+        return [
+            session.cache
             for session in self.sessions.values()
             if session.serving.weights.digest == digest and session.active >= recent
-        )
+        ]
 
     async def _run(self, stage: ServingStage, steps: list[Step]) -> list[bytes]:
         """A pass on the compute thread; a lone one-token pass while that thread is idle runs on

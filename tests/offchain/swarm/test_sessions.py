@@ -76,9 +76,9 @@ def test_an_opened_session_counts_for_gathering_only_once_it_sends_a_step():
         counts = []
         assert (await stepping.send({"model": "m"}))["digest"] == "seed"
         assert (await spare.send({"model": "m"}))["digest"] == "seed"
-        counts.append(host._open_on("seed"))
+        counts.append(len(host._open_on("seed")))
         await stepping.send(steps([1, 2, 3]))
-        counts.append(host._open_on("seed"))
+        counts.append(len(host._open_on("seed")))
         counts.append(len(host.sessions))
         await stepping.send(None)
         await spare.send(None)
