@@ -48,7 +48,7 @@ from typing import Any, Protocol
 from google.protobuf.wrappers_pb2 import BytesValue
 
 from offchain.model.batching import PassQueue, PassStats
-from offchain.model.kv import RequestCache, ServingStage, Step
+from offchain.model.kv import MIN_ROWS, RequestCache, ServingStage, Step
 from offchain.model.spec import ModelSpec
 from offchain.model.tokens import decode_ids
 from offchain.swarm.wire import CHUNK_BYTES, FrameReader, WireError, framed_chunks, pack, unpack
@@ -283,12 +283,15 @@ class SessionHost:
         ]
 
     async def _run(self, stage: ServingStage, steps: list[Step]) -> list[bytes]:
-        """A pass on the compute thread; a lone one-token pass while that thread is idle runs on
-        the event loop instead: handing it to the thread and back costs ~0.2-0.4 ms of its ~2.5
-        (hop.md), a fifth of what a token through 4 stages spends outside the forward passes. Only
-        while the thread is idle: nothing else (a training step, another pass) can then run beside
-        it, so torch's thread settings and the serving weights are used by one pass at a time; the
-        loop is held for one small pass."""
-        if len(steps) == 1 and len(steps[0].tokens) == 1 and self.inline is not None and self.inline():
+        """A pass on the compute thread; a lone small pass while that thread is idle runs on the
+        event loop instead: handing it to the thread and back costs ~0.2-0.4 ms of its ~2.5
+        (hop.md), a fifth of what a token through 4 stages spends outside the forward passes.
+        Small: one request's step of at most MIN_ROWS positions (a one-token step, or a short
+        prompt: every pass is padded to MIN_ROWS token rows, so it costs at most twice a one-token
+        pass). Only while the thread is idle: nothing else (a training step, another pass) can then
+        run beside it, so torch's thread settings and the serving weights are used by one pass at a
+        time; the loop is held for one small pass."""
+        small = len(steps) == 1 and len(steps[0].tokens) <= MIN_ROWS
+        if small and self.inline is not None and self.inline():
             return stage.run(steps)
         return await self.compute(partial(stage.run, steps))

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 from google.protobuf.wrappers_pb2 import BytesValue
 
+from offchain.model.kv import MIN_ROWS
 from offchain.model.spec import load_spec
 from offchain.model.tokens import encode_ids
 from offchain.swarm.server import StageServer
@@ -149,7 +150,7 @@ def test_a_session_stepped_only_in_batches_does_not_idle_out():
     assert "idle" in silent_reply["error"] and carried_listening
 
 
-def test_a_lone_one_token_pass_runs_on_the_loop_only_while_the_compute_thread_is_idle():
+def test_a_lone_small_pass_runs_on_the_loop_only_while_the_compute_thread_is_idle():
     async def scenario(idle: bool) -> list[int]:
         handed: list[int] = []
 
@@ -160,13 +161,14 @@ def test_a_lone_one_token_pass_runs_on_the_loop_only_while_the_compute_thread_is
         host = SessionHost(SPEC, 0, counting, inline=lambda: idle)
         client = Client(host)
         await client.send({"model": "m"})  # builds the serving stage: one job
-        await client.send(steps([1, 2, 3]))  # a prompt: always the compute thread
-        await client.send(steps([4]))  # one token
+        await client.send(steps(list(range(1, MIN_ROWS + 2))))  # a long prompt: always the thread
+        await client.send(steps([1, 2, 3]))  # a short step: small
+        await client.send(steps([4]))  # one token: small
         await client.send(None)
         return handed
 
     assert len(asyncio.run(scenario(idle=True))) == 2
-    assert len(asyncio.run(scenario(idle=False))) == 3
+    assert len(asyncio.run(scenario(idle=False))) == 4
 
 
 def test_the_compute_thread_is_busy_until_its_job_ends_even_if_its_caller_was_cancelled():
