@@ -241,7 +241,7 @@ async def gateway_bursts(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(ROOT / "specs" / "small.json"))
-    parser.add_argument("--requests", type=int, default=8, help="completions per side in part 1")
+    parser.add_argument("--requests", type=int, default=24, help="completions per side in part 1")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument(
         "--pairs", type=int, default=5, help="8-client bursts in part 2, each between two 1-client bursts"
