@@ -153,10 +153,12 @@ class ChainClient:
         ContractRevert here and is never sent.
         """
         action = action or fn.fn_name
-        tx: dict[str, Any] = {"from": self.address, "value": value, "chainId": self.chain_id}
+        call: dict[str, Any] = {"from": self.address, "value": value}  # estimated without chainId:
+        # web3 stripped it from eth_estimateGas with the validation middleware, and a node may refuse it
+        tx = {**call, "chainId": self.chain_id}
         if gas is None:
             try:
-                estimate = self.rpc(f"estimate_gas {action}", lambda: fn.estimate_gas(tx))
+                estimate = self.rpc(f"estimate_gas {action}", lambda: fn.estimate_gas(call))
             except (ContractCustomError, ContractLogicError) as error:
                 raw = _revert_data(error)
                 raise ContractRevert(action, decode_revert(raw), raw) from None

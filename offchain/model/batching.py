@@ -12,16 +12,19 @@ split them, and the groups, once split, stay split (each arrives while the other
 Measured with 8 streaming clients on the 4-stage small spec, each client relaying its own steps:
 2 steps per pass on every stage, not 8. So a queue told which requests may submit to it
 (`open_requests`: the caches of the stage's sessions that sent a step lately) holds a pass while a
-request is *coming*: open, not waiting, and last served here no later than the oldest waiting step
-(its pass-mate or a straggler behind it, on its way here). A request served here after that step
-is ahead of it (the pass that just ended, a new completion's prompt that overtook the group) and is
-not waited for: counting every open request, as this queue first did, held about half of the
-passes of an 8-client burst until the deadline, ~7 ms a pass on every stage, for steps that were
-not coming. A hold lasts until the coming steps arrive or stop being open (`recount`: a completion
-that ended closes its session), at most twice as long as the last pass took (a step arriving
-during a pass waits that long anyway; twice lets a group one pass behind catch up) and at most
-`max_gather_seconds`. A lone request never waits, so latency at batch 1 is unchanged; the
-single-process baseline (no `open_requests`) never waits.
+request is *due*: open, not waiting, and last served here no later than one hold after the oldest
+waiting step's request was. That is a pass-mate of it, a straggler, or a group less than a hold
+behind it (which then joins it). A hold lasts at most twice as long as the last pass took (a step
+arriving during a pass waits that long anyway) and at most `max_gather_seconds`, and ends as soon
+as the due steps arrive or their requests end (`recount`: a completion that ended closes its
+session). A request served here later than that is not waited for: the pass that just ended, a new
+completion's prompt that overtook the group, a group more than a hold behind (groups that far apart
+are pipelined: they keep different stages busy). Counting every open request, as this queue first
+did, held about half of the passes of an 8-client burst until the deadline, ~7 ms a pass on every
+stage, for steps that were not coming. A request whose hold ran out is late: no pass waits for it
+again until its next step arrives, so a session that keeps stepping slowly (under the 2 s that keep
+it open) costs the others at most one held pass per step it sends. A lone request never waits, so
+latency at batch 1 is unchanged; the single-process baseline (no `open_requests`) never waits.
 """
 
 from __future__ import annotations
@@ -56,7 +59,6 @@ class PassQueue:
     _running: asyncio.Task | None = None  # the task running passes: a drain or a lone request
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _pass_seconds: float = 0.0
-    _started: int = 0  # passes started: the number stamped on their requests' caches (`last_pass`)
 
     async def submit(self, step: Step) -> bytes:
         """The stage's output for `step`, computed in a pass with whatever else is waiting."""
@@ -79,10 +81,11 @@ class PassQueue:
         """The open requests changed (one ended): a held pass re-checks whom it waits for."""
         self._arrived.set()
 
-    def _stamp(self, steps: list[Step]) -> None:
-        self._started += 1
+    @staticmethod
+    def _stamp(steps: list[Step]) -> None:
+        now = time.perf_counter()
         for step in steps:
-            step.cache.last_pass = self._started
+            step.cache.served_at, step.cache.late = now, False
 
     async def _run_alone(self, step: Step) -> bytes:
         """A lone request's pass, run by its own task: no drain task and no future to hand the
@@ -118,16 +121,23 @@ class PassQueue:
             self._running = None
 
     async def _gather(self) -> None:
-        """Hold the next pass while a request is coming (see the module doc)."""
+        """Hold the next pass while a request is due (see the module doc)."""
         window = min(2 * self._pass_seconds, self.max_gather_seconds)
         if self.open_requests is None or window <= 0:  # no pass has run yet: nothing to go by
             return
         started = time.perf_counter()
         deadline = started + window
         try:
-            while self._waiting and self._joinable() < self.max_batch and self._coming():
+            while True:
+                self._waiting = [(step, future) for step, future in self._waiting if not future.done()]
+                if not self._waiting or self._joinable() >= self.max_batch:
+                    return
+                if not (due := self._due(window)):
+                    return
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
+                    for cache in due:
+                        cache.late = True
                     self.stats.holds_expired += 1
                     return
                 self._arrived.clear()
@@ -136,12 +146,16 @@ class PassQueue:
         finally:
             self.stats.held_seconds += time.perf_counter() - started
 
-    def _coming(self) -> bool:
-        """Whether an open request that is not waiting was last served here no later than the
-        oldest waiting step: a pass-mate of it or a straggler, on its way here."""
+    def _due(self, window: float) -> list[RequestCache]:
+        """The open requests the next pass may wait for: not waiting, not late, and last served no
+        later than `window` after the oldest waiting step's request was."""
         waiting = {id(step.cache) for step, _ in self._waiting}
-        mark = self._waiting[0][0].cache.last_pass
-        return any(cache.last_pass <= mark and id(cache) not in waiting for cache in self.open_requests())
+        until = self._waiting[0][0].cache.served_at + window
+        return [
+            cache
+            for cache in self.open_requests()
+            if id(cache) not in waiting and not cache.late and cache.served_at <= until
+        ]
 
     def _joinable(self) -> int:
         """How many waiting steps the next pass could carry: only steps as wide as the oldest share

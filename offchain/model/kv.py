@@ -23,6 +23,7 @@ and in the single-process reference.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -49,7 +50,10 @@ class RequestCache:
 
     cache: DynamicCache = field(default_factory=DynamicCache)
     length: int = 0
-    last_pass: int = -1  # the number of the stage's latest pass with a step of this request (batching.py)
+    # For the pass queue's gathering (batching.py): when its latest pass here started, and whether a
+    # pass held for its next step ran out of time (not waited for again until that step comes).
+    served_at: float = -math.inf
+    late: bool = False
 
     @property
     def nbytes(self) -> int:

@@ -53,25 +53,59 @@ def test_steps_arriving_one_by_one_share_a_pass_when_their_requests_are_open():
     assert ungathered == [1, 1, 3]  # started on the first arrival: the others waited for the next pass
 
 
-def test_a_pass_is_not_held_for_a_request_that_is_ahead_of_it():
-    """A group of three shared a pass; a new request's prompt passed after it. When the group comes
-    back, the new request (served after the group) is open but not waited for: its next step is
-    still on its way through the rest of the pipeline."""
-    sizes: list[int] = []
-    group, newcomer = [RequestCache() for _ in range(3)], RequestCache()
-    queue = recording_queue(sizes, open_requests=[*group, newcomer])
+def test_a_request_just_behind_the_group_joins_it_and_one_far_behind_is_not_waited_for():
+    """A group of three shared a pass; a new request's prompt passed after it, `gap` later. When the
+    group comes back, the new request's first step is due `gap` after the group's: within a hold
+    (twice a pass) the pass waits for it and the four go on together; further behind, the group
+    runs at once and the two stay a pipeline apart."""
 
-    async def rounds() -> float:
+    async def rounds(gap: float) -> tuple[list[int], float]:
+        sizes: list[int] = []
+        group, newcomer = [RequestCache() for _ in range(3)], RequestCache()
+        queue = recording_queue(sizes, open_requests=[*group, newcomer])
         await asyncio.gather(*(queue.submit(step(cache)) for cache in group))
-        await queue.submit(Step(newcomer, torch.tensor([1, 2, 3])))  # its prompt
+        await asyncio.sleep(gap - PASS_SECONDS)
+        await queue.submit(Step(newcomer, torch.tensor([1, 2, 3])))  # its prompt, `gap` after them
+
+        async def newcomer_step() -> bytes:
+            await asyncio.sleep(gap / 2)  # it arrives a little after the group's steps
+            return await queue.submit(step(newcomer))
+
         started = time.perf_counter()
+        later = asyncio.ensure_future(newcomer_step())
         await asyncio.gather(*(queue.submit(step(cache)) for cache in group))
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        await later
+        return sizes, seconds
 
-    seconds = asyncio.run(rounds())
-    assert sizes == [3, 1, 3]
-    assert seconds < 2 * PASS_SECONDS  # held for the newcomer, it would have waited 2 x PASS_SECONDS
-    assert queue.stats.holds_expired == 0
+    sizes, _ = asyncio.run(rounds(gap=PASS_SECONDS))
+    assert sizes == [3, 1, 4]  # it was due within the hold: one pass for all four
+    sizes, seconds = asyncio.run(rounds(gap=3 * PASS_SECONDS))
+    assert sizes == [3, 1, 3, 1]  # three passes behind: not waited for
+    assert seconds < 2 * PASS_SECONDS
+
+
+def test_a_request_that_does_not_come_holds_one_pass_then_is_late():
+    """Two requests shared a pass; one of them sends no next step (a client gone quiet). The other's
+    next pass waits for it until the hold runs out, once: the passes after that do not wait."""
+    sizes: list[int] = []
+    stepping, quiet = RequestCache(), RequestCache()
+    queue = recording_queue(sizes, open_requests=[stepping, quiet])
+
+    async def steps() -> list[float]:
+        await asyncio.gather(queue.submit(step(stepping)), queue.submit(step(quiet)))
+        seconds = []
+        for _ in range(3):
+            started = time.perf_counter()
+            await queue.submit(step(stepping))
+            seconds.append(time.perf_counter() - started)
+        return seconds
+
+    held, *after = asyncio.run(steps())
+    assert sizes == [2, 1, 1, 1]
+    assert held >= 3 * PASS_SECONDS  # the hold (2 x PASS_SECONDS), then the pass
+    assert all(seconds < 2 * PASS_SECONDS for seconds in after)
+    assert queue.stats.holds_expired == 1
 
 
 def test_a_held_pass_stops_waiting_when_the_request_it_waits_for_ends():
