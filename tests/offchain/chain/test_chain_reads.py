@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
-from chain_testkit import REPO, anvil_account
+from chain_testkit import REPO, TcpProxy, anvil_account
 from web3.middleware import Web3Middleware
 
 from offchain.chain.client import ChainClient
 from offchain.chain.models import create_model
 from offchain.chain.protocol import Protocol
 from offchain.gateway import service
+from offchain.gateway.api import ApiError
 from offchain.gateway.served import ServedRequests
 from offchain.gateway.service import Gateway, Pricing
 from offchain.holder.wallet import asset_of
@@ -64,14 +66,24 @@ def test_a_transaction_is_still_signed_for_the_chain_it_was_sent_to(chain):
 
 
 @pytest.fixture
-def gateway(chain, tmp_path) -> Gateway:
+def proxy(chain) -> Iterator[TcpProxy]:
+    """The gateway's way to the chain: taken down to cut it off."""
+    url, _ = chain
+    proxy = TcpProxy(int(url.rsplit(":", 1)[1]))
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def gateway(chain, proxy, tmp_path) -> Gateway:
     url, deployments = chain
     creator = Protocol.load(ChainClient(url, anvil_account(1)), deployments)
     store = EmbeddedStore(tmp_path / "store")
     created = create_model(
         creator, store, SPEC, shares_per_work_unit=10**18, revenue_asset="eth", operator=None
     )
-    protocol = Protocol.load(ChainClient(url), deployments)
+    protocol = Protocol.load(ChainClient(proxy.url, retry_deadline_s=0.1), deployments)
     model = protocol.model(created.model.model_id)
     spec = load_spec(SPEC)
     return Gateway(
@@ -103,3 +115,22 @@ def test_requests_finding_the_rounds_stale_share_one_read(gateway, monkeypatch):
     asyncio.run(asyncio.sleep(0.6))
     assert asyncio.run(requests_at_once()) == [[0] * stages] * 16
     assert sent == Counter({"eth_call": 2 * stages})  # stale again: one more read, shared again
+
+
+def test_a_failed_shared_read_fails_every_request_that_waited_for_it_and_the_next_one_reads_again(
+    gateway, proxy
+):
+    stages = gateway.spec.num_stages
+    sent = counted(gateway.protocol.client)
+
+    async def requests_at_once() -> list:
+        reads = (gateway.finalized_rounds() for _ in range(8))
+        return await asyncio.gather(*reads, return_exceptions=True)
+
+    proxy.stop()  # the chain is unreachable
+    failures = asyncio.run(requests_at_once())
+    assert all(isinstance(failure, ApiError) and failure.status == 503 for failure in failures)
+    assert sent == Counter({"eth_call": 1})  # one read for all eight, failed at its first call
+    proxy.start()
+    assert asyncio.run(requests_at_once()) == [[0] * stages] * 8
+    assert sent == Counter({"eth_call": 1 + stages})
