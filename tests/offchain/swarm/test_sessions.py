@@ -4,6 +4,7 @@ on one stream (who may send them, what they answer), and where a lone pass runs.
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -218,3 +219,32 @@ def test_a_session_takes_one_step_at_a_time_and_steps_carry_bytes():
     assert "already has a step in flight" in twice["error"]
     assert length == 3  # the prompt's three positions only
     assert "as bytes" in garbage["error"]
+
+
+def test_a_pass_held_for_a_session_that_closes_runs_when_it_closes():
+    """Two completions shared a pass; one ends (its stream closes) while the other's next step is
+    held for it: the close ends the hold, not the hold's deadline."""
+    pass_seconds = 0.2
+
+    async def slow(fn):
+        await asyncio.sleep(pass_seconds)
+        return fn()
+
+    async def scenario() -> float:
+        host = SessionHost(SPEC, 0, slow, SessionLimits(max_gather_seconds=10.0))
+        staying, leaving = Client(host), Client(host)
+        keys = [(await client.send({"model": "m"}))["session"] for client in (staying, leaving)]
+        prompts = [[keys[0], [step([1, 2, 3])]], [keys[1], [step([4, 5, 6])]]]
+        await staying.send({"batch": prompts})  # one pass: the two are pass-mates
+        started = time.perf_counter()
+        held = asyncio.ensure_future(staying.send(steps([7])))  # held for `leaving`'s step
+        await asyncio.sleep(pass_seconds / 4)
+        await leaving.send(None)
+        assert await leaving.reply() is None  # its session ended
+        await held
+        await staying.send(None)
+        assert host.stats.holds_expired == 0
+        return time.perf_counter() - started
+
+    # Without the close ending it, the hold alone would last 2 x pass_seconds before the pass.
+    assert asyncio.run(scenario()) < 2 * pass_seconds
