@@ -246,5 +246,6 @@ def test_a_pass_held_for_a_session_that_closes_runs_when_it_closes():
         assert host.stats.holds_expired == 0
         return time.perf_counter() - started
 
-    # Without the close ending it, the hold alone would last 2 x pass_seconds before the pass.
-    assert asyncio.run(scenario()) < 2 * pass_seconds
+    # Ended by the close: ~1.25 x pass_seconds. Without, the hold alone would last 2 x pass_seconds
+    # before the pass (3 x in all).
+    assert asyncio.run(scenario()) < 2.5 * pass_seconds
