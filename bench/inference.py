@@ -210,9 +210,9 @@ async def gateway_bursts(
             load, before = os.getloadavg()[0], await pass_counts(driver, replicas)
             burst = await redeem(gateway, tickets, twice)
             after = await pass_counts(driver, replicas)
-            grown = [
-                [now - then for then, now in zip(b, a, strict=True)]
-                for b, a in zip(before, after, strict=True)
+            grown = [  # per stage, how much each counter grew during the burst
+                [now - then for then, now in zip(stage_before, stage_after, strict=True)]
+                for stage_before, stage_after in zip(before, after, strict=True)
             ]
             steps_per_pass = [steps / max(passes, 1) for passes, steps, _, _ in grown]
             held_ms_per_pass = [1000 * held / max(passes, 1) for passes, _, held, _ in grown]

@@ -153,8 +153,9 @@ class ChainClient:
         ContractRevert here and is never sent.
         """
         action = action or fn.fn_name
-        call: dict[str, Any] = {"from": self.address, "value": value}  # estimated without chainId:
-        # web3 stripped it from eth_estimateGas with the validation middleware, and a node may refuse it
+        # Gas is estimated without chainId: web3's validation middleware (removed in __init__)
+        # stripped it from eth_estimateGas, and a node may refuse it there.
+        call: dict[str, Any] = {"from": self.address, "value": value}
         tx = {**call, "chainId": self.chain_id}
         if gas is None:
             try:

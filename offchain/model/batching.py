@@ -129,7 +129,7 @@ class PassQueue:
         deadline = started + window
         try:
             while True:
-                self._waiting = [(step, future) for step, future in self._waiting if not future.done()]
+                self._prune()
                 if not self._waiting or self._joinable() >= self.max_batch:
                     return
                 if not (due := self._due(window)):
@@ -165,8 +165,12 @@ class PassQueue:
             return self.max_batch
         return sum(1 for step, _ in self._waiting if len(step.tokens) == width)
 
-    def _next_batch(self) -> list[tuple[Step, asyncio.Future]]:
+    def _prune(self) -> None:
+        """Drop the waiting steps whose requests were cancelled (their session ended)."""
         self._waiting = [(step, future) for step, future in self._waiting if not future.done()]
+
+    def _next_batch(self) -> list[tuple[Step, asyncio.Future]]:
+        self._prune()
         if not self._waiting:
             return []
         width = len(self._waiting[0][0].tokens)
