@@ -260,6 +260,16 @@ class Driver:
         cached = self.inference_routes.get(stage)
         return cached is not None and replica in cached[1] and not self._is_banned(replica)
 
+    def routed_processes(self) -> set[tuple[str, str]]:
+        """The worker processes (`Replica.ban_key`) of every stage's inference routes as last
+        discovered, banned ones left out: what a completion may still stream to."""
+        return {
+            replica.ban_key
+            for _, replicas in self.inference_routes.values()
+            for replica in replicas
+            if not self._is_banned(replica)
+        }
+
     def drop_replica(self, replica: Replica, reason: str) -> None:
         """A replica that failed a completion's stream: banned, so no completion picks it again."""
         self._ban(replica, reason)

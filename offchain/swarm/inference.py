@@ -82,7 +82,7 @@ class SwarmPipeline:
         self._keepers: dict[int, asyncio.Task] = {}  # stage -> the task keeping its spare
         self._tasks: set[asyncio.Task] = set()  # every keeper not yet finished
         self._closed = False
-        self.relays: dict[tuple[str, str], StepRelay] = {}  # per replica process (ban_key)
+        self.relays: dict[tuple[str, str], StepRelay] = {}  # per routed replica process (ban_key)
         self.open_sessions = 0  # completions in progress: one alone skips the relays
 
     @contextlib.asynccontextmanager
@@ -101,6 +101,7 @@ class SwarmPipeline:
         finally:
             self.open_sessions -= 1
             await session.close()
+            self._forget_gone_relays()
             self.replenish()
 
     async def _take(self, stage: int) -> Spare | None:
@@ -182,6 +183,14 @@ class SwarmPipeline:
         if replica.ban_key not in self.relays:
             self.relays[replica.ban_key] = StepRelay(self.driver.config.call_timeout)
         return self.relays[replica.ban_key]
+
+    def _forget_gone_relays(self) -> None:
+        """Drop the idle relays of worker processes no longer routed (restarted, banned, gone): a
+        gateway that runs for months keeps one relay per live replica, not one per worker process
+        it ever served through."""
+        routed = self.driver.routed_processes()
+        for key in [key for key, relay in self.relays.items() if relay.idle and key not in routed]:
+            del self.relays[key]
 
     def opening(self) -> dict:
         """What opens a stage's session: the driver's request document (model, and whatever proves
@@ -328,7 +337,9 @@ class SwarmSession:
         if entry is not None:
             replica, stream = entry
             self.driver.inference_load[replica.peer_id] -= 1
-            await self.pipeline.relay(replica).settled(stream, abandon=unreachable)
+            relay = self.pipeline.relays.get(replica.ban_key)
+            if relay is not None:  # a batch of it may carry this session's step
+                await relay.settled(stream, abandon=unreachable)
             await stream.close()
 
     async def close(self) -> None:

@@ -46,6 +46,11 @@ class StepRelay:
         self._tasks: set[asyncio.Task] = set()
         self.frames = self.steps = 0  # sent so far: steps / frames is how well completions share frames
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch in flight: dropping it loses nothing."""
+        return not self._queued and not self._tasks
+
     def send(self, session: int, stream: StageStream, steps: list[dict]) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         entry = _Entry(session, stream, steps, loop.create_future())

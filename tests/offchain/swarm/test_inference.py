@@ -1,7 +1,8 @@
 """Completions through real stage workers, each stage keeping a KV cache per completion: the same
 tokens as one process running the same weights, alone or sharing frames and passes with other
 completions, served from the committed round, the caches freed after each completion, a stage
-killed mid-completion re-prefilled on its replacement, and training afterwards bitwise unaffected.
+killed mid-completion re-prefilled on its replacement (the gateway forgetting the dead worker's
+relay), and training afterwards bitwise unaffected.
 The pipeline's spare streams: a completion starts on them, a dead one takes the fault path, a
 banned one is not used, they are renewed, and closing the pipeline leaves no session on any stage."""
 
@@ -95,6 +96,7 @@ async def _over_swarm(spec, bootstrap: str, restart: Callable[[int], None]) -> t
             async for delta in stream_completion(session, TOKENIZER, IDS, LONG):
                 tokens += delta.token_ids
                 if len(tokens) >= 10 and "during" not in counts:
+                    counts["killed"] = [spares[2].replica.ban_key, session.streams[1][0].ban_key]
                     peer = session.streams[1][0].peer_id
                     during = await _settled(driver, lambda c, peer=peer: c[peer][0] == 2, seconds=10)
                     counts["during"] = during[peer]
@@ -110,6 +112,7 @@ async def _over_swarm(spec, bootstrap: str, restart: Callable[[int], None]) -> t
                     for token in delta.token_ids
                 ]
             )
+        counts["relays"], counts["routed"] = set(pipeline.relays), driver.routed_processes()
         counts["open"] = await _settled(driver, lambda c: all(cached == 0 for _, cached in c.values()))
         await pipeline.close()
         counts["closed"] = await _settled(driver, _each((0, 0)))
@@ -169,6 +172,9 @@ def test_swarm_completions_match_one_process_and_free_their_caches(tmp_path, cap
         assert counts["during"][0] == 2 and counts["during"][1] > 0  # its session, and the next spare
         assert "stage 1: completion stream to" in caplog.text and "re-prefilling" in caplog.text
         assert not counts["banned_spare_taken"] and served[3] == expected[0].token_ids
+        # The killed workers' relays (made for the three completions at once) went with them.
+        assert counts["relays"] and counts["relays"] <= counts["routed"]
+        assert not counts["relays"] & set(counts["killed"])
         assert all(cached == 0 for _, cached in counts["open"].values())
         assert list(counts["closed"].values()) == [(0, 0)] * 3  # closing the pipeline ends its spares
         assert counts["renewed"] and list(counts["renewing"].values()) == [(1, 0)] * 3
