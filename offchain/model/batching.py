@@ -89,8 +89,9 @@ class PassQueue:
 
     async def _run_alone(self, step: Step) -> bytes:
         """A lone request's pass, run by its own task: no drain task and no future to hand the
-        output over (each is a turn of the event loop, ~1 ms a token through 4 stages: hop.md).
-        Steps that arrive meanwhile wait, as during any pass, and are drained after it."""
+        output over (each is a turn of the event loop, ~1 ms a token through 4 stages: see
+        docs/benchmarks.md, "Where a hop's time goes"). Steps that arrive meanwhile wait, as during
+        any pass, and are drained after it."""
         self._running = asyncio.current_task()
         try:
             started = time.perf_counter()

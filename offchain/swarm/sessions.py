@@ -284,8 +284,9 @@ class SessionHost:
 
     async def _run(self, stage: ServingStage, steps: list[Step]) -> list[bytes]:
         """A pass on the compute thread; a lone small pass while that thread is idle runs on the
-        event loop instead: handing it to the thread and back costs ~0.2-0.4 ms of its ~2.5
-        (hop.md), a fifth of what a token through 4 stages spends outside the forward passes.
+        event loop instead: handing it to the thread and back costs ~0.2-0.4 ms of its ~2.5, a
+        fifth of what a token through 4 stages spends outside the forward passes (docs/benchmarks.md,
+        "Where a hop's time goes").
         Small: one request's step of at most MIN_ROWS positions (a one-token step, or a short
         prompt: every pass is padded to MIN_ROWS token rows, so it costs at most twice a one-token
         pass). Only while the thread is idle: nothing else (a training step, another pass) can then
