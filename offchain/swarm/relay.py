@@ -7,14 +7,15 @@ pass are all woken by its answer, one after another, before the loop polls again
 frame on the stream of the first of them, and the answer's outputs go back to each. A lone step
 goes out on its own stream as before.
 
-Failure. A batch fails as a whole (the carrier stream broke, or the stage refused one of its steps):
+Failure. A batch fails as a whole when its carrier stream broke or the stage refused the frame:
 every completion in it gets the failure and, as for its own stream, re-opens that stage and
-re-prefills (it cannot tell how far the stage got). A completion that ends while a batch carries
-its step waits for that batch before closing its stream (`settled`): closing a carrier under a batch
-would fail the other completions in it; one that found the replica unreachable ends the batch
-instead (`abandon`), so the others learn it at once rather than at the call timeout. Relays are per
-replica *process* (peer id and worker session): a restarted worker's new sessions never share a
-frame with streams to its previous life.
+re-prefills (it cannot tell how far the stage got). A step the stage refused for its own
+completion's sake (the stage's "refused" entries) fails that completion alone. A completion that
+ends while a batch carries its step waits for that batch before closing its stream (`settled`):
+closing a carrier under a batch would fail the other completions in it; one that found the replica
+unreachable ends the batch instead (`abandon`), so the others learn it at once rather than at the
+call timeout. Relays are per replica *process* (peer id and worker session): a restarted worker's
+new sessions never share a frame with streams to its previous life.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from offchain.swarm.client import PeerUnreachable, StageStream
+from offchain.swarm.client import PeerUnreachable, RemoteError, StageStream
 
 MAX_BATCH = 32  # steps per frame: a stage's default max_batch (offchain/swarm/sessions.py)
 
@@ -72,14 +73,20 @@ class StepRelay:
     async def _carry(self, batch: list[_Entry]) -> None:
         carrier = batch[0].stream
         self.frames, self.steps = self.frames + 1, self.steps + len(batch)
+        refused: dict[int, str] = {}
         try:
             if len(batch) == 1:
                 outputs = [(await carrier.request({"steps": batch[0].steps}, timeout=self.timeout))["output"]]
             else:
                 request = {"batch": [[entry.session, entry.steps] for entry in batch]}
-                outputs = (await carrier.request(request, timeout=self.timeout))["outputs"]
-                if len(outputs) != len(batch):
-                    raise ValueError(f"a batch of {len(batch)} steps answered with {len(outputs)} outputs")
+                reply = await carrier.request(request, timeout=self.timeout)
+                outputs, refused = reply["outputs"], reply.get("refused", {})
+                if (
+                    len(outputs) != len(batch)
+                    or not isinstance(refused, dict)
+                    or not set(refused) <= set(range(len(batch)))
+                ):
+                    raise ValueError(f"a malformed answer to a batch of {len(batch)} steps")
         except asyncio.CancelledError:  # abandoned: its replica is unreachable
             for entry in batch:
                 if not entry.reply.done():
@@ -90,8 +97,13 @@ class StepRelay:
                 if not entry.reply.done():
                     entry.reply.set_exception(error)
         else:
-            for entry, output in zip(batch, outputs, strict=True):
-                if not entry.reply.done():
+            for index, (entry, output) in enumerate(zip(batch, outputs, strict=True)):
+                if entry.reply.done():
+                    continue
+                if index in refused:
+                    reason = f"infer refused by {carrier.peer_id[-8:]}: {refused[index]}"
+                    entry.reply.set_exception(RemoteError(reason))
+                else:
                     entry.reply.set_result({"output": output})
         finally:
             for entry in batch:

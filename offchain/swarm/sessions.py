@@ -10,7 +10,9 @@ Protocol (msgpack frames, length-prefixed both ways: offchain/swarm/wire.py `Fra
                                                    rebuild a cache on a replacement, step by step)
     client  {"batch": [[session, steps], ...]}     the steps of several sessions the same caller
                                                    opened on this stage (this one's or not), run
-                                                   together; the stage answers {"outputs": [...]}
+                                                   together; the stage answers {"outputs": [...]},
+                                                   and {"refused": {index: reason}} for entries it
+                                                   refused (their outputs are empty)
     client  ends the stream                        the session's cache is freed
 
 Batches. A gateway serving many completions relays every one's step to the next stage; one frame per
@@ -22,7 +24,12 @@ secret: the stage numbers them), and each session at most once per batch.
 
 A refusal or a failure is answered {"error"} and ends the session whose stream carried it (the other
 sessions of a refused batch stay open: their caller re-prefills them, it cannot know how far they
-got). Whatever way a session ends (the client closes, disconnects or dies, a step fails, it idles past
+got). In a batch, a step refused for its own session's sake (over the stage's cache limit, one
+already in flight) is answered in "refused" and the other entries are served: one completion's
+refusal costs the completions sharing its frame nothing. A refused entry left its session as it
+was (the checks come before any pass); its caller drops it. A batch that names a session twice or
+another caller's is refused whole, and so is one whose pass failed (every step in it failed).
+Whatever way a session ends (the client closes, disconnects or dies, a step fails, it idles past
 `idle_seconds`: no step on its stream or in a batch), its cache is freed in one place (`serve`'s
 finally).
 
@@ -156,7 +163,7 @@ class SessionHost:
             while (frame := await self._next_frame(frames, session)) is not None:
                 request = unpack(frame)
                 if "batch" in request:
-                    reply = {"outputs": await self._batch(caller, request["batch"])}
+                    reply = await self._batch(caller, request["batch"])
                 else:
                     reply = {"output": await self._steps(session, request)}
                 for chunk in framed_chunks(pack(reply)):
@@ -200,8 +207,9 @@ class SessionHost:
             if not reading.done():
                 reading.cancel()
 
-    async def _batch(self, caller: str, entries: list) -> list[bytes]:
-        """Each entry's steps on its session, all at once (their passes are shared)."""
+    async def _batch(self, caller: str, entries: list) -> dict:
+        """Each entry's steps on its session, all at once (their passes are shared): the reply
+        document, with the reasons of the entries refused (see the module doc)."""
         sessions = []
         for key, _ in entries:
             session = self.sessions.get(key)
@@ -217,10 +225,19 @@ class SessionHost:
             ),
             return_exceptions=True,  # every step done before the batch is answered, failed or not
         )
-        for output in outputs:
-            if isinstance(output, BaseException):
+        refused = {}
+        for index, output in enumerate(outputs):
+            if isinstance(output, SessionRefused):
+                refused[index] = str(output)
+                outputs[index] = b""
+            elif isinstance(output, BaseException):
                 raise output
-        return outputs
+        if refused:
+            logger.warning(
+                "stage %d refused %d of a batch's %d steps", self.stage, len(refused), len(entries)
+            )
+            return {"outputs": outputs, "refused": refused}
+        return {"outputs": outputs}
 
     async def _steps(self, session: _Session, request: dict) -> bytes:
         if session.stepping:

@@ -1,30 +1,37 @@
 """A gateway's relay of its completions' steps to one replica (offchain/swarm/relay.py), against
-streams that answer as a stage would: steps sent in one event-loop turn leave as one frame, and an
-unreachable replica's batch is abandoned at once instead of at its call timeout."""
+streams that answer as a stage would: steps sent in one event-loop turn leave as one frame, a step
+the stage refused fails its own completion only, and an unreachable replica's batch is abandoned
+at once instead of at its call timeout."""
 
 import asyncio
 
 import pytest
 
-from offchain.swarm.client import PeerUnreachable
+from offchain.swarm.client import PeerUnreachable, RemoteError
 from offchain.swarm.relay import StepRelay
 
 
 class Stream:
-    """A stage stream that records the frames it carries; `hang` never answers."""
+    """A stage stream that records the frames it carries; `hang` never answers; the steps of the
+    sessions in `refuse` are refused as a stage refuses a batch entry."""
 
     peer_id = "12D3KooWstage"
 
-    def __init__(self, hang: bool = False) -> None:
+    def __init__(self, hang: bool = False, refuse: frozenset[int] = frozenset()) -> None:
         self.frames: list[dict] = []
-        self.hang = hang
+        self.hang, self.refuse = hang, refuse
 
     async def request(self, request: dict, *, timeout: float) -> dict:
         self.frames.append(request)
         if self.hang:
             await asyncio.sleep(timeout)
         if "batch" in request:
-            return {"outputs": [f"out{session}".encode() for session, _ in request["batch"]]}
+            sessions = [session for session, _ in request["batch"]]
+            outputs = [b"" if session in self.refuse else f"out{session}".encode() for session in sessions]
+            refused = {
+                i: "over the cache limit" for i, session in enumerate(sessions) if session in self.refuse
+            }
+            return {"outputs": outputs, "refused": refused} if refused else {"outputs": outputs}
         return {"output": b"alone"}
 
 
@@ -40,6 +47,17 @@ def test_steps_sent_in_one_turn_leave_as_one_frame_with_their_own_outputs():
     assert outputs == [{"output": b"out7"}, {"output": b"out8"}, {"output": b"out9"}, {"output": b"alone"}]
     assert len(streams[0].frames) == 2 and not streams[1].frames and not streams[2].frames
     assert relay.frames == 2 and relay.steps == 4
+
+
+def test_a_step_the_stage_refused_in_a_batch_fails_its_completion_alone():
+    async def scenario() -> list:
+        relay, carrier = StepRelay(timeout=5), Stream(refuse=frozenset({8}))
+        replies = [relay.send(7 + i, carrier, [{"tokens": b"x"}]) for i in range(3)]
+        return await asyncio.gather(*replies, return_exceptions=True)
+
+    first, refused, third = asyncio.run(scenario())
+    assert first == {"output": b"out7"} and third == {"output": b"out9"}
+    assert isinstance(refused, RemoteError) and "over the cache limit" in str(refused)
 
 
 def test_an_unreachable_replicas_batch_is_abandoned_at_once():

@@ -128,6 +128,27 @@ def test_a_batch_naming_another_callers_session_is_refused_and_leaves_it_untouch
     asyncio.run(scenario())
 
 
+def test_a_batch_entry_over_the_cache_limit_is_refused_alone():
+    """One completion's refusal must not cost the completions sharing its frame a re-prefill."""
+
+    async def scenario() -> None:
+        host = SessionHost(SPEC, 0, compute, SessionLimits(max_tokens=6))
+        big, small = Client(host), Client(host)
+        big_key = (await big.send({"model": "m"}))["session"]
+        small_key = (await small.send({"model": "m"}))["session"]
+        await small.send(steps([1, 2]))
+        reply = await big.send({"batch": [[big_key, [step([3, 4, 5, 6, 7])]], [small_key, [step([3])]]]})
+        assert set(reply["refused"]) == {0} and "exceed its limit of 6" in reply["refused"][0]
+        assert reply["outputs"][0] == b"" and len(reply["outputs"][1]) > 0
+        assert host.sessions[big_key].cache.length == 0 and host.sessions[small_key].cache.length == 3
+        assert "output" in await big.send(steps([3]))  # the refused session was left as it was
+        assert "output" in await small.send(steps([4]))
+        await big.send(None)
+        await small.send(None)
+
+    asyncio.run(scenario())
+
+
 def test_a_session_stepped_only_in_batches_does_not_idle_out():
     async def scenario() -> tuple[set, set, dict | None, bool]:
         host = SessionHost(SPEC, 0, compute, SessionLimits(idle_seconds=0.3))
@@ -194,7 +215,8 @@ def test_the_compute_thread_is_busy_until_its_job_ends_even_if_its_caller_was_ca
 
 def test_a_session_takes_one_step_at_a_time_and_steps_carry_bytes():
     """A gateway stepping one session twice at once (its own stream and a batch) would grow its
-    cache twice in one pass and fail everyone's pass: the second step is refused instead."""
+    cache twice in one pass and fail everyone's pass: the second step is refused instead, and the
+    batch's other step served."""
 
     async def slow(fn):
         await asyncio.sleep(0.2)
@@ -216,7 +238,8 @@ def test_a_session_takes_one_step_at_a_time_and_steps_carry_bytes():
         return twice, garbage, length
 
     twice, garbage, length = asyncio.run(scenario())
-    assert "already has a step in flight" in twice["error"]
+    assert set(twice["refused"]) == {1} and "already has a step in flight" in twice["refused"][1]
+    assert len(twice["outputs"][0]) > 0  # the carrier's own step
     assert length == 3  # the prompt's three positions only
     assert "as bytes" in garbage["error"]
 
