@@ -25,11 +25,13 @@ chunks (offchain/swarm/wire.py). Handlers of every stage:
     probe.replies  the client's stream to the last stage: the logits of B steps, {"cid", "output"},
                    routed by the client's peer id (`reply_to`, set by stage 0 from its caller)
 
-Topologies, alternated completion by completion over the same processes (the order rotates every
-round): (A) round trips, as offchain/swarm/inference.py SwarmSession.step relays a lone completion;
+Topologies, alternated completion by completion over the same processes (`BALANCED` order):
+(A) round trips, as offchain/swarm/inference.py SwarmSession.step relays a lone completion;
 (B) forwarding; (one) LocalPipeline + generate in the client process (bench/inference.py's
-reference). A greedy completion of PROMPT, --max-tokens new tokens: first-token latency (prompt
-through every stage, first token picked) and decode tokens/s (the tokens after the first). A and B
+reference). Each completion starts after `--gap` seconds of idling (default 0.5: a lone request
+finds the host idle, and an idle host is slow to wake; --gap 0: back to back, the host warm). A
+greedy completion of PROMPT, --max-tokens new tokens: first-token latency (prompt through every
+stage, first token picked) and decode tokens/s (the tokens after the first). A and B
 must produce the one-process token ids.
 
 Every frame carries a trace of CLOCK_MONOTONIC times (one clock for every process of the host): when
@@ -61,7 +63,7 @@ import numpy as np
 from google.protobuf.wrappers_pb2 import BytesValue
 from hivemind.p2p import P2P, P2PContext, PeerID
 
-from offchain.model.generate import LocalPipeline, Sampling, generate
+from offchain.model.generate import LocalPipeline, LocalSession, Sampling, generate
 from offchain.model.kv import RequestCache, ServingStage, Step
 from offchain.model.reference import train_single_process
 from offchain.model.spec import ModelSpec, load_spec
@@ -74,6 +76,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "The assert statement"
 MODEL_ID = 1  # the weights bench/inference.py serves (the first model of its fresh chain)
 MODES = ("A", "B", "one")
+BALANCED = ("A", "B", "one", "A", "one", "B")
+"""The order, repeated: as a cycle, every mode runs just after each other mode once (what ran before
+changes a completion's first token: a host idle meanwhile is slow to wake, see `--gap`)."""
 
 
 def frame_limit(spec: ModelSpec) -> int:
@@ -295,6 +300,8 @@ class ProbeSwarm:
 
 def breakdown(mode: str, trace: list[float]) -> dict:
     """A step's wall time, the stages' passes, and each leg between them (ms)."""
+    if mode == "one":  # one process: the step's passes, nothing between them
+        return {"wall": 1e3 * (trace[1] - trace[0]), "compute": 1e3 * (trace[1] - trace[0]), "legs": []}
     if mode == "A":  # per stage: sent, read, finished, reply back at the client
         rows = [trace[i : i + 4] for i in range(0, len(trace), 4)]
         compute = sum(done - read for _, read, done, _ in rows)
@@ -316,13 +323,31 @@ async def one_completion(open_session, ids: list[int], sampling: Sampling) -> di
             tokens.append(token)
     ended = time.perf_counter()
     run = {
+        "mode": session.mode,
+        "started": started,
         "first_token_s": first - started,
         "decode_tokens_per_s": (len(tokens) - 1) / (ended - first),
         "tokens": tokens,
     }
-    if hasattr(session, "traces"):
-        run["steps"] = [breakdown(session.mode, trace) for trace in session.traces[1:]]  # decode steps
+    run["prefill"] = breakdown(session.mode, session.traces[0])
+    run["steps"] = [breakdown(session.mode, trace) for trace in session.traces[1:]]  # decode steps
     return run
+
+
+class TimedSession:
+    """A one-process session whose steps are timed like the probe's (their wall time: all passes)."""
+
+    mode = "one"
+
+    def __init__(self, inner: LocalSession) -> None:
+        self.inner, self.traces = inner, []
+        self.rounds, self.digests = inner.rounds, inner.digests
+
+    async def step(self, ids: list[int]) -> np.ndarray:
+        started = time.monotonic()
+        logits = await self.inner.step(ids)
+        self.traces.append([started, time.monotonic()])
+        return logits
 
 
 def summarize(mode: str, runs: list[dict], reference: list[int]) -> dict:
@@ -337,7 +362,17 @@ def summarize(mode: str, runs: list[dict], reference: list[int]) -> dict:
         "decode_tokens_per_s_p25_p75": q(decode, n=4)[::2],
         "token_mismatches": sum(run["tokens"] != reference for run in runs),
     }
-    steps = [step for run in runs for step in run.get("steps", [])]
+    summary["first_step_passes_ms_p50"] = statistics.median(run["prefill"]["compute"] for run in runs)
+    summary["first_step_other_ms_p50"] = statistics.median(
+        run["prefill"]["wall"] - run["prefill"]["compute"] for run in runs
+    )
+    by_previous = {}
+    for run in runs:
+        by_previous.setdefault(run["after"], []).append(1e3 * run["first_token_s"])
+    summary["first_token_p50_ms_by_previous_completion"] = {
+        previous: statistics.median(found) for previous, found in sorted(by_previous.items())
+    }
+    steps = [step for run in runs for step in run["steps"]]
     if steps:
         summary["decode_step_ms_p50"] = statistics.median(s["wall"] for s in steps)
         summary["decode_step_compute_ms_p50"] = statistics.median(s["compute"] for s in steps)
@@ -354,21 +389,40 @@ async def measure(spec: ModelSpec, states: list[bytes], maddrs: list[str], args,
     node = await start_node(NetworkConfig(initial_peers=tuple(maddrs)), client_mode=True)
     swarm = ProbeSwarm(spec)
     local = LocalPipeline(spec, states, [0] * spec.num_stages)
-    opener = {"A": lambda: swarm.session("A"), "B": lambda: swarm.session("B"), "one": local.session}
+
+    @contextlib.asynccontextmanager
+    async def timed_local() -> AsyncIterator[TimedSession]:
+        async with local.session() as session:
+            yield TimedSession(session)
+
+    opener = {"A": lambda: swarm.session("A"), "B": lambda: swarm.session("B"), "one": timed_local}
     try:
         await swarm.connect(node.p2p, [maddr.rsplit("/p2p/", 1)[1] for maddr in maddrs])
         for mode in MODES * 2:  # warm-up
             await one_completion(opener[mode], ids, sampling)
         runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
         load = os.getloadavg()[0]
-        for round in range(args.completions):
-            for mode in MODES[round % 3 :] + MODES[: round % 3]:
-                runs[mode].append(await one_completion(opener[mode], ids, sampling))
+        previous = BALANCED[-1]
+        for mode in BALANCED * (args.completions // 2):
+            await asyncio.sleep(args.gap)  # every completion finds the host idle as long
+            run = await one_completion(opener[mode], ids, sampling)
+            runs[mode].append({**run, "after": previous})
+            previous = mode
     finally:
         await swarm.close()
         await shutdown_node(node)
     reference = runs["one"][0]["tokens"]
     result = {mode: summarize(mode, found, reference) for mode, found in runs.items()}
+    result["completions"] = [  # in the order they ran
+        {
+            "mode": run["mode"],
+            "after": run["after"],
+            "first_token_ms": 1e3 * run["first_token_s"],
+            "decode_tokens_per_s": run["decode_tokens_per_s"],
+            "first_step_passes_ms": run["prefill"]["compute"],
+        }
+        for run in sorted((run for found in runs.values() for run in found), key=lambda run: run["started"])
+    ]
     a, b, one = result["A"], result["B"], result["one"]
     first, decode = "first_token_p50_ms", "decode_tokens_per_s_p50"
     result["ratios"] = {
@@ -379,7 +433,7 @@ async def measure(spec: ModelSpec, states: list[bytes], maddrs: list[str], args,
         "decode_B_over_one": b[decode] / one[decode],
         "decode_B_over_A": b[decode] / a[decode],
     }
-    result.update(busy_processes=busy, load_average_1min=[load, os.getloadavg()[0]])
+    result.update(busy_processes=busy, gap_s=args.gap, load_average_1min=[load, os.getloadavg()[0]])
     return result
 
 
@@ -394,21 +448,22 @@ def print_phase(name: str, result: dict) -> None:
     for mode, label in (("A", "A round trips"), ("B", "B forwarding"), ("one", "one process")):
         row = result[mode]
         low, high = row["decode_tokens_per_s_p25_p75"]
-        step = (
-            (
-                f"{row['decode_step_ms_p50']:>9.2f}{row['decode_step_compute_ms_p50']:>8.2f}"
-                f"{row['decode_step_other_ms_p50']:>7.2f}"
-            )
-            if "decode_step_ms_p50" in row
-            else " " * 24
-        )
         print(
             f"{label:<14}{row['first_token_p50_ms']:>17.1f}{row['decode_tokens_per_s_p50']:>17.1f}"
-            f"{f'{low:.1f}-{high:.1f}':>14}{step}  {row['token_mismatches']}"
+            f"{f'{low:.1f}-{high:.1f}':>14}{row['decode_step_ms_p50']:>9.2f}"
+            f"{row['decode_step_compute_ms_p50']:>8.2f}{row['decode_step_other_ms_p50']:>7.2f}"
+            f"  {row['token_mismatches']}"
         )
     for mode in ("A", "B"):
         legs = " ".join(f"{leg:.2f}" for leg in result[mode]["decode_step_legs_ms_p50"])
         print(f"  {mode} legs ms p50 (decode step): {legs}")
+    for mode in MODES:
+        row = result[mode]
+        after = ", ".join(f"{k} {v:.1f}" for k, v in row["first_token_p50_ms_by_previous_completion"].items())
+        print(
+            f"  {mode}: first step passes {row['first_step_passes_ms_p50']:.1f} ms + other "
+            f"{row['first_step_other_ms_p50']:.1f} ms; first token p50 ms after {after}"
+        )
     r = result["ratios"]
     print(
         f"  first token: A/one {r['first_token_A_over_one']:.2f}x, B/one {r['first_token_B_over_one']:.2f}x, "
@@ -423,8 +478,11 @@ def print_phase(name: str, result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(ROOT / "specs" / "small.json"))
-    parser.add_argument("--completions", type=int, default=24, help="per topology and phase")
+    parser.add_argument("--completions", type=int, default=24, help="per topology and phase (even)")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument(
+        "--gap", type=float, default=0.5, help="seconds of idling before every completion (a lone request)"
+    )
     parser.add_argument(
         "--busy", type=int, default=2, help="spinning processes of the loaded phase (0: none)"
     )
