@@ -135,6 +135,18 @@ class ServingStage:
         self.device = trainer.device
         self.is_first, self.is_last = trainer.is_first, trainer.is_last
 
+    def refusal(self, start: int, width: int, activation: bytes) -> str | None:
+        """Why a step of `width` new positions from position `start` cannot join a pass (past the
+        context, or an activation of the wrong size for this stage), or None. Checked before the
+        step is queued: inside a shared pass the same fault would fail every request in it."""
+        if start + width > self.spec.context:
+            return f"a request would reach {start + width} positions; the context is {self.spec.context}"
+        if not self.is_first:
+            expected = self.codec.payload_bytes((1, width, self.spec.config.hidden_size))
+            if len(activation) != expected:
+                return f"an activation of {len(activation)} bytes for {width} positions; {expected} expected"
+        return None
+
     def run(self, steps: list[Step]) -> list[bytes]:
         """One pass over `steps` (equal numbers of new positions). Returns per step the encoded
         activation of its new positions for the next stage or, on the last stage, the float32

@@ -262,7 +262,7 @@ class Driver:
 
     def routed_processes(self) -> set[tuple[str, str]]:
         """The worker processes (`Replica.ban_key`) of every stage's inference routes as last
-        discovered, banned ones left out: what a completion may still stream to."""
+        discovered, banned ones left out: what a new completion may be routed to."""
         return {
             replica.ban_key
             for _, replicas in self.inference_routes.values()

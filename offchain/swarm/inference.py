@@ -11,7 +11,9 @@ re-opened on a replica serving the same weights: the same worker once it is back
 replica, waiting up to `wait_seconds` for one. The new stream is re-prefilled: the session replays
 to it every input it relayed to that stage so far, step by step as they first went (one request),
 so its cache, and so the completion, come out exactly as before; the other stages keep theirs.
-No such replica within the wait: StageLost.
+No such replica within the wait: StageLost. A stage that refuses a step (its cache limit, say) or
+answers one malformed is treated the same way, except that it is not banned and that the third
+refusal within one step fails the completion (WorkerFailed).
 
 Batches. A completion's first step (its prompt) and a re-prefill go out on its own stream; so
 do all its steps while it is the pipeline's only completion (a relay would only add turns of the
@@ -82,7 +84,7 @@ class SwarmPipeline:
         self._keepers: dict[int, asyncio.Task] = {}  # stage -> the task keeping its spare
         self._tasks: set[asyncio.Task] = set()  # every keeper not yet finished
         self._closed = False
-        self.relays: dict[tuple[str, str], StepRelay] = {}  # per routed replica process (ban_key)
+        self.relays: dict[tuple[str, str], StepRelay] = {}  # per replica process (ban_key) in use or routed
         self.open_sessions = 0  # completions in progress: one alone skips the relays
 
     @contextlib.asynccontextmanager
@@ -257,10 +259,13 @@ class SwarmSession:
                 await self._open(stage)
             replica, stream = self.streams[stage]
             try:
-                output = bytes((await self._reply(replica, stream, self.sent[stage], fresh))["output"])
-                if self._same_weights(stage, stream.opening):
+                output = (await self._reply(replica, stream, self.sent[stage], fresh)).get("output")
+                if not isinstance(output, bytes):
+                    error: Exception = RemoteError(f"{replica.short} answered a step without its output")
+                elif self._same_weights(stage, stream.opening):
                     return output
-                error: Exception = RemoteError(f"{replica.short} serves other weights than this completion's")
+                else:
+                    error = RemoteError(f"{replica.short} serves other weights than this completion's")
             except (PeerUnreachable, RemoteError) as failure:
                 error = failure
             await self._drop(stage, unreachable=isinstance(error, PeerUnreachable))

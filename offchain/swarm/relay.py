@@ -80,13 +80,16 @@ class StepRelay:
             else:
                 request = {"batch": [[entry.session, entry.steps] for entry in batch]}
                 reply = await carrier.request(request, timeout=self.timeout)
-                outputs, refused = reply["outputs"], reply.get("refused", {})
-                if (
-                    len(outputs) != len(batch)
-                    or not isinstance(refused, dict)
-                    or not set(refused) <= set(range(len(batch)))
+                outputs, refused = reply.get("outputs"), reply.get("refused", {})
+                if not (
+                    isinstance(outputs, list)
+                    and len(outputs) == len(batch)
+                    and isinstance(refused, dict)
+                    and set(refused) <= set(range(len(batch)))
                 ):
-                    raise ValueError(f"a malformed answer to a batch of {len(batch)} steps")
+                    raise RemoteError(
+                        f"{carrier.peer_id[-8:]} answered a batch of {len(batch)} steps malformed"
+                    )
         except asyncio.CancelledError:  # abandoned: its replica is unreachable
             for entry in batch:
                 if not entry.reply.done():

@@ -24,11 +24,13 @@ secret: the stage numbers them), and each session at most once per batch.
 
 A refusal or a failure is answered {"error"} and ends the session whose stream carried it (the other
 sessions of a refused batch stay open: their caller re-prefills them, it cannot know how far they
-got). In a batch, a step refused for its own session's sake (over the stage's cache limit, one
-already in flight) is answered in "refused" and the other entries are served: one completion's
-refusal costs the completions sharing its frame nothing. A refused entry left its session as it
-was (the checks come before any pass); its caller drops it. A batch that names a session twice or
-another caller's is refused whole, and so is one whose pass failed (every step in it failed).
+got). Every step is checked before it is queued (its tokens, its activation's size, the context,
+the stage's cache limit, one step in flight per session), so a step refused for its own session's
+sake never fails a pass it would have shared. In a batch, such a step is answered in "refused" and
+the other entries are served: one completion's refusal costs the completions sharing its frame
+nothing. A refused entry has changed nothing on the stage; its caller drops the session. A batch
+that names a session twice or another caller's is refused whole, and so is one in which a step
+failed otherwise (a failed pass): the other entries' steps may have run.
 Whatever way a session ends (the client closes, disconnects or dies, a step fails, it idles past
 `idle_seconds`: no step on its stream or in a batch), its cache is freed in one place (`serve`'s
 finally).
@@ -129,6 +131,7 @@ class SessionHost:
         # hand out the keys of its previous life: a gateway may still hold one from before it.
         self._ids = itertools.count(secrets.randbits(62))
         self._serving: _Serving | None = None
+        self._reserved = 0  # positions of admitted steps not yet in a cache (`_run_steps`)
         self._building = asyncio.Lock()
         widest = 4 * max(spec.config.hidden_size, spec.config.vocab_size) + 64
         self.frame_limit = spec.context * widest + CHUNK_BYTES  # a whole context's steps at once
@@ -233,9 +236,10 @@ class SessionHost:
             elif isinstance(output, BaseException):
                 raise output
         if refused:
-            logger.warning(
-                "stage %d refused %d of a batch's %d steps", self.stage, len(refused), len(entries)
-            )
+            for index, reason in refused.items():
+                logger.warning(
+                    "stage %d refused session %d in a batch: %s", self.stage, entries[index][0], reason
+                )
             return {"outputs": outputs, "refused": refused}
         return {"outputs": outputs}
 
@@ -249,7 +253,10 @@ class SessionHost:
             session.stepping = False
 
     async def _run_steps(self, session: _Session, request: dict) -> bytes:
-        session.active = session.heard = time.monotonic()
+        """The steps of one request, in order, once every check has passed: a refused request
+        (SessionRefused) has changed nothing, neither its session's cache nor the passes it would
+        have shared."""
+        session.heard = time.monotonic()
         steps = request["steps"]
         if not isinstance(steps, list) or not steps:
             raise SessionRefused("a step request carries a non-empty list of steps")
@@ -260,18 +267,34 @@ class SessionHost:
             for step in steps
         ):
             raise SessionRefused("a step carries its tokens and activation as bytes")
-        tokens = [decode_ids(step["tokens"], self.spec) for step in steps]
-        growth = sum(len(ids) for ids in tokens)
-        if self.cached_tokens + growth > self.limits.max_tokens:
+        try:
+            tokens = [decode_ids(step["tokens"], self.spec) for step in steps]
+        except ValueError as error:
+            raise SessionRefused(str(error)) from None
+        start = session.cache.length
+        for ids, step in zip(tokens, steps, strict=True):
+            if problem := session.serving.stage.refusal(start, len(ids), step.get("activation", b"")):
+                raise SessionRefused(problem)
+            start += len(ids)
+        growth = start - session.cache.length
+        cached = self.cached_tokens + self._reserved  # steps admitted, not yet cached, count too
+        if cached + growth > self.limits.max_tokens:
             raise SessionRefused(
-                f"stage {self.stage} caches {self.cached_tokens} positions; {growth} more exceed its "
+                f"stage {self.stage} caches {cached} positions; {growth} more exceed its "
                 f"limit of {self.limits.max_tokens}"
             )
-        output = b""
-        for ids, step in zip(tokens, steps, strict=True):
-            activation = step.get("activation", b"")
-            output = await session.serving.queue.submit(Step(session.cache, ids, activation))
-        return output
+        session.active = time.monotonic()
+        self._reserved += growth
+        try:
+            output = b""
+            for ids, step in zip(tokens, steps, strict=True):
+                activation = step.get("activation", b"")
+                output = await session.serving.queue.submit(Step(session.cache, ids, activation))
+                self._reserved -= len(ids)
+                growth -= len(ids)
+            return output
+        finally:
+            self._reserved -= growth  # the steps that did not run
 
     async def _serving_for(self, weights: Weights) -> _Serving:
         """The ServingStage of `weights`, built once (on the compute thread) per committed state."""

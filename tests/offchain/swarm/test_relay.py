@@ -13,18 +13,22 @@ from offchain.swarm.relay import StepRelay
 
 class Stream:
     """A stage stream that records the frames it carries; `hang` never answers; the steps of the
-    sessions in `refuse` are refused as a stage refuses a batch entry."""
+    sessions in `refuse` are refused as a stage refuses a batch entry; `answer` is answered to all."""
 
     peer_id = "12D3KooWstage"
 
-    def __init__(self, hang: bool = False, refuse: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self, hang: bool = False, refuse: frozenset[int] = frozenset(), answer: dict | None = None
+    ) -> None:
         self.frames: list[dict] = []
-        self.hang, self.refuse = hang, refuse
+        self.hang, self.refuse, self.answer = hang, refuse, answer
 
     async def request(self, request: dict, *, timeout: float) -> dict:
         self.frames.append(request)
         if self.hang:
             await asyncio.sleep(timeout)
+        if self.answer is not None:
+            return self.answer
         if "batch" in request:
             sessions = [session for session, _ in request["batch"]]
             outputs = [b"" if session in self.refuse else f"out{session}".encode() for session in sessions]
@@ -53,11 +57,36 @@ def test_a_step_the_stage_refused_in_a_batch_fails_its_completion_alone():
     async def scenario() -> list:
         relay, carrier = StepRelay(timeout=5), Stream(refuse=frozenset({8}))
         replies = [relay.send(7 + i, carrier, [{"tokens": b"x"}]) for i in range(3)]
-        return await asyncio.gather(*replies, return_exceptions=True)
+        return [*await asyncio.gather(*replies, return_exceptions=True), len(carrier.frames)]
 
-    first, refused, third = asyncio.run(scenario())
+    first, refused, third, frames = asyncio.run(scenario())
+    assert frames == 1  # the three steps shared one frame
     assert first == {"output": b"out7"} and third == {"output": b"out9"}
     assert isinstance(refused, RemoteError) and "over the cache limit" in str(refused)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"outputs": [b"a", b"b"]},  # one output short
+        {"outputs": [b"a", b"b", b"c"], "refused": {3: "no such entry"}},
+        {"outputs": [b"a", b"b", b"c"], "refused": ["over the cache limit"]},
+        {"output": b"a"},
+    ],
+)
+def test_a_malformed_batch_answer_fails_each_completion_as_a_refusal(answer):
+    """A stage's answer the relay cannot match to its steps: each completion re-prefills (RemoteError,
+    what SwarmSession._run handles), none gets a made-up output or an unhandled error."""
+
+    async def scenario() -> list:
+        relay, carrier = StepRelay(timeout=5), Stream(answer=answer)
+        return await asyncio.gather(
+            *(relay.send(7 + i, carrier, [{"tokens": b"x"}]) for i in range(3)), return_exceptions=True
+        )
+
+    assert all(
+        isinstance(reply, RemoteError) and "malformed" in str(reply) for reply in asyncio.run(scenario())
+    )
 
 
 def test_an_unreachable_replicas_batch_is_abandoned_at_once():

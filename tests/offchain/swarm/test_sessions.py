@@ -149,6 +149,65 @@ def test_a_batch_entry_over_the_cache_limit_is_refused_alone():
     asyncio.run(scenario())
 
 
+def test_steps_admitted_together_count_against_the_cache_limit_before_their_pass_runs():
+    """Entries are checked concurrently; the cache grows only once their pass has run (on the compute
+    thread): a limit checked against the caches alone would admit them all."""
+
+    async def threaded(fn):
+        return await asyncio.to_thread(fn)
+
+    async def scenario() -> tuple[dict, list[int]]:
+        host = SessionHost(SPEC, 0, threaded, SessionLimits(max_tokens=6))
+        first, second = Client(host), Client(host)
+        keys = [(await client.send({"model": "m"}))["session"] for client in (first, second)]
+        reply = await first.send({"batch": [[key, [step([1, 2, 3, 4])]] for key in keys]})
+        lengths = [host.sessions[key].cache.length for key in keys]
+        await first.send(None)
+        await second.send(None)
+        return reply, lengths
+
+    reply, lengths = asyncio.run(scenario())
+    assert set(reply["refused"]) == {1} and "exceed its limit of 6" in reply["refused"][1]
+    assert lengths == [4, 0]
+
+
+def test_a_step_that_would_fail_a_shared_pass_is_refused_before_it_joins_one():
+    """Past the context, token bytes that are not ids, an activation of the wrong size: each would
+    fail the whole pass it joined (other completions' steps, other gateways'); each is refused alone."""
+
+    async def scenario() -> tuple[dict, list[int]]:
+        host = SessionHost(SPEC, 1, compute)
+        clients = [Client(host) for _ in range(4)]
+        keys = [(await client.send({"model": "m"}))["session"] for client in clients]
+        codec, hidden = host._serving.stage.codec, SPEC.config.hidden_size
+
+        def fed(ids: list[int], activation: bytes | None = None) -> dict:
+            blank = bytes(codec.payload_bytes((1, len(ids), hidden)))
+            return {
+                "tokens": encode_ids(ids, SPEC),
+                "activation": blank if activation is None else activation,
+            }
+
+        batch = [
+            [keys[0], [fed([5])]],
+            [keys[1], [fed([5] * (SPEC.context + 1))]],
+            [keys[2], [{"tokens": b"\x01", "activation": bytes(codec.payload_bytes((1, 1, hidden)))}]],
+            [keys[3], [fed([5], activation=b"\x00\x00")]],
+        ]
+        reply = await clients[0].send({"batch": batch})
+        lengths = [host.sessions[key].cache.length for key in keys]
+        for client in clients:
+            await client.send(None)
+        return reply, lengths
+
+    reply, lengths = asyncio.run(scenario())
+    assert len(reply["outputs"][0]) > 0 and set(reply["refused"]) == {1, 2, 3}
+    assert "the context is 64" in reply["refused"][1]
+    assert "not whole" in reply["refused"][2]
+    assert "an activation of 2 bytes" in reply["refused"][3]
+    assert lengths == [1, 0, 0, 0]
+
+
 def test_a_session_stepped_only_in_batches_does_not_idle_out():
     async def scenario() -> tuple[set, set, dict | None, bool]:
         host = SessionHost(SPEC, 0, compute, SessionLimits(idle_seconds=0.3))
