@@ -19,6 +19,13 @@ round it was trained in (the same number unless a sole member went back to an ea
 
 Every method here blocks on RPC calls (with ChainClient's retries): the daemon runs them in a
 thread, one `tick` at a time. Deadlines are compared with the latest block's timestamp.
+
+A tick costs one request (the block number) while nothing can have changed: no block since a tick
+that left this worker nothing of its own to do (no unclaimed round, no claim prepared or being
+sent). Everything else a tick reads only changes in a block, and the daemon ticks every second:
+blocks come every 12 s on Ethereum, and only with transactions on anvil. A worker serving
+inference between rounds polled three contract reads a second, on the thread that shares the
+interpreter with its serving passes.
 """
 
 from __future__ import annotations
@@ -104,6 +111,7 @@ class ClaimKeeper:
         self.policy = policy
         self.rebase = False  # set when a sole member must go back to its lane's tip
         self._said: set[str] = set()
+        self._idle_at: int | None = None  # the block of the last tick that left nothing to do
 
     def _once(self, key: str, message: str, *args: Any) -> None:
         """Log a waiting condition once, until `_over(key)` says it ended."""
@@ -189,7 +197,12 @@ class ClaimKeeper:
 
     def tick(self) -> None:
         """One pass: settle a send a crash interrupted, follow the open claims (finalize the due
-        ones), group new rounds into a claim, send it once it can be fetched."""
+        ones), group new rounds into a claim, send it once it can be fetched. Nothing but the block
+        number while nothing can have changed (see the module doc)."""
+        block = self._block()
+        if block == self._idle_at and not self._own_work():
+            return
+        self._idle_at = None
         params = self.parameters()
         for entry in self.journal.claims_in(ClaimState.SENDING):
             self._settle_sending(entry)
@@ -199,6 +212,15 @@ class ClaimKeeper:
         self._prepare(params)
         for entry in self.journal.claims_in(ClaimState.PREPARED):
             self._send(entry, params)
+        if not self._own_work():
+            self._idle_at = block
+
+    def _own_work(self) -> bool:
+        """Rounds or claims that wait on this worker, not on the chain: a round to group, a claim to
+        send once validators can fetch it, a send to settle."""
+        return bool(
+            self.journal.claims_in(ClaimState.PREPARED, ClaimState.SENDING) or self.journal.unclaimed_rounds()
+        )
 
     # ---- following the lane -------------------------------------------------------------------
 

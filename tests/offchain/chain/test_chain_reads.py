@@ -1,7 +1,8 @@
 """Chain reads cost what they must, counted at the RPC provider of a real anvil: a contract call
-is one request (web3's validation middleware would first ask for the chain id, every time), and the
+is one request (web3's validation middleware would first ask for the chain id, every time), the
 gateway's requests that find its finalized rounds stale share one read of them (at a ticket
-boundary of many streaming clients, each would otherwise read every stage)."""
+boundary of many streaming clients, each would otherwise read every stage), and a worker's claim
+keeper with nothing of its own to do asks only for the block number until a block comes."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ from offchain.holder.wallet import asset_of
 from offchain.model.generate import LocalPipeline
 from offchain.model.spec import load_spec
 from offchain.model.tokens import shipped_tokenizer
+from offchain.proofs.rounds import PublishedRound
 from offchain.storage.embedded import EmbeddedStore
+from offchain.worker.claims import ClaimKeeper, ClaimPolicy
+from offchain.worker.journal import ClaimJournal, RoundEntry
 
 SPEC = REPO / "specs" / "tiny.json"
 
@@ -63,6 +67,40 @@ def test_a_transaction_is_still_signed_for_the_chain_it_was_sent_to(chain):
     )
     assert receipt["status"] == 1
     assert client.w3.eth.get_transaction(receipt["transactionHash"])["chainId"] == client.chain_id
+
+
+def test_an_idle_claim_keeper_asks_only_for_the_block_number_until_a_block_or_a_round_comes(chain, tmp_path):
+    """The worker daemon ticks its keeper every second; what a tick reads only changes in a block."""
+    url, deployments = chain
+    store = EmbeddedStore(tmp_path / "store")
+    creator = Protocol.load(ChainClient(url, anvil_account(1)), deployments)
+    created = create_model(
+        creator, store, SPEC, shares_per_work_unit=10**18, revenue_asset="eth", operator=None
+    )
+    protocol = Protocol.load(ChainClient(url, anvil_account(3)), deployments)
+    journal = ClaimJournal(tmp_path / "journal")
+    keeper = ClaimKeeper(
+        protocol, created.model.model_id, 0, journal, store, seed_digest=bytes(32), policy=ClaimPolicy()
+    )
+    sent = counted(protocol.client)
+    keeper.tick()
+    full = Counter(sent)
+    assert full["eth_call"] >= 2  # the ledger's parameters and the lane's open claims, at least
+    sent.clear()
+    keeper.tick()
+    assert sent == Counter({"eth_blockNumber": 1})  # no block since: nothing could have changed
+    protocol.client.w3.provider.make_request("evm_mine", [])
+    sent.clear()
+    keeper.tick()
+    assert sent == full  # a new block: the whole pass again
+    # A round of this worker's waits to be claimed (its parent is not the lane's tip yet): every
+    # tick looks again, block or not.
+    waiting = PublishedRound(5, "QmCk5", bytes(32), "QmTr5", bytes(32), 8)
+    journal.put_round(RoundEntry(waiting, b"\x01" * 32, b"\x02" * 32, 0, 0))
+    for _ in range(2):
+        sent.clear()
+        keeper.tick()
+        assert sent["eth_call"] >= 2 and [entry.round for entry in journal.unclaimed_rounds()] == [5]
 
 
 @pytest.fixture
