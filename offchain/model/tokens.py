@@ -10,6 +10,8 @@ Text: the spec names its tokenizer.json by CID (the byte-level BPE `pm data prep
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from tokenizers import Tokenizer
@@ -24,6 +26,7 @@ from offchain.storage.store import Store
 BOS_TOKEN, EOS_TOKEN = "<|bos|>", "<|eos|>"  # `pm data prepare` tokenizers' specials
 
 
+@functools.cache
 def token_dtype(vocab_size: int) -> np.dtype:
     return numpy_dtype(shard_dtype(vocab_size))
 
@@ -56,10 +59,10 @@ def decode_ids(data: bytes, spec: ModelSpec) -> torch.Tensor:
     dtype = token_dtype(spec.config.vocab_size)
     if not data or len(data) % dtype.itemsize:
         raise ValueError(f"a token run of {len(data)} bytes is not whole {dtype.itemsize}-byte ids")
-    ids = torch.from_numpy(np.frombuffer(data, dtype=dtype).astype(np.int64))
-    if ids.max() >= spec.config.vocab_size:
+    ids = np.frombuffer(data, dtype=dtype)
+    if ids.max() >= spec.config.vocab_size:  # checked in numpy: a stage decodes every step's ids
         raise ValueError(f"token ids outside the vocabulary 0..{spec.config.vocab_size - 1}")
-    return ids
+    return torch.from_numpy(ids.astype(np.int64))
 
 
 def load_tokenizer(spec: ModelSpec, store: Store) -> Tokenizer:
