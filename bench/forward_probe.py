@@ -70,7 +70,7 @@ from offchain.model.spec import ModelSpec, load_spec
 from offchain.model.tokens import decode_ids, encode_ids, shipped_tokenizer
 from offchain.swarm.local import LocalProcess
 from offchain.swarm.node import NetworkConfig, shutdown_node, start_node, stop_on_signals, visible_maddrs
-from offchain.swarm.wire import CHUNK_BYTES, FrameReader, framed_chunks, pack, unpack
+from offchain.swarm.wire import FrameReader, framed_chunks, infer_frame_limit, pack, unpack
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "The assert statement"
@@ -79,10 +79,6 @@ MODES = ("A", "B", "one")
 BALANCED = ("A", "B", "one", "A", "one", "B")
 """The order, repeated: as a cycle, every mode runs just after each other mode once (what ran before
 changes a completion's first token: a host idle meanwhile is slow to wake, see `--gap`)."""
-
-
-def frame_limit(spec: ModelSpec) -> int:
-    return spec.context * (4 * max(spec.config.hidden_size, spec.config.vocab_size) + 64) + CHUNK_BYTES
 
 
 async def outgoing(queue: asyncio.Queue) -> AsyncIterator[BytesValue]:
@@ -97,7 +93,7 @@ async def outgoing(queue: asyncio.Queue) -> AsyncIterator[BytesValue]:
 
 class ProbeStage:
     def __init__(self, spec: ModelSpec, stage: int, state: bytes, p2p: P2P) -> None:
-        self.spec, self.p2p, self.limit = spec, p2p, frame_limit(spec)
+        self.spec, self.p2p, self.limit = spec, p2p, infer_frame_limit(spec)
         self.serving = ServingStage(spec, stage, state)
         self.caches: dict[int, RequestCache] = {}
         self.forward_out: asyncio.Queue | None = None  # frames to stage + 1 (its probe.forward)
@@ -270,8 +266,8 @@ class ProbeSession:
 class ProbeSwarm:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec, self.cids = spec, itertools.count()
-        self.steps = [Channel(frame_limit(spec)) for _ in range(spec.num_stages)]
-        self.replies = Channel(frame_limit(spec))
+        self.steps = [Channel(infer_frame_limit(spec)) for _ in range(spec.num_stages)]
+        self.replies = Channel(infer_frame_limit(spec))
 
     async def connect(self, p2p: P2P, peer_ids: list[str]) -> None:
         """The client's streams, and every stage's forward stream to the next, opened once."""

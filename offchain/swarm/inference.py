@@ -51,6 +51,7 @@ from offchain.model.tokens import encode_ids
 from offchain.swarm.client import PeerUnreachable, RemoteError, StageStream, call
 from offchain.swarm.driver import Driver, Replica, StageLost, WorkerFailed
 from offchain.swarm.relay import StepRelay
+from offchain.swarm.wire import infer_frame_limit
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,7 @@ class SwarmPipeline:
     ) -> None:
         self.driver, self.wait_seconds, self.renew_seconds = driver, wait_seconds, renew_seconds
         self.spec = driver.spec
-        widest = 4 * max(self.spec.config.hidden_size, self.spec.config.vocab_size) + 64
-        self.frame_limit = self.spec.context * widest + (1 << 20)
+        self.frame_limit = infer_frame_limit(self.spec)
         self.spares: list[Spare | None] = [None] * self.spec.num_stages
         self._keepers: dict[int, asyncio.Task] = {}  # stage -> the task keeping its spare
         self._tasks: set[asyncio.Task] = set()  # every keeper not yet finished

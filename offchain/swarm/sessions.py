@@ -60,7 +60,7 @@ from offchain.model.batching import PassQueue, PassStats
 from offchain.model.kv import MIN_ROWS, RequestCache, ServingStage, Step
 from offchain.model.spec import ModelSpec
 from offchain.model.tokens import decode_ids
-from offchain.swarm.wire import CHUNK_BYTES, FrameReader, WireError, framed_chunks, pack, unpack
+from offchain.swarm.wire import FrameReader, WireError, framed_chunks, infer_frame_limit, pack, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ class SessionHost:
         self._serving: _Serving | None = None
         self._reserved = 0  # positions of admitted steps not yet in a cache (`_run_steps`)
         self._building = asyncio.Lock()
-        widest = 4 * max(spec.config.hidden_size, spec.config.vocab_size) + 64
-        self.frame_limit = spec.context * widest + CHUNK_BYTES  # a whole context's steps at once
+        self.frame_limit = infer_frame_limit(spec)
 
     @property
     def cached_tokens(self) -> int:

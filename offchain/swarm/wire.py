@@ -70,6 +70,13 @@ class Limits:
 PIPELINE_METHODS = frozenset({"forward", "forward_backward", "backward", "infer"})
 
 
+def infer_frame_limit(spec: ModelSpec) -> int:
+    """The largest frame of an `infer` stream either way: a whole context's steps at once (a
+    re-prefill), each position's activation or logits in fp32, with room for the framing."""
+    widest = 4 * max(spec.config.hidden_size, spec.config.vocab_size) + 64
+    return spec.context * widest + CHUNK_BYTES
+
+
 class WireError(ValueError):
     """A message that does not parse or does not match what the receiver expects."""
 
